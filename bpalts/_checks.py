@@ -1,0 +1,72 @@
+"""Input validation shared by every op: clear errors naming the argument (DESIGN.md section 2)."""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+
+FLOAT32_ONLY = (torch.float32,)
+FLOAT32_OR_64 = (torch.float32, torch.float64)
+
+
+def _dtype_names(dtypes: Sequence[torch.dtype]) -> str:
+    return " or ".join(str(d).replace("torch.", "") for d in dtypes)
+
+
+def check_tensor(name: str, t, dims: Sequence[str], dtypes: Sequence[torch.dtype] = FLOAT32_OR_64):
+    """``t`` is a tensor with ``len(dims)`` dimensions, a float dtype from ``dtypes``, no empty dims.
+
+    ``dims`` names the dimensions for the message, e.g. ``("batch", "features")``.
+    """
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dim() != len(dims):
+        raise ValueError(
+            f"{name} must be {len(dims)}-D ({', '.join(dims)}), got shape {tuple(t.shape)}"
+        )
+    if t.dtype not in dtypes:
+        raise TypeError(f"{name} must have dtype {_dtype_names(dtypes)}, got {t.dtype}")
+    for size, dim in zip(t.shape, dims):
+        if size == 0:
+            raise ValueError(f"{name} has an empty {dim} dimension (shape {tuple(t.shape)})")
+    return t
+
+
+def check_same(names: Sequence[str], tensors: Sequence[torch.Tensor]) -> None:
+    """All ``tensors`` share one device and one dtype."""
+    first = tensors[0]
+    for n, t in zip(names[1:], tensors[1:]):
+        if t.device != first.device:
+            raise ValueError(
+                f"{n} is on {t.device} but {names[0]} is on {first.device}; "
+                "all tensors must be on the same device"
+            )
+        if t.dtype != first.dtype:
+            raise TypeError(f"{n} has dtype {t.dtype} but {names[0]} has {first.dtype}; they must match")
+
+
+def check_finite(name: str, t: torch.Tensor) -> None:
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} contains NaN or infinite values")
+
+
+def check_scalar(name: str, value, *, positive: bool = False, allow_zero: bool = True) -> float:
+    """A finite real number (optionally > 0 / >= 0); returned as a Python float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            value = value.item()
+        else:
+            raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if positive and (value < 0 or (value == 0 and not allow_zero)):
+        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+    return value
+
+
+def check_choice(name: str, value, choices: Sequence[str]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+    return value

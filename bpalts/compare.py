@@ -1,0 +1,526 @@
+"""The comparison harness: train registered methods on MNIST and record how they learn.
+
+CLI ``bpalts-compare`` (or ``python -m bpalts.compare``)::
+
+    bpalts-compare --list
+    bpalts-compare                                  # quick preset, every method, 4 layers
+    bpalts-compare --methods backprop --layers 2 4 8 --preset full --device cuda
+
+For each selected (method, depth) it builds the learner from :mod:`bpalts.registry` with the
+shared width rule (:func:`bpalts.learners.widths.layer_sizes`), trains it on shuffled MNIST in
+batches of the method's ``batch_size`` and, at every evaluation point, appends one row to
+``OUT/results.csv``::
+
+    method, depth, epoch, samples_seen, train_seconds, test_accuracy, backend, device
+
+``test_accuracy`` is a fraction (0..1) on the full 10k test set, ``epoch`` is
+``samples_seen / n_train`` (fractional), ``train_seconds`` counts training only (the clock is read
+around training segments, after a CUDA synchronize on the GPU; evaluation is excluded). Rows are
+flushed as they are written, so an interrupted or failed run keeps what it had reached. Plots
+(:mod:`bpalts.plots`) are redrawn from the CSV after every run: ``sample_efficiency.png``,
+``clock_time.png`` and, when several depths are in the CSV, ``accuracy_vs_depth.png``.
+
+Budgets: the ``quick`` preset trains every method on :data:`QUICK_SAMPLES` samples and evaluates
+every :data:`QUICK_EVAL_EVERY`; the ``full`` preset trains each method for its
+``spec.full_epochs`` epochs and evaluates once per epoch. ``--epochs`` replaces either budget with
+that many epochs; ``--max-samples`` caps it; ``--eval-every`` sets the evaluation spacing.
+
+A run whose learner raises (e.g. :class:`bpalts.learners.base.DivergenceError`) is reported, its
+rows so far are kept, nothing is recorded for the failure itself, and the other runs go on; the
+exit status is then 1.
+
+Programmatic use: :func:`compare` (returns a list of :class:`RunResult`), :func:`run_one`,
+:func:`load_data` (the one place data is loaded; tests replace it).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from bpalts import registry
+from bpalts.learners.widths import layer_sizes
+
+#: Training samples per method in the ``quick`` preset (a fixed budget: the whole quick comparison
+#: of every registered method must stay within minutes on a 2-core CPU, so as methods are added
+#: this shrinks rather than the list of methods).
+QUICK_SAMPLES = 30_000
+#: Evaluation spacing (training samples) in the ``quick`` preset.
+QUICK_EVAL_EVERY = 10_000
+DEFAULT_LAYERS = 4
+DEFAULT_OUT = "runs/compare"
+CSV_NAME = "results.csv"
+CSV_COLUMNS = [
+    "method",
+    "depth",
+    "epoch",
+    "samples_seen",
+    "train_seconds",
+    "test_accuracy",
+    "backend",
+    "device",
+]
+PRESETS = ("quick", "full")
+BACKENDS = ("auto", "reference", "triton", "cpp")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class RunResult:
+    """Outcome of one (method, depth) run. ``error`` is set (and ``ok`` false) if it failed."""
+
+    method: str
+    depth: int
+    samples_seen: int = 0
+    train_seconds: float = 0.0
+    final_accuracy: float | None = None
+    backend: str = ""
+    device: str = ""
+    evals: int = 0
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+# --------------------------------------------------------------------------------------------
+# data, device, budget
+
+
+def load_data(device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(x_train, y_train, x_test, y_test)`` of MNIST on ``device`` (float32 (N, 784) in [0, 1],
+    int64 labels). The harness loads data only through this function."""
+    from bpalts.data import mnist  # imported here so that the harness imports without it
+
+    x_train, y_train = mnist("train", device=device)
+    x_test, y_test = mnist("test", device=device)
+    return x_train, y_train, x_test, y_test
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> ``cuda`` when available else ``cpu``; ``cuda`` without CUDA is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but torch.cuda.is_available() is False")
+    return torch.device(name)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def training_budget(
+    spec: registry.MethodSpec,
+    n_train: int,
+    *,
+    preset: str = "quick",
+    epochs: int | None = None,
+    max_samples: int | None = None,
+    eval_every: int | None = None,
+) -> tuple[int, int]:
+    """``(total_samples, eval_every)`` for ``spec`` under the given preset and overrides."""
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {PRESETS}, got {preset!r}")
+    if epochs is not None:
+        total = int(epochs) * n_train
+    elif preset == "quick":
+        total = QUICK_SAMPLES
+    else:
+        total = int(spec.full_epochs) * n_train
+    if max_samples is not None:
+        total = min(total, int(max_samples))
+    if eval_every is None:
+        eval_every = QUICK_EVAL_EVERY if preset == "quick" else n_train
+    total = max(1, total)
+    return total, max(1, int(eval_every))
+
+
+# --------------------------------------------------------------------------------------------
+# CSV
+
+
+class ResultsWriter:
+    """Appends rows to ``results.csv``, writing the header when the file is new or empty, and
+    flushing after every row."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        new = not self.path.exists() or self.path.stat().st_size == 0
+        self._file = open(self.path, "a", newline="")
+        self._writer = csv.DictWriter(self._file, fieldnames=CSV_COLUMNS)
+        if new:
+            self._writer.writeheader()
+            self._file.flush()
+
+    def write(self, row: dict) -> None:
+        self._writer.writerow({k: row[k] for k in CSV_COLUMNS})
+        self._file.flush()
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+
+    def __enter__(self) -> "ResultsWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------------------------
+# one run
+
+
+def _evaluate(learner, x: torch.Tensor, y: torch.Tensor) -> float:
+    if hasattr(learner, "evaluate"):
+        return float(learner.evaluate(x, y))
+    with torch.no_grad():  # a learner outside the Learner base class: predict in batches
+        correct = 0
+        for i in range(0, x.shape[0], 2000):
+            correct += (learner.predict(x[i : i + 2000]) == y[i : i + 2000]).sum().item()
+    return correct / max(1, x.shape[0])
+
+
+def _backend_name(learner, requested: str) -> str:
+    actual = getattr(learner, "backend", None)
+    return requested if actual is None or callable(actual) else str(actual)
+
+
+def run_one(
+    spec: registry.MethodSpec,
+    depth: int,
+    data: Sequence[torch.Tensor],
+    writer: ResultsWriter,
+    *,
+    total_samples: int,
+    eval_every: int,
+    device: torch.device,
+    backend: str = "auto",
+    seed: int = 0,
+    progress: bool = True,
+) -> RunResult:
+    """Train ``spec`` at ``depth`` weight layers on ``data`` for ``total_samples`` samples,
+    appending a CSV row at every evaluation point (every ``eval_every`` samples, and at the end).
+
+    Raises whatever the learner raises; the rows written before stay in the CSV.
+    """
+    from tqdm.auto import tqdm
+
+    x_train, y_train, x_test, y_test = (t.to(device) for t in data)
+    n_train = x_train.shape[0]
+    if n_train == 0:
+        raise ValueError("the training set is empty")
+    result = RunResult(method=spec.name, depth=depth, backend=backend, device=str(device))
+
+    torch.manual_seed(seed)
+    learner = spec.build(layer_sizes(depth), backend=backend, seed=seed)
+    learner = learner.to(device)
+    learner.train()
+    result.backend = _backend_name(learner, backend)
+    gen = torch.Generator().manual_seed(seed)
+    batch_size = max(1, int(spec.batch_size))
+
+    bar = tqdm(total=total_samples, desc=f"{spec.name} L{depth}", unit="sample",
+               disable=not progress, leave=True, dynamic_ncols=True)
+    try:
+        seen = 0
+        next_eval = eval_every
+        perm = None
+        pos = n_train  # position in the current epoch's permutation
+        while seen < total_samples:
+            # One training segment: up to the next evaluation point (or the end of the budget).
+            _sync(device)
+            t0 = time.perf_counter()
+            while seen < total_samples and seen < next_eval:
+                if pos >= n_train:
+                    perm = torch.randperm(n_train, generator=gen).to(device)
+                    pos = 0
+                n = min(batch_size, n_train - pos, total_samples - seen)
+                idx = perm[pos : pos + n]
+                learner.train_step(x_train[idx], y_train[idx])
+                pos += n
+                seen += n
+                bar.update(n)
+            _sync(device)
+            result.train_seconds += time.perf_counter() - t0
+            result.samples_seen = seen
+
+            acc = _evaluate(learner, x_test, y_test)
+            learner.train()
+            while next_eval <= seen:
+                next_eval += eval_every
+            writer.write(
+                {
+                    "method": spec.name,
+                    "depth": depth,
+                    "epoch": round(seen / n_train, 6),
+                    "samples_seen": seen,
+                    "train_seconds": round(result.train_seconds, 6),
+                    "test_accuracy": round(acc, 6),
+                    "backend": result.backend,
+                    "device": result.device,
+                }
+            )
+            result.final_accuracy = acc
+            result.evals += 1
+            bar.set_postfix(acc=f"{100 * acc:.2f}%", refresh=False)
+    finally:
+        bar.close()
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# the whole comparison
+
+
+def _select_methods(names: Sequence[str] | None) -> list[registry.MethodSpec]:
+    registered = registry.method_names()
+    if not names:
+        return [registry.get_method(n) for n in registered]
+    unknown = [n for n in names if n not in registered]
+    if unknown:
+        raise ValueError(
+            f"unknown method{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+            f"registered methods: {', '.join(registered) or '(none)'}"
+        )
+    seen: dict[str, None] = {}
+    for n in names:
+        seen.setdefault(n)
+    return [registry.get_method(n) for n in seen]
+
+
+def compare(
+    methods: Sequence[str] | None = None,
+    layers: Sequence[int] = (DEFAULT_LAYERS,),
+    *,
+    preset: str = "quick",
+    epochs: int | None = None,
+    device: str = "auto",
+    backend: str = "auto",
+    out: str | os.PathLike = DEFAULT_OUT,
+    eval_every: int | None = None,
+    max_samples: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    plots: bool = True,
+    overwrite: bool = False,
+    log=None,
+) -> list[RunResult]:
+    """Run every selected (method, depth), appending to ``out/results.csv`` and redrawing the
+    plots after each run. Methods with ``fixed_depth`` run once (at the first depth given).
+
+    Failed runs are returned with ``error`` set; a ``KeyboardInterrupt`` stops the remaining runs
+    (after the plots are drawn) and is re-raised.
+    """
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    specs = _select_methods(methods)
+    layers = list(dict.fromkeys(int(d) for d in layers))
+    if not layers:
+        raise ValueError("layers must name at least one depth")
+    for d in layers:
+        layer_sizes(d)  # validates the depth before anything trains
+    dev = resolve_device(device)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path = out / CSV_NAME
+    if overwrite and csv_path.exists():
+        csv_path.unlink()
+
+    data = tuple(t.to(dev) for t in load_data(dev))
+    n_train = data[0].shape[0]
+
+    runs = []
+    for spec in specs:
+        for d in (layers[:1] if spec.fixed_depth else layers):
+            runs.append((spec, d))
+
+    results: list[RunResult] = []
+    with ResultsWriter(csv_path) as writer:
+        try:
+            for spec, d in runs:
+                total, every = training_budget(
+                    spec, n_train, preset=preset, epochs=epochs, max_samples=max_samples,
+                    eval_every=eval_every,
+                )
+                try:
+                    res = run_one(
+                        spec, d, data, writer, total_samples=total, eval_every=every,
+                        device=dev, backend=backend, seed=seed, progress=progress,
+                    )
+                except KeyboardInterrupt:
+                    log(f"interrupted: {spec.name} at {d} layers; rows written so far are kept")
+                    results.append(RunResult(spec.name, d, backend=backend, device=str(dev),
+                                             error="interrupted"))
+                    raise
+                except Exception as exc:  # noqa: BLE001 - report and go on with the other runs
+                    msg = f"{type(exc).__name__}: {exc}"
+                    log(f"FAILED {spec.name} at {d} layers: {msg}")
+                    log("".join(traceback.format_exception(exc)).rstrip())
+                    res = RunResult(spec.name, d, backend=backend, device=str(dev), error=msg)
+                results.append(res)
+                if plots:
+                    _draw(csv_path, out, log)
+        except KeyboardInterrupt:
+            writer.close()
+            if plots:
+                _draw(csv_path, out, log)
+            raise
+    return results
+
+
+def _draw(csv_path: Path, out: Path, log) -> list[Path]:
+    from bpalts import plots
+
+    try:
+        if not csv_path.exists():
+            return []
+        df = plots.load_results(csv_path)
+        if df.empty:
+            return []
+        return plots.plot_all(df, out)
+    except Exception as exc:  # noqa: BLE001 - a plotting problem must not lose a long run
+        log(f"could not draw the plots: {type(exc).__name__}: {exc}")
+        return []
+
+
+def format_summary(results: Sequence[RunResult]) -> str:
+    """A plain-text table: method, depth, final accuracy %, train seconds, samples, status."""
+    header = ("method", "depth", "accuracy %", "train s", "samples", "backend", "status")
+    rows = []
+    for r in results:
+        acc = "-" if r.final_accuracy is None else f"{100 * r.final_accuracy:.2f}"
+        err = r.error if r.error is None or len(r.error) <= 70 else r.error[:67] + "..."
+        status = "ok" if r.ok else f"FAILED ({err})"
+        rows.append((r.method, str(r.depth), acc, f"{r.train_seconds:.1f}", str(r.samples_seen),
+                     r.backend, status))
+    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h)
+              for i, h in enumerate(header)]
+    right = {1, 2, 3, 4}
+
+    def fmt(row):
+        cells = [c.rjust(w) if i in right else c.ljust(w)
+                 for i, (c, w) in enumerate(zip(row, widths))]
+        return "  ".join(cells).rstrip()
+
+    lines = [fmt(header), fmt(tuple("-" * w for w in widths))]
+    lines += [fmt(row) for row in rows]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="bpalts-compare",
+        description="Train registered learning rules on MNIST; record test accuracy against "
+        "samples seen and training time to OUT/results.csv and plot it.",
+    )
+    p.add_argument("--list", action="store_true", help="list the registered methods and exit")
+    p.add_argument("--methods", nargs="+", metavar="NAME",
+                   help="methods to run (default: every registered method)")
+    p.add_argument("--layers", nargs="+", type=_positive_int, metavar="N",
+                   help=f"depths in weight layers (default: {DEFAULT_LAYERS})")
+    p.add_argument("--preset", choices=PRESETS, default="quick",
+                   help=f"quick: {QUICK_SAMPLES} samples per run, eval every {QUICK_EVAL_EVERY}; "
+                   "full: each method's full_epochs, eval every epoch (default: quick)")
+    p.add_argument("--epochs", type=_positive_int,
+                   help="train this many epochs (replaces the preset's budget)")
+    p.add_argument("--max-samples", type=_positive_int, metavar="N",
+                   help="cap the training samples per run")
+    p.add_argument("--eval-every", type=_positive_int, metavar="SAMPLES",
+                   help="evaluate every SAMPLES training samples")
+    p.add_argument("--device", choices=DEVICES, default="auto", help="default: auto")
+    p.add_argument("--backend", choices=BACKENDS, default="auto", help="default: auto")
+    p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
+                   help=f"output folder (default: {DEFAULT_OUT})")
+    p.add_argument("--seed", type=int, default=0, help="default: 0")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start a fresh results.csv instead of appending to it")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-plots", action="store_true", help="do not draw the plots")
+    return p
+
+
+def list_methods() -> str:
+    names = registry.method_names()
+    if not names:
+        return "(no methods registered)"
+    width = max(len(n) for n in names)
+    lines = []
+    for n in names:
+        spec = registry.get_method(n)
+        extra = f"batch {spec.batch_size}, {spec.full_epochs} epochs (full)"
+        if spec.fixed_depth:
+            extra += ", fixed depth"
+        lines.append(f"{n.ljust(width)}  {spec.description}  [{extra}]")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.list:
+        print(list_methods())
+        return 0
+    try:
+        _select_methods(args.methods)
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
+        results = compare(
+            args.methods,
+            args.layers or [DEFAULT_LAYERS],
+            preset=args.preset,
+            epochs=args.epochs,
+            device=args.device,
+            backend=args.backend,
+            out=args.out,
+            eval_every=args.eval_every,
+            max_samples=args.max_samples,
+            seed=args.seed,
+            progress=not args.no_progress,
+            plots=not args.no_plots,
+            overwrite=args.overwrite,
+        )
+    except KeyboardInterrupt:
+        print("interrupted; rows written so far are in "
+              f"{Path(args.out) / CSV_NAME}", file=sys.stderr)
+        return 130
+    except ValueError as exc:  # bad depth, unavailable device, ...
+        print(f"bpalts-compare: error: {exc}", file=sys.stderr)
+        return 2
+    print(format_summary(results))
+    print(f"results: {Path(args.out) / CSV_NAME}")
+    failed = [r for r in results if not r.ok]
+    if failed:
+        print(f"{len(failed)} of {len(results)} runs failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

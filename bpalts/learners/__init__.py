@@ -1,0 +1,7 @@
+"""Learners: ``torch.nn.Module`` classes, one family per module. Importing this package registers
+every family's methods with :mod:`bpalts.registry`."""
+from bpalts.learners.base import DivergenceError, Learner
+from bpalts.learners.widths import hidden_sizes, layer_sizes
+from bpalts.learners.backprop import BackpropMLP  # registers "backprop"
+
+__all__ = ["BackpropMLP", "DivergenceError", "Learner", "hidden_sizes", "layer_sizes"]

@@ -1,0 +1,24 @@
+// The bpalts._C extension module: one bind_<op>() per op file in csrc/.
+#include <pybind11/pybind11.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace py = pybind11;
+
+namespace bpalts {
+void bind_hebbian_update(py::module_& m);
+}
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "bpalts C++ CPU kernels (OpenMP); see csrc/ for one file per op.";
+  m.def("openmp_threads", []() {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+  }, "Threads OpenMP will use (1 when built without OpenMP).");
+  bpalts::bind_hebbian_update(m);
+}
