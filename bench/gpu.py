@@ -1,0 +1,570 @@
+"""One command for a GPU machine: check every Triton kernel against the reference, then time it.
+
+    python bench/gpu.py                 # full run on a CUDA GPU, about 1-3 minutes
+    python bench/gpu.py --quick         # fewer repetitions
+    python bench/gpu.py --csv out.csv   # also save the table (rewritten after every op)
+    python bench/gpu.py --smoke         # CPU smoke test: tiny shapes, Triton interpreter
+
+For each hot op (the OPS list built by ``build_ops``):
+
+(a) correctness: the Triton backend and the plain-PyTorch reference run on the same fresh random
+    inputs (fp32, TF32 off); ``rel err`` = ||out_triton - out_ref|| / ||out_ref||, where for an
+    in-place op "out" is the update (after - before, in float64). Above 1e-4 the row says FAIL.
+    ``err64 t/r`` gives both backends' errors against a float64 reference, to tell which one
+    is off when a row fails.
+(b) timing (median of N runs after a warm-up, CUDA events, no sync inside a run): the eager
+    reference, the reference captured in a CUDA graph and replayed, ``torch.compile`` of the
+    reference (default mode, shapes static), the bpalts Triton backend through the public op
+    (input finiteness check off: it syncs), and that Triton path captured in a CUDA graph.
+    ``speedup`` = eager ms / triton ms.
+
+Every per-op, per-column failure is caught and reported in the table (``-`` in the cell, the
+reason in ``notes``, the traceback's tail after the table); the script always runs to the end.
+Exit status: 1 if any correctness check failed or could not run, else 0 (timing failures do not
+change it).
+
+Without CUDA (or with ``--smoke``) it runs on the CPU: TRITON_INTERPRET=1 is set before Triton
+is imported, shapes are tiny, time.perf_counter replaces CUDA events, CUDA graphs and
+torch.compile are skipped; correctness is still checked. Timings there mean nothing.
+
+Adding an op = appending ``Op`` entries in ``build_ops``.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any, Callable
+
+TOL = 1e-4  # relative error above which a row FAILs (DESIGN.md section 4: reductions)
+LR_CHECK = 1.0  # correctness: an update much larger than W, so after - before keeps its digits
+LR_TIME = 1e-6  # timing: hundreds of in-place updates keep W finite and close to its start
+
+# DESIGN.md section 7, NVIDIA H200, torch 2.11, fp32, TF32 off, median of 30, CUDA events.
+ANCHORS = {
+    # (op name, shape label): (eager ms, CUDA graph ms, torch.compile ms, Triton target ms or None)
+    ("hebbian_update[gha]", "B256 784->1024"): (0.170, 0.121, 0.161, 0.08),
+    ("hebbian_update[gha]", "B1024 4096->4096"): (4.91, 4.89, 4.91, None),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Mode and environment: decided before Triton (or anything that imports it) is imported.
+# ---------------------------------------------------------------------------------------------
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--smoke", action="store_true",
+                   help="CPU smoke test: tiny shapes, TRITON_INTERPRET=1, perf_counter timing, "
+                        "no CUDA graphs / torch.compile (automatic when CUDA is unavailable)")
+    p.add_argument("--quick", action="store_true", help="fewer repetitions (10 instead of 50)")
+    p.add_argument("--reps", type=int, default=None, help="timed runs per column (median)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed runs before timing")
+    p.add_argument("--csv", metavar="PATH", default=None, help="save the table as CSV")
+    p.add_argument("--only", metavar="TEXT", default=None,
+                   help="run only ops whose 'name shape' contains TEXT (e.g. gha, 4096)")
+    p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    p.add_argument("--budget", type=float, default=270.0,
+                   help="seconds; past this, remaining timings are skipped (correctness still runs)")
+    return p.parse_args(argv)
+
+
+ARGS = parse_args()
+
+import torch  # noqa: E402  (does not import Triton)
+
+CUDA = torch.cuda.is_available()
+SMOKE = ARGS.smoke or not CUDA
+if SMOKE:
+    if not ARGS.smoke:
+        print("NOTICE: CUDA is not available: running the CPU smoke test (tiny shapes, Triton "
+              "interpreter, perf_counter timing, no CUDA graphs or torch.compile). "
+              "Timings are meaningless; only correctness counts.\n", flush=True)
+    # Must happen before Triton is imported: it picks the interpreter at import / jit time.
+    os.environ["TRITON_INTERPRET"] = "1"
+elif os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+    print("WARNING: TRITON_INTERPRET is set on a GPU run: Triton kernels will run interpreted.",
+          flush=True)
+
+DEVICE = torch.device("cpu") if SMOKE else torch.device("cuda")
+
+TRITON_VERSION: str | None
+TRITON_ERROR: str | None = None
+try:
+    import triton  # noqa: E402
+
+    TRITON_VERSION = triton.__version__
+except Exception as exc:  # report and go on: the reference columns still mean something
+    TRITON_VERSION = None
+    TRITON_ERROR = f"{type(exc).__name__}: {exc}"
+
+import bpalts  # noqa: E402
+from bpalts.ops import hebbian_update, hebbian_update_reference  # noqa: E402
+
+
+# ---------------------------------------------------------------------------------------------
+# The ops.
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class Op:
+    """One row of the table.
+
+    make_inputs(device, generator, lr) -> tuple of args, float32, on ``device``; ``reference``
+    and ``triton`` take ``*args`` and return the output. With ``inplace_arg`` set, the op
+    updates ``args[inplace_arg]`` in place and the update (after - before) is what is compared.
+    """
+
+    name: str
+    shape: str
+    make_inputs: Callable[[torch.device, torch.Generator, float], tuple]
+    reference: Callable[..., Any]
+    triton: Callable[..., Any]
+    inplace_arg: int | None = None
+
+    @property
+    def anchor(self):
+        return ANCHORS.get((self.name, self.shape), (None, None, None, None))
+
+
+def _hebbian_inputs(B: int, D: int, N: int):
+    def make(device, gen, lr):
+        # Generated on the CPU, so a row is the same data on every machine; MNIST-like X.
+        W = torch.randn(N, D, generator=gen) / math.sqrt(D)
+        X = torch.rand(B, D, generator=gen)
+        return W.to(device), X.to(device), lr
+    return make
+
+
+def build_ops(smoke: bool) -> list[Op]:
+    """Every row, in order. To add an op, append its ``Op`` entries here."""
+    if smoke:
+        hebb_shapes = [("B8 20->24", 8, 20, 24), ("B33 70->130", 33, 70, 130)]
+    else:
+        hebb_shapes = [("B256 784->1024", 256, 784, 1024), ("B1024 4096->4096", 1024, 4096, 4096)]
+    ops: list[Op] = []
+    for label, B, D, N in hebb_shapes:
+        for rule in ("gha", "oja", "hpca"):
+            ops.append(Op(
+                name=f"hebbian_update[{rule}]",
+                shape=label,
+                make_inputs=_hebbian_inputs(B, D, N),
+                # default args bind this rule (a closure would see the loop's last one)
+                reference=lambda W, X, lr, rule=rule: hebbian_update_reference(W, X, rule, lr),
+                triton=lambda W, X, lr, rule=rule: hebbian_update(
+                    W, X, rule, lr, backend="triton", check_finite_input=False),
+                inplace_arg=0,
+            ))
+    return ops
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers.
+# ---------------------------------------------------------------------------------------------
+
+def _clone(args):
+    return tuple(a.clone() if isinstance(a, torch.Tensor) else a for a in args)
+
+
+def _to64(args):
+    return tuple(a.double() if isinstance(a, torch.Tensor) and a.is_floating_point() else a
+                 for a in args)
+
+
+def _restore(args, pristine):
+    for a, p in zip(args, pristine):
+        if isinstance(a, torch.Tensor):
+            a.copy_(p)
+
+
+def _all_finite(args) -> bool:
+    return all(bool(torch.isfinite(a).all()) for a in args
+               if isinstance(a, torch.Tensor) and a.is_floating_point())
+
+
+def _sync():
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
+    """||got - want|| / ||want|| in float64; a non-finite ``got`` gives inf."""
+    got, want = got.double(), want.double()
+    if not bool(torch.isfinite(got).all()):
+        return float("inf")
+    denom = want.norm().item()
+    diff = (got - want).norm().item()
+    return diff / denom if denom > 0 else diff
+
+
+def _short(exc: BaseException, n: int = 70) -> str:
+    msg = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return msg if len(msg) <= n else msg[: n - 3] + "..."
+
+
+class Recorder:
+    """Collects per-op notes and tracebacks without ever raising."""
+
+    def __init__(self):
+        self.notes: list[str] = []
+        self.tracebacks: list[str] = []
+
+    def fail(self, what: str, exc: BaseException, label: str):
+        self.notes.append(f"{what}: {_short(exc)}")
+        tail = traceback.format_exception(type(exc), exc, exc.__traceback__)
+        self.tracebacks.append(f"--- {label} / {what}\n" + "".join(tail[-6:]).rstrip())
+        # A failed capture or kernel may leave the CUDA stream in an error state: try to clear it.
+        try:
+            _sync()
+        except Exception:
+            pass
+
+
+def _output(op: Op, args, ret, before):
+    if op.inplace_arg is None:
+        return ret
+    return args[op.inplace_arg].double() - before[op.inplace_arg].double()
+
+
+# ---------------------------------------------------------------------------------------------
+# Correctness.
+# ---------------------------------------------------------------------------------------------
+
+def check(op: Op, seed: int, rec: Recorder, label: str) -> dict:
+    res: dict = {"rel_err": None, "status": "ERROR", "err64_t": None, "err64_r": None}
+    try:
+        gen = torch.Generator().manual_seed(seed)
+        args = op.make_inputs(DEVICE, gen, LR_CHECK)
+        ref_args, tri_args = _clone(args), _clone(args)
+        with torch.no_grad():
+            ref = _output(op, ref_args, op.reference(*ref_args), args)
+            tri = _output(op, tri_args, op.triton(*tri_args), args)
+        _sync()
+        err = rel_err(tri, ref)
+        res["rel_err"] = err
+        res["status"] = "ok" if err <= TOL else "FAIL"
+    except Exception as exc:
+        rec.fail("check", exc, label)
+        return res
+    try:  # context: each backend's error against a float64 reference
+        a64 = _to64(args)
+        b64 = _clone(a64)
+        with torch.no_grad():
+            ref64 = _output(op, b64, op.reference(*b64), a64)
+        res["err64_t"] = rel_err(tri, ref64)
+        res["err64_r"] = rel_err(ref, ref64)
+    except Exception as exc:
+        rec.fail("fp64 reference", exc, label)
+    return res
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing.
+# ---------------------------------------------------------------------------------------------
+
+def time_fn(fn: Callable[[], Any], reps: int, warmup: int) -> float:
+    """Median milliseconds of ``reps`` runs after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    _sync()
+    if DEVICE.type == "cuda":
+        starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+        ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+        for s, e in zip(starts, ends):
+            s.record()
+            fn()
+            e.record()
+        torch.cuda.synchronize()
+        times = [s.elapsed_time(e) for s, e in zip(starts, ends)]
+    else:
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def capture_graph(fn: Callable[[], Any], warmup: int = 3):
+    """A CUDA graph of one call of ``fn`` (warmed up on a side stream first, as torch requires)."""
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for _ in range(warmup):
+            fn()
+    torch.cuda.current_stream().wait_stream(s)
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        fn()
+    torch.cuda.synchronize()
+    return g
+
+
+def timings(op: Op, seed: int, reps: int, warmup: int, rec: Recorder, label: str,
+            out_of_time: Callable[[], bool], use_compile: bool) -> dict:
+    res: dict = {k: None for k in ("eager", "graph", "compile", "triton", "triton_graph")}
+    if out_of_time():
+        rec.notes.append("timing skipped (time budget)")
+        return res
+    try:
+        gen = torch.Generator().manual_seed(seed)
+        args = op.make_inputs(DEVICE, gen, LR_TIME)
+        pristine = _clone(args)
+    except Exception as exc:
+        rec.fail("inputs", exc, label)
+        return res
+
+    def run(key: str, make_fn: Callable[[], Callable[[], Any]]):
+        if out_of_time():
+            rec.notes.append(f"{key}: skipped (time budget)")
+            return
+        try:
+            _restore(args, pristine)
+            fn = make_fn()
+            _restore(args, pristine)
+            with torch.no_grad():
+                res[key] = time_fn(fn, reps, warmup)
+            if not _all_finite(args):
+                rec.notes.append(f"{key}: inputs non-finite after timing")
+        except Exception as exc:
+            rec.fail(key, exc, label)
+        finally:
+            _restore_quiet(args, pristine)
+
+    def graphed(call):
+        def make():
+            with torch.no_grad():
+                g = capture_graph(call)
+            return g.replay
+        return make
+
+    def compiled():
+        torch._dynamo.reset()  # fresh caches: no recompile limits, no dynamic-shape guesses
+        cfn = torch.compile(op.reference, dynamic=False)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            cfn(*args)  # compiles
+        _sync()
+        rec.notes.append(f"compile {time.perf_counter() - t0:.1f}s")
+        return lambda: cfn(*args)
+
+    run("eager", lambda: (lambda: op.reference(*args)))
+    if not SMOKE:
+        run("graph", graphed(lambda: op.reference(*args)))
+        if use_compile:
+            run("compile", compiled)
+    if TRITON_VERSION is not None:
+        run("triton", lambda: (lambda: op.triton(*args)))
+        if not SMOKE:
+            run("triton_graph", graphed(lambda: op.triton(*args)))
+    try:
+        torch._dynamo.reset()
+    except Exception:
+        pass
+    del args, pristine
+    if DEVICE.type == "cuda":
+        try:
+            torch.cuda.empty_cache()
+        except Exception:
+            pass
+    return res
+
+
+def _restore_quiet(args, pristine):
+    try:
+        _restore(args, pristine)
+    except Exception:
+        pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Table.
+# ---------------------------------------------------------------------------------------------
+
+COLUMNS = ["op", "shape", "rel err", "check", "err64 t/r", "eager ms", "graph ms", "compile ms",
+           "triton ms", "triton-graph ms", "speedup vs eager", "anchor eager ms (H200)",
+           "target ms", "notes"]
+
+
+def _ms(v):
+    return "-" if v is None else (f"{v:.3f}" if v < 100 else f"{v:.1f}")
+
+
+def _err(v):
+    return "-" if v is None else f"{v:.1e}"
+
+
+def make_row(op: Op, c: dict, t: dict, notes: list[str]) -> dict:
+    a_eager, _, _, target = op.anchor
+    speed = (t["eager"] / t["triton"]) if t.get("eager") and t.get("triton") else None
+    return {
+        "op": op.name, "shape": op.shape,
+        "rel err": _err(c.get("rel_err")), "check": c.get("status", "ERROR"),
+        "err64 t/r": f"{_err(c.get('err64_t'))}/{_err(c.get('err64_r'))}",
+        "eager ms": _ms(t.get("eager")), "graph ms": _ms(t.get("graph")),
+        "compile ms": _ms(t.get("compile")), "triton ms": _ms(t.get("triton")),
+        "triton-graph ms": _ms(t.get("triton_graph")),
+        "speedup vs eager": "-" if speed is None else f"{speed:.2f}x",
+        "anchor eager ms (H200)": _ms(a_eager), "target ms": "-" if target is None else f"<= {target}",
+        "notes": "; ".join(notes),
+    }
+
+
+def format_table(rows: list[dict]) -> str:
+    cols = [c for c in COLUMNS if c != "notes"]
+    widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in cols}
+    lines = ["  ".join(c.ljust(widths[c]) for c in cols),
+             "  ".join("-" * widths[c] for c in cols)]
+    lines += ["  ".join(r[c].ljust(widths[c]) for c in cols) for r in rows]
+    noted = [r for r in rows if r["notes"]]
+    if noted:
+        lines.append("")
+        lines.append("notes:")
+        lines += [f"  {r['op']} {r['shape']}: {r['notes']}" for r in noted]
+    return "\n".join(lines)
+
+
+def write_csv(path: str, rows: list[dict], meta: dict):
+    try:
+        d = os.path.dirname(os.path.abspath(path))
+        os.makedirs(d, exist_ok=True)
+        with open(path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(meta) + COLUMNS)
+            w.writeheader()
+            for r in rows:
+                w.writerow({**meta, **r})
+    except Exception as exc:
+        print(f"WARNING: could not write {path}: {_short(exc, 200)}", flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Main.
+# ---------------------------------------------------------------------------------------------
+
+def header() -> dict:
+    if DEVICE.type == "cuda":
+        try:
+            name = torch.cuda.get_device_name(0)
+            cap = ".".join(map(str, torch.cuda.get_device_capability(0)))
+            device = f"{name} (sm {cap})"
+        except Exception as exc:
+            device = f"cuda ({_short(exc)})"
+    else:
+        device = f"CPU ({platform.processor() or platform.machine()}), Triton interpreter"
+    meta = {
+        "device": device,
+        "torch": torch.__version__,
+        "triton": TRITON_VERSION or f"unavailable ({TRITON_ERROR})",
+        "cuda": torch.version.cuda or "-",
+        "bpalts": bpalts.__version__,
+        "mode": "smoke" if SMOKE else "gpu",
+    }
+    return meta
+
+
+def disable_tf32():
+    # Both the legacy flags (torch 2.11 and 2.14 accept them) and the precision knob.
+    for stmt in (lambda: setattr(torch.backends.cuda.matmul, "allow_tf32", False),
+                 lambda: setattr(torch.backends.cudnn, "allow_tf32", False),
+                 lambda: torch.set_float32_matmul_precision("highest")):
+        try:
+            stmt()
+        except Exception as exc:
+            print(f"WARNING: could not disable TF32 ({_short(exc)})", flush=True)
+
+
+def main() -> int:
+    t_start = time.perf_counter()
+    disable_tf32()
+    meta = header()
+    print(f"device : {meta['device']}")
+    print(f"torch  : {meta['torch']}   triton: {meta['triton']}   CUDA: {meta['cuda']}   "
+          f"bpalts: {meta['bpalts']}   python: {platform.python_version()}")
+    tf32 = getattr(torch.backends.cuda.matmul, "allow_tf32", None)
+    print(f"fp32, TF32 matmul allowed: {tf32}, float32 matmul precision: "
+          f"{torch.get_float32_matmul_precision()}, TRITON_INTERPRET="
+          f"{os.environ.get('TRITON_INTERPRET', '')}")
+    if TRITON_ERROR:
+        print(f"WARNING: Triton does not import ({TRITON_ERROR}): Triton columns will be '-'.")
+
+    if SMOKE:
+        reps, warmup = ARGS.reps or 3, ARGS.warmup if ARGS.warmup is not None else 1
+    else:
+        reps = ARGS.reps or (10 if ARGS.quick else 50)
+        warmup = ARGS.warmup if ARGS.warmup is not None else (3 if ARGS.quick else 10)
+    use_compile = not ARGS.no_compile and not SMOKE
+
+    try:
+        ops = build_ops(SMOKE)
+    except Exception as exc:
+        print(f"ERROR: could not build the op list: {_short(exc, 300)}")
+        traceback.print_exc()
+        return 1
+    if ARGS.only:
+        ops = [o for o in ops if ARGS.only in f"{o.name} {o.shape}"]
+    print(f"{len(ops)} ops; timing: median of {reps} after {warmup} warm-up runs "
+          f"({'time.perf_counter' if SMOKE else 'CUDA events'}); lr {LR_TIME} while timing; "
+          f"budget {ARGS.budget:.0f}s\n", flush=True)
+
+    def out_of_time() -> bool:
+        return time.perf_counter() - t_start > ARGS.budget
+
+    rows, tracebacks, bad = [], [], 0
+    for i, op in enumerate(ops):
+        label = f"{op.name} {op.shape}"
+        rec = Recorder()
+        c = check(op, seed=1000 + i, rec=rec, label=label)
+        if c["status"] != "ok":
+            bad += 1
+        if TRITON_VERSION is None:
+            rec.notes.append("triton unavailable")
+        t = timings(op, seed=2000 + i, reps=reps, warmup=warmup, rec=rec, label=label,
+                    out_of_time=out_of_time, use_compile=use_compile)
+        row = make_row(op, c, t, rec.notes)
+        rows.append(row)
+        tracebacks += rec.tracebacks
+        print(f"[{i + 1}/{len(ops)} {time.perf_counter() - t_start:5.1f}s] {label}: "
+              f"rel err {row['rel err']} {row['check']}; eager {row['eager ms']}, graph "
+              f"{row['graph ms']}, compile {row['compile ms']}, triton {row['triton ms']}, "
+              f"triton-graph {row['triton-graph ms']} ms"
+              + (f"  [{row['notes']}]" if row["notes"] else ""), flush=True)
+        if ARGS.csv:
+            write_csv(ARGS.csv, rows, meta)
+
+    print()
+    print(f"{meta['device']} | torch {meta['torch']} | triton {meta['triton']} | "
+          f"CUDA {meta['cuda']}")
+    print(format_table(rows) if rows else "(no ops selected)")
+    print(f"\nrel err: Triton vs the fp32 reference on the same inputs (update after - before); "
+          f"FAIL above {TOL:g}. err64 t/r: Triton / reference vs a float64 reference.")
+    print("speedup vs eager = eager ms / triton ms. Anchors (DESIGN.md section 7, H200, "
+          "torch 2.11): GHA B256 784->1024 eager 0.170 / graph 0.121 / compile 0.161 ms, "
+          "Triton target <= 0.08 ms; GHA B1024 4096->4096 eager 4.91 / graph 4.89 / compile "
+          "4.91 ms (fp32 floor 4.76).")
+    if SMOKE:
+        print("SMOKE MODE (CPU, Triton interpreter): timings are meaningless.")
+    if tracebacks:
+        print("\nerrors (traceback tails):")
+        print("\n".join(tracebacks))
+    if ARGS.csv:
+        write_csv(ARGS.csv, rows, meta)
+        print(f"\nsaved {ARGS.csv}")
+    print(f"\n{len(rows) - bad}/{len(rows)} correctness checks ok; total "
+          f"{time.perf_counter() - t_start:.1f}s")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)
