@@ -52,6 +52,8 @@ ANCHORS = {
     # (op name, shape label): (eager ms, CUDA graph ms, torch.compile ms, Triton target ms or None)
     ("hebbian_update[gha]", "B256 784->1024"): (0.170, 0.121, 0.161, 0.08),
     ("hebbian_update[gha]", "B1024 4096->4096"): (4.91, 4.89, 4.91, None),
+    ("softwta_update", "B256 784->1024"): (0.113, 0.063, 0.140, 0.04),
+    ("softwta_update", "B1024 4096->4096"): (1.62, 1.59, 1.52, None),
 }
 
 
@@ -108,6 +110,7 @@ except Exception as exc:  # report and go on: the reference columns still mean s
 
 import bpalts  # noqa: E402
 from bpalts.ops import hebbian_update, hebbian_update_reference  # noqa: E402
+from bpalts.ops import softwta_update, softwta_update_reference  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------
@@ -163,6 +166,16 @@ def build_ops(smoke: bool) -> list[Op]:
                     W, X, rule, lr, backend="triton", check_finite_input=False),
                 inplace_arg=0,
             ))
+    for label, B, D, N in hebb_shapes:  # SoftHebb, default flags (anti-Hebbian, adaptive, max-abs)
+        ops.append(Op(
+            name="softwta_update",
+            shape=label,
+            make_inputs=_hebbian_inputs(B, D, N),
+            reference=lambda W, X, lr: softwta_update_reference(W, X, lr),
+            triton=lambda W, X, lr: softwta_update(W, X, lr, backend="triton",
+                                                   check_finite_input=False),
+            inplace_arg=0,
+        ))
     return ops
 
 

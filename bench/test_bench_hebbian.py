@@ -10,6 +10,18 @@ same work; bench/conftest.py prints reference/cpp median ratios after the table.
 B1024 4096->4096 cases take about a second or two per call on the reference: they are marked
 ``large`` (deselect with ``-m "not large"``).
 
+Cases:
+
+* ``test_hebbian_update``: every rule (bcm with its threshold state, instar and krotov with their
+  default k, delta, p) at B256 784->1024 and B1024 4096->4096 (large).
+* ``test_hebbian_update_competitive``: instar and krotov at B256 784->2000 (the SoftHebb /
+  Krotov-Hopfield layer width), plus krotov with p = 3. The reference is the dense formula
+  (one-hot ``G``, full ``G^T X``); cpp touches only the selected rows.
+* ``test_competitive_update_given_currents``: the same two rules at B256 784->2000, timing only
+  what comes after the forward GEMM ``U = X W^T`` (which both backends must do, and which
+  dominates the whole op once the update is sparse): the dense reference from ``U`` vs the C++
+  sparse update from ``U``.
+
 Every call updates ``W`` in place; lr is 1e-6 so the hundreds of repeated updates keep it finite
 (checked after the run).
 """
@@ -19,10 +31,16 @@ import pytest
 import torch
 
 import bpalts
-from bpalts.ops import HEBBIAN_RULES, hebbian_update
+from bpalts.ops import HEBBIAN_RULES, hebbian_state, hebbian_update
+from bpalts.ops.hebbian_update import (
+    current_weights,
+    reference_from_currents,
+    resolve_params,
+    sparse_from_currents_cpp,
+)
 
 LR = 1e-6
-RULES = ("gha", "oja", "hpca")
+RULES = ("gha", "oja", "hpca", "nlpca_sym", "bcm", "instar", "krotov")
 BACKENDS = ("reference", "cpp")
 
 # (label, batch B, inputs D, units N): W is N x D, X is B x D.
@@ -31,6 +49,7 @@ SHAPES = [
     pytest.param(("B1024 4096->4096", 1024, 4096, 4096), id="B1024-4096-4096",
                  marks=pytest.mark.large),
 ]
+WIDE = ("B256 784->2000", 256, 784, 2000)
 
 
 def _inputs(B: int, D: int, N: int):
@@ -40,18 +59,72 @@ def _inputs(B: int, D: int, N: int):
     return W, X
 
 
+def _skip_unavailable(backend: str) -> None:
+    if backend not in bpalts.available_backends("cpu"):
+        pytest.skip(f"{backend} backend unavailable on the CPU (see bpalts.info())")
+
+
+def _rule_kwargs(rule: str, N: int, **params) -> dict:
+    kw = dict(params)
+    if HEBBIAN_RULES[rule].stateful:
+        kw["state"] = hebbian_state(rule, N, theta_init=0.3)
+    return kw
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("rule", RULES)
 @pytest.mark.parametrize("shape", SHAPES)
 def test_hebbian_update(benchmark, shape, rule, backend):
     assert rule in HEBBIAN_RULES
-    if backend not in bpalts.available_backends("cpu"):
-        pytest.skip(f"{backend} backend unavailable on the CPU (see bpalts.info())")
+    _skip_unavailable(backend)
     label, B, D, N = shape
     W, X = _inputs(B, D, N)
     benchmark.group = f"hebbian_update[{rule}] {label}"
     benchmark.extra_info.update(backend=backend, rule=rule, shape=label,
                                 torch_threads=torch.get_num_threads())
     # check_finite_input=False: time the update, not the two isfinite passes over W and X.
-    benchmark(hebbian_update, W, X, rule=rule, lr=LR, backend=backend, check_finite_input=False)
+    benchmark(hebbian_update, W, X, rule=rule, lr=LR, backend=backend, check_finite_input=False,
+              **_rule_kwargs(rule, N))
+    assert torch.isfinite(W).all(), "W went non-finite over the repeated updates"
+
+
+COMPETITIVE = [
+    pytest.param("instar", {}, id="instar"),
+    pytest.param("krotov", {}, id="krotov"),
+    pytest.param("krotov", {"p": 3.0}, id="krotov-p3"),
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("rule,params", COMPETITIVE)
+def test_hebbian_update_competitive(benchmark, rule, params, backend):
+    _skip_unavailable(backend)
+    label, B, D, N = WIDE
+    W, X = _inputs(B, D, N)
+    tag = "".join(f" {k}={v}" for k, v in params.items())
+    benchmark.group = f"hebbian_update[{rule}{tag}] {label} (whole op)"
+    benchmark.extra_info.update(backend=backend, rule=rule, shape=label,
+                                torch_threads=torch.get_num_threads(), **params)
+    benchmark(hebbian_update, W, X, rule=rule, lr=LR, backend=backend, check_finite_input=False,
+              **params)
+    assert torch.isfinite(W).all(), "W went non-finite over the repeated updates"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("rule", ["instar", "krotov"])
+def test_competitive_update_given_currents(benchmark, rule, backend):
+    """After the forward GEMM: dense reference (one-hot G, G^T X) vs the C++ sparse update."""
+    _skip_unavailable(backend)
+    label, B, D, N = WIDE
+    W, X = _inputs(B, D, N)
+    r = HEBBIAN_RULES[rule]
+    prm = resolve_params(r, W)
+    U = X @ current_weights(W, r, prm.p).T  # computed once; W drifts by ~1e-6 per call
+    benchmark.group = f"hebbian_update[{rule}] {label} (update given U = X W^T)"
+    benchmark.extra_info.update(backend=backend, rule=rule, shape=label,
+                                torch_threads=torch.get_num_threads())
+    if backend == "reference":
+        benchmark(reference_from_currents, W, X, U, r, prm, LR)
+    else:
+        benchmark(sparse_from_currents_cpp, W, X, U, r, prm, LR)
     assert torch.isfinite(W).all(), "W went non-finite over the repeated updates"

@@ -9,6 +9,7 @@ namespace py = pybind11;
 
 namespace bpalts {
 void bind_hebbian_update(py::module_& m);
+void bind_softwta_update(py::module_& m);
 }
 
 PYBIND11_MODULE(_C, m) {
@@ -21,4 +22,5 @@ PYBIND11_MODULE(_C, m) {
 #endif
   }, "Threads OpenMP will use (1 when built without OpenMP).");
   bpalts::bind_hebbian_update(m);
+  bpalts::bind_softwta_update(m);
 }

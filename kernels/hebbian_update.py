@@ -1,15 +1,32 @@
 r"""Triton kernels for :func:`bpalts.ops.hebbian_update` (math and rules: see that module).
 
-``W += lr/B (G^T X - D W)`` with ``G = g(X W^T)`` and ``D = tril(G^T G)`` or ``G^T G``, in three
-launches:
+Dense rules, ``W += lr/B (G^T X - D W)`` with ``G = s(g(X W^T))`` and ``D`` = ``tril(G^T G)``,
+``G^T G`` or nothing, in up to four launches:
 
-1. ``_matmul_kernel`` (gate epilogue): ``G = g(X W^T)``.
+1. ``_matmul_kernel`` (gate epilogue): ``G = g(X W^T)``; for BCM the epilogue also writes
+   ``G = Y (Y - theta)`` and each batch tile's partial ``sum_b Y^2`` per unit.
 2. ``_matmul_kernel`` (lower-triangle mode): ``D = G^T G``; for the hierarchical rules only the
-   tiles on or below the diagonal run their K loop, the rest store zeros.
+   tiles on or below the diagonal run their K loop, the rest store zeros. Skipped without decay.
 3. ``_apply_kernel``: per (units, features) tile, ``acc = G^T X`` (K over the batch) then
    ``acc -= D W`` (K over units, stopping at the diagonal block when ``D`` is lower-triangular),
    and the epilogue writes ``W + lr/B * acc`` to a fresh buffer, copied back into ``W`` (tiles
-   read rows of ``W`` that other tiles update, so the update cannot be written in place).
+   read rows of ``W`` that other tiles update, so the update cannot be written in place). Without
+   decay a tile reads only its own ``W`` and writes in place.
+4. BCM only: ``_bcm_theta_kernel`` reduces the partials and moves ``theta`` in place.
+
+Competitive rules (instar = top-k winners, krotov = +1 winner / -delta k-th), sparse:
+
+1. ``_matmul_kernel``: ``U = X W~^T``, with the p-norm transform ``sign(w)|w|^(p-1)`` applied to
+   ``W`` tiles as they are loaded (``p = 2``: none).
+2. ``_rank_kernel``: one program per sample walks its row ``k`` times, each pass taking the best
+   entry below the previous one in the order (value descending, ties to the lower index); it
+   writes the selected (unit, g, h) triples, ``h = g`` (instar) or ``g * U`` (krotov).
+3. torch ops on the E = B*k (or B*2) selections, no host sync: a stable ``argsort`` by unit,
+   segment heads, ``cumsum`` and ``searchsorted`` give where each selected unit's run starts.
+4. ``_sparse_apply_kernel``: one program per (segment, feature block), at most min(N, E)
+   segments, walks one unit's selections in sample order and writes
+   ``w + lr/B (sum g x_b - (sum h) w)`` in place. Only selected rows are written; no atomics, so
+   the result is deterministic.
 
 All strides are passed, so transposed and non-contiguous inputs need no copies. fp32 in and out;
 ``precision="ieee"`` (default) keeps fp32 products, ``"tf32"`` uses tensor cores.
@@ -21,12 +38,15 @@ import triton
 import triton.language as tl
 
 GATE_IDS = {"identity": 0, "tanh": 1}
+DECAY_IDS = {"none": 0, "tril": 1, "full": 2}
 PRECISIONS = ("ieee", "tf32")
 
 # Tile sizes. The interpreter (CPU) wants few, large programs; the GPU wants enough tiles to fill
 # the SMs. bench/gpu.py is where these get tuned.
 BM, BN, BK = 64, 64, 32
 NUM_WARPS = 4
+RANK_BLOCK = 256  # row chunk of the ranking kernel
+SPARSE_BD = 128  # feature block of the sparse apply kernel
 
 
 @triton.jit
@@ -41,10 +61,16 @@ def _tanh(x):
 def _matmul_kernel(
     A, Bm, Out, M, N, K,
     s_am, s_ak, s_bk, s_bn, s_om, s_on,
+    Theta, Sq, s_sq, pm1,
     GATE: tl.constexpr, LOWER: tl.constexpr, PRECISION: tl.constexpr,
+    BPOW: tl.constexpr, BCM: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    """Out[M, N] = gate(A[M, K] @ B[K, N]); with LOWER, entries above the diagonal are 0."""
+    """Out[M, N] = s(gate(A[M, K] @ f(B[K, N]))); with LOWER, entries above the diagonal are 0.
+
+    f (BPOW): 0 identity, 1 sign(b), 2 sign(b) |b|^pm1. s (BCM): identity, or y (y - Theta[n])
+    with Sq[pid_m, n] = sum over this tile's rows of y^2.
+    """
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -61,23 +87,38 @@ def _matmul_kernel(
                     mask=(rm[:, None] < M) & (kk[None, :] < K), other=0.0)
         b = tl.load(Bm + kk[:, None] * s_bk + rn[None, :] * s_bn,
                     mask=(kk[:, None] < K) & (rn[None, :] < N), other=0.0)
+        if BPOW == 1:
+            b = tl.where(b > 0, 1.0, tl.where(b < 0, -1.0, 0.0)).to(tl.float32)
+        elif BPOW == 2:
+            ab = tl.abs(b)
+            mag = tl.where(ab > 0, tl.exp(pm1 * tl.log(tl.maximum(ab, 1e-38))), 0.0)
+            # (.to: the interpreter passes the float argument pm1 as fp64)
+            b = tl.where(b < 0, -mag, mag).to(tl.float32)
         acc += tl.dot(a, b, input_precision=PRECISION)
     if GATE == 1:
         acc = _tanh(acc)
+    out_mask = (rm[:, None] < M) & (rn[None, :] < N)
+    if BCM:
+        th = tl.load(Theta + rn, mask=rn < N, other=0.0)
+        ysq = tl.where(out_mask, acc * acc, 0.0)
+        tl.store(Sq + pid_m * s_sq + rn, tl.sum(ysq, axis=0), mask=rn < N)
+        acc = acc * (acc - th[None, :])
     if LOWER:
         acc = tl.where(rm[:, None] >= rn[None, :], acc, 0.0)
-    tl.store(Out + rm[:, None] * s_om + rn[None, :] * s_on, acc,
-             mask=(rm[:, None] < M) & (rn[None, :] < N))
+    tl.store(Out + rm[:, None] * s_om + rn[None, :] * s_on, acc, mask=out_mask)
 
 
 @triton.jit
 def _apply_kernel(
     G, X, Dm, W, Wout, B, N, F, scale,
     s_gb, s_gn, s_xb, s_xf, s_dn, s_dm, s_wn, s_wf, s_on, s_of,
-    LOWER: tl.constexpr, PRECISION: tl.constexpr,
+    DECAY: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    """Wout[n, f] = W[n, f] + scale * (sum_b G[b, n] X[b, f] - sum_m D[n, m] W[m, f])."""
+    """Wout[n, f] = W[n, f] + scale * (sum_b G[b, n] X[b, f] - sum_m D[n, m] W[m, f]).
+
+    DECAY: 0 no D (Dm unused), 1 lower-triangular D, 2 full D.
+    """
     pid_m = tl.program_id(0)  # over units
     pid_n = tl.program_id(1)  # over features
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -92,48 +133,223 @@ def _apply_kernel(
         x = tl.load(X + kk[:, None] * s_xb + rf[None, :] * s_xf,
                     mask=(kk[:, None] < B) & (rf[None, :] < F), other=0.0)
         acc += tl.dot(g, x, input_precision=PRECISION)
-    # Decay term D W: K runs over units; a lower-triangular D stops after the diagonal block.
-    m_end = N
-    if LOWER:
-        m_end = tl.minimum(N, (pid_m + 1) * BLOCK_M)
-    for k0 in range(0, m_end, BLOCK_K):
-        kk = k0 + rk
-        d = tl.load(Dm + rm[:, None] * s_dn + kk[None, :] * s_dm,
-                    mask=(rm[:, None] < N) & (kk[None, :] < N), other=0.0)
-        w = tl.load(W + kk[:, None] * s_wn + rf[None, :] * s_wf,
-                    mask=(kk[:, None] < N) & (rf[None, :] < F), other=0.0)
-        acc -= tl.dot(d, w, input_precision=PRECISION)
+    if DECAY != 0:
+        # Decay term D W: K runs over units; a lower-triangular D stops after the diagonal block.
+        m_end = N
+        if DECAY == 1:
+            m_end = tl.minimum(N, (pid_m + 1) * BLOCK_M)
+        for k0 in range(0, m_end, BLOCK_K):
+            kk = k0 + rk
+            d = tl.load(Dm + rm[:, None] * s_dn + kk[None, :] * s_dm,
+                        mask=(rm[:, None] < N) & (kk[None, :] < N), other=0.0)
+            w = tl.load(W + kk[:, None] * s_wn + rf[None, :] * s_wf,
+                        mask=(kk[:, None] < N) & (rf[None, :] < F), other=0.0)
+            acc -= tl.dot(d, w, input_precision=PRECISION)
     mask = (rm[:, None] < N) & (rf[None, :] < F)
     w_old = tl.load(W + rm[:, None] * s_wn + rf[None, :] * s_wf, mask=mask, other=0.0)
     tl.store(Wout + rm[:, None] * s_on + rf[None, :] * s_of, w_old + scale * acc, mask=mask)
 
 
-def hebbian_update(W: torch.Tensor, X: torch.Tensor, gate: str, decay: str, lr: float,
-                   precision: str = "ieee") -> None:
-    """In place on W (N x F, float32): one update; inputs are validated by bpalts.ops."""
+@triton.jit
+def _bcm_theta_kernel(Sq, Theta, T, N, inv_b, rate, s_sq, s_th, BLOCK: tl.constexpr):
+    """Theta[n] += rate * (inv_b * sum_t Sq[t, n] - Theta[n]), in place."""
+    rn = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = rn < N
+    tot = tl.zeros((BLOCK,), dtype=tl.float32)
+    for t in range(0, T):
+        tot += tl.load(Sq + t * s_sq + rn, mask=mask, other=0.0)
+    th = tl.load(Theta + rn * s_th, mask=mask, other=0.0)
+    tl.store(Theta + rn * s_th, th + rate * (tot * inv_b - th), mask=mask)
+
+
+@triton.jit
+def _rank_kernel(
+    U, Sel, Gv, Hv, B, N, K, s_ub, s_un, neg_delta,
+    RANK: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """Per sample b (BLOCK_B samples per program): the K best units of U[b] in the order
+    (value desc, index asc), found by K passes over the row, each taking the best entry after the
+    previous pick in that order.
+
+    RANK False (topk): slots 0..K-1 get (unit, g=1, h=1). RANK True: slot 0 gets the best
+    (unit, 1, U), slot 1 the K-th (unit, -delta, -delta * U). Sel/Gv/Hv are (B, S) contiguous.
+    """
+    rb = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    bmask = rb < B
+    S = K
+    if RANK:
+        S = 2
+    # The previous pick per row: (value, index); +inf / -1 before the first pass.
+    pv = tl.full((BLOCK_B,), float("inf"), tl.float32)
+    pi = tl.full((BLOCK_B,), -1, tl.int32)
+    top_v = tl.zeros((BLOCK_B,), tl.float32)
+    top_i = tl.zeros((BLOCK_B,), tl.int32)
+    for j in range(0, K):
+        bv = tl.full((BLOCK_B,), float("-inf"), tl.float32)
+        bi = tl.full((BLOCK_B,), 0, tl.int32) + N
+        for c0 in range(0, N, BLOCK):
+            idx = c0 + tl.arange(0, BLOCK)
+            valid = bmask[:, None] & (idx[None, :] < N)
+            v = tl.load(U + rb[:, None] * s_ub + idx[None, :] * s_un, mask=valid, other=float("-inf"))
+            elig = valid & ((v < pv[:, None]) | ((v == pv[:, None]) & (idx[None, :] > pi[:, None])))
+            cand = tl.where(elig, v, float("-inf"))
+            cmax = tl.max(cand, axis=1)
+            ci = tl.min(tl.where(elig & (cand == cmax[:, None]), idx[None, :], N), axis=1)
+            take = (cmax > bv) | ((cmax == bv) & (ci < bi))
+            bv = tl.where(take, cmax, bv)
+            bi = tl.where(take, ci, bi)
+        if RANK:
+            top_v = tl.where(j == 0, bv, top_v)
+            top_i = tl.where(j == 0, bi, top_i)
+        else:
+            tl.store(Sel + rb * S + j, bi, mask=bmask)
+            tl.store(Gv + rb * S + j, tl.full((BLOCK_B,), 1.0, tl.float32), mask=bmask)
+            tl.store(Hv + rb * S + j, tl.full((BLOCK_B,), 1.0, tl.float32), mask=bmask)
+        pv = bv
+        pi = bi
+    if RANK:
+        one = tl.full((BLOCK_B,), 1.0, tl.float32)
+        tl.store(Sel + rb * S, top_i, mask=bmask)
+        tl.store(Gv + rb * S, one, mask=bmask)
+        tl.store(Hv + rb * S, top_v, mask=bmask)
+        tl.store(Sel + rb * S + 1, pi, mask=bmask)
+        tl.store(Gv + rb * S + 1, one * neg_delta, mask=bmask)
+        # (rows past B have pv = -inf: zero them so -inf * 0 makes no NaN, even masked)
+        tl.store(Hv + rb * S + 1, tl.where(bmask, pv, 0.0) * neg_delta, mask=bmask)
+
+
+@triton.jit
+def _sparse_apply_kernel(
+    W, X, Order, SortedUnit, SegStart, Gv, Hv, E, F, S, scale,
+    s_wn, s_wf, s_xb, s_xf,
+    BLOCK_F: tl.constexpr,
+):
+    """Segment j = program 0 (one per selected unit), features block = program 1. The segment
+    SegStart[j] .. SegStart[j+1] of the unit-sorted selections belongs to unit n = SortedUnit[...];
+    in place W[n] += scale * (sum g X[b] - (sum h) W[n]) over it (selection e -> sample e // S).
+    A start of E means no segment: the program writes nothing."""
+    j = tl.program_id(0)
+    rf = tl.program_id(1) * BLOCK_F + tl.arange(0, BLOCK_F)
+    fmask = rf < F
+    st = tl.load(SegStart + j)
+    en = tl.load(SegStart + j + 1)
+    n = tl.load(SortedUnit + tl.minimum(st, E - 1))
+    acc = tl.zeros((BLOCK_F,), dtype=tl.float32)
+    hs = 0.0
+    for i in range(st, en):
+        e = tl.load(Order + i)
+        g = tl.load(Gv + e)
+        hs += tl.load(Hv + e)
+        x = tl.load(X + (e // S) * s_xb + rf * s_xf, mask=fmask, other=0.0)
+        acc += g * x
+    mask = fmask & (st < en)
+    w = tl.load(W + n * s_wn + rf * s_wf, mask=mask, other=0.0)
+    tl.store(W + n * s_wn + rf * s_wf, w + scale * (acc - hs * w), mask=mask)
+
+
+def _forward(X, W, gate: str = "identity", precision: str = "ieee", p: float = 2.0,
+             theta=None):
+    """U = gate(X W~^T) (B x N) with W~ = sign(W)|W|^(p-1); with theta, the BCM G and the
+    per-batch-tile partial sums of Y^2 (returned second, else None)."""
     B, F = X.shape
     N = W.shape[0]
-    lower = decay == "tril"
-    G = torch.empty((B, N), device=W.device, dtype=torch.float32)
-    _matmul_kernel[(triton.cdiv(B, BM), triton.cdiv(N, BN))](
-        X, W, G, B, N, F,
-        X.stride(0), X.stride(1), W.stride(1), W.stride(0), G.stride(0), G.stride(1),
-        GATE=GATE_IDS[gate], LOWER=False, PRECISION=precision,
+    out = torch.empty((B, N), device=W.device, dtype=torch.float32)
+    bpow = 0 if p == 2.0 else (1 if p == 1.0 else 2)
+    grid = (triton.cdiv(B, BM), triton.cdiv(N, BN))
+    sq = None
+    if theta is not None:
+        sq = torch.empty((grid[0], N), device=W.device, dtype=torch.float32)
+    _matmul_kernel[grid](
+        X, W, out, B, N, F,
+        X.stride(0), X.stride(1), W.stride(1), W.stride(0), out.stride(0), out.stride(1),
+        theta if theta is not None else out, sq if sq is not None else out,
+        sq.stride(0) if sq is not None else 0, float(p - 1.0),
+        GATE=GATE_IDS[gate], LOWER=False, PRECISION=precision, BPOW=bpow, BCM=theta is not None,
         BLOCK_M=BM, BLOCK_N=BN, BLOCK_K=BK, num_warps=NUM_WARPS,
     )
-    D = torch.empty((N, N), device=W.device, dtype=torch.float32)
-    _matmul_kernel[(triton.cdiv(N, BM), triton.cdiv(N, BN))](
-        G, G, D, N, N, B,
-        G.stride(1), G.stride(0), G.stride(0), G.stride(1), D.stride(0), D.stride(1),
-        GATE=0, LOWER=lower, PRECISION=precision,
-        BLOCK_M=BM, BLOCK_N=BN, BLOCK_K=BK, num_warps=NUM_WARPS,
-    )
-    Wout = torch.empty((N, F), device=W.device, dtype=torch.float32)
+    return out, sq
+
+
+def hebbian_update(W: torch.Tensor, X: torch.Tensor, gate: str, decay: str, lr: float,
+                   precision: str = "ieee", theta: torch.Tensor | None = None,
+                   theta_rate: float = 0.0) -> None:
+    """In place on W (N x F, float32): one dense update; inputs are validated by bpalts.ops.
+
+    With ``theta`` (N,), the BCM selection ``G = Y (Y - theta)`` and ``theta`` moves in place.
+    """
+    B, F = X.shape
+    N = W.shape[0]
+    if theta is not None and theta.stride(0) == 0:
+        raise ValueError("theta must not be a broadcast (stride-0) view: it is updated in place")
+    th_in = None
+    if theta is not None:
+        th_in = theta if theta.is_contiguous() else theta.contiguous()
+    G, sq = _forward(X, W, gate, precision, theta=th_in)
+    decay_id = DECAY_IDS[decay]
+    D = G  # unused placeholder when there is no decay
+    if decay_id != 0:
+        D = torch.empty((N, N), device=W.device, dtype=torch.float32)
+        _matmul_kernel[(triton.cdiv(N, BM), triton.cdiv(N, BN))](
+            G, G, D, N, N, B,
+            G.stride(1), G.stride(0), G.stride(0), G.stride(1), D.stride(0), D.stride(1),
+            G, G, 0, 0.0,
+            GATE=0, LOWER=decay_id == 1, PRECISION=precision, BPOW=0, BCM=False,
+            BLOCK_M=BM, BLOCK_N=BN, BLOCK_K=BK, num_warps=NUM_WARPS,
+        )
+    # Without decay a tile reads only its own part of W: write in place.
+    Wout = W if decay_id == 0 else torch.empty((N, F), device=W.device, dtype=torch.float32)
     _apply_kernel[(triton.cdiv(N, BM), triton.cdiv(F, BN))](
         G, X, D, W, Wout, B, N, F, lr / B,
         G.stride(0), G.stride(1), X.stride(0), X.stride(1), D.stride(0), D.stride(1),
         W.stride(0), W.stride(1), Wout.stride(0), Wout.stride(1),
-        LOWER=lower, PRECISION=precision,
+        DECAY=decay_id, PRECISION=precision,
         BLOCK_M=BM, BLOCK_N=BN, BLOCK_K=BK, num_warps=NUM_WARPS,
     )
-    W.copy_(Wout)
+    if Wout is not W:
+        W.copy_(Wout)
+    if theta is not None:
+        _bcm_theta_kernel[(triton.cdiv(N, 128),)](
+            sq, th_in, sq.shape[0], N, 1.0 / B, float(theta_rate), sq.stride(0), th_in.stride(0),
+            BLOCK=128,
+        )
+        if th_in is not theta:
+            theta.copy_(th_in)
+
+
+def hebbian_sparse_update(W: torch.Tensor, X: torch.Tensor, select: str, k: int, delta: float,
+                          p: float, lr: float, precision: str = "ieee") -> None:
+    """In place on W (N x F, float32): one competitive update touching only selected rows.
+
+    ``select``: ``"topk"`` (instar: the k best units of each sample, g = 1) or ``"rank"`` (krotov:
+    the best g = 1, the k-th g = -delta); currents ``U = X (sign(W)|W|^(p-1))^T``.
+    """
+    B, F = X.shape
+    N = W.shape[0]
+    U, _ = _forward(X, W, "identity", precision, p=p)
+    rank = select == "rank"
+    S = 2 if rank else k
+    sel = torch.empty((B, S), device=W.device, dtype=torch.int32)
+    gv = torch.empty((B, S), device=W.device, dtype=torch.float32)
+    hv = torch.empty((B, S), device=W.device, dtype=torch.float32)
+    block_b = 16
+    _rank_kernel[(triton.cdiv(B, block_b),)](
+        U, sel, gv, hv, B, N, k, U.stride(0), U.stride(1), -float(delta),
+        RANK=rank, BLOCK_B=block_b, BLOCK=min(RANK_BLOCK, max(16, triton.next_power_of_2(N))),
+    )
+    # Group the selections by unit, in sample order, without a host sync: sort, mark segment
+    # heads, and find where segment j starts (E when there are fewer than j + 1 segments).
+    E = B * S
+    units = sel.view(-1)
+    order = torch.argsort(units, stable=True)
+    sorted_units = units[order]
+    head = torch.ones(E, dtype=torch.bool, device=W.device)
+    head[1:] = sorted_units[1:] != sorted_units[:-1]
+    seg = torch.cumsum(head, 0) - 1
+    n_seg = min(N, E)  # an upper bound on the number of selected units
+    probe = torch.arange(n_seg + 1, device=W.device, dtype=seg.dtype)
+    seg_start = torch.searchsorted(seg, probe).to(torch.int32)
+    _sparse_apply_kernel[(n_seg, triton.cdiv(F, SPARSE_BD))](
+        W, X, order.to(torch.int32), sorted_units, seg_start, gv, hv, E, F, S, lr / B,
+        W.stride(0), W.stride(1), X.stride(0), X.stride(1),
+        BLOCK_F=SPARSE_BD,
+    )

@@ -1,7 +1,8 @@
 """hebbian_update's Triton kernels against the reference, on the CPU under TRITON_INTERPRET=1.
 
 The interpreter is slow: shapes stay small but still cover 1, primes and non-multiples of the
-64 x 64 x 32 tiles. The variable is set before Triton compiles anything in this process.
+64 x 64 x 32 tiles (and of the ranking kernel's 256-wide row chunks, via the parameter cases).
+The variable is set before Triton compiles anything in this process.
 """
 from __future__ import annotations
 
@@ -17,6 +18,16 @@ import torch  # noqa: E402
 import bpalts  # noqa: E402
 from bpalts.ops import HEBBIAN_RULES, hebbian_update, hebbian_update_reference  # noqa: E402
 from tests._compare_util import RTOL_REDUCTION, rel_err  # noqa: E402
+from tests.test_hebbian_update import (  # noqa: E402
+    PARAM_CASES,
+    _params_for,
+    check_against_reference,
+    clone_kwargs,
+    min_units,
+    rule_kwargs,
+    theta_of,
+    tie_inputs,
+)
 
 pytestmark = pytest.mark.skipif(
     "triton" not in bpalts.available_backends("cpu"), reason="Triton interpreter unavailable"
@@ -40,17 +51,53 @@ def poisoned_empty(monkeypatch):
     monkeypatch.setattr(torch, "empty", nan_empty)
 
 
-@pytest.mark.parametrize("rule", sorted(HEBBIAN_RULES))
-@pytest.mark.parametrize("shape", SHAPES)
-def test_triton_matches_reference(rule, shape, poisoned_empty):
-    B, D, N = shape
+def _inputs(B, D, N):
     g = torch.Generator().manual_seed(B * 1000 + D * 10 + N)
     X = torch.rand(B, D, generator=g)
     W = torch.randn(N, D, generator=g) / math.sqrt(D)
-    want = hebbian_update_reference(W.clone(), X, rule, lr=0.05)
-    got = W.clone()
-    assert hebbian_update(got, X, rule=rule, lr=0.05, backend="triton") is got
-    assert rel_err(got - W, want - W) <= RTOL_REDUCTION
+    return W, X
+
+
+@pytest.mark.parametrize("rule", sorted(HEBBIAN_RULES))
+@pytest.mark.parametrize("shape", SHAPES)
+def test_triton_matches_reference(rule, shape, poisoned_empty):
+    W, X = _inputs(*shape)
+    if shape[2] < min_units(rule):
+        with pytest.raises(ValueError, match=f"rule '{rule}' needs at least 2 units"):
+            hebbian_update(W, X, rule=rule, backend="triton")
+        return
+    check_against_reference(W, X, rule, "triton", RTOL_REDUCTION)
+
+
+# Odd shapes for the parameter cases; (3, 9, 300) has rows longer than one 256-wide ranking chunk.
+PARAM_SHAPES_TRITON = [(1, 5, 5), (7, 13, 6), (5, 9, 300)]
+
+
+# k = units on the 300-wide rows would take 300 interpreted passes: the small shapes cover it.
+@pytest.mark.parametrize("rule,params,shape", [
+    (rule, params, shape) for shape in PARAM_SHAPES_TRITON for rule, params in PARAM_CASES
+    if not (shape[2] > 64 and params.get("k") == "N")
+])
+def test_triton_rule_params(rule, params, shape, poisoned_empty):
+    W, X = _inputs(*shape)
+    check_against_reference(W, X, rule, "triton", RTOL_REDUCTION, **_params_for(params, shape[2]))
+
+
+@pytest.mark.parametrize("rule,params", [("instar", {}), ("instar", dict(k=4)), ("krotov", {}),
+                                         ("krotov", dict(k=6, p=3.0))])
+def test_triton_ties_go_to_the_lower_unit(rule, params, poisoned_empty):
+    W, X = tie_inputs()
+    want = hebbian_update_reference(W.clone(), X, rule, 0.5, **params)
+    got = hebbian_update(W.clone(), X, rule, 0.5, backend="triton", **params)
+    assert torch.allclose(got, want, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("rule,params", [("instar", dict(k=2)), ("krotov", {})])
+def test_triton_sparse_rules_touch_only_selected_rows(rule, params):
+    W, X = _inputs(3, 20, 131)
+    got = hebbian_update(W.clone(), X, rule, 0.1, backend="triton", **params)
+    changed = (got != W).any(dim=1)
+    assert 1 <= int(changed.sum()) <= 6
 
 
 def test_triton_strided_inputs(poisoned_empty):
@@ -62,6 +109,25 @@ def test_triton_strided_inputs(poisoned_empty):
     W0 = got.clone()
     hebbian_update(got, X, rule="gha", lr=0.1, backend="triton")
     assert rel_err(got - W0, want - W0) <= RTOL_REDUCTION
+
+
+@pytest.mark.parametrize("rule", ["bcm", "instar", "krotov"])
+def test_triton_strided_inputs_new_rules(rule, poisoned_empty):
+    g = torch.Generator().manual_seed(2)
+    W = torch.randn(70, 40, generator=g).t()  # (40, 70) view, column-major
+    X = torch.rand(19, 140, generator=g)[:, ::2]
+    kw = rule_kwargs(rule, 40, p=3.0) if rule == "krotov" else rule_kwargs(rule, 40)
+    kw_ref, kw_got = clone_kwargs(kw), clone_kwargs(kw)
+    if rule == "bcm":  # a strided threshold too
+        kw_got["state"] = {"theta": torch.zeros(80)[::2].copy_(theta_of(kw))}
+    want = hebbian_update_reference(W.clone(), X, rule, 0.1, **kw_ref)
+    got = W.clone(memory_format=torch.preserve_format)
+    W0 = got.clone()
+    hebbian_update(got, X, rule=rule, lr=0.1, backend="triton", **kw_got)
+    assert rel_err(got - W0, want - W0) <= RTOL_REDUCTION
+    if rule == "bcm":
+        th0 = theta_of(kw)
+        assert rel_err(theta_of(kw_got) - th0, theta_of(kw_ref) - th0) <= RTOL_REDUCTION
 
 
 def test_triton_rejects_float64():

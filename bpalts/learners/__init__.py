@@ -3,5 +3,6 @@ every family's methods with :mod:`bpalts.registry`."""
 from bpalts.learners.base import DivergenceError, Learner
 from bpalts.learners.widths import hidden_sizes, layer_sizes
 from bpalts.learners.backprop import BackpropMLP  # registers "backprop"
+from bpalts.learners.hebbian import HebbianMLP, SoftHebbMLP  # registers the Hebbian family
 
-__all__ = ["BackpropMLP", "DivergenceError", "Learner", "hidden_sizes", "layer_sizes"]
+__all__ = ["BackpropMLP", "DivergenceError", "HebbianMLP", "Learner", "SoftHebbMLP", "hidden_sizes", "layer_sizes"]

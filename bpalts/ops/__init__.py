@@ -1,5 +1,18 @@
 """Hot ops. Each op validates its inputs, picks a backend (``reference``, ``triton``, ``cpp``) and
 runs it; the plain-PyTorch reference lives beside the dispatch in the op's own module."""
-from bpalts.ops.hebbian_update import HEBBIAN_RULES, hebbian_update, hebbian_update_reference
+from bpalts.ops.hebbian_update import (
+    HEBBIAN_RULES,
+    hebbian_state,
+    hebbian_update,
+    hebbian_update_reference,
+)
+from bpalts.ops.softwta_update import softwta_update, softwta_update_reference
 
-__all__ = ["HEBBIAN_RULES", "hebbian_update", "hebbian_update_reference"]
+__all__ = [
+    "HEBBIAN_RULES",
+    "hebbian_state",
+    "hebbian_update",
+    "hebbian_update_reference",
+    "softwta_update",
+    "softwta_update_reference",
+]

@@ -4,43 +4,94 @@ For a batch ``X`` (B x D) and weights ``W`` (N x D), every rule here is
 
 .. math::
 
-    U = X W^\top,\quad G = g(U),\quad
+    U = X \tilde W^\top,\quad Y = g(U),\quad G = s(Y),\quad
     \Delta W = \frac{\mathrm{lr}}{B}\,\bigl(G^\top X - D\,W\bigr)
 
-with a *gate* ``g`` and a *decay* matrix ``D`` built from ``G``:
+built from four choices, a rule being one row of :data:`HEBBIAN_RULES`:
 
-=========  ===========  ==========================  ==============================================
-rule       gate ``g``   decay ``D``                 what it is
-=========  ===========  ==========================  ==============================================
-``gha``    identity     ``tril(G^T G)``             Sanger's generalized Hebbian algorithm (1989)
-``oja``    identity     ``G^T G``                   Oja's subspace rule (Oja 1989)
-``hpca``   tanh         ``tril(G^T G)``             nonlinear hierarchical PCA (Karhunen & Joutsensalo
-                                                    1995; the original comparison's "ICA")
-=========  ===========  ==========================  ==============================================
+* the *current* ``U``: ``linear`` (``W~ = W``) or ``pnorm`` (``W~ = sign(W)|W|^(p-1)``, the
+  p-norm currents of Krotov & Hopfield; ``p = 2`` is linear);
+* the *gate* ``g``: ``identity`` or ``tanh``;
+* the *selection* ``s``, which turns the activity ``Y`` into the postsynaptic factor ``G``:
+
+  - ``all``: ``G = Y`` (every unit learns);
+  - ``bcm``: ``G = Y * (Y - theta)`` with a per-unit sliding threshold ``theta`` (op state);
+  - ``topk``: hard winner-take-all, ``G_bk = 1`` for the ``k`` largest ``U_bk`` of each sample;
+  - ``rank``: ``G_bk = +1`` for the largest ``U_bk``, ``-delta`` for the ``k``-th largest;
+
+  ranking is by value, ties going to the lower unit index, on every backend;
+* the *decay* ``D``: ``tril(G^T G)`` (hierarchical), ``G^T G`` (symmetric/subspace), ``none``,
+  ``diag_g`` = ``diag(sum_b G)``, ``diag_gu`` = ``diag(sum_b G * U)``.
+
+=============  ========  ======  =========  ========  =============================================
+rule           current   gate    selection  decay     what it is
+=============  ========  ======  =========  ========  =============================================
+``gha``        linear    ident.  all        tril      Sanger's generalized Hebbian algorithm (1989)
+``oja``        linear    ident.  all        full      Oja's subspace rule (Oja 1989)
+``hpca``       linear    tanh    all        tril      nonlinear hierarchical PCA (Karhunen &
+                                                      Joutsensalo 1995; the comparison's "ICA")
+``nlpca_sym``  linear    tanh    all        full      symmetric nonlinear PCA / nonlinear subspace
+                                                      rule (Oja 1995; Karhunen & Joutsensalo 1994)
+``bcm``        linear    ident.  bcm        none      BCM with a sliding threshold (Bienenstock,
+                                                      Cooper & Munro 1982; Intrator & Cooper 1992)
+``instar``     linear    ident.  topk       diag_g    hard winner-take-all competitive learning /
+                                                      Grossberg's instar: winners move toward x
+``krotov``     pnorm     ident.  rank       diag_gu   Krotov & Hopfield, "Unsupervised learning by
+                                                      competing hidden units", PNAS 2019
+=============  ========  ======  =========  ========  =============================================
+
+Rule parameters (keyword arguments of :func:`hebbian_update`; passing one to a rule that does not
+use it is an error):
+
+* ``bcm``: ``theta_rate`` in [0, 1] (default 0.1) and ``state``, the threshold, updated in place
+  after the weights as a running average of ``y^2``:
+  ``theta <- theta + theta_rate * (mean_b Y_b^2 - theta)``. ``G`` uses the threshold from before
+  the call. Create it with :func:`hebbian_state`. The op has no weight-decay term: BCM is
+  stabilised by its sliding threshold alone (a learner wanting decay scales ``W`` itself).
+* ``instar``: ``k`` winners per sample, 1..units (default 1). ``dW_k = sum_{b won by k} x_b -
+  wins_k w_k``: each winner moves toward the inputs it won.
+* ``krotov``: ``k`` in 2..units (default 2), the rank of the unit pushed away; ``delta`` (default
+  0.4), its strength; ``p >= 1`` (default 2), the norm of the currents. ``dw_k = g_k (x -
+  <w_k, x>_p w_k)`` summed over the batch, as in the paper with R = 1. (The paper's code also
+  divides each update by its max-abs entry; here it is divided by the batch size like every rule.)
 
 The batched matrix form (one GEMM per term instead of a per-sample outer product) is FastHebb:
 Lagani, Gennaro, Falchi, Amato, "FastHebb: Scaling Hebbian Training of Deep Neural Networks to
-ImageNet Level", arXiv 2207.03172 (2022). A rule is a (gate, decay) pair in :data:`HEBBIAN_RULES`;
-adding one means adding a gate to the three backends, not another copy of the op.
+ImageNet Level", arXiv 2207.03172 (2022). Adding a rule means adding a row to the table (and, for
+a new gate, selection or decay, that piece to the three backends), not another copy of the op.
 
 Backends
 --------
-``reference``: the formula above, in plain PyTorch (the specification; float32 and float64).
+``reference``: the formula above, in plain PyTorch, densely (the specification; float32 and
+float64). The competitive rules build the dense ``G`` with its zeros and run the full ``G^T X``.
 
-``cpp``: the same update reorganised around the residual ``R = X - \sum_{j<i} G_j W_j``
-(Sanger's per-sample form ``dw_i = g_i (x - \sum_{j\le i} g_j w_j)``, in blocks of units):
-``dW_i = G_i^T R_i - tril(G_i^T G_i) W_i``. This skips the N x N decay matrix and the N x N x D
-product altogether (about 2.4x fewer flops at 784->1024 and 4096->4096). The GEMMs run in
-PyTorch (MKL); the triangular block product and the in-place apply are fused in C++
-(``csrc/hebbian_update.cpp``). float32 and float64.
+``cpp``: the GEMMs run in PyTorch (MKL), the rest is fused in C++ (``csrc/hebbian_update.cpp``);
+float32 and float64.
 
-``triton``: three kernels (``kernels/hebbian_update.py``): the gate in the epilogue of the
-forward GEMM, the decay ``G^T G`` computed for the lower triangle only, and one fused kernel for
-``W + lr/B (G^T X - D W)`` that skips the zero upper triangle of ``D``. float32; CUDA tensors, or
-CPU tensors under ``TRITON_INTERPRET=1``.
+* ``tril``: reorganised around the residual ``R = X - sum_{j<i} G_j W_j`` (Sanger's per-sample
+  form ``dw_i = g_i (x - sum_{j<=i} g_j w_j)``, in blocks of units):
+  ``dW_i = G_i^T R_i - tril(G_i^T G_i) W_i``. This skips the N x N decay matrix and the N x N x D
+  product altogether (about 2.4x fewer flops at 784->1024 and 4096->4096).
+* ``full``: ``dW = G^T (X - G W)``, no N x N matrix at all, accumulated into ``W`` by the GEMM.
+* ``bcm``: one C++ pass turns ``Y`` into ``G`` and updates ``theta``; ``G^T X`` is accumulated
+  into ``W`` by the GEMM.
+* ``topk`` / ``rank`` (sparse): after the forward GEMM, one C++ call picks each sample's winners
+  (and k-th ranked unit), groups the samples by unit (a counting sort, so sums run in sample
+  order: deterministic) and updates only the touched rows: ``O(B k D)`` instead of the dense
+  ``G^T X`` (``O(B N D)``).
+
+``triton``: float32; CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``
+(``kernels/hebbian_update.py``). Dense rules: the gate (and the BCM modulation with its
+``sum_b y^2`` partials) in the epilogue of the forward GEMM, ``G^T G`` for the lower triangle only
+when it is ``tril``, and one fused apply kernel. Competitive rules: the forward GEMM (p-norm
+transform of ``W`` on load), a row-wise ranking kernel, a stable ``torch.argsort`` of the selected
+(sample, unit) pairs by unit (plus ``bincount``/``cumsum`` for the segment offsets), and a scatter
+kernel in which each program owns one unit's row: only touched rows are written, no atomics,
+deterministic.
 """
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 
 import torch
@@ -56,19 +107,44 @@ from bpalts._checks import (
     check_tensor,
 )
 
+CURRENTS = ("linear", "pnorm")
+GATES = ("identity", "tanh")
+SELECTIONS = ("all", "bcm", "topk", "rank")
+DECAYS = ("tril", "full", "none", "diag_g", "diag_gu")
+SPARSE_SELECTIONS = ("topk", "rank")
+
+# Keyword parameters a rule may take, with their defaults (k's default depends on the rule).
+PARAM_DEFAULTS = {"k": None, "delta": 0.4, "p": 2.0, "theta_rate": 0.1}
+
 
 @dataclass(frozen=True)
 class HebbianRule:
-    """A Hebbian rule as a (gate, decay) pair: ``dW = g(U)^T X - D(g(U)) W``."""
+    """A Hebbian rule as a (current, gate, selection, decay) choice: ``dW = G^T X - D W``."""
 
     name: str
     gate: str  # one of GATES
-    decay: str  # "tril" (hierarchical) or "full" (symmetric / subspace)
+    decay: str  # one of DECAYS
     description: str
+    select: str = "all"  # one of SELECTIONS
+    current: str = "linear"  # one of CURRENTS
+    params: tuple = ()  # keyword parameters the rule takes (besides lr)
+    k_min: int = 1  # smallest valid k for rules that take one
 
+    def __post_init__(self):
+        assert self.gate in GATES and self.decay in DECAYS, self
+        assert self.select in SELECTIONS and self.current in CURRENTS, self
+        # Competitive rules rank the raw current and use it in their decay.
+        assert self.select not in SPARSE_SELECTIONS or self.gate == "identity", self
 
-GATES = ("identity", "tanh")
-DECAYS = ("tril", "full")
+    @property
+    def sparse(self) -> bool:
+        """Only the selected units' rows change (``topk`` / ``rank``)."""
+        return self.select in SPARSE_SELECTIONS
+
+    @property
+    def stateful(self) -> bool:
+        return self.select == "bcm"
+
 
 HEBBIAN_RULES: dict[str, HebbianRule] = {
     r.name: r
@@ -76,16 +152,137 @@ HEBBIAN_RULES: dict[str, HebbianRule] = {
         HebbianRule("gha", "identity", "tril", "Sanger's generalized Hebbian algorithm"),
         HebbianRule("oja", "identity", "full", "Oja's subspace rule"),
         HebbianRule("hpca", "tanh", "tril", "nonlinear hierarchical PCA (tanh gate)"),
+        HebbianRule("nlpca_sym", "tanh", "full", "symmetric nonlinear PCA (tanh gate, subspace decay)"),
+        HebbianRule("bcm", "identity", "none", "BCM rule with a sliding threshold",
+                    select="bcm", params=("theta_rate", "state")),
+        HebbianRule("instar", "identity", "diag_g", "hard winner-take-all (Grossberg instar)",
+                    select="topk", params=("k",)),
+        HebbianRule("krotov", "identity", "diag_gu", "Krotov & Hopfield competing hidden units",
+                    select="rank", current="pnorm", params=("k", "delta", "p"), k_min=2),
     )
 }
+
+DEFAULT_K = {"instar": 1, "krotov": 2}
 
 # Units per block in the C++ path's residual formulation (MKL GEMMs of this width stay efficient
 # while the triangular part, done in C++, stays small).
 CPP_BLOCK = 128
 
 
+@dataclass
+class RuleParams:
+    """Validated rule parameters (defaults filled in); ``theta`` is the BCM threshold tensor."""
+
+    k: int = 1
+    delta: float = 0.4
+    p: float = 2.0
+    theta_rate: float = 0.1
+    theta: torch.Tensor | None = None
+
+
+def _theta_from_state(state, rule: str) -> torch.Tensor:
+    if state is None:
+        raise ValueError(
+            f"rule {rule!r} needs its sliding threshold: pass state=hebbian_state({rule!r}, units) "
+            "(a dict holding 'theta', shape (units,)) or a theta tensor of shape (units,); "
+            "it is updated in place"
+        )
+    if isinstance(state, dict):
+        if "theta" not in state:
+            raise ValueError(
+                f"state must hold 'theta' for rule {rule!r} (got keys {sorted(state)}); "
+                f"create it with hebbian_state({rule!r}, units)"
+            )
+        theta = state["theta"]
+        name = "state['theta']"
+    else:
+        theta, name = state, "state"
+    if not isinstance(theta, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor or a dict holding one, got {type(theta).__name__}")
+    return theta
+
+
+def resolve_params(rule: HebbianRule, W: torch.Tensor, *, k=None, delta=None, p=None,
+                   theta_rate=None, state=None) -> RuleParams:
+    """Check the rule's keyword parameters against ``rule`` and ``W`` and fill in defaults.
+
+    Raises ``ValueError``/``TypeError`` naming the argument.
+    """
+    given = {"k": k, "delta": delta, "p": p, "theta_rate": theta_rate}
+    for name, value in given.items():
+        if value is not None and name not in rule.params:
+            users = sorted(r.name for r in HEBBIAN_RULES.values() if name in r.params)
+            raise ValueError(f"{name} applies only to rule(s) {users}; rule {rule.name!r} takes no {name}")
+    if state is not None and not rule.stateful and not (isinstance(state, dict) and not state):
+        raise ValueError(
+            f"state applies only to rule 'bcm'; rule {rule.name!r} keeps no state (pass None)"
+        )
+    out = RuleParams()
+    N = W.shape[0]
+    if "k" in rule.params:
+        kk = DEFAULT_K[rule.name] if k is None else k
+        if isinstance(kk, bool) or not isinstance(kk, int):
+            try:
+                kk = operator.index(kk)
+            except TypeError:
+                raise TypeError(f"k must be an integer, got {type(kk).__name__}") from None
+        if N < rule.k_min:
+            raise ValueError(
+                f"rule {rule.name!r} needs at least {rule.k_min} units (the winner and the k-th "
+                f"ranked unit), but W has {N}"
+            )
+        if not rule.k_min <= kk <= N:
+            what = "winners per sample" if rule.select == "topk" else "rank of the unit pushed away"
+            raise ValueError(
+                f"k must be in {rule.k_min}..{N} for rule {rule.name!r} (the {what}; W has {N} units), "
+                f"got {kk}"
+            )
+        out.k = int(kk)
+    if "delta" in rule.params:
+        out.delta = check_scalar("delta", PARAM_DEFAULTS["delta"] if delta is None else delta)
+    if "p" in rule.params:
+        pp = check_scalar("p", PARAM_DEFAULTS["p"] if p is None else p)
+        if pp < 1:
+            raise ValueError(f"p must be >= 1, got {pp}")
+        out.p = pp
+    if "theta_rate" in rule.params:
+        tr = check_scalar("theta_rate", PARAM_DEFAULTS["theta_rate"] if theta_rate is None else theta_rate)
+        if not 0.0 <= tr <= 1.0:
+            raise ValueError(f"theta_rate must be in [0, 1] (a running-average rate), got {tr}")
+        out.theta_rate = tr
+    if rule.stateful:
+        theta = _theta_from_state(state, rule.name)
+        name = "state['theta']" if isinstance(state, dict) else "state"
+        if theta.dim() != 1 or theta.shape[0] != N:
+            raise ValueError(f"{name} must have shape (units,) = ({N},), got {tuple(theta.shape)}")
+        if theta.device != W.device:
+            raise ValueError(f"{name} is on {theta.device} but W is on {W.device}; they must match")
+        if theta.dtype != W.dtype:
+            raise TypeError(f"{name} has dtype {theta.dtype} but W has {W.dtype}; they must match")
+        out.theta = theta
+    return out
+
+
+def hebbian_state(rule: str, units: int, *, dtype: torch.dtype = torch.float32, device=None,
+                  theta_init: float = 0.0) -> dict:
+    """The state a rule keeps between updates, to pass as ``state=`` to :func:`hebbian_update`.
+
+    ``bcm``: ``{"theta": tensor of shape (units,)}`` filled with ``theta_init``; every other rule:
+    ``{}`` (stateless, so a learner can create and pass the state whatever the rule).
+    """
+    check_choice("rule", rule, tuple(HEBBIAN_RULES))
+    if isinstance(units, bool) or not isinstance(units, int) or units < 1:
+        raise ValueError(f"units must be a positive integer, got {units!r}")
+    if not HEBBIAN_RULES[rule].stateful:
+        return {}
+    theta_init = check_scalar("theta_init", theta_init)
+    return {"theta": torch.full((units,), theta_init, dtype=dtype, device=device)}
+
+
+# ------------------------------------------------------------------------------ reference pieces
+
 def apply_gate(gate: str, U: torch.Tensor) -> torch.Tensor:
-    """``g(U)`` for a gate name (a fresh tensor)."""
+    """``g(U)`` for a gate name (``U`` itself for the identity)."""
     if gate == "identity":
         return U
     if gate == "tanh":
@@ -93,29 +290,113 @@ def apply_gate(gate: str, U: torch.Tensor) -> torch.Tensor:
     raise AssertionError(gate)
 
 
-def hebbian_update_reference(W: torch.Tensor, X: torch.Tensor, rule: str = "gha", lr: float = 1e-3):
-    """The specification: ``W += lr/B * (G^T X - D W)`` with ``G = g(X W^T)``. In place; returns W."""
+def current_weights(W: torch.Tensor, rule: HebbianRule, p: float) -> torch.Tensor:
+    """``W~`` with ``U = X W~^T``: ``W`` itself, or ``sign(W) |W|^(p-1)`` for p-norm currents."""
+    if rule.current == "linear" or p == 2.0:
+        return W
+    return W.sign() * W.abs().pow(p - 1.0)
+
+
+def ranked_units(U: torch.Tensor, k: int) -> torch.Tensor:
+    """(B, k) int64: each row's k largest entries' indices, largest first, ties to the lower index.
+
+    Repeated ``argmax`` (whose first-occurrence rule makes the tie order well defined); ``U`` is
+    assumed finite.
+    """
+    idx = U.argmax(dim=1, keepdim=True)
+    if k == 1:
+        return idx
+    V = U.clone()
+    out = [idx]
+    for _ in range(k - 1):
+        V.scatter_(1, out[-1], float("-inf"))
+        out.append(V.argmax(dim=1, keepdim=True))
+    return torch.cat(out, dim=1)
+
+
+def hebbian_update_reference(W: torch.Tensor, X: torch.Tensor, rule: str = "gha", lr: float = 1e-3, *,
+                             k=None, delta=None, p=None, theta_rate=None, state=None):
+    """The specification: ``W += lr/B * (G^T X - D W)``, all dense. In place; returns ``W``.
+
+    For ``bcm`` the threshold in ``state`` is updated in place too.
+    """
     r = HEBBIAN_RULES[rule]
-    G = apply_gate(r.gate, X @ W.T)
-    D = G.T @ G
-    if r.decay == "tril":
-        D = torch.tril(D)
-    W.add_(G.T @ X - D @ W, alpha=lr / X.shape[0])
+    prm = resolve_params(r, W, k=k, delta=delta, p=p, theta_rate=theta_rate, state=state)
+    U = X @ current_weights(W, r, prm.p).T
+    return reference_from_currents(W, X, U, r, prm, lr)
+
+
+def reference_from_currents(W: torch.Tensor, X: torch.Tensor, U: torch.Tensor, r: HebbianRule,
+                            prm: RuleParams, lr: float) -> torch.Tensor:
+    """The reference after the forward GEMM, given the currents ``U`` (B x N). In place on W."""
+    Y = apply_gate(r.gate, U)
+    if r.select == "all":
+        G = Y
+    elif r.select == "bcm":
+        G = Y * (Y - prm.theta)
+    elif r.select == "topk":
+        G = torch.zeros_like(U).scatter_(1, ranked_units(U, prm.k), 1.0)
+    elif r.select == "rank":
+        idx = ranked_units(U, prm.k)
+        G = torch.zeros_like(U).scatter_(1, idx[:, :1], 1.0).scatter_(1, idx[:, -1:], -prm.delta)
+    else:
+        raise AssertionError(r.select)
+    dW = G.T @ X
+    if r.decay in ("tril", "full"):
+        D = G.T @ G
+        if r.decay == "tril":
+            D = torch.tril(D)
+        dW = dW - D @ W
+    elif r.decay == "diag_g":
+        dW = dW - G.sum(0)[:, None] * W
+    elif r.decay == "diag_gu":
+        dW = dW - (G * U).sum(0)[:, None] * W
+    W.add_(dW, alpha=lr / X.shape[0])
+    if r.select == "bcm":
+        prm.theta.add_((Y * Y).mean(0) - prm.theta, alpha=prm.theta_rate)
     return W
 
 
-def _hebbian_update_cpp(W: torch.Tensor, X: torch.Tensor, rule: HebbianRule, lr: float) -> None:
+# ------------------------------------------------------------------------------ C++ backend
+
+SPARSE_MODE = {"topk": 0, "rank": 1}
+
+
+def sparse_from_currents_cpp(W: torch.Tensor, X: torch.Tensor, U: torch.Tensor, r: HebbianRule,
+                             prm: RuleParams, lr: float) -> None:
+    """The C++ sparse path after the forward GEMM (C-contiguous W, X, U; W in place)."""
+    cpp_module().hebbian_sparse_apply(W.numpy(), X.numpy(), U.numpy(), SPARSE_MODE[r.select],
+                                      prm.k, prm.delta, lr / X.shape[0])
+
+
+def _hebbian_update_cpp(W: torch.Tensor, X: torch.Tensor, rule: HebbianRule, lr: float,
+                        prm: RuleParams) -> None:
     C = cpp_module()
-    Wc = W if W.is_contiguous() else W.contiguous()
-    Xc = X.contiguous()
+    # .detach(): numpy() refuses tensors that require grad; the storage is shared either way.
+    Wc = (W if W.is_contiguous() else W.contiguous()).detach()
+    Xc = X.contiguous().detach()
     B, N = Xc.shape[0], Wc.shape[0]
     scale = lr / B
-    G = apply_gate(rule.gate, Xc @ Wc.T)
-    if rule.decay == "full":
+    if rule.sparse:
+        # Forward GEMM in MKL; ranking, grouping by unit and the sparse row updates in C++.
+        U = torch.mm(Xc, current_weights(Wc, rule, prm.p).T)
+        sparse_from_currents_cpp(Wc, Xc, U, rule, prm, lr)
+    elif rule.select == "bcm":
+        assert rule.decay == "none", rule  # BCM has no decay term here (see the module docs)
+        Y = apply_gate(rule.gate, torch.mm(Xc, Wc.T))  # fresh (B, N)
+        theta = prm.theta.detach()
+        th = theta if theta.is_contiguous() else theta.contiguous()
+        C.hebbian_bcm_modulate(Y.numpy(), th.view(1, N).numpy(), prm.theta_rate)  # Y <- G; theta
+        Wc.addmm_(Y.T, Xc, alpha=scale)  # W += lr/B G^T X, accumulated by the GEMM
+        if th is not theta:
+            theta.copy_(th)
+    elif rule.decay == "full":
+        G = apply_gate(rule.gate, torch.mm(Xc, Wc.T))
         # dW = G^T (X - G W): the subspace rule needs no N x N matrix at all.
         R = torch.addmm(Xc, G, Wc, alpha=-1.0)
-        C.axpy_inplace(Wc.numpy(), (G.T @ R).numpy(), scale)
-    else:
+        Wc.addmm_(G.T, R, alpha=scale)
+    elif rule.decay == "tril":
+        G = apply_gate(rule.gate, torch.mm(Xc, Wc.T))
         # Hierarchical: block i of units sees the residual of the blocks before it.
         R = Xc.clone()
         for s in range(0, N, CPP_BLOCK):
@@ -126,14 +407,23 @@ def _hebbian_update_cpp(W: torch.Tensor, X: torch.Tensor, rule: HebbianRule, lr:
             if e < N:
                 R.addmm_(Gi, Wi, alpha=-1.0)  # uses the old Wi: before the apply below
             C.hebbian_tril_apply(Wi.numpy(), H.numpy(), Cii.numpy(), scale)
-    if Wc is not W:
+    else:
+        raise AssertionError(rule)
+    if Wc.data_ptr() != W.data_ptr():
         W.copy_(Wc)
 
 
-def _hebbian_update_triton(W, X, rule: HebbianRule, lr: float) -> None:
+def _hebbian_update_triton(W, X, rule: HebbianRule, lr: float, prm: RuleParams) -> None:
     from bpalts.kernels import hebbian_update as tk
 
-    tk.hebbian_update(W, X, gate=rule.gate, decay=rule.decay, lr=lr)
+    if rule.sparse:
+        tk.hebbian_sparse_update(W, X, select=rule.select, k=prm.k, delta=prm.delta,
+                                 p=prm.p if rule.current == "pnorm" else 2.0, lr=lr)
+    elif rule.select == "bcm":
+        tk.hebbian_update(W, X, gate=rule.gate, decay=rule.decay, lr=lr, theta=prm.theta,
+                          theta_rate=prm.theta_rate)
+    else:
+        tk.hebbian_update(W, X, gate=rule.gate, decay=rule.decay, lr=lr)
 
 
 def hebbian_update(
@@ -143,16 +433,30 @@ def hebbian_update(
     lr: float = 1e-3,
     backend: str = "auto",
     check_finite_input: bool = True,
+    *,
+    k: int | None = None,
+    delta: float | None = None,
+    p: float | None = None,
+    theta_rate: float | None = None,
+    state=None,
 ) -> torch.Tensor:
     """One batched Hebbian update, **in place** on ``W`` (N units x D inputs); returns ``W``.
 
     Args:
         W: weights, (units, features), float32 (float64 on the reference and C++ backends).
         X: a batch of inputs, (batch, features), same dtype and device as ``W``.
-        rule: a name in :data:`HEBBIAN_RULES` (``"gha"``, ``"oja"``, ``"hpca"``).
+        rule: a name in :data:`HEBBIAN_RULES` (``"gha"``, ``"oja"``, ``"hpca"``, ``"nlpca_sym"``,
+            ``"bcm"``, ``"instar"``, ``"krotov"``); see the module docstring for the math.
         lr: learning rate; the update is ``lr / batch * (G^T X - D W)``.
         backend: ``"auto"``, ``"reference"``, ``"triton"`` or ``"cpp"`` (see :mod:`bpalts._backend`).
-        check_finite_input: reject NaN/inf in ``X`` and ``W`` before running (one pass over each).
+        check_finite_input: reject NaN/inf in ``X``, ``W`` (and the BCM threshold) before running.
+        k: ``instar``: winners per sample, 1..units (default 1); ``krotov``: rank of the unit
+            pushed away, 2..units (default 2).
+        delta: ``krotov``: strength of the push on the k-th ranked unit (finite; default 0.4).
+        p: ``krotov``: norm of the currents, ``>= 1`` (default 2: ``U = X W^T``).
+        theta_rate: ``bcm``: running-average rate of the threshold, in [0, 1] (default 0.1).
+        state: ``bcm``: the threshold, ``hebbian_state("bcm", units)`` (a dict holding
+            ``"theta"``) or a tensor of shape (units,); **updated in place**. Required for bcm.
     """
     check_tensor("W", W, ("units", "features"), FLOAT32_OR_64)
     check_tensor("X", X, ("batch", "features"), FLOAT32_OR_64)
@@ -164,18 +468,22 @@ def hebbian_update(
         )
     check_choice("rule", rule, tuple(HEBBIAN_RULES))
     lr = check_scalar("lr", lr)
+    r = HEBBIAN_RULES[rule]
+    prm = resolve_params(r, W, k=k, delta=delta, p=p, theta_rate=theta_rate, state=state)
     which = resolve_backend(backend, W.device)
     if which == "triton":
         check_tensor("W", W, ("units", "features"), FLOAT32_ONLY)
     if check_finite_input:
         check_finite("X", X)
         check_finite("W", W)
-    r = HEBBIAN_RULES[rule]
+        if prm.theta is not None:
+            check_finite("state['theta']" if isinstance(state, dict) else "state", prm.theta)
     with torch.no_grad():
         if which == "reference":
-            hebbian_update_reference(W, X, rule, lr)
+            hebbian_update_reference(W, X, rule, lr, k=k, delta=delta, p=p, theta_rate=theta_rate,
+                                     state=state)
         elif which == "cpp":
-            _hebbian_update_cpp(W, X, r, lr)
+            _hebbian_update_cpp(W, X, r, lr, prm)
         else:
-            _hebbian_update_triton(W, X, r, lr)
+            _hebbian_update_triton(W, X, r, lr, prm)
     return W

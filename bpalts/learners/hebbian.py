@@ -1,0 +1,254 @@
+r"""Hebbian learners: unsupervised Hebbian hidden layers plus a local linear readout.
+
+No autograd: hidden layers learn with :func:`bpalts.ops.hebbian_update` or
+:func:`bpalts.ops.softwta_update`; the readout learns by the delta rule
+``dV = (onehot(y) - softmax(V h)) h^T / B`` (the cross-entropy gradient of a single layer, which
+only needs the readout's own input and output), applied through Adam.
+
+Each hidden layer sees its input standardised by running statistics (``BatchNorm1d`` without
+affine parameters, as SoftHebb does before every layer): Hebbian competition needs centred
+inputs, otherwise the one unit aligned with the mean image wins every sample.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from bpalts._backend import resolve_backend
+from bpalts._checks import check_choice, check_scalar
+from bpalts.learners.backprop import _check_batch, _check_sizes
+from bpalts.learners.base import Learner
+from bpalts.ops.hebbian_update import HEBBIAN_RULES, hebbian_state, hebbian_update
+from bpalts.ops.softwta_update import softwta_update
+from bpalts.registry import MethodSpec, register_method
+
+
+def triangle(u: torch.Tensor, power: float = 1.0) -> torch.Tensor:
+    r"""SoftHebb's triangle activation ``relu(u - mean_units(u))^power`` (Journe et al. 2023)."""
+    h = torch.relu(u - u.mean(dim=1, keepdim=True))
+    return h if power == 1.0 else h.pow(power)
+
+
+ACTIVATIONS = {
+    "triangle": triangle,
+    "relu": lambda u, power=1.0: torch.relu(u),
+    "tanh": lambda u, power=1.0: torch.tanh(u),
+}
+
+
+class DeltaRuleReadout(nn.Module):
+    """Linear classifier on (standardised) features, trained by the local delta rule + Adam."""
+
+    def __init__(self, n_in: int, n_out: int, lr: float = 1e-3, generator: torch.Generator | None = None):
+        super().__init__()
+        # Exponential running statistics: features drift while the layers below learn.
+        self.norm = nn.BatchNorm1d(n_in, affine=False, momentum=0.02)
+        self.linear = nn.Linear(n_in, n_out)
+        with torch.no_grad():
+            bound = 1.0 / math.sqrt(n_in)
+            self.linear.weight.uniform_(-bound, bound, generator=generator)
+            self.linear.bias.zero_()
+        self.lr = lr
+        self.optimizer = torch.optim.Adam(self.linear.parameters(), lr=lr)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.norm(h))
+
+    @torch.no_grad()
+    def update(self, h: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+        """One delta-rule step on features ``h``; returns (cross-entropy, batch accuracy)."""
+        hn = self.norm(h)  # in training mode: batch statistics, and the running ones updated
+        z = self.linear(hn)
+        p = torch.softmax(z, dim=1)
+        err = p - F.one_hot(y.long(), z.shape[1]).to(p.dtype)  # dCE/dz
+        self.linear.weight.grad = err.T @ hn / h.shape[0]
+        self.linear.bias.grad = err.mean(0)
+        self.optimizer.step()
+        loss = F.cross_entropy(z, y.long()).item()
+        return loss, (z.argmax(1) == y).float().mean().item()
+
+
+class _HebbianNet(Learner):
+    """Shared skeleton: standardise -> Hebbian layer -> activation, repeated, then a readout."""
+
+    def __init__(self, sizes, activation, power, readout_lr, hebbian_samples, seed, backend):
+        super().__init__()
+        self.sizes = _check_sizes(sizes)
+        self.activation = check_choice("activation", activation, tuple(ACTIVATIONS))
+        self.power = check_scalar("power", power, positive=True, allow_zero=False)
+        self.hebbian_samples = int(hebbian_samples)
+        resolve_backend(backend)  # validates the name; ops resolve it per call
+        self.backend_arg = backend
+        self.generator = torch.Generator().manual_seed(int(seed))
+        self.norms = nn.ModuleList(
+            nn.BatchNorm1d(n, affine=False, momentum=0.02) for n in self.sizes[:-2]
+        )
+        self.weights = nn.ParameterList()
+        self.readout = DeltaRuleReadout(self.sizes[-2], self.sizes[-1], readout_lr, self.generator)
+        self.register_buffer("samples_seen", torch.zeros((), dtype=torch.long))
+
+    @property
+    def backend(self) -> str:
+        return resolve_backend(self.backend_arg, self.weights[0].device)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Top hidden features (what the readout sees)."""
+        act = ACTIVATIONS[self.activation]
+        h = x
+        for norm, W in zip(self.norms, self.weights):
+            h = act(norm(h) @ W.T, self.power)
+        return h
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.readout(self.features(x))
+
+    def _hebbian_layer_update(self, W: torch.Tensor, x: torch.Tensor, index: int) -> None:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> dict:
+        _check_batch(self, x, y, self.sizes[0], self.sizes[-1])
+        hebbian = int(self.samples_seen) < self.hebbian_samples
+        act = ACTIVATIONS[self.activation]
+        h = x
+        for i, (norm, W) in enumerate(zip(self.norms, self.weights)):
+            norm.train(hebbian)  # statistics are learned with the layer, then frozen
+            hn = norm(h)
+            if hebbian:
+                self._hebbian_layer_update(W, hn, i)
+            h = act(hn @ W.T, self.power)
+        loss, acc = self.readout.update(h, y)
+        self.samples_seen += x.shape[0]
+        return self._finish_step({"loss": loss, "batch_accuracy": acc, "hebbian": float(hebbian)})
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode:  # hidden-layer statistics follow the Hebbian phase, set per step
+            for norm in self.norms:
+                norm.train(int(self.samples_seen) < self.hebbian_samples)
+        return self
+
+
+class SoftHebbMLP(_HebbianNet):
+    r"""Soft winner-take-all Hebbian layers (SoftHebb) plus a delta-rule readout.
+
+    Per hidden layer, on standardised input ``x``: ``U = x W^T``, ``Y = softmax(U / tau)``,
+    anti-Hebbian for all but the winner, ``dW = Y^T x - diag(sum Y*U) W`` scaled by its max-abs
+    entry, per-unit rate ``lr |norm(w_k) - 1|^0.5`` (:func:`bpalts.ops.softwta_update`). The
+    next layer (and the readout) sees ``triangle(U)``. Weights start with row norms near
+    ``init_norm`` (25, as SoftHebb): far from the fixed point at norm 1, every unit keeps a large
+    learning rate and wins some inputs until it has learned, so all units are recruited.
+    The Hebbian layers learn during the first ``hebbian_samples`` samples (one epoch), then
+    freeze; the readout learns throughout.
+
+    Moraitis et al., "SoftHebb: Bayesian inference in unsupervised Hebbian soft winner-take-all
+    networks", Neuromorph. Comput. Eng. 2022; Journe et al., "Hebbian deep learning without
+    feedback", ICLR 2023.
+    """
+
+    def __init__(
+        self,
+        sizes=(784, 2000, 10),
+        lr: float = 0.5,
+        temperature: float = 1.0,
+        init_norm: float = 25.0,
+        activation: str = "triangle",
+        power: float = 1.0,
+        readout_lr: float = 1e-3,
+        hebbian_samples: int = 60_000,
+        seed: int = 0,
+        backend: str = "auto",
+    ) -> None:
+        super().__init__(sizes, activation, power, readout_lr, hebbian_samples, seed, backend)
+        self.lr = check_scalar("lr", lr, positive=True)
+        self.temperature = check_scalar("temperature", temperature)
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        init_norm = check_scalar("init_norm", init_norm, positive=True, allow_zero=False)
+        for n_in, n_out in zip(self.sizes[:-2], self.sizes[1:-1]):
+            W = torch.randn(n_out, n_in, generator=self.generator) * (init_norm / math.sqrt(n_in))
+            self.weights.append(nn.Parameter(W, requires_grad=False))
+
+    def _hebbian_layer_update(self, W, x, index):
+        # Rate decays linearly to zero over the Hebbian phase.
+        frac = 1.0 - int(self.samples_seen) / max(1, self.hebbian_samples)
+        softwta_update(W.data, x, lr=self.lr * frac, temperature=self.temperature,
+                       backend=self.backend_arg, check_finite_input=False)
+
+
+class HebbianMLP(_HebbianNet):
+    r"""Hebbian hidden layers trained by a :func:`bpalts.ops.hebbian_update` rule, plus a readout.
+
+    ``rule`` is any rule of ``hebbian_update`` (``"hpca"``: nonlinear hierarchical PCA with tanh,
+    the original comparison's "ICA"; ``"gha"``, ``"oja"``, ...). Each layer sees its standardised
+    input; the next layer sees ``activation(U)``. Hidden layers learn during the first
+    ``hebbian_samples`` samples; all layers learn at once ("simultaneous") or one after another
+    ("layerwise": each gets an equal share of the Hebbian phase).
+    """
+
+    def __init__(
+        self,
+        sizes,
+        rule: str = "hpca",
+        lr: float = 1e-3,
+        activation: str = "triangle",
+        power: float = 1.0,
+        schedule: str = "simultaneous",
+        readout_lr: float = 1e-3,
+        hebbian_samples: int = 60_000,
+        seed: int = 0,
+        backend: str = "auto",
+        **rule_options,
+    ) -> None:
+        super().__init__(sizes, activation, power, readout_lr, hebbian_samples, seed, backend)
+        self.rule = check_choice("rule", rule, tuple(HEBBIAN_RULES))
+        # Rule parameters (k, delta, p, theta_rate) go to hebbian_update, which validates them.
+        self.rule_options = dict(rule_options)
+        self.lr = check_scalar("lr", lr, positive=True)
+        self.schedule = check_choice("schedule", schedule, ("simultaneous", "layerwise"))
+        for i, (n_in, n_out) in enumerate(zip(self.sizes[:-2], self.sizes[1:-1])):
+            W = torch.randn(n_out, n_in, generator=self.generator) / math.sqrt(n_in)
+            self.weights.append(nn.Parameter(W, requires_grad=False))
+            # Rule state (BCM's sliding threshold) lives in buffers so it moves and saves with W.
+            for key, value in hebbian_state(rule, n_out).items():
+                self.register_buffer(f"state{i}_{key}", value)
+
+    def _layer_state(self, index: int) -> dict | None:
+        prefix = f"state{index}_"
+        state = {n[len(prefix):]: b for n, b in self.named_buffers() if n.startswith(prefix)}
+        return state or None
+
+    def _hebbian_layer_update(self, W, x, index):
+        if self.schedule == "layerwise":
+            share = self.hebbian_samples / len(self.weights)
+            if int(int(self.samples_seen) // share) != index:
+                return
+        hebbian_update(W.data, x, rule=self.rule, lr=self.lr, backend=self.backend_arg,
+                       check_finite_input=False, state=self._layer_state(index), **self.rule_options)
+
+
+def _build_softhebb(sizes, backend="auto", seed=0):
+    # The paper's network is 784-2000 whatever depth the harness asks for.
+    return SoftHebbMLP((sizes[0], 2000, sizes[-1]), backend=backend, seed=seed)
+
+
+register_method(MethodSpec(
+    name="softhebb", build=_build_softhebb,
+    description="SoftHebb 784-2000 soft-WTA layer (1 unsupervised epoch) + delta-rule readout",
+    batch_size=64, full_epochs=5, fixed_depth=True,
+))
+register_method(MethodSpec(
+    name="hebbian-wta",
+    build=lambda sizes, backend="auto", seed=0: SoftHebbMLP(sizes, backend=backend, seed=seed),
+    description="soft winner-take-all Hebbian layers at the shared widths + delta-rule readout",
+    batch_size=64, full_epochs=5,
+))
+register_method(MethodSpec(
+    name="hebbian-pca",
+    build=lambda sizes, backend="auto", seed=0: HebbianMLP(sizes, rule="hpca", backend=backend, seed=seed),
+    description="nonlinear hierarchical PCA (tanh, Sanger-style) layers + delta-rule readout",
+    batch_size=64, full_epochs=5,
+))

@@ -1,0 +1,153 @@
+r"""SoftHebb: soft winner-take-all Hebbian update, in place on ``W``.
+
+For a batch ``X`` (B x D) and weights ``W`` (N units x D):
+
+.. math::
+
+    U = X W^\top,\qquad Y = \mathrm{softmax}(U / \tau)\ \text{over units},\\
+    \tilde Y_{bk} = \begin{cases} +Y_{bk} & k = \arg\max_j U_{bj} \\ -Y_{bk} & \text{otherwise}
+    \end{cases}\quad\text{(anti-Hebbian for every unit but the winner)},\\
+    \Delta W = \tilde Y^\top X - \mathrm{diag}\Bigl(\sum_b \tilde Y_{bk} U_{bk}\Bigr) W,\qquad
+    \Delta W \leftarrow \Delta W / \max|\Delta W| \ \text{(scaled by its max-abs entry)},\\
+    W_k \mathrel{+}= \eta_k\,\Delta W_k,\qquad \eta_k = \mathrm{lr}\,\bigl|\,\|w_k\|_2 - 1\bigr|^{1/2}
+    \ \text{(per-unit adaptive rate, from the weights before the update)}.
+
+Without max-abs scaling the update is divided by B instead (a batch mean), as in
+:func:`bpalts.ops.hebbian_update`. Moraitis, Toichkin, Journe, Chua, Guo, "SoftHebb: Bayesian
+inference in unsupervised Hebbian soft winner-take-all networks", Neuromorphic Computing and
+Engineering 2022; Journe, Garcia Rodriguez, Guo, Moraitis, "Hebbian deep learning without
+feedback", ICLR 2023 (anti-Hebbian sign, adaptive rate, max-abs scaling).
+
+Backends
+--------
+``reference``: the formula above, in plain PyTorch (the specification; float32 and float64).
+
+``cpp``: the two GEMMs ``U = X W^T`` and ``H = Y~^T X`` in PyTorch (MKL); the rest fused in C++
+(``csrc/softwta_update.cpp``): one pass over ``U`` for the row softmax, the winner's sign and
+the column sums ``d = sum_b Y~ * U`` (``Y~`` overwrites ``U``), then the apply, which never
+materialises ``dW = H - d W``: one pass for the old row norms and ``max|dW|``, one for
+``W += rate * dW / max``. float32 and float64; deterministic for any thread count.
+
+``triton``: three kernels (``kernels/softwta_update.py``): the forward GEMM with the softmax's
+per-tile row statistics (and the old row norms) in its epilogue, the update GEMM ``Y~^T X`` with
+the gate computed on the fly and ``- d W`` plus the tile's ``max|dW|`` in its epilogue, and the
+apply. float32; CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``.
+"""
+from __future__ import annotations
+
+import torch
+
+from bpalts._backend import cpp_module, resolve_backend
+from bpalts._checks import (
+    FLOAT32_ONLY,
+    FLOAT32_OR_64,
+    check_finite,
+    check_same,
+    check_scalar,
+    check_tensor,
+)
+
+
+def softwta_update_reference(
+    W: torch.Tensor,
+    X: torch.Tensor,
+    lr: float = 0.01,
+    temperature: float = 1.0,
+    anti_hebbian: bool = True,
+    adaptive_lr: bool = True,
+    max_normalize: bool = True,
+) -> torch.Tensor:
+    """The specification of :func:`softwta_update` (plain PyTorch). In place; returns ``W``."""
+    U = X @ W.T
+    Y = torch.softmax(U / temperature, dim=1)
+    if anti_hebbian:
+        winner = U.argmax(dim=1, keepdim=True)
+        sign = torch.full_like(Y, -1.0).scatter_(1, winner, 1.0)
+        Y = Y * sign
+    dW = Y.T @ X - (Y * U).sum(0)[:, None] * W
+    if max_normalize:
+        dW = dW / (dW.abs().max() + 1e-30)
+    else:
+        dW = dW / X.shape[0]
+    if adaptive_lr:
+        rate = lr * (W.norm(dim=1) - 1.0).abs().sqrt()
+        W.add_(rate[:, None] * dW)
+    else:
+        W.add_(dW, alpha=lr)
+    return W
+
+
+def softwta_update(
+    W: torch.Tensor,
+    X: torch.Tensor,
+    lr: float = 0.01,
+    temperature: float = 1.0,
+    anti_hebbian: bool = True,
+    adaptive_lr: bool = True,
+    max_normalize: bool = True,
+    backend: str = "auto",
+    check_finite_input: bool = True,
+) -> torch.Tensor:
+    """One SoftHebb update, **in place** on ``W`` (units x features); returns ``W``.
+
+    Args:
+        W: weights (units, features), float32 (float64 on reference / C++).
+        X: batch (batch, features), same dtype and device.
+        lr: base learning rate (finite).
+        temperature: softmax temperature tau (> 0); smaller is closer to hard winner-take-all.
+        anti_hebbian: flip the sign of every non-winning unit's update.
+        adaptive_lr: per-unit rate ``lr * |norm(w_k) - 1|^0.5``.
+        max_normalize: scale the update by its max-abs entry (else by 1/batch).
+        backend: ``"auto"``, ``"reference"``, ``"triton"`` or ``"cpp"``.
+    """
+    check_tensor("W", W, ("units", "features"), FLOAT32_OR_64)
+    check_tensor("X", X, ("batch", "features"), FLOAT32_OR_64)
+    check_same(("W", "X"), (W, X))
+    if X.shape[1] != W.shape[1]:
+        raise ValueError(
+            f"X has {X.shape[1]} features but W expects {W.shape[1]} "
+            f"(W is units x features = {tuple(W.shape)}, X is batch x features = {tuple(X.shape)})"
+        )
+    lr = check_scalar("lr", lr)
+    temperature = check_scalar("temperature", temperature)
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    which = resolve_backend(backend, W.device)
+    if which == "triton":
+        check_tensor("W", W, ("units", "features"), FLOAT32_ONLY)
+    if check_finite_input:
+        check_finite("X", X)
+        check_finite("W", W)
+    flags = dict(anti_hebbian=bool(anti_hebbian), adaptive_lr=bool(adaptive_lr), max_normalize=bool(max_normalize))
+    with torch.no_grad():
+        if which == "reference":
+            softwta_update_reference(W, X, lr, temperature, **flags)
+        elif which == "cpp":
+            _softwta_update_cpp(W, X, lr, temperature, **flags)
+        else:
+            _softwta_update_triton(W, X, lr, temperature, **flags)
+    return W
+
+
+def _softwta_update_cpp(W, X, lr, temperature, anti_hebbian, adaptive_lr, max_normalize) -> None:
+    """C++ backend: the two GEMMs in torch (MKL), the gate and the apply fused in C++."""
+    C = cpp_module()
+    Wc = W if W.is_contiguous() else W.contiguous()
+    Xc = X.contiguous()
+    # .detach(): numpy() refuses tensors that require grad; the storage is shared either way.
+    Wd, Xd = Wc.detach(), Xc.detach()
+    B, N = Xd.shape[0], Wd.shape[0]
+    U = torch.mm(Xd, Wd.T).contiguous()  # (B, N)
+    d = U.new_empty((1, N))
+    C.softwta_gate(U.numpy(), d.numpy(), 1.0 / temperature, anti_hebbian)  # U <- Y~
+    H = torch.mm(U.T, Xd).contiguous()  # Y~^T X, (N, D)
+    C.softwta_apply(Wd.numpy(), H.numpy(), d.numpy(), lr, adaptive_lr, max_normalize, 1.0 / B)
+    if Wc is not W:
+        W.copy_(Wc)
+
+
+def _softwta_update_triton(W, X, lr, temperature, anti_hebbian, adaptive_lr, max_normalize) -> None:
+    from bpalts.kernels import softwta_update as tk
+
+    tk.softwta_update(W, X, lr, temperature, anti_hebbian=anti_hebbian, adaptive_lr=adaptive_lr,
+                      max_normalize=max_normalize)

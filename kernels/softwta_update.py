@@ -1,0 +1,245 @@
+r"""Triton kernels for :func:`bpalts.ops.softwta_update` (math: see that module).
+
+``W += rate * dW / s`` with ``U = X W^T``, ``Y~ = sign * softmax(U / tau)``,
+``dW = Y~^T X - diag(sum_b Y~ * U) W``, ``s = max|dW|`` (or the batch size), in three launches
+(two without max-abs scaling):
+
+1. ``_forward_kernel``: the forward GEMM ``U = X W^T`` per (batch, units) tile, and in its
+   epilogue the softmax's partial row statistics of the tile: the tile's row max, its first
+   argmax and ``sum exp((U - max) / tau)``; the tiles with ``pid_m == 0`` also write the squared
+   norms of the rows of ``W`` (accumulated from the ``W`` tiles the K loop loads anyway).
+   When there are many unit tiles, ``_rowstats_kernel`` folds the partials into per-row
+   (max, 1 / sum, winner) once; with few (<= ``STATS_INLINE_MAX_TILES``) the next kernel folds
+   them itself and that launch is skipped.
+2. ``_update_kernel``: the update GEMM ``Y~^T X`` per (units, features) tile, K over the batch;
+   the gate is computed on the fly from ``U`` and the row statistics (``Y~`` is never stored)
+   and the same loop accumulates ``d_k = sum_b Y~_bk U_bk``. Epilogue: ``dW = acc - d W``;
+   with max-abs scaling it is written to a buffer with the tile's ``max|dW|``; without, the
+   tile applies ``W += rate * dW / B`` in place (a tile reads only its own elements of W).
+3. ``_apply_kernel`` (max-abs scaling only): folds the tile maxima and applies
+   ``W += rate * dW / (max + 1e-30)``, rate from the squared norms of kernel 1 (the old W).
+
+Everything is deterministic (no atomics): partial results go to small buffers that the next
+kernel reduces in a fixed order. fp32 throughout, ``input_precision="ieee"`` for the GEMMs.
+All strides of ``W`` and ``X`` are passed: non-contiguous inputs need no copies.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+PRECISION = "ieee"
+
+# Tiles. Forward GEMM: (batch, units, features); update GEMM: (units, features, batch).
+# bench/gpu.py is where these get tuned; tl.dot needs every block dimension >= 16.
+BM1, BN1, BK1 = 32, 64, 32
+BM2, BN2, BK2 = 64, 64, 32
+BR = 32  # rows per program of _rowstats_kernel
+BA_M, BA_N = 32, 128  # apply tiles (units, features)
+BT = 1024  # tile maxima folded per step in _apply_kernel
+NUM_WARPS = 4
+# With at most this many unit tiles per row, _update_kernel folds the partial row statistics
+# itself (cheap) instead of a separate _rowstats_kernel launch.
+STATS_INLINE_MAX_TILES = 16
+
+
+@triton.jit
+def _forward_kernel(
+    X, W, U, PMAX, PSUM, PARG, NSQ, B, N, F, NT, inv_tau,
+    s_xb, s_xf, s_wn, s_wf,
+    PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """U[B, N] = X @ W^T; per (row, unit tile): max, first argmax, sum exp((U - max) * inv_tau);
+    NSQ[n] = |W_n|^2 (from the programs with pid_m == 0)."""
+    pid_m = tl.program_id(0)  # batch
+    pid_n = tl.program_id(1)  # units
+    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rk = tl.arange(0, BLOCK_K)
+    mmask = rm < B
+    nmask = rn < N
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    wsq = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    for k0 in range(0, F, BLOCK_K):
+        kk = k0 + rk
+        kmask = kk < F
+        x = tl.load(X + rm[:, None] * s_xb + kk[None, :] * s_xf,
+                    mask=mmask[:, None] & kmask[None, :], other=0.0)
+        w = tl.load(W + kk[:, None] * s_wf + rn[None, :] * s_wn,
+                    mask=kmask[:, None] & nmask[None, :], other=0.0)  # (K, N): a tile of W^T
+        acc += tl.dot(x, w, input_precision=PRECISION)
+        wsq += tl.sum(w * w, axis=0)
+    tl.store(U + rm[:, None] * N + rn[None, :], acc, mask=mmask[:, None] & nmask[None, :])
+    tl.store(NSQ + rn, wsq, mask=nmask & (pid_m == 0))
+    # Softmax partials of this tile (padded units excluded).
+    a = tl.where(nmask[None, :], acc, float("-inf"))
+    tmax = tl.max(a, axis=1)
+    targ = tl.argmax(a, axis=1)
+    e = tl.where(nmask[None, :], tl.exp((a - tmax[:, None]) * inv_tau), 0.0)
+    tsum = tl.sum(e, axis=1)
+    p = rm * NT + pid_n
+    tl.store(PMAX + p, tmax, mask=mmask)
+    tl.store(PSUM + p, tsum, mask=mmask)
+    tl.store(PARG + p, (targ + pid_n * BLOCK_N).to(tl.int32), mask=mmask)
+
+
+@triton.jit
+def _row_stats(PMAX, PSUM, PARG, rb, bmask, NT, inv_tau, NT_P2: tl.constexpr):
+    """Fold the per-tile partials of rows ``rb``: (row max, 1 / sum exp, first argmax)."""
+    rt = tl.arange(0, NT_P2)
+    valid = bmask[:, None] & (rt[None, :] < NT)
+    off = rb[:, None] * NT + rt[None, :]
+    pm = tl.load(PMAX + off, mask=valid, other=float("-inf"))
+    ps = tl.load(PSUM + off, mask=valid, other=0.0)
+    m = tl.max(pm, axis=1)
+    m = tl.where(bmask, m, 0.0)
+    scale = tl.where(valid, tl.exp((pm - m[:, None]) * inv_tau), 0.0)
+    s = tl.sum(ps * scale, axis=1)
+    inv_s = 1.0 / tl.where(bmask, s, 1.0)
+    # The winner: the first tile whose max is the row max, then that tile's first argmax.
+    first = tl.min(tl.where(valid & (pm == m[:, None]), rt[None, :], NT_P2), axis=1)
+    win = tl.load(PARG + rb * NT + first, mask=bmask & (first < NT), other=-1)
+    return m, inv_s, win
+
+
+@triton.jit
+def _rowstats_kernel(PMAX, PSUM, PARG, RM, RINV, RWIN, B, NT, inv_tau,
+                     NT_P2: tl.constexpr, BLOCK: tl.constexpr):
+    rb = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    bmask = rb < B
+    m, inv_s, win = _row_stats(PMAX, PSUM, PARG, rb, bmask, NT, inv_tau, NT_P2)
+    tl.store(RM + rb, m, mask=bmask)
+    tl.store(RINV + rb, inv_s, mask=bmask)
+    tl.store(RWIN + rb, win, mask=bmask)
+
+
+@triton.jit
+def _unit_rate(NSQ, rn, nmask, coef, ADAPTIVE: tl.constexpr):
+    """coef * |norm - 1|^0.5 per unit (from squared norms), or coef."""
+    if ADAPTIVE:
+        nsq = tl.load(NSQ + rn, mask=nmask, other=1.0)
+        rate = coef * tl.sqrt(tl.abs(tl.sqrt(nsq) - 1.0))
+    else:
+        rate = tl.zeros(rn.shape, dtype=tl.float32) + coef
+    return rate
+
+
+@triton.jit
+def _update_kernel(
+    U, X, W, DW, TMAX, NSQ, PMAX, PSUM, PARG, RM, RINV, RWIN,
+    B, N, F, NT, inv_tau, coef,
+    s_xb, s_xf, s_wn, s_wf,
+    ANTI: tl.constexpr, ADAPTIVE: tl.constexpr, MAXNORM: tl.constexpr,
+    STATS_INLINE: tl.constexpr, NT_P2: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """acc = Y~^T X (gate on the fly), d = sum_b Y~ U; dW = acc - d W. MAXNORM: DW <- dW and
+    TMAX[tile] <- max|dW|; else W += rate * dW in place (rate includes 1/B)."""
+    pid_m = tl.program_id(0)  # units
+    pid_n = tl.program_id(1)  # features
+    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    rf = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rk = tl.arange(0, BLOCK_K)
+    nmask = rm < N
+    fmask = rf < F
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    dsum = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    for b0 in range(0, B, BLOCK_K):
+        rb = b0 + rk
+        bmask = rb < B
+        if STATS_INLINE:
+            m, inv_s, win = _row_stats(PMAX, PSUM, PARG, rb, bmask, NT, inv_tau, NT_P2)
+        else:
+            m = tl.load(RM + rb, mask=bmask, other=0.0)
+            inv_s = tl.load(RINV + rb, mask=bmask, other=0.0)
+            win = tl.load(RWIN + rb, mask=bmask, other=-1)
+        valid = nmask[:, None] & bmask[None, :]
+        u = tl.load(U + rb[None, :] * N + rm[:, None], mask=valid, other=0.0)  # (units, batch)
+        y = tl.exp((u - m[None, :]) * inv_tau) * inv_s[None, :]
+        if ANTI:
+            y = tl.where(rm[:, None] == win[None, :], y, -y)
+        y = tl.where(valid, y, 0.0)
+        dsum += tl.sum(y * u, axis=1)
+        x = tl.load(X + rb[:, None] * s_xb + rf[None, :] * s_xf,
+                    mask=bmask[:, None] & fmask[None, :], other=0.0)
+        acc += tl.dot(y, x, input_precision=PRECISION)
+    mask = nmask[:, None] & fmask[None, :]
+    wp = W + rm[:, None] * s_wn + rf[None, :] * s_wf
+    w = tl.load(wp, mask=mask, other=0.0)
+    dw = acc - dsum[:, None] * w
+    if MAXNORM:
+        tl.store(DW + rm[:, None] * F + rf[None, :], dw, mask=mask)
+        tmax = tl.max(tl.max(tl.where(mask, tl.abs(dw), 0.0), axis=1), axis=0)
+        tl.store(TMAX + pid_m * tl.num_programs(1) + pid_n, tmax)
+    else:
+        rate = _unit_rate(NSQ, rm, nmask, coef, ADAPTIVE)
+        tl.store(wp, w + rate[:, None] * dw, mask=mask)
+
+
+@triton.jit
+def _apply_kernel(
+    W, DW, TMAX, NSQ, N, F, n_tiles, lr, s_wn, s_wf,
+    ADAPTIVE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr,
+):
+    """W += rate * DW / (max(TMAX) + 1e-30)."""
+    rt = tl.arange(0, BLOCK_T)
+    gm = tl.zeros((BLOCK_T,), dtype=tl.float32)
+    for t0 in range(0, n_tiles, BLOCK_T):
+        gm = tl.maximum(gm, tl.load(TMAX + t0 + rt, mask=t0 + rt < n_tiles, other=0.0))
+    inv = 1.0 / (tl.max(gm, axis=0) + 1e-30)
+    rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rf = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    nmask = rm < N
+    mask = nmask[:, None] & (rf[None, :] < F)
+    rate = _unit_rate(NSQ, rm, nmask, lr, ADAPTIVE)
+    wp = W + rm[:, None] * s_wn + rf[None, :] * s_wf
+    w = tl.load(wp, mask=mask, other=0.0)
+    dw = tl.load(DW + rm[:, None] * F + rf[None, :], mask=mask, other=0.0)
+    tl.store(wp, w + rate[:, None] * (dw * inv), mask=mask)
+
+
+def softwta_update(W: torch.Tensor, X: torch.Tensor, lr: float, temperature: float,
+                   anti_hebbian: bool = True, adaptive_lr: bool = True,
+                   max_normalize: bool = True) -> None:
+    """In place on W (N x F, float32): one SoftHebb update; inputs are validated by bpalts.ops."""
+    B, F = X.shape
+    N = W.shape[0]
+    dev = W.device
+    inv_tau = 1.0 / temperature
+    NT = triton.cdiv(N, BN1)  # unit tiles of the forward GEMM = partials per row
+    inline = NT <= STATS_INLINE_MAX_TILES
+    grid2 = (triton.cdiv(N, BM2), triton.cdiv(F, BN2))
+    n_tiles = grid2[0] * grid2[1]
+    # One float32 workspace, one int32 (every segment is fully written before it is read).
+    sizes = [B * N, B * NT, B * NT, N, B, B, n_tiles, N * F if max_normalize else 0]
+    U, PMAX, PSUM, NSQ, RM, RINV, TMAX, DW = torch.empty(
+        sum(sizes), device=dev, dtype=torch.float32).split(sizes)
+    PARG, RWIN = torch.empty(B * NT + B, device=dev, dtype=torch.int32).split([B * NT, B])
+
+    _forward_kernel[(triton.cdiv(B, BM1), NT)](
+        X, W, U, PMAX, PSUM, PARG, NSQ, B, N, F, NT, inv_tau,
+        X.stride(0), X.stride(1), W.stride(0), W.stride(1),
+        PRECISION=PRECISION, BLOCK_M=BM1, BLOCK_N=BN1, BLOCK_K=BK1, num_warps=NUM_WARPS,
+    )
+    nt_p2 = max(16, triton.next_power_of_2(NT))
+    if not inline:
+        _rowstats_kernel[(triton.cdiv(B, BR),)](
+            PMAX, PSUM, PARG, RM, RINV, RWIN, B, NT, inv_tau,
+            NT_P2=nt_p2, BLOCK=BR, num_warps=NUM_WARPS,
+        )
+    coef = lr if max_normalize else lr / B
+    _update_kernel[grid2](
+        U, X, W, DW, TMAX, NSQ, PMAX, PSUM, PARG, RM, RINV, RWIN,
+        B, N, F, NT, inv_tau, coef,
+        X.stride(0), X.stride(1), W.stride(0), W.stride(1),
+        ANTI=bool(anti_hebbian), ADAPTIVE=bool(adaptive_lr), MAXNORM=bool(max_normalize),
+        STATS_INLINE=inline, NT_P2=nt_p2, PRECISION=PRECISION,
+        BLOCK_M=BM2, BLOCK_N=BN2, BLOCK_K=BK2, num_warps=NUM_WARPS,
+    )
+    if max_normalize:
+        _apply_kernel[(triton.cdiv(N, BA_M), triton.cdiv(F, BA_N))](
+            W, DW, TMAX, NSQ, N, F, n_tiles, lr, W.stride(0), W.stride(1),
+            ADAPTIVE=bool(adaptive_lr), BLOCK_M=BA_M, BLOCK_N=BA_N, BLOCK_T=BT,
+            num_warps=NUM_WARPS,
+        )

@@ -1,0 +1,142 @@
+"""Hebbian learners: contract, bad input, short real-MNIST runs (CI) and the targets (slow)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bpalts import registry
+from bpalts.learners import DivergenceError, layer_sizes
+from bpalts.learners.hebbian import HebbianMLP, SoftHebbMLP, triangle
+
+
+def _train(model, x, y, epochs=1, batch_size=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        perm = torch.randperm(x.shape[0], generator=g)
+        for i in range(0, x.shape[0], batch_size):
+            idx = perm[i : i + batch_size]
+            metrics = model.train_step(x[idx], y[idx])
+    return metrics
+
+
+def test_triangle():
+    u = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 3.0]])
+    assert torch.equal(triangle(u), torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 2.0]]))
+    assert torch.allclose(triangle(u, 2.0), triangle(u) ** 2)
+
+
+@pytest.mark.parametrize("name", ["softhebb", "hebbian-wta", "hebbian-pca"])
+def test_registered(name):
+    model = registry.get_method(name).build(layer_sizes(4), backend="reference", seed=0)
+    assert model.sizes[0] == 784 and model.sizes[-1] == 10
+
+
+def test_softhebb_short_mnist_run_beats_chance(mnist_train, mnist_test):
+    x, y = mnist_train
+    model = SoftHebbMLP((784, 400, 10), hebbian_samples=6000, seed=0, backend="reference")
+    _train(model, x[:12000], y[:12000])
+    assert model.evaluate(*mnist_test) > 0.85
+
+
+def test_hebbian_pca_short_mnist_run_beats_chance(mnist_train, mnist_test):
+    x, y = mnist_train
+    model = HebbianMLP((784, 200, 100, 10), rule="hpca", hebbian_samples=6000, seed=0, backend="reference")
+    _train(model, x[:12000], y[:12000])
+    assert model.evaluate(*mnist_test) > 0.6  # chance is 0.10
+
+
+def test_hebbian_layers_learn_then_freeze():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(64, 20, generator=g), torch.randint(0, 3, (64,), generator=g)
+    model = SoftHebbMLP((20, 8, 3), hebbian_samples=64, backend="reference")
+    W0 = model.weights[0].detach().clone()
+    assert model.train_step(x, y)["hebbian"] == 1.0
+    W1 = model.weights[0].detach().clone()
+    assert not torch.equal(W0, W1)
+    assert model.train_step(x, y)["hebbian"] == 0.0
+    assert torch.equal(model.weights[0].detach(), W1)
+
+
+def test_layerwise_schedule_trains_one_layer_at_a_time():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(32, 12, generator=g), torch.randint(0, 2, (32,), generator=g)
+    model = HebbianMLP((12, 6, 5, 2), rule="gha", schedule="layerwise", hebbian_samples=64, backend="reference")
+    W = [w.detach().clone() for w in model.weights]
+    model.train_step(x, y)  # first half: layer 0 only
+    assert not torch.equal(model.weights[0].detach(), W[0]) and torch.equal(model.weights[1].detach(), W[1])
+    W = [w.detach().clone() for w in model.weights]
+    model.train_step(x, y)  # second half: layer 1 only
+    assert torch.equal(model.weights[0].detach(), W[0]) and not torch.equal(model.weights[1].detach(), W[1])
+
+
+def test_state_dict_round_trip():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(16, 10, generator=g), torch.randint(0, 3, (16,), generator=g)
+    a = SoftHebbMLP((10, 6, 3), seed=1, backend="reference")
+    a.train_step(x, y)
+    b = SoftHebbMLP((10, 6, 3), seed=2, backend="reference")
+    b.load_state_dict(a.state_dict())
+    a.eval(), b.eval()
+    assert torch.equal(a(x), b(x))
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        SoftHebbMLP((4, 3, 2), temperature=0.0)
+    with pytest.raises(ValueError, match="rule must be one of"):
+        HebbianMLP((4, 3, 2), rule="ica")
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        HebbianMLP((4, 3, 2), schedule="alternate")
+    m = SoftHebbMLP((4, 3, 2), backend="reference")
+    with pytest.raises(ValueError, match=r"x must be \(batch, 4\)"):
+        m.train_step(torch.rand(2, 5), torch.zeros(2, dtype=torch.long))
+    with pytest.raises(ValueError, match="class indices in 0..1"):
+        m.train_step(torch.rand(2, 4), torch.tensor([0, 2]))
+
+
+def test_divergence_names_the_step():
+    m = HebbianMLP((4, 3, 2), rule="gha", backend="reference")
+    x, y = torch.rand(8, 4), torch.zeros(8, dtype=torch.long)
+    m.train_step(x, y)
+    with torch.no_grad():
+        m.weights[0][0, 0] = float("nan")
+    with pytest.raises(DivergenceError, match="HebbianMLP diverged at step 2"):
+        m.train_step(x, y)
+
+
+# ------------------------------------------------------------------ targets (slow)
+
+def _full(name, mnist_train, mnist_test):
+    spec = registry.get_method(name)
+    model = spec.build(layer_sizes(4), seed=0)
+    _train(model, *mnist_train, epochs=spec.full_epochs, batch_size=spec.batch_size)
+    return model.evaluate(*mnist_test)
+
+
+@pytest.mark.slow
+def test_softhebb_target(mnist_train, mnist_test):
+    """>= 96.0% after one unsupervised epoch and a readout trained for at most 10 epochs."""
+    assert _full("softhebb", mnist_train, mnist_test) >= 0.96
+
+
+@pytest.mark.slow
+def test_hebbian_pca_target(mnist_train, mnist_test):
+    assert _full("hebbian-pca", mnist_train, mnist_test) >= 0.95
+
+
+@pytest.mark.slow
+def test_hebbian_wta_target(mnist_train, mnist_test):
+    assert _full("hebbian-wta", mnist_train, mnist_test) >= 0.94
+
+
+@pytest.mark.parametrize("rule,options", [("bcm", {}), ("krotov", {"k": 2, "delta": 0.4}), ("instar", {}), ("nlpca_sym", {})])
+def test_every_rule_trains_in_hebbian_mlp(rule, options):
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(32, 12, generator=g), torch.randint(0, 3, (32,), generator=g)
+    model = HebbianMLP((12, 6, 5, 3), rule=rule, backend="reference", **options)
+    W0 = model.weights[0].detach().clone()
+    model.train_step(x, y)
+    assert not torch.equal(model.weights[0].detach(), W0)
+    if rule == "bcm":  # the sliding threshold is a buffer: saved and restored with the weights
+        assert "state0_theta" in model.state_dict()
+        assert model.state_dict()["state0_theta"].abs().sum() > 0
