@@ -70,3 +70,15 @@ def check_choice(name: str, value, choices: Sequence[str]) -> str:
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
     return value
+
+
+def check_weights_and_batch(W, X, dtypes: Sequence[torch.dtype] = FLOAT32_OR_64) -> None:
+    """The (units x features) weights and (batch x features) batch of a layer update agree."""
+    check_tensor("W", W, ("units", "features"), dtypes)
+    check_tensor("X", X, ("batch", "features"), dtypes)
+    check_same(("W", "X"), (W, X))
+    if X.shape[1] != W.shape[1]:
+        raise ValueError(
+            f"X has {X.shape[1]} features but W expects {W.shape[1]} "
+            f"(W is units x features = {tuple(W.shape)}, X is batch x features = {tuple(X.shape)})"
+        )

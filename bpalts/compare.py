@@ -47,6 +47,7 @@ from typing import Sequence
 import torch
 
 from bpalts import registry
+from bpalts.plots import COLUMNS
 from bpalts.learners.widths import layer_sizes
 
 #: Training samples per method in the ``quick`` preset (a fixed budget: the whole quick comparison
@@ -58,16 +59,7 @@ QUICK_EVAL_EVERY = 10_000
 DEFAULT_LAYERS = 4
 DEFAULT_OUT = "runs/compare"
 CSV_NAME = "results.csv"
-CSV_COLUMNS = [
-    "method",
-    "depth",
-    "epoch",
-    "samples_seen",
-    "train_seconds",
-    "test_accuracy",
-    "backend",
-    "device",
-]
+CSV_COLUMNS = list(COLUMNS)  # one definition, in bpalts.plots (which reads the CSV back)
 PRESETS = ("quick", "full")
 BACKENDS = ("auto", "reference", "triton", "cpp")
 DEVICES = ("auto", "cpu", "cuda")

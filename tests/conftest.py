@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 
 @pytest.fixture(scope="session")
@@ -22,3 +23,20 @@ def mnist_test():
     from bpalts.data import mnist
 
     return mnist("test")
+
+
+@pytest.fixture
+def poisoned_empty(monkeypatch):
+    """Every torch.empty during the call returns NaNs, so an element a kernel forgets to write
+    poisons the result instead of passing by luck."""
+    real_empty = torch.empty
+
+    def nan_empty(*args, **kwargs):
+        t = real_empty(*args, **kwargs)
+        if t.is_floating_point():
+            t.fill_(float("nan"))
+        elif t.dtype == torch.int32:
+            t.fill_(-(2**31))  # an index no row has
+        return t
+
+    monkeypatch.setattr(torch, "empty", nan_empty)

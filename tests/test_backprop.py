@@ -4,18 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests._compare_util import train_epochs
+
 from bpalts import registry
 from bpalts.learners import BackpropMLP, DivergenceError, layer_sizes
-
-
-def _train(model, x, y, epochs, batch_size=64, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        perm = torch.randperm(x.shape[0], generator=g)
-        for i in range(0, x.shape[0], batch_size):
-            idx = perm[i : i + batch_size]
-            metrics = model.train_step(x[idx], y[idx])
-    return metrics
 
 
 def test_registered():
@@ -28,7 +20,7 @@ def test_short_mnist_run_beats_chance(mnist_train, mnist_test):
     torch.manual_seed(0)
     x, y = mnist_train
     model = BackpropMLP(layer_sizes(4), seed=0)
-    metrics = _train(model, x[:6000], y[:6000], epochs=1)
+    metrics = train_epochs(model, x[:6000], y[:6000], epochs=1)
     assert set(metrics) >= {"loss", "batch_accuracy"} and isinstance(metrics["loss"], float)
     acc = model.evaluate(*mnist_test)
     assert acc > 0.85, acc  # chance is 0.10
@@ -37,7 +29,7 @@ def test_short_mnist_run_beats_chance(mnist_train, mnist_test):
 def test_sgd_mse_option_learns(mnist_train, mnist_test):
     x, y = mnist_train
     model = BackpropMLP([784, 100, 10], optimizer="sgd", loss="mse", lr=0.1, seed=0)
-    _train(model, x[:6000], y[:6000], epochs=1, batch_size=32)
+    train_epochs(model, x[:6000], y[:6000], epochs=1, batch_size=32)
     assert model.evaluate(*mnist_test) > 0.5
 
 
@@ -101,6 +93,6 @@ def test_full_accuracy_four_layers(mnist_train, mnist_test):
     `backprop` configuration, as `bpalts-compare --methods backprop --preset full` trains it)."""
     torch.manual_seed(0)
     model = registry.get_method("backprop").build(layer_sizes(4), seed=0)
-    _train(model, *mnist_train, epochs=10)
+    train_epochs(model, *mnist_train, epochs=10)
     acc = model.evaluate(*mnist_test)
     assert acc >= 0.98, acc

@@ -4,19 +4,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests._compare_util import train_epochs
+
 from bpalts import registry
 from bpalts.learners import DivergenceError, layer_sizes
 from bpalts.learners.hebbian import HebbianMLP, SoftHebbMLP, triangle
-
-
-def _train(model, x, y, epochs=1, batch_size=64, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        perm = torch.randperm(x.shape[0], generator=g)
-        for i in range(0, x.shape[0], batch_size):
-            idx = perm[i : i + batch_size]
-            metrics = model.train_step(x[idx], y[idx])
-    return metrics
 
 
 def test_triangle():
@@ -34,14 +26,14 @@ def test_registered(name):
 def test_softhebb_short_mnist_run_beats_chance(mnist_train, mnist_test):
     x, y = mnist_train
     model = SoftHebbMLP((784, 400, 10), hebbian_samples=6000, seed=0, backend="reference")
-    _train(model, x[:12000], y[:12000])
+    train_epochs(model, x[:12000], y[:12000])
     assert model.evaluate(*mnist_test) > 0.85
 
 
 def test_hebbian_pca_short_mnist_run_beats_chance(mnist_train, mnist_test):
     x, y = mnist_train
     model = HebbianMLP((784, 200, 100, 10), rule="hpca", hebbian_samples=6000, seed=0, backend="reference")
-    _train(model, x[:12000], y[:12000])
+    train_epochs(model, x[:12000], y[:12000])
     assert model.evaluate(*mnist_test) > 0.6  # chance is 0.10
 
 
@@ -109,7 +101,7 @@ def test_divergence_names_the_step():
 def _full(name, mnist_train, mnist_test):
     spec = registry.get_method(name)
     model = spec.build(layer_sizes(4), seed=0)
-    _train(model, *mnist_train, epochs=spec.full_epochs, batch_size=spec.batch_size)
+    train_epochs(model, *mnist_train, epochs=spec.full_epochs, batch_size=spec.batch_size)
     return model.evaluate(*mnist_test)
 
 

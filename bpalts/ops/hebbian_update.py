@@ -98,6 +98,7 @@ import torch
 
 from bpalts._backend import cpp_module, resolve_backend
 from bpalts._checks import (
+    check_weights_and_batch,
     FLOAT32_ONLY,
     FLOAT32_OR_64,
     check_choice,
@@ -458,14 +459,7 @@ def hebbian_update(
         state: ``bcm``: the threshold, ``hebbian_state("bcm", units)`` (a dict holding
             ``"theta"``) or a tensor of shape (units,); **updated in place**. Required for bcm.
     """
-    check_tensor("W", W, ("units", "features"), FLOAT32_OR_64)
-    check_tensor("X", X, ("batch", "features"), FLOAT32_OR_64)
-    check_same(("W", "X"), (W, X))
-    if X.shape[1] != W.shape[1]:
-        raise ValueError(
-            f"X has {X.shape[1]} features but W expects {W.shape[1]} "
-            f"(W is units x features = {tuple(W.shape)}, X is batch x features = {tuple(X.shape)})"
-        )
+    check_weights_and_batch(W, X)
     check_choice("rule", rule, tuple(HEBBIAN_RULES))
     lr = check_scalar("lr", lr)
     r = HEBBIAN_RULES[rule]

@@ -39,6 +39,7 @@ import torch
 
 from bpalts._backend import cpp_module, resolve_backend
 from bpalts._checks import (
+    check_weights_and_batch,
     FLOAT32_ONLY,
     FLOAT32_OR_64,
     check_finite,
@@ -100,14 +101,7 @@ def softwta_update(
         max_normalize: scale the update by its max-abs entry (else by 1/batch).
         backend: ``"auto"``, ``"reference"``, ``"triton"`` or ``"cpp"``.
     """
-    check_tensor("W", W, ("units", "features"), FLOAT32_OR_64)
-    check_tensor("X", X, ("batch", "features"), FLOAT32_OR_64)
-    check_same(("W", "X"), (W, X))
-    if X.shape[1] != W.shape[1]:
-        raise ValueError(
-            f"X has {X.shape[1]} features but W expects {W.shape[1]} "
-            f"(W is units x features = {tuple(W.shape)}, X is batch x features = {tuple(X.shape)})"
-        )
+    check_weights_and_batch(W, X)
     lr = check_scalar("lr", lr)
     temperature = check_scalar("temperature", temperature)
     if temperature <= 0:
