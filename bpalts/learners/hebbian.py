@@ -26,6 +26,11 @@ from bpalts.ops.softwta_update import softwta_update
 from bpalts.registry import MethodSpec, register_method
 
 
+# Variance floor of the standardisation: a pixel or unit that is almost never active would
+# otherwise be blown up to unit variance (MNIST's border pixels: variance ~1e-4 -> 100x noise).
+NORM_EPS = 1e-2
+
+
 def triangle(u: torch.Tensor, power: float = 1.0) -> torch.Tensor:
     r"""SoftHebb's triangle activation ``relu(u - mean_units(u))^power`` (Journe et al. 2023)."""
     h = torch.relu(u - u.mean(dim=1, keepdim=True))
@@ -46,7 +51,7 @@ class DeltaRuleReadout(nn.Module):
                  lr_decay: float = 1.0):
         super().__init__()
         # Exponential running statistics: features drift while the layers below learn.
-        self.norm = nn.BatchNorm1d(n_in, affine=False, momentum=0.02)
+        self.norm = nn.BatchNorm1d(n_in, affine=False, momentum=0.02, eps=NORM_EPS)
         self.linear = nn.Linear(n_in, n_out)
         with torch.no_grad():
             bound = 1.0 / math.sqrt(n_in)
@@ -80,9 +85,10 @@ class _HebbianNet(Learner):
     """Shared skeleton: standardise -> Hebbian layer -> activation, repeated, then a readout."""
 
     def __init__(self, sizes, activation, power, readout_lr, hebbian_samples, seed, backend,
-                 readout_lr_decay=1.0):
+                 readout_lr_decay=1.0, schedule="simultaneous"):
         super().__init__()
         self.sizes = _check_sizes(sizes)
+        self.schedule = check_choice("schedule", schedule, ("simultaneous", "layerwise"))
         self.activation = check_choice("activation", activation, tuple(ACTIVATIONS))
         self.power = check_scalar("power", power, positive=True, allow_zero=False)
         self.hebbian_samples = int(hebbian_samples)
@@ -90,7 +96,7 @@ class _HebbianNet(Learner):
         self.backend_arg = backend
         self.generator = torch.Generator().manual_seed(int(seed))
         self.norms = nn.ModuleList(
-            nn.BatchNorm1d(n, affine=False, momentum=0.02) for n in self.sizes[:-2]
+            nn.BatchNorm1d(n, affine=False, momentum=0.02, eps=NORM_EPS) for n in self.sizes[:-2]
         )
         self.weights = nn.ParameterList()
         decay = check_scalar("readout_lr_decay", readout_lr_decay, positive=True, allow_zero=False)
@@ -114,7 +120,21 @@ class _HebbianNet(Learner):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.readout(self.features(x))
 
-    def _hebbian_layer_update(self, W: torch.Tensor, x: torch.Tensor, index: int) -> None:
+    def _layer_progress(self, index: int) -> float | None:
+        """How far layer ``index`` is through its Hebbian phase (0..1), or None if it is not
+        learning now. ``simultaneous``: every layer learns over the first ``hebbian_samples``;
+        ``layerwise``: layer i learns during the i-th equal share of them."""
+        seen = int(self.samples_seen)
+        if self.schedule == "simultaneous":
+            start, length = 0.0, float(self.hebbian_samples)
+        else:
+            length = self.hebbian_samples / len(self.weights)
+            start = index * length
+        if not (start <= seen < start + length):
+            return None
+        return (seen - start) / max(1.0, length)
+
+    def _hebbian_layer_update(self, W: torch.Tensor, x: torch.Tensor, index: int, progress: float) -> None:
         raise NotImplementedError
 
     @torch.no_grad()
@@ -126,8 +146,9 @@ class _HebbianNet(Learner):
         for i, (norm, W) in enumerate(zip(self.norms, self.weights)):
             norm.train(hebbian)  # statistics are learned with the layer, then frozen
             hn = norm(h)
-            if hebbian:
-                self._hebbian_layer_update(W, hn, i)
+            progress = self._layer_progress(i) if hebbian else None
+            if progress is not None:
+                self._hebbian_layer_update(W, hn, i, progress)
             h = act(hn @ W.T, self.power)
         loss, acc = self.readout.update(h, y)
         self.samples_seen += x.shape[0]
@@ -150,8 +171,9 @@ class SoftHebbMLP(_HebbianNet):
     next layer (and the readout) sees ``triangle(U)``. Weights start with row norms near
     ``init_norm`` (25, as SoftHebb): far from the fixed point at norm 1, every unit keeps a large
     learning rate and wins some inputs until it has learned, so all units are recruited.
-    The Hebbian layers learn during the first ``hebbian_samples`` samples (one epoch), then
-    freeze; the readout learns throughout.
+    The Hebbian layers learn during the first ``hebbian_samples`` samples (one epoch), all at
+    once (``schedule="simultaneous"``) or one after another (``"layerwise"``), then freeze; the
+    readout learns throughout.
 
     Moraitis et al., "SoftHebb: Bayesian inference in unsupervised Hebbian soft winner-take-all
     networks", Neuromorph. Comput. Eng. 2022; Journe et al., "Hebbian deep learning without
@@ -168,12 +190,13 @@ class SoftHebbMLP(_HebbianNet):
         power: float = 1.0,
         readout_lr: float = 1e-3,
         readout_lr_decay: float = 1.0,
+        schedule: str = "simultaneous",
         hebbian_samples: int = 60_000,
         seed: int = 0,
         backend: str = "auto",
     ) -> None:
         super().__init__(sizes, activation, power, readout_lr, hebbian_samples, seed, backend,
-                         readout_lr_decay)
+                         readout_lr_decay, schedule)
         self.lr = check_scalar("lr", lr, positive=True)
         self.temperature = check_scalar("temperature", temperature)
         if self.temperature <= 0:
@@ -183,10 +206,9 @@ class SoftHebbMLP(_HebbianNet):
             W = torch.randn(n_out, n_in, generator=self.generator) * (init_norm / math.sqrt(n_in))
             self.weights.append(nn.Parameter(W, requires_grad=False))
 
-    def _hebbian_layer_update(self, W, x, index):
-        # Rate decays linearly to zero over the Hebbian phase.
-        frac = 1.0 - int(self.samples_seen) / max(1, self.hebbian_samples)
-        softwta_update(W.data, x, lr=self.lr * frac, temperature=self.temperature,
+    def _hebbian_layer_update(self, W, x, index, progress):
+        # Rate decays linearly to zero over the layer's Hebbian phase.
+        softwta_update(W.data, x, lr=self.lr * (1.0 - progress), temperature=self.temperature,
                        backend=self.backend_arg, check_finite_input=False)
 
 
@@ -216,12 +238,11 @@ class HebbianMLP(_HebbianNet):
         **rule_options,
     ) -> None:
         super().__init__(sizes, activation, power, readout_lr, hebbian_samples, seed, backend,
-                         readout_lr_decay)
+                         readout_lr_decay, schedule)
         self.rule = check_choice("rule", rule, tuple(HEBBIAN_RULES))
         # Rule parameters (k, delta, p, theta_rate) go to hebbian_update, which validates them.
         self.rule_options = dict(rule_options)
         self.lr = check_scalar("lr", lr, positive=True)
-        self.schedule = check_choice("schedule", schedule, ("simultaneous", "layerwise"))
         for i, (n_in, n_out) in enumerate(zip(self.sizes[:-2], self.sizes[1:-1])):
             W = torch.randn(n_out, n_in, generator=self.generator) / math.sqrt(n_in)
             self.weights.append(nn.Parameter(W, requires_grad=False))
@@ -234,11 +255,7 @@ class HebbianMLP(_HebbianNet):
         state = {n[len(prefix):]: b for n, b in self.named_buffers() if n.startswith(prefix)}
         return state or None
 
-    def _hebbian_layer_update(self, W, x, index):
-        if self.schedule == "layerwise":
-            share = self.hebbian_samples / len(self.weights)
-            if int(int(self.samples_seen) // share) != index:
-                return
+    def _hebbian_layer_update(self, W, x, index, progress):
         hebbian_update(W.data, x, rule=self.rule, lr=self.lr, backend=self.backend_arg,
                        check_finite_input=False, state=self._layer_state(index), **self.rule_options)
 

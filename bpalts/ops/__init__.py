@@ -7,12 +7,15 @@ from bpalts.ops.hebbian_update import (
     hebbian_update_reference,
 )
 from bpalts.ops.softwta_update import softwta_update, softwta_update_reference
+from bpalts.ops.softwta_conv_update import softwta_conv_update, softwta_conv_update_reference
 
 __all__ = [
     "HEBBIAN_RULES",
     "hebbian_state",
     "hebbian_update",
     "hebbian_update_reference",
+    "softwta_conv_update",
+    "softwta_conv_update_reference",
     "softwta_update",
     "softwta_update_reference",
 ]

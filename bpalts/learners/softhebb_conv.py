@@ -1,0 +1,205 @@
+r"""Convolutional SoftHebb (Journe, Garcia Rodriguez, Guo, Moraitis, "Hebbian deep learning
+without feedback", ICLR 2023): soft winner-take-all Hebbian conv layers plus a delta-rule readout.
+
+No autograd: every conv layer learns with :func:`bpalts.ops.softwta_conv_update`; the readout is
+:class:`bpalts.learners.hebbian.DeltaRuleReadout` (``dV = (onehot(y) - softmax(V h)) h^T / B``
+through Adam). The activation is SoftHebb's triangle, :func:`bpalts.learners.hebbian.triangle`,
+whose mean runs over dim 1: the channels of a (B, C, H, W) feature map.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from bpalts._backend import resolve_backend
+from bpalts._checks import check_choice, check_scalar
+from bpalts.learners.base import Learner
+from bpalts.learners.hebbian import DeltaRuleReadout, triangle
+from bpalts.ops.softwta_conv_update import softwta_conv_update
+from bpalts.registry import MethodSpec, register_method
+
+
+def _per_layer(name: str, value, n: int, cast=float) -> tuple:
+    vals = tuple(value) if isinstance(value, (tuple, list)) else (value,) * n
+    if len(vals) != n:
+        raise ValueError(f"{name} must have one entry per conv layer ({n}), got {len(vals)}")
+    return tuple(cast(v) for v in vals)
+
+
+class SoftHebbConvNet(Learner):
+    r"""SoftHebb convolutional network: per layer ``BatchNorm2d(affine=False) -> conv (SoftHebb)
+    -> triangle(power) -> MaxPool(pool)``, then flatten -> delta-rule readout.
+
+    Per conv layer, on its standardised input ``x``: ``U = conv2d(x, W)``, at every (image,
+    pixel) ``Y = softmax(U / tau)`` over channels, anti-Hebbian for all but the winning channel,
+    ``dW = conv2d_weight(x, Y~) - diag(sum Y~*U) W`` scaled by its max-abs entry, per-channel
+    rate ``lr |norm(w_k) - 1|^0.5`` (:func:`bpalts.ops.softwta_conv_update`), the rate decaying
+    linearly to 0 over the layer's Hebbian phase. The layer passes on
+    ``maxpool(triangle(U, power))`` with ``triangle(u) = relu(u - mean_channels(u))^power``.
+    Weights start normal with std ``init_norm / sqrt(C_in kh kw)`` (norms near ``init_norm``,
+    25: far from the fixed point at norm 1 every channel keeps a large rate and is recruited).
+    Temperatures are ``1 / t_invert`` (the paper's t_invert 1, 0.65, 0.25 for layers 1..3).
+
+    The conv layers learn during the first ``hebbian_samples`` samples (one MNIST epoch), all at
+    once (``schedule="simultaneous"``) or one after another (``"layerwise"``: equal shares of the
+    phase), then freeze, with their BatchNorm statistics; the readout learns throughout.
+    Input: flat (B, in_channels * image_size^2) images (as every learner gets them) or
+    (B, in_channels, image_size, image_size).
+    """
+
+    def __init__(
+        self,
+        channels=(96, 384),
+        kernel_sizes=(5, 3),
+        paddings=(2, 1),
+        powers=(0.7, 1.4),
+        temperatures=(1.0, 1 / 0.65),
+        lrs=(0.3, 0.3),
+        init_norm: float = 25.0,
+        pool_kernel: int = 4,
+        pool_stride: int = 2,
+        pool_padding: int = 1,
+        in_channels: int = 1,
+        image_size: int = 28,
+        n_classes: int = 10,
+        readout_lr: float = 1e-3,
+        readout_lr_decay: float = 1.0,
+        hebbian_samples: int = 60_000,
+        schedule: str = "simultaneous",
+        seed: int = 0,
+        backend: str = "auto",
+    ) -> None:
+        super().__init__()
+        channels = tuple(int(c) for c in channels)
+        n = len(channels)
+        if n == 0 or any(c < 1 for c in channels):
+            raise ValueError(f"channels must be one or more positive ints, got {channels}")
+        self.channels = channels
+        self.kernel_sizes = _per_layer("kernel_sizes", kernel_sizes, n, int)
+        self.paddings = _per_layer("paddings", paddings, n, int)
+        self.powers = tuple(check_scalar("powers", p, positive=True, allow_zero=False)
+                            for p in _per_layer("powers", powers, n))
+        self.temperatures = _per_layer("temperatures", temperatures, n)
+        if any(not math.isfinite(t) or t <= 0 for t in self.temperatures):
+            raise ValueError(f"temperatures must be > 0, got {self.temperatures}")
+        self.lrs = tuple(check_scalar("lrs", v, positive=True) for v in _per_layer("lrs", lrs, n))
+        init_norm = check_scalar("init_norm", init_norm, positive=True, allow_zero=False)
+        self.pool = (int(pool_kernel), int(pool_stride), int(pool_padding))
+        self.in_channels, self.image_size = int(in_channels), int(image_size)
+        self.hebbian_samples = int(hebbian_samples)
+        self.schedule = check_choice("schedule", schedule, ("simultaneous", "layerwise"))
+        resolve_backend(backend)  # validates the name; the op resolves it per call
+        self.backend_arg = backend
+        self.generator = torch.Generator().manual_seed(int(seed))
+
+        self.norms = nn.ModuleList()
+        self.weights = nn.ParameterList()
+        c_in, size = self.in_channels, self.image_size
+        for c_out, k, p in zip(channels, self.kernel_sizes, self.paddings):
+            self.norms.append(nn.BatchNorm2d(c_in, affine=False, momentum=0.02))
+            fan_in = c_in * k * k
+            W = torch.randn(c_out, c_in, k, k, generator=self.generator) * (init_norm / math.sqrt(fan_in))
+            self.weights.append(nn.Parameter(W, requires_grad=False))
+            size = size + 2 * p - k + 1
+            pk, ps, pp = self.pool
+            size = (size + 2 * pp - pk) // ps + 1
+            if size < 1:
+                raise ValueError(f"image_size {image_size} is too small for {n} conv/pool layers")
+            c_in = c_out
+        n_features = c_in * size * size
+        self.sizes = (self.in_channels * self.image_size ** 2, n_features, int(n_classes))
+        decay = check_scalar("readout_lr_decay", readout_lr_decay, positive=True, allow_zero=False)
+        if decay > 1.0:
+            raise ValueError(f"readout_lr_decay must be in (0, 1], got {readout_lr_decay}")
+        self.readout = DeltaRuleReadout(n_features, int(n_classes), readout_lr, self.generator, decay)
+        self.register_buffer("samples_seen", torch.zeros((), dtype=torch.long))
+
+    @property
+    def backend(self) -> str:
+        return resolve_backend(self.backend_arg, self.weights[0].device)
+
+    def _images(self, x: torch.Tensor) -> torch.Tensor:
+        c, s = self.in_channels, self.image_size
+        if isinstance(x, torch.Tensor) and x.dim() == 2 and x.shape[1] == c * s * s:
+            return x.reshape(x.shape[0], c, s, s)
+        if isinstance(x, torch.Tensor) and x.dim() == 4 and tuple(x.shape[1:]) == (c, s, s):
+            return x
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"x must be (batch, {c * s * s}) or (batch, {c}, {s}, {s}), got {shape}")
+
+    def _layer(self, i: int, u: torch.Tensor) -> torch.Tensor:
+        """triangle then max-pool of layer i's pre-activation ``u``."""
+        pk, ps, pp = self.pool
+        return F.max_pool2d(triangle(u, self.powers[i]), pk, ps, pp)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Flattened top feature maps (what the readout sees)."""
+        h = self._images(x)
+        for i, (norm, W) in enumerate(zip(self.norms, self.weights)):
+            h = self._layer(i, F.conv2d(norm(h), W, padding=self.paddings[i]))
+        return h.flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.readout(self.features(x))
+
+    def _phase(self, i: int) -> float | None:
+        """Remaining fraction (1 -> 0) of layer i's Hebbian phase, or None when it does not learn."""
+        seen, total = int(self.samples_seen), self.hebbian_samples
+        if seen >= total:
+            return None
+        if self.schedule == "simultaneous":
+            return 1.0 - seen / max(1, total)
+        share = total / len(self.weights)
+        if int(seen // share) != i:
+            return None
+        return 1.0 - (seen - i * share) / share
+
+    @torch.no_grad()
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> dict:
+        h = self._images(x)
+        if h.shape[0] == 0:
+            raise ValueError("x is an empty batch")
+        n_out = self.sizes[-1]
+        if not isinstance(y, torch.Tensor) or y.shape != (h.shape[0],):
+            raise ValueError(f"y must be ({h.shape[0]},) class indices, got {getattr(y, 'shape', y)}")
+        if y.dtype not in (torch.int64, torch.int32, torch.uint8):
+            raise TypeError(f"y must hold integer class indices, got dtype {y.dtype}")
+        if int(y.min()) < 0 or int(y.max()) >= n_out:
+            raise ValueError(f"y must be class indices in 0..{n_out - 1}, got range {int(y.min())}..{int(y.max())}")
+        hebbian = int(self.samples_seen) < self.hebbian_samples
+        for i, (norm, W) in enumerate(zip(self.norms, self.weights)):
+            norm.train(hebbian)  # statistics are learned with the layers, then frozen
+            hn = norm(h)
+            frac = self._phase(i)
+            if frac is not None:
+                softwta_conv_update(W.data, hn, lr=self.lrs[i] * frac, temperature=self.temperatures[i],
+                                    padding=self.paddings[i], backend=self.backend_arg,
+                                    check_finite_input=False)
+            h = self._layer(i, F.conv2d(hn, W, padding=self.paddings[i]))
+        loss, acc = self.readout.update(h.flatten(1), y)
+        self.samples_seen += h.shape[0]
+        return self._finish_step({"loss": loss, "batch_accuracy": acc, "hebbian": float(hebbian)})
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode:  # conv-layer statistics follow the Hebbian phase, set per step
+            for norm in self.norms:
+                norm.train(int(self.samples_seen) < self.hebbian_samples)
+        return self
+
+
+def _build_softhebb_conv(sizes, backend="auto", seed=0):
+    # A fixed architecture: the depth the harness asks for is ignored (fixed_depth=True).
+    return SoftHebbConvNet(n_classes=sizes[-1], readout_lr=1e-3, readout_lr_decay=0.9998,
+                           backend=backend, seed=seed)
+
+
+register_method(MethodSpec(
+    name="softhebb-conv",
+    build=_build_softhebb_conv,
+    description="SoftHebb conv net 96-384 channels (1 unsupervised epoch) + delta-rule readout",
+    batch_size=64, full_epochs=10, fixed_depth=True,
+))

@@ -1,0 +1,136 @@
+"""SoftHebbConvNet: contract, bad input, a short real-MNIST run (CI) and the target (slow)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests._compare_util import train_epochs
+
+from bpalts import registry
+from bpalts.learners import DivergenceError, layer_sizes
+from bpalts.learners.softhebb_conv import SoftHebbConvNet
+
+SMALL = dict(channels=(4, 6), image_size=12, in_channels=1, n_classes=3)
+
+
+def _batch(n=16, size=12, classes=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, size * size, generator=g), torch.randint(0, classes, (n,), generator=g)
+
+
+def test_registered():
+    spec = registry.get_method("softhebb-conv")
+    assert spec.fixed_depth
+    model = spec.build(layer_sizes(4), backend="reference", seed=0)
+    assert model.sizes == (784, 384 * 7 * 7, 10)
+    assert model.channels == (96, 384)
+    assert model(torch.rand(2, 784)).shape == (2, 10)
+
+
+def test_short_mnist_run_beats_chance(mnist_train, mnist_test):
+    x, y = mnist_train
+    xt, yt = mnist_test
+    model = SoftHebbConvNet(channels=(16, 32), hebbian_samples=3000, seed=0)
+    train_epochs(model, x[:6000], y[:6000], batch_size=64)
+    assert model.evaluate(xt[:2000], yt[:2000]) > 0.85  # chance is 0.10
+
+
+def test_layers_learn_then_freeze():
+    x, y = _batch()
+    model = SoftHebbConvNet(**SMALL, hebbian_samples=16, backend="reference")
+    W0 = [w.detach().clone() for w in model.weights]
+    assert model.train_step(x, y)["hebbian"] == 1.0
+    W1 = [w.detach().clone() for w in model.weights]
+    assert all(not torch.equal(a, b) for a, b in zip(W0, W1))
+    stats = model.norms[1].running_mean.clone()
+    V = model.readout.linear.weight.detach().clone()
+    assert model.train_step(x, y)["hebbian"] == 0.0
+    assert all(torch.equal(w.detach(), b) for w, b in zip(model.weights, W1))
+    assert torch.equal(model.norms[1].running_mean, stats)  # frozen with the layer
+    assert not torch.equal(model.readout.linear.weight.detach(), V)  # the readout keeps learning
+
+
+def test_layerwise_schedule_trains_one_layer_at_a_time():
+    x, y = _batch()
+    model = SoftHebbConvNet(**SMALL, schedule="layerwise", hebbian_samples=32, backend="reference")
+    W = [w.detach().clone() for w in model.weights]
+    model.train_step(x, y)  # first half: layer 0 only
+    assert not torch.equal(model.weights[0].detach(), W[0]) and torch.equal(model.weights[1].detach(), W[1])
+    W = [w.detach().clone() for w in model.weights]
+    model.train_step(x, y)  # second half: layer 1 only
+    assert torch.equal(model.weights[0].detach(), W[0]) and not torch.equal(model.weights[1].detach(), W[1])
+
+
+def test_backends_agree_on_a_step():
+    x, y = _batch(seed=3)
+    a = SoftHebbConvNet(**SMALL, seed=1, backend="reference")
+    b = SoftHebbConvNet(**SMALL, seed=1, backend="auto")
+    a.train_step(x, y), b.train_step(x, y)
+    for wa, wb in zip(a.weights, b.weights):
+        assert torch.allclose(wa, wb, rtol=1e-4, atol=1e-5)
+
+
+def test_state_dict_round_trip_and_to():
+    x, y = _batch()
+    a = SoftHebbConvNet(**SMALL, seed=1, backend="reference")
+    a.train_step(x, y)
+    b = SoftHebbConvNet(**SMALL, seed=2, backend="reference")
+    b.load_state_dict(a.state_dict())
+    a.eval(), b.eval()
+    assert torch.equal(a(x), b(x))
+    assert torch.equal(a.predict(x), b.predict(x))
+    c = b.to("cpu")
+    assert c is b and c.weights[0].device.type == "cpu"
+    assert int(b.samples_seen) == 16 and int(b.steps_done) == 1
+
+
+def test_accepts_image_shaped_input():
+    x, y = _batch()
+    model = SoftHebbConvNet(**SMALL, backend="reference")
+    model.eval()
+    assert torch.equal(model(x), model(x.view(-1, 1, 12, 12)))
+
+
+def test_divergence_is_reported_with_the_step():
+    x, y = _batch()
+    model = SoftHebbConvNet(**SMALL, backend="reference")
+    model.train_step(x, y)
+    with torch.no_grad():
+        model.weights[1][0, 0, 0, 0] = float("nan")
+    with pytest.raises(DivergenceError, match="diverged at step 2"):
+        model.train_step(x, y)
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        SoftHebbConvNet(**SMALL, schedule="greedy")
+    with pytest.raises(ValueError, match="temperatures must be > 0"):
+        SoftHebbConvNet(**SMALL, temperatures=(1.0, 0.0))
+    with pytest.raises(ValueError, match="powers must have one entry per conv layer"):
+        SoftHebbConvNet(**SMALL, powers=(1.0, 1.0, 1.0))
+    with pytest.raises(ValueError, match="too small"):
+        SoftHebbConvNet(channels=(4, 4, 4, 4), image_size=8)
+    model = SoftHebbConvNet(**SMALL, backend="reference")
+    x, y = _batch()
+    with pytest.raises(ValueError, match=r"x must be \(batch, 144\) or \(batch, 1, 12, 12\)"):
+        model.train_step(x[:, :100], y)
+    with pytest.raises(ValueError, match="x is an empty batch"):
+        model.train_step(x[:0], y[:0])
+    with pytest.raises(ValueError, match="y must be class indices in 0..2"):
+        model.train_step(x, y + 3)
+    with pytest.raises(TypeError, match="y must hold integer class indices"):
+        model.train_step(x, y.float())
+
+
+# ------------------------------------------------------------------ target (slow)
+
+@pytest.mark.slow
+def test_softhebb_conv_target(mnist_train, mnist_test):
+    """>= 99.0% MNIST test accuracy with the registered config and budget (one unsupervised
+    epoch, then the readout), as the issue asks. On a CPU this takes about an hour."""
+    spec = registry.get_method("softhebb-conv")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = spec.build(layer_sizes(4), seed=0).to(device)
+    x, y = (t.to(device) for t in mnist_train)
+    train_epochs(model, x, y, epochs=spec.full_epochs, batch_size=spec.batch_size)
+    assert model.evaluate(*(t.to(device) for t in mnist_test)) >= 0.99
