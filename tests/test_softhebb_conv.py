@@ -8,6 +8,7 @@ from tests._compare_util import train_epochs
 
 from bpalts import registry
 from bpalts.learners import DivergenceError, layer_sizes
+from bpalts.learners.hebbian import triangle
 from bpalts.learners.softhebb_conv import SoftHebbConvNet
 
 SMALL = dict(channels=(4, 6), image_size=12, in_channels=1, n_classes=3)
@@ -18,21 +19,32 @@ def _batch(n=16, size=12, classes=3, seed=0):
     return torch.rand(n, size * size, generator=g), torch.randint(0, classes, (n,), generator=g)
 
 
+def test_triangle_on_feature_maps_centres_over_channels():
+    g = torch.Generator().manual_seed(0)
+    u = torch.randn(2, 5, 3, 4, generator=g)
+    want = torch.relu(u - u.mean(dim=1, keepdim=True)) ** 0.7
+    assert torch.allclose(triangle(u, 0.7), want)
+    # Each pixel is the dense case on its channel vector.
+    assert torch.allclose(triangle(u, 1.4)[1, :, 2, 3], triangle(u[1, :, 2, 3][None], 1.4)[0])
+
+
 def test_registered():
     spec = registry.get_method("softhebb-conv")
     assert spec.fixed_depth
     model = spec.build(layer_sizes(4), backend="reference", seed=0)
     assert model.sizes == (784, 384 * 7 * 7, 10)
     assert model.channels == (96, 384)
-    assert model(torch.rand(2, 784)).shape == (2, 10)
+    assert model.temperatures == (1.0, 1 / 0.65) and model.powers == (0.7, 1.4)
 
 
 def test_short_mnist_run_beats_chance(mnist_train, mnist_test):
     x, y = mnist_train
     xt, yt = mnist_test
-    model = SoftHebbConvNet(channels=(16, 32), hebbian_samples=3000, seed=0)
+    # 1500 samples of Hebbian learning, then 4500 more for the readout: its BatchNorm statistics
+    # need ~100 steps to catch up with the features, whose scale falls as the norms near 1.
+    model = SoftHebbConvNet(channels=(8, 16), lrs=0.1, hebbian_samples=1500, seed=0)
     train_epochs(model, x[:6000], y[:6000], batch_size=64)
-    assert model.evaluate(xt[:2000], yt[:2000]) > 0.85  # chance is 0.10
+    assert model.evaluate(xt[:2000], yt[:2000]) > 0.8  # chance is 0.10 (0.91 measured)
 
 
 def test_layers_learn_then_freeze():
@@ -109,7 +121,8 @@ def test_bad_input():
     with pytest.raises(ValueError, match="powers must have one entry per conv layer"):
         SoftHebbConvNet(**SMALL, powers=(1.0, 1.0, 1.0))
     with pytest.raises(ValueError, match="too small"):
-        SoftHebbConvNet(channels=(4, 4, 4, 4), image_size=8)
+        SoftHebbConvNet(channels=(4, 4, 4, 4), kernel_sizes=3, paddings=1, powers=1.0,
+                        temperatures=1.0, lrs=0.1, image_size=8)
     model = SoftHebbConvNet(**SMALL, backend="reference")
     x, y = _batch()
     with pytest.raises(ValueError, match=r"x must be \(batch, 144\) or \(batch, 1, 12, 12\)"):

@@ -29,9 +29,12 @@ Backends
 
 ``cpp``: the two convolutions in PyTorch (oneDNN/MKL); the per-pixel channel softmax, the
 winner's sign and ``d_k = sum Y~ U`` in one fused C++ pass over ``U`` laid out as a
-(B H' W', C_out) matrix (the dense op's ``softwta_gate``: its rows are the (image, pixel)
-samples), and the apply fused as in the dense op (``softwta_apply`` on the (C_out, C_in kh kw)
-view of ``W``). float32 and float64.
+(B H' W', C_out) matrix -- the dense op's ``softwta_gate`` (``csrc/softwta_update.cpp``), whose
+rows are then the (image, pixel) samples: same math, same first-argmax tie rule, same
+thread-count-independent reduction -- and the apply fused as in the dense op
+(``softwta_apply`` on the (C_out, C_in kh kw) view of ``W``). ``Y~`` is copied back to NCHW
+before the weight-gradient convolution (faster than feeding it channels-last). No C++ of its
+own. float32 and float64.
 
 ``triton``: the two convolutions in PyTorch (cuDNN); the gate and the reduction ``d`` as one
 Triton kernel over the NCHW ``U`` (``kernels/softwta_conv_update.py``), writing ``Y~`` in place
