@@ -198,9 +198,7 @@ class SoftHebbMLP(_HebbianNet):
         super().__init__(sizes, activation, power, readout_lr, hebbian_samples, seed, backend,
                          readout_lr_decay, schedule)
         self.lr = check_scalar("lr", lr, positive=True)
-        self.temperature = check_scalar("temperature", temperature)
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.temperature = check_scalar("temperature", temperature, positive=True, allow_zero=False)
         init_norm = check_scalar("init_norm", init_norm, positive=True, allow_zero=False)
         for n_in, n_out in zip(self.sizes[:-2], self.sizes[1:-1]):
             W = torch.randn(n_out, n_in, generator=self.generator) * (init_norm / math.sqrt(n_in))

@@ -161,9 +161,7 @@ def softwta_conv_update(
     """
     stride, padding = check_conv_weights_and_batch(W, X, stride, padding)
     lr = check_scalar("lr", lr)
-    temperature = check_scalar("temperature", temperature)
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    temperature = check_scalar("temperature", temperature, positive=True, allow_zero=False)
     which = resolve_backend(backend, W.device)
     if which == "triton":
         check_tensor("W", W, _W_DIMS, FLOAT32_ONLY)

@@ -103,9 +103,7 @@ def softwta_update(
     """
     check_weights_and_batch(W, X)
     lr = check_scalar("lr", lr)
-    temperature = check_scalar("temperature", temperature)
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    temperature = check_scalar("temperature", temperature, positive=True, allow_zero=False)
     which = resolve_backend(backend, W.device)
     if which == "triton":
         check_tensor("W", W, ("units", "features"), FLOAT32_ONLY)
