@@ -111,6 +111,7 @@ except Exception as exc:  # report and go on: the reference columns still mean s
 import bpalts  # noqa: E402
 from bpalts.ops import hebbian_update, hebbian_update_reference  # noqa: E402
 from bpalts.ops import softwta_update, softwta_update_reference  # noqa: E402
+from bpalts.ops import softwta_conv_update, softwta_conv_update_reference  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------
@@ -155,7 +156,8 @@ def build_ops(smoke: bool) -> list[Op]:
         hebb_shapes = [("B256 784->1024", 256, 784, 1024), ("B1024 4096->4096", 1024, 4096, 4096)]
     ops: list[Op] = []
     for label, B, D, N in hebb_shapes:
-        for rule in ("gha", "oja", "hpca"):
+        # bcm is left out: its threshold is state the timing loop would keep moving.
+        for rule in ("gha", "oja", "hpca", "nlpca_sym", "instar", "krotov"):
             ops.append(Op(
                 name=f"hebbian_update[{rule}]",
                 shape=label,
@@ -176,7 +178,28 @@ def build_ops(smoke: bool) -> list[Op]:
                                                    check_finite_input=False),
             inplace_arg=0,
         ))
+    # Convolutional SoftHebb: the two layers of the softhebb-conv network at batch 64.
+    conv_shapes = ([("B2 1x9x9 k3->5", 2, 1, 9, 5, 3, 1)] if smoke else
+                   [("B64 1x28x28 k5->96", 64, 1, 28, 96, 5, 2), ("B64 96x14x14 k3->384", 64, 96, 14, 384, 3, 1)])
+    for label, B, C, H, K, ks, pad in conv_shapes:
+        ops.append(Op(
+            name="softwta_conv_update",
+            shape=label,
+            make_inputs=_conv_inputs(B, C, H, K, ks),
+            reference=lambda W, X, lr, pad=pad: softwta_conv_update_reference(W, X, lr, padding=pad),
+            triton=lambda W, X, lr, pad=pad: softwta_conv_update(
+                W, X, lr, padding=pad, backend="triton", check_finite_input=False),
+            inplace_arg=0,
+        ))
     return ops
+
+
+def _conv_inputs(B: int, C: int, H: int, K: int, ks: int):
+    def make(device, gen, lr):
+        W = torch.randn(K, C, ks, ks, generator=gen) * (2.0 / math.sqrt(C * ks * ks))
+        X = torch.randn(B, C, H, H, generator=gen)
+        return W.to(device), X.to(device), lr
+    return make
 
 
 # ---------------------------------------------------------------------------------------------
