@@ -6,4 +6,4 @@ from bpalts.learners.backprop import BackpropMLP  # registers "backprop"
 from bpalts.learners.hebbian import HebbianMLP, SoftHebbMLP  # registers the Hebbian family
 from bpalts.learners.softhebb_conv import SoftHebbConvNet  # registers "softhebb-conv"
 
-__all__ = ["BackpropMLP", "DivergenceError", "HebbianMLP", "Learner", "SoftHebbMLP", "hidden_sizes", "layer_sizes"]
+__all__ = ["BackpropMLP", "DivergenceError", "HebbianMLP", "Learner", "SoftHebbConvNet", "SoftHebbMLP", "hidden_sizes", "layer_sizes"]

@@ -7,32 +7,10 @@ import torch.nn.functional as F
 
 from bpalts._backend import resolve_backend
 from bpalts._checks import check_choice, check_scalar
-from bpalts.learners.base import Learner
+from bpalts.learners.base import Learner, check_batch, check_sizes
 from bpalts.registry import MethodSpec, register_method
 
 ACTIVATIONS = {"relu": F.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}
-
-
-def _check_sizes(sizes) -> list[int]:
-    sizes = list(sizes)
-    if len(sizes) < 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes):
-        raise ValueError(f"sizes must list at least 2 positive ints (input ... classes), got {sizes!r}")
-    return sizes
-
-
-def _check_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, n_in: int, n_out: int):
-    if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[1] != n_in:
-        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"x must be (batch, {n_in}), got {shape}")
-    if x.shape[0] == 0:
-        raise ValueError("x is an empty batch")
-    if y is not None:
-        if not isinstance(y, torch.Tensor) or y.shape != (x.shape[0],):
-            raise ValueError(f"y must be ({x.shape[0]},) class indices, got {getattr(y, 'shape', y)}")
-        if y.dtype not in (torch.int64, torch.int32, torch.uint8):
-            raise TypeError(f"y must hold integer class indices, got dtype {y.dtype}")
-        if int(y.min()) < 0 or int(y.max()) >= n_out:
-            raise ValueError(f"y must be class indices in 0..{n_out - 1}, got range {int(y.min())}..{int(y.max())}")
 
 
 class BackpropMLP(Learner):
@@ -60,7 +38,7 @@ class BackpropMLP(Learner):
         backend: str = "auto",
     ) -> None:
         super().__init__()
-        self.sizes = _check_sizes(sizes)
+        self.sizes = check_sizes(sizes)
         self.activation = check_choice("activation", activation, tuple(ACTIVATIONS))
         self.optimizer_name = check_choice("optimizer", optimizer, ("adam", "sgd"))
         self.loss_name = check_choice("loss", loss, ("ce", "mse"))
@@ -106,7 +84,7 @@ class BackpropMLP(Learner):
         return self.layers[-1](h)
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> dict:
-        _check_batch(self, x, y, self.sizes[0], self.sizes[-1])
+        check_batch(x, y, self.sizes[0], self.sizes[-1])
         logits = self.forward(x)
         if self.loss_name == "ce":
             loss = F.cross_entropy(logits, y)

@@ -7,6 +7,35 @@ import torch
 import torch.nn as nn
 
 
+def check_sizes(sizes) -> list[int]:
+    """Layer widths: at least two positive ints (input ... classes)."""
+    sizes = list(sizes)
+    if len(sizes) < 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes):
+        raise ValueError(f"sizes must list at least 2 positive ints (input ... classes), got {sizes!r}")
+    return sizes
+
+
+def check_labels(y, batch: int, n_out: int) -> None:
+    """``y`` holds ``batch`` integer class indices in ``0..n_out-1``."""
+    if not isinstance(y, torch.Tensor) or y.shape != (batch,):
+        raise ValueError(f"y must be ({batch},) class indices, got {getattr(y, 'shape', y)}")
+    if y.dtype not in (torch.int64, torch.int32, torch.uint8):
+        raise TypeError(f"y must hold integer class indices, got dtype {y.dtype}")
+    if int(y.min()) < 0 or int(y.max()) >= n_out:
+        raise ValueError(f"y must be class indices in 0..{n_out - 1}, got range {int(y.min())}..{int(y.max())}")
+
+
+def check_batch(x, y, n_in: int, n_out: int) -> None:
+    """``x`` is a non-empty (batch, n_in) tensor and ``y`` (if given) its class indices."""
+    if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[1] != n_in:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"x must be (batch, {n_in}), got {shape}")
+    if x.shape[0] == 0:
+        raise ValueError("x is an empty batch")
+    if y is not None:
+        check_labels(y, x.shape[0], n_out)
+
+
 class DivergenceError(FloatingPointError):
     """A learner's weights or energy became non-finite; the message names the step."""
 

@@ -19,8 +19,7 @@ import torch.nn.functional as F
 
 from bpalts._backend import resolve_backend
 from bpalts._checks import check_choice, check_scalar
-from bpalts.learners.backprop import _check_batch, _check_sizes
-from bpalts.learners.base import Learner
+from bpalts.learners.base import Learner, check_batch, check_sizes
 from bpalts.ops.hebbian_update import HEBBIAN_RULES, hebbian_state, hebbian_update
 from bpalts.ops.softwta_update import softwta_update
 from bpalts.registry import MethodSpec, register_method
@@ -42,6 +41,21 @@ ACTIVATIONS = {
     "relu": lambda u, power=1.0: torch.relu(u),
     "tanh": lambda u, power=1.0: torch.tanh(u),
 }
+
+
+def hebbian_progress(seen: int, hebbian_samples: int, n_layers: int, index: int,
+                     schedule: str) -> float | None:
+    """How far layer ``index`` is through its Hebbian phase (0..1) after ``seen`` samples, or
+    None if it is not learning now. ``simultaneous``: every layer learns over the first
+    ``hebbian_samples``; ``layerwise``: layer i learns during the i-th equal share of them."""
+    if schedule == "simultaneous":
+        start, length = 0.0, float(hebbian_samples)
+    else:
+        length = hebbian_samples / n_layers
+        start = index * length
+    if not (start <= seen < start + length):
+        return None
+    return (seen - start) / max(1.0, length)
 
 
 class DeltaRuleReadout(nn.Module):
@@ -87,7 +101,7 @@ class _HebbianNet(Learner):
     def __init__(self, sizes, activation, power, readout_lr, hebbian_samples, seed, backend,
                  readout_lr_decay=1.0, schedule="simultaneous"):
         super().__init__()
-        self.sizes = _check_sizes(sizes)
+        self.sizes = check_sizes(sizes)
         self.schedule = check_choice("schedule", schedule, ("simultaneous", "layerwise"))
         self.activation = check_choice("activation", activation, tuple(ACTIVATIONS))
         self.power = check_scalar("power", power, positive=True, allow_zero=False)
@@ -121,25 +135,15 @@ class _HebbianNet(Learner):
         return self.readout(self.features(x))
 
     def _layer_progress(self, index: int) -> float | None:
-        """How far layer ``index`` is through its Hebbian phase (0..1), or None if it is not
-        learning now. ``simultaneous``: every layer learns over the first ``hebbian_samples``;
-        ``layerwise``: layer i learns during the i-th equal share of them."""
-        seen = int(self.samples_seen)
-        if self.schedule == "simultaneous":
-            start, length = 0.0, float(self.hebbian_samples)
-        else:
-            length = self.hebbian_samples / len(self.weights)
-            start = index * length
-        if not (start <= seen < start + length):
-            return None
-        return (seen - start) / max(1.0, length)
+        return hebbian_progress(int(self.samples_seen), self.hebbian_samples, len(self.weights),
+                                index, self.schedule)
 
     def _hebbian_layer_update(self, W: torch.Tensor, x: torch.Tensor, index: int, progress: float) -> None:
         raise NotImplementedError
 
     @torch.no_grad()
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> dict:
-        _check_batch(self, x, y, self.sizes[0], self.sizes[-1])
+        check_batch(x, y, self.sizes[0], self.sizes[-1])
         hebbian = int(self.samples_seen) < self.hebbian_samples
         act = ACTIVATIONS[self.activation]
         h = x

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 
 from bpalts._backend import resolve_backend
 from bpalts._checks import check_choice, check_scalar
-from bpalts.learners.base import Learner
-from bpalts.learners.hebbian import DeltaRuleReadout, triangle
+from bpalts.learners.base import Learner, check_labels
+from bpalts.learners.hebbian import DeltaRuleReadout, hebbian_progress, triangle
 from bpalts.ops.softwta_conv_update import softwta_conv_update
 from bpalts.registry import MethodSpec, register_method
 
@@ -147,28 +147,16 @@ class SoftHebbConvNet(Learner):
 
     def _phase(self, i: int) -> float | None:
         """Remaining fraction (1 -> 0) of layer i's Hebbian phase, or None when it does not learn."""
-        seen, total = int(self.samples_seen), self.hebbian_samples
-        if seen >= total:
-            return None
-        if self.schedule == "simultaneous":
-            return 1.0 - seen / max(1, total)
-        share = total / len(self.weights)
-        if int(seen // share) != i:
-            return None
-        return 1.0 - (seen - i * share) / share
+        progress = hebbian_progress(int(self.samples_seen), self.hebbian_samples, len(self.weights),
+                                    i, self.schedule)
+        return None if progress is None else 1.0 - progress
 
     @torch.no_grad()
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> dict:
         h = self._images(x)
         if h.shape[0] == 0:
             raise ValueError("x is an empty batch")
-        n_out = self.sizes[-1]
-        if not isinstance(y, torch.Tensor) or y.shape != (h.shape[0],):
-            raise ValueError(f"y must be ({h.shape[0]},) class indices, got {getattr(y, 'shape', y)}")
-        if y.dtype not in (torch.int64, torch.int32, torch.uint8):
-            raise TypeError(f"y must hold integer class indices, got dtype {y.dtype}")
-        if int(y.min()) < 0 or int(y.max()) >= n_out:
-            raise ValueError(f"y must be class indices in 0..{n_out - 1}, got range {int(y.min())}..{int(y.max())}")
+        check_labels(y, h.shape[0], self.sizes[-1])
         hebbian = int(self.samples_seen) < self.hebbian_samples
         for i, (norm, W) in enumerate(zip(self.norms, self.weights)):
             norm.train(hebbian)  # statistics are learned with the layers, then frozen

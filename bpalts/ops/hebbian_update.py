@@ -100,10 +100,8 @@ from bpalts._backend import cpp_module, resolve_backend
 from bpalts._checks import (
     check_weights_and_batch,
     FLOAT32_ONLY,
-    FLOAT32_OR_64,
     check_choice,
     check_finite,
-    check_same,
     check_scalar,
     check_tensor,
 )
