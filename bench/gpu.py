@@ -27,11 +27,13 @@ Without CUDA (or with ``--smoke``) it runs on the CPU: TRITON_INTERPRET=1 is set
 is imported, shapes are tiny, time.perf_counter replaces CUDA events, CUDA graphs and
 torch.compile are skipped; correctness is still checked. Timings there mean nothing.
 
-Adding an op = appending ``Op`` entries in ``build_ops``.
+Adding an op = appending ``Op`` entries in ``build_ops`` or in a family's ``bench/gpu_<family>.py``
+(``ops(smoke, Op) -> list[Op]``, optional ``ANCHORS``), listed in ``FAMILY_MODULES``.
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import csv
 import math
 import os
@@ -46,6 +48,9 @@ from typing import Any, Callable
 TOL = 1e-4  # relative error above which a row FAILs (DESIGN.md section 4: reductions)
 LR_CHECK = 1.0  # correctness: an update much larger than W, so after - before keeps its digits
 LR_TIME = 1e-6  # timing: hundreds of in-place updates keep W finite and close to its start
+
+# Row providers for the other op families (bench/gpu_<family>.py, imported from this folder).
+FAMILY_MODULES = ("gpu_pc", "gpu_reservoir", "gpu_ff")
 
 # DESIGN.md section 7, NVIDIA H200, torch 2.11, fp32, TF32 off, median of 30, CUDA events.
 ANCHORS = {
@@ -191,6 +196,12 @@ def build_ops(smoke: bool) -> list[Op]:
                 W, X, lr, padding=pad, backend="triton", check_finite_input=False),
             inplace_arg=0,
         ))
+    # The other families add their rows from bench/gpu_<family>.py: each module defines
+    # ``ops(smoke, Op) -> list[Op]`` and may define ``ANCHORS`` (same layout as above).
+    for module_name in FAMILY_MODULES:
+        module = importlib.import_module(module_name)
+        ANCHORS.update(getattr(module, "ANCHORS", {}))
+        ops.extend(module.ops(smoke, Op))
     return ops
 
 

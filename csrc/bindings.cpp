@@ -10,6 +10,10 @@ namespace py = pybind11;
 namespace bpalts {
 void bind_hebbian_update(py::module_& m);
 void bind_softwta_update(py::module_& m);
+void bind_pc_relax(py::module_& m);
+void bind_pc_weight_update(py::module_& m);
+void bind_reservoir_run(py::module_& m);
+void bind_ff_layer_step(py::module_& m);
 }
 
 PYBIND11_MODULE(_C, m) {
@@ -23,4 +27,8 @@ PYBIND11_MODULE(_C, m) {
   }, "Threads OpenMP will use (1 when built without OpenMP).");
   bpalts::bind_hebbian_update(m);
   bpalts::bind_softwta_update(m);
+  bpalts::bind_pc_relax(m);
+  bpalts::bind_pc_weight_update(m);
+  bpalts::bind_reservoir_run(m);
+  bpalts::bind_ff_layer_step(m);
 }
