@@ -82,3 +82,9 @@ def check_weights_and_batch(W, X, dtypes: Sequence[torch.dtype] = FLOAT32_OR_64)
             f"X has {X.shape[1]} features but W expects {W.shape[1]} "
             f"(W is units x features = {tuple(W.shape)}, X is batch x features = {tuple(X.shape)})"
         )
+
+
+class DivergenceError(FloatingPointError):
+    """Weights, states or an energy became non-finite during training or relaxation; the message
+    names the step. Raised by learners (``bpalts.learners.DivergenceError``) and by iterative ops."""
+

@@ -6,6 +6,8 @@ import math
 import torch
 import torch.nn as nn
 
+from bpalts._checks import DivergenceError  # noqa: F401  (re-exported: learners raise it)
+
 
 def check_sizes(sizes) -> list[int]:
     """Layer widths: at least two positive ints (input ... classes)."""
@@ -34,10 +36,6 @@ def check_batch(x, y, n_in: int, n_out: int) -> None:
         raise ValueError("x is an empty batch")
     if y is not None:
         check_labels(y, x.shape[0], n_out)
-
-
-class DivergenceError(FloatingPointError):
-    """A learner's weights or energy became non-finite; the message names the step."""
 
 
 class Learner(nn.Module):
