@@ -17,10 +17,11 @@ Cases:
 * ``test_hebbian_update_competitive``: instar and krotov at B256 784->2000 (the SoftHebb /
   Krotov-Hopfield layer width), plus krotov with p = 3. The reference is the dense formula
   (one-hot ``G``, full ``G^T X``); cpp touches only the selected rows.
-* ``test_competitive_update_given_currents``: the same two rules at B256 784->2000, timing only
-  what comes after the forward GEMM ``U = X W^T`` (which both backends must do, and which
-  dominates the whole op once the update is sparse): the dense reference from ``U`` vs the C++
-  sparse update from ``U``.
+* ``test_competitive_update_given_currents``: the same two rules at B256 784->2000 called with
+  ``currents=U`` (a learner's forward pass already has ``U = X W^T``, which dominates the whole op
+  once the update is sparse): the dense reference from ``U`` vs the C++ sparse update from ``U``.
+* ``test_competitive_sparse_path_vs_dense_op``: the dense reference op as a user calls it
+  (forward GEMM included) vs the C++ sparse path given ``currents=U``.
 
 Every call updates ``W`` in place; lr is 1e-6 so the hundreds of repeated updates keep it finite
 (checked after the run).
@@ -32,12 +33,7 @@ import torch
 
 import bpalts
 from bpalts.ops import HEBBIAN_RULES, hebbian_state, hebbian_update
-from bpalts.ops.hebbian_update import (
-    current_weights,
-    reference_from_currents,
-    resolve_params,
-    sparse_from_currents_cpp,
-)
+from bpalts.ops.hebbian_update import current_weights, resolve_params
 
 LR = 1e-6
 RULES = ("gha", "oja", "hpca", "nlpca_sym", "bcm", "instar", "krotov")
@@ -113,18 +109,37 @@ def test_hebbian_update_competitive(benchmark, rule, params, backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("rule", ["instar", "krotov"])
 def test_competitive_update_given_currents(benchmark, rule, backend):
-    """After the forward GEMM: dense reference (one-hot G, G^T X) vs the C++ sparse update."""
+    """``hebbian_update(..., currents=U)``: the update after the forward GEMM, on both backends
+    (reference: one-hot G, dense G^T X; cpp: only the selected rows)."""
     _skip_unavailable(backend)
     label, B, D, N = WIDE
     W, X = _inputs(B, D, N)
     r = HEBBIAN_RULES[rule]
-    prm = resolve_params(r, W)
-    U = X @ current_weights(W, r, prm.p).T  # computed once; W drifts by ~1e-6 per call
+    U = X @ current_weights(W, r, resolve_params(r, W).p).T  # once; W drifts by ~1e-6 per call
     benchmark.group = f"hebbian_update[{rule}] {label} (update given U = X W^T)"
     benchmark.extra_info.update(backend=backend, rule=rule, shape=label,
                                 torch_threads=torch.get_num_threads())
+    benchmark(hebbian_update, W, X, rule=rule, lr=LR, backend=backend, check_finite_input=False,
+              currents=U)
+    assert torch.isfinite(W).all(), "W went non-finite over the repeated updates"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("rule", ["instar", "krotov"])
+def test_competitive_sparse_path_vs_dense_op(benchmark, rule, backend):
+    """Issue 3's comparison: the dense reference op as a user calls it (forward GEMM included)
+    vs the sparse C++ path in a learner that already has the currents from its forward pass."""
+    _skip_unavailable(backend)
+    label, B, D, N = WIDE
+    W, X = _inputs(B, D, N)
+    r = HEBBIAN_RULES[rule]
+    U = X @ current_weights(W, r, resolve_params(r, W).p).T
+    benchmark.group = f"hebbian_update[{rule}] {label} (dense op vs sparse path given U)"
+    benchmark.extra_info.update(backend=backend, rule=rule, shape=label,
+                                torch_threads=torch.get_num_threads())
     if backend == "reference":
-        benchmark(reference_from_currents, W, X, U, r, prm, LR)
+        benchmark(hebbian_update, W, X, rule=rule, lr=LR, backend="reference", check_finite_input=False)
     else:
-        benchmark(sparse_from_currents_cpp, W, X, U, r, prm, LR)
+        benchmark(hebbian_update, W, X, rule=rule, lr=LR, backend=backend, check_finite_input=False,
+                  currents=U)
     assert torch.isfinite(W).all(), "W went non-finite over the repeated updates"

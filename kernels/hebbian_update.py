@@ -317,15 +317,17 @@ def hebbian_update(W: torch.Tensor, X: torch.Tensor, gate: str, decay: str, lr: 
 
 
 def hebbian_sparse_update(W: torch.Tensor, X: torch.Tensor, select: str, k: int, delta: float,
-                          p: float, lr: float, precision: str = "ieee") -> None:
+                          p: float, lr: float, precision: str = "ieee",
+                          currents: torch.Tensor | None = None) -> None:
     """In place on W (N x F, float32): one competitive update touching only selected rows.
 
     ``select``: ``"topk"`` (instar: the k best units of each sample, g = 1) or ``"rank"`` (krotov:
-    the best g = 1, the k-th g = -delta); currents ``U = X (sign(W)|W|^(p-1))^T``.
+    the best g = 1, the k-th g = -delta); currents ``U = X (sign(W)|W|^(p-1))^T``, computed here
+    unless given as ``currents`` (B x N, float32, any strides).
     """
     B, F = X.shape
     N = W.shape[0]
-    U, _ = _forward(X, W, "identity", precision, p=p)
+    U = _forward(X, W, "identity", precision, p=p)[0] if currents is None else currents
     rank = select == "rank"
     S = 2 if rank else k
     sel = torch.empty((B, S), device=W.device, dtype=torch.int32)

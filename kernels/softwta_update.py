@@ -20,7 +20,8 @@ r"""Triton kernels for :func:`bpalts.ops.softwta_update` (math: see that module)
    ``W += rate * dW / (max + 1e-30)``, rate from the squared norms of kernel 1 (the old W).
 
 Everything is deterministic (no atomics): partial results go to small buffers that the next
-kernel reduces in a fixed order. fp32 throughout, ``input_precision="ieee"`` for the GEMMs.
+kernel reduces in a fixed order. fp32 throughout; the GEMMs use ``input_precision=precision``
+(``"ieee"``: fp32 products, the default; ``"tf32"``: tensor cores).
 All strides of ``W`` and ``X`` are passed: non-contiguous inputs need no copies.
 """
 from __future__ import annotations
@@ -28,8 +29,6 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-
-PRECISION = "ieee"
 
 # Tiles. Forward GEMM: (batch, units, features); update GEMM: (units, features, batch).
 # bench/gpu.py is where these get tuned; tl.dot needs every block dimension >= 16.
@@ -201,7 +200,7 @@ def _apply_kernel(
 
 def softwta_update(W: torch.Tensor, X: torch.Tensor, lr: float, temperature: float,
                    anti_hebbian: bool = True, adaptive_lr: bool = True,
-                   max_normalize: bool = True) -> None:
+                   max_normalize: bool = True, precision: str = "ieee") -> None:
     """In place on W (N x F, float32): one SoftHebb update; inputs are validated by bpalts.ops."""
     B, F = X.shape
     N = W.shape[0]
@@ -220,7 +219,7 @@ def softwta_update(W: torch.Tensor, X: torch.Tensor, lr: float, temperature: flo
     _forward_kernel[(triton.cdiv(B, BM1), NT)](
         X, W, U, PMAX, PSUM, PARG, NSQ, B, N, F, NT, inv_tau,
         X.stride(0), X.stride(1), W.stride(0), W.stride(1),
-        PRECISION=PRECISION, BLOCK_M=BM1, BLOCK_N=BN1, BLOCK_K=BK1, num_warps=NUM_WARPS,
+        PRECISION=precision, BLOCK_M=BM1, BLOCK_N=BN1, BLOCK_K=BK1, num_warps=NUM_WARPS,
     )
     nt_p2 = max(16, triton.next_power_of_2(NT))
     if not inline:
@@ -234,7 +233,7 @@ def softwta_update(W: torch.Tensor, X: torch.Tensor, lr: float, temperature: flo
         B, N, F, NT, inv_tau, coef,
         X.stride(0), X.stride(1), W.stride(0), W.stride(1),
         ANTI=bool(anti_hebbian), ADAPTIVE=bool(adaptive_lr), MAXNORM=bool(max_normalize),
-        STATS_INLINE=inline, NT_P2=nt_p2, PRECISION=PRECISION,
+        STATS_INLINE=inline, NT_P2=nt_p2, PRECISION=precision,
         BLOCK_M=BM2, BLOCK_N=BN2, BLOCK_K=BK2, num_warps=NUM_WARPS,
     )
     if max_normalize:

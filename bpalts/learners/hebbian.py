@@ -18,6 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bpalts._backend import resolve_backend
+from bpalts._precision import PRECISIONS
 from bpalts._checks import check_choice, check_scalar
 from bpalts.learners.base import Learner, check_batch, check_sizes
 from bpalts.ops.hebbian_update import HEBBIAN_RULES, hebbian_state, hebbian_update
@@ -99,8 +100,10 @@ class _HebbianNet(Learner):
     """Shared skeleton: standardise -> Hebbian layer -> activation, repeated, then a readout."""
 
     def __init__(self, sizes, activation, power, readout_lr, hebbian_samples, seed, backend,
-                 readout_lr_decay=1.0, schedule="simultaneous"):
+                 readout_lr_decay=1.0, schedule="simultaneous", precision="fp32"):
         super().__init__()
+        # GEMM precision of the Hebbian updates (the op's precision switch; see bpalts._precision)
+        self.precision = check_choice("precision", precision, PRECISIONS)
         self.sizes = check_sizes(sizes)
         self.schedule = check_choice("schedule", schedule, ("simultaneous", "layerwise"))
         self.activation = check_choice("activation", activation, tuple(ACTIVATIONS))
@@ -198,9 +201,10 @@ class SoftHebbMLP(_HebbianNet):
         hebbian_samples: int = 60_000,
         seed: int = 0,
         backend: str = "auto",
+        precision: str = "fp32",
     ) -> None:
         super().__init__(sizes, activation, power, readout_lr, hebbian_samples, seed, backend,
-                         readout_lr_decay, schedule)
+                         readout_lr_decay, schedule, precision)
         self.lr = check_scalar("lr", lr, positive=True)
         self.temperature = check_scalar("temperature", temperature, positive=True, allow_zero=False)
         init_norm = check_scalar("init_norm", init_norm, positive=True, allow_zero=False)
@@ -211,7 +215,7 @@ class SoftHebbMLP(_HebbianNet):
     def _hebbian_layer_update(self, W, x, index, progress):
         # Rate decays linearly to zero over the layer's Hebbian phase.
         softwta_update(W.data, x, lr=self.lr * (1.0 - progress), temperature=self.temperature,
-                       backend=self.backend_arg, check_finite_input=False)
+                       backend=self.backend_arg, check_finite_input=False, precision=self.precision)
 
 
 class HebbianMLP(_HebbianNet):
@@ -237,10 +241,11 @@ class HebbianMLP(_HebbianNet):
         hebbian_samples: int = 60_000,
         seed: int = 0,
         backend: str = "auto",
+        precision: str = "fp32",
         **rule_options,
     ) -> None:
         super().__init__(sizes, activation, power, readout_lr, hebbian_samples, seed, backend,
-                         readout_lr_decay, schedule)
+                         readout_lr_decay, schedule, precision)
         self.rule = check_choice("rule", rule, tuple(HEBBIAN_RULES))
         # Rule parameters (k, delta, p, theta_rate) go to hebbian_update, which validates them.
         self.rule_options = dict(rule_options)
@@ -259,7 +264,8 @@ class HebbianMLP(_HebbianNet):
 
     def _hebbian_layer_update(self, W, x, index, progress):
         hebbian_update(W.data, x, rule=self.rule, lr=self.lr, backend=self.backend_arg,
-                       check_finite_input=False, state=self._layer_state(index), **self.rule_options)
+                       check_finite_input=False, state=self._layer_state(index), precision=self.precision,
+                       **self.rule_options)
 
 
 def _build_softhebb(sizes, backend="auto", seed=0):

@@ -97,11 +97,13 @@ from dataclasses import dataclass
 import torch
 
 from bpalts._backend import cpp_module, resolve_backend
+from bpalts._precision import TRITON_INPUT_PRECISION, check_precision, mm, round_tf32
 from bpalts._checks import (
     check_weights_and_batch,
     FLOAT32_ONLY,
     check_choice,
     check_finite,
+    check_same,
     check_scalar,
     check_tensor,
 )
@@ -314,19 +316,22 @@ def ranked_units(U: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def hebbian_update_reference(W: torch.Tensor, X: torch.Tensor, rule: str = "gha", lr: float = 1e-3, *,
-                             k=None, delta=None, p=None, theta_rate=None, state=None):
+                             k=None, delta=None, p=None, theta_rate=None, state=None,
+                             precision: str = "fp32", currents=None):
     """The specification: ``W += lr/B * (G^T X - D W)``, all dense. In place; returns ``W``.
 
-    For ``bcm`` the threshold in ``state`` is updated in place too.
+    For ``bcm`` the threshold in ``state`` is updated in place too. ``precision="tf32"`` rounds
+    every GEMM's operands to TF32 (:mod:`bpalts._precision`); ``currents`` replaces the forward
+    GEMM ``U = X W~^T`` by a given (batch, units) tensor.
     """
     r = HEBBIAN_RULES[rule]
     prm = resolve_params(r, W, k=k, delta=delta, p=p, theta_rate=theta_rate, state=state)
-    U = X @ current_weights(W, r, prm.p).T
-    return reference_from_currents(W, X, U, r, prm, lr)
+    U = mm(X, current_weights(W, r, prm.p).T, precision) if currents is None else currents
+    return reference_from_currents(W, X, U, r, prm, lr, precision)
 
 
 def reference_from_currents(W: torch.Tensor, X: torch.Tensor, U: torch.Tensor, r: HebbianRule,
-                            prm: RuleParams, lr: float) -> torch.Tensor:
+                            prm: RuleParams, lr: float, precision: str = "fp32") -> torch.Tensor:
     """The reference after the forward GEMM, given the currents ``U`` (B x N). In place on W."""
     Y = apply_gate(r.gate, U)
     if r.select == "all":
@@ -340,12 +345,12 @@ def reference_from_currents(W: torch.Tensor, X: torch.Tensor, U: torch.Tensor, r
         G = torch.zeros_like(U).scatter_(1, idx[:, :1], 1.0).scatter_(1, idx[:, -1:], -prm.delta)
     else:
         raise AssertionError(r.select)
-    dW = G.T @ X
+    dW = mm(G.T, X, precision)
     if r.decay in ("tril", "full"):
-        D = G.T @ G
+        D = mm(G.T, G, precision)
         if r.decay == "tril":
             D = torch.tril(D)
-        dW = dW - D @ W
+        dW = dW - mm(D, W, precision)
     elif r.decay == "diag_g":
         dW = dW - G.sum(0)[:, None] * W
     elif r.decay == "diag_gu":
@@ -369,8 +374,10 @@ def sparse_from_currents_cpp(W: torch.Tensor, X: torch.Tensor, U: torch.Tensor, 
 
 
 def _hebbian_update_cpp(W: torch.Tensor, X: torch.Tensor, rule: HebbianRule, lr: float,
-                        prm: RuleParams) -> None:
+                        prm: RuleParams, precision: str = "fp32", currents=None) -> None:
     C = cpp_module()
+    # TF32 is emulated on the CPU: every GEMM operand goes through t() (identity for fp32).
+    t = round_tf32 if precision == "tf32" else (lambda a: a)
     # .detach(): numpy() refuses tensors that require grad; the storage is shared either way.
     Wc = (W if W.is_contiguous() else W.contiguous()).detach()
     Xc = X.contiguous().detach()
@@ -378,33 +385,36 @@ def _hebbian_update_cpp(W: torch.Tensor, X: torch.Tensor, rule: HebbianRule, lr:
     scale = lr / B
     if rule.sparse:
         # Forward GEMM in MKL; ranking, grouping by unit and the sparse row updates in C++.
-        U = torch.mm(Xc, current_weights(Wc, rule, prm.p).T)
+        if currents is None:
+            U = torch.mm(t(Xc), t(current_weights(Wc, rule, prm.p).T))
+        else:
+            U = currents.detach().contiguous()
         sparse_from_currents_cpp(Wc, Xc, U, rule, prm, lr)
     elif rule.select == "bcm":
         assert rule.decay == "none", rule  # BCM has no decay term here (see the module docs)
-        Y = apply_gate(rule.gate, torch.mm(Xc, Wc.T))  # fresh (B, N)
+        Y = apply_gate(rule.gate, torch.mm(t(Xc), t(Wc.T)))  # fresh (B, N)
         theta = prm.theta.detach()
         th = theta if theta.is_contiguous() else theta.contiguous()
         C.hebbian_bcm_modulate(Y.numpy(), th.view(1, N).numpy(), prm.theta_rate)  # Y <- G; theta
-        Wc.addmm_(Y.T, Xc, alpha=scale)  # W += lr/B G^T X, accumulated by the GEMM
+        Wc.addmm_(t(Y.T), t(Xc), alpha=scale)  # W += lr/B G^T X, accumulated by the GEMM
         if th is not theta:
             theta.copy_(th)
     elif rule.decay == "full":
-        G = apply_gate(rule.gate, torch.mm(Xc, Wc.T))
+        G = apply_gate(rule.gate, torch.mm(t(Xc), t(Wc.T)))
         # dW = G^T (X - G W): the subspace rule needs no N x N matrix at all.
-        R = torch.addmm(Xc, G, Wc, alpha=-1.0)
-        Wc.addmm_(G.T, R, alpha=scale)
+        R = torch.addmm(Xc, t(G), t(Wc), alpha=-1.0)
+        Wc.addmm_(t(G.T), t(R), alpha=scale)
     elif rule.decay == "tril":
-        G = apply_gate(rule.gate, torch.mm(Xc, Wc.T))
+        G = apply_gate(rule.gate, torch.mm(t(Xc), t(Wc.T)))
         # Hierarchical: block i of units sees the residual of the blocks before it.
         R = Xc.clone()
         for s in range(0, N, CPP_BLOCK):
             e = min(N, s + CPP_BLOCK)
             Gi, Wi = G[:, s:e], Wc[s:e]
-            H = Gi.T @ R  # k x D Hebbian term against the residual
-            Cii = Gi.T @ Gi  # k x k, only its lower triangle is used
+            H = t(Gi.T) @ t(R)  # k x D Hebbian term against the residual
+            Cii = t(Gi.T) @ t(Gi)  # k x k, only its lower triangle is used
             if e < N:
-                R.addmm_(Gi, Wi, alpha=-1.0)  # uses the old Wi: before the apply below
+                R.addmm_(t(Gi), t(Wi), alpha=-1.0)  # uses the old Wi: before the apply below
             C.hebbian_tril_apply(Wi.numpy(), H.numpy(), Cii.numpy(), scale)
     else:
         raise AssertionError(rule)
@@ -412,17 +422,20 @@ def _hebbian_update_cpp(W: torch.Tensor, X: torch.Tensor, rule: HebbianRule, lr:
         W.copy_(Wc)
 
 
-def _hebbian_update_triton(W, X, rule: HebbianRule, lr: float, prm: RuleParams) -> None:
+def _hebbian_update_triton(W, X, rule: HebbianRule, lr: float, prm: RuleParams,
+                           precision: str = "fp32", currents=None) -> None:
     from bpalts.kernels import hebbian_update as tk
 
+    prec = TRITON_INPUT_PRECISION[precision]
     if rule.sparse:
         tk.hebbian_sparse_update(W, X, select=rule.select, k=prm.k, delta=prm.delta,
-                                 p=prm.p if rule.current == "pnorm" else 2.0, lr=lr)
+                                 p=prm.p if rule.current == "pnorm" else 2.0, lr=lr,
+                                 precision=prec, currents=currents)
     elif rule.select == "bcm":
         tk.hebbian_update(W, X, gate=rule.gate, decay=rule.decay, lr=lr, theta=prm.theta,
-                          theta_rate=prm.theta_rate)
+                          theta_rate=prm.theta_rate, precision=prec)
     else:
-        tk.hebbian_update(W, X, gate=rule.gate, decay=rule.decay, lr=lr)
+        tk.hebbian_update(W, X, gate=rule.gate, decay=rule.decay, lr=lr, precision=prec)
 
 
 def hebbian_update(
@@ -438,6 +451,8 @@ def hebbian_update(
     p: float | None = None,
     theta_rate: float | None = None,
     state=None,
+    precision: str = "fp32",
+    currents: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One batched Hebbian update, **in place** on ``W`` (N units x D inputs); returns ``W``.
 
@@ -456,6 +471,12 @@ def hebbian_update(
         theta_rate: ``bcm``: running-average rate of the threshold, in [0, 1] (default 0.1).
         state: ``bcm``: the threshold, ``hebbian_state("bcm", units)`` (a dict holding
             ``"theta"``) or a tensor of shape (units,); **updated in place**. Required for bcm.
+        precision: ``"fp32"`` or ``"tf32"`` for the GEMMs (tensor cores on the Triton backend;
+            emulated by operand rounding on the reference and C++ backends, see
+            :mod:`bpalts._precision`).
+        currents: ``instar`` / ``krotov`` only: the currents ``U = X W~^T`` (batch, units) when
+            the caller already has them (a learner's forward pass), so the op skips its forward
+            GEMM and touches only the winners' rows. They must come from the current ``W``.
     """
     check_weights_and_batch(W, X)
     check_choice("rule", rule, tuple(HEBBIAN_RULES))
@@ -463,19 +484,35 @@ def hebbian_update(
     r = HEBBIAN_RULES[rule]
     prm = resolve_params(r, W, k=k, delta=delta, p=p, theta_rate=theta_rate, state=state)
     which = resolve_backend(backend, W.device)
+    precision = check_precision(precision, W.dtype)
     if which == "triton":
         check_tensor("W", W, ("units", "features"), FLOAT32_ONLY)
+    if currents is not None:
+        if not r.sparse:
+            sparse = sorted(n for n, q in HEBBIAN_RULES.items() if q.sparse)
+            raise ValueError(f"currents applies only to rules {sparse}; rule {rule!r} computes its own")
+        check_tensor("currents", currents, ("batch", "units"))
+        if currents.shape != (X.shape[0], W.shape[0]):
+            raise ValueError(
+                f"currents must be (batch, units) = {(X.shape[0], W.shape[0])} (X W~^T), "
+                f"got {tuple(currents.shape)}"
+            )
+        check_same(("W", "currents"), (W, currents))
+        if which == "triton":
+            currents = currents.contiguous()
     if check_finite_input:
         check_finite("X", X)
         check_finite("W", W)
+        if currents is not None:
+            check_finite("currents", currents)
         if prm.theta is not None:
             check_finite("state['theta']" if isinstance(state, dict) else "state", prm.theta)
     with torch.no_grad():
         if which == "reference":
             hebbian_update_reference(W, X, rule, lr, k=k, delta=delta, p=p, theta_rate=theta_rate,
-                                     state=state)
+                                     state=state, precision=precision, currents=currents)
         elif which == "cpp":
-            _hebbian_update_cpp(W, X, r, lr, prm)
+            _hebbian_update_cpp(W, X, r, lr, prm, precision, currents)
         else:
-            _hebbian_update_triton(W, X, r, lr, prm)
+            _hebbian_update_triton(W, X, r, lr, prm, precision, currents)
     return W

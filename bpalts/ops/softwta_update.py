@@ -38,6 +38,7 @@ from __future__ import annotations
 import torch
 
 from bpalts._backend import cpp_module, resolve_backend
+from bpalts._precision import TRITON_INPUT_PRECISION, check_precision, mm
 from bpalts._checks import (
     check_weights_and_batch,
     FLOAT32_ONLY,
@@ -55,15 +56,18 @@ def softwta_update_reference(
     anti_hebbian: bool = True,
     adaptive_lr: bool = True,
     max_normalize: bool = True,
+    precision: str = "fp32",
 ) -> torch.Tensor:
-    """The specification of :func:`softwta_update` (plain PyTorch). In place; returns ``W``."""
-    U = X @ W.T
+    """The specification of :func:`softwta_update` (plain PyTorch). In place; returns ``W``.
+
+    ``precision="tf32"`` rounds both GEMMs' operands to TF32 (see :mod:`bpalts._precision`)."""
+    U = mm(X, W.T, precision)
     Y = torch.softmax(U / temperature, dim=1)
     if anti_hebbian:
         winner = U.argmax(dim=1, keepdim=True)
         sign = torch.full_like(Y, -1.0).scatter_(1, winner, 1.0)
         Y = Y * sign
-    dW = Y.T @ X - (Y * U).sum(0)[:, None] * W
+    dW = mm(Y.T, X, precision) - (Y * U).sum(0)[:, None] * W
     if max_normalize:
         dW = dW / (dW.abs().max() + 1e-30)
     else:
@@ -86,6 +90,7 @@ def softwta_update(
     max_normalize: bool = True,
     backend: str = "auto",
     check_finite_input: bool = True,
+    precision: str = "fp32",
 ) -> torch.Tensor:
     """One SoftHebb update, **in place** on ``W`` (units x features); returns ``W``.
 
@@ -98,8 +103,13 @@ def softwta_update(
         adaptive_lr: per-unit rate ``lr * |norm(w_k) - 1|^0.5``.
         max_normalize: scale the update by its max-abs entry (else by 1/batch).
         backend: ``"auto"``, ``"reference"``, ``"triton"`` or ``"cpp"``.
+        check_finite_input: reject NaN/inf in ``W`` and ``X`` before running.
+        precision: ``"fp32"`` or ``"tf32"`` for the two GEMMs (tensor cores on the Triton
+            backend; emulated by operand rounding on the reference and C++ backends, see
+            :mod:`bpalts._precision`).
     """
     check_weights_and_batch(W, X)
+    precision = check_precision(precision, W.dtype)
     lr = check_scalar("lr", lr)
     temperature = check_scalar("temperature", temperature, positive=True, allow_zero=False)
     which = resolve_backend(backend, W.device)
@@ -108,7 +118,8 @@ def softwta_update(
     if check_finite_input:
         check_finite("X", X)
         check_finite("W", W)
-    flags = dict(anti_hebbian=bool(anti_hebbian), adaptive_lr=bool(adaptive_lr), max_normalize=bool(max_normalize))
+    flags = dict(anti_hebbian=bool(anti_hebbian), adaptive_lr=bool(adaptive_lr),
+                 max_normalize=bool(max_normalize), precision=precision)
     with torch.no_grad():
         if which == "reference":
             softwta_update_reference(W, X, lr, temperature, **flags)
@@ -119,7 +130,8 @@ def softwta_update(
     return W
 
 
-def _softwta_update_cpp(W, X, lr, temperature, anti_hebbian, adaptive_lr, max_normalize) -> None:
+def _softwta_update_cpp(W, X, lr, temperature, anti_hebbian, adaptive_lr, max_normalize,
+                        precision="fp32") -> None:
     """C++ backend: the two GEMMs in torch (MKL), the gate and the apply fused in C++."""
     C = cpp_module()
     Wc = W if W.is_contiguous() else W.contiguous()
@@ -127,17 +139,18 @@ def _softwta_update_cpp(W, X, lr, temperature, anti_hebbian, adaptive_lr, max_no
     # .detach(): numpy() refuses tensors that require grad; the storage is shared either way.
     Wd, Xd = Wc.detach(), Xc.detach()
     B, N = Xd.shape[0], Wd.shape[0]
-    U = torch.mm(Xd, Wd.T).contiguous()  # (B, N)
+    U = mm(Xd, Wd.T, precision).contiguous()  # (B, N)
     d = U.new_empty((1, N))
     C.softwta_gate(U.numpy(), d.numpy(), 1.0 / temperature, anti_hebbian)  # U <- Y~
-    H = torch.mm(U.T, Xd).contiguous()  # Y~^T X, (N, D)
+    H = mm(U.T, Xd, precision).contiguous()  # Y~^T X, (N, D)
     C.softwta_apply(Wd.numpy(), H.numpy(), d.numpy(), lr, adaptive_lr, max_normalize, 1.0 / B)
     if Wc is not W:
         W.copy_(Wc)
 
 
-def _softwta_update_triton(W, X, lr, temperature, anti_hebbian, adaptive_lr, max_normalize) -> None:
+def _softwta_update_triton(W, X, lr, temperature, anti_hebbian, adaptive_lr, max_normalize,
+                           precision="fp32") -> None:
     from bpalts.kernels import softwta_update as tk
 
     tk.softwta_update(W, X, lr, temperature, anti_hebbian=anti_hebbian, adaptive_lr=adaptive_lr,
-                      max_normalize=max_normalize)
+                      max_normalize=max_normalize, precision=TRITON_INPUT_PRECISION[precision])

@@ -1,0 +1,50 @@
+"""GEMM precision switch for GEMM-bound ops (DESIGN.md section 2: ``precision="fp32"|"tf32"``).
+
+``"fp32"`` (default): full float32 products. ``"tf32"``: each GEMM's operands are rounded to
+TF32 (float32's 8-bit exponent, 10-bit mantissa; products accumulated in float32), which is
+what NVIDIA tensor cores compute since Ampere: about 8x the fp32 GEMM rate on an H100/H200,
+relative error about 1e-3 per product.
+
+- Triton backend: ``tl.dot(..., input_precision="tf32")`` (tensor cores).
+- Reference and C++ backends: *emulated* -- each GEMM's operands are rounded to TF32 by
+  :func:`round_tf32` and multiplied in float32. CPUs have no TF32 units, so this gives the GPU's
+  numerics (to check that a method tolerates them, e.g. its MNIST accuracy) but no speed-up.
+float64 inputs ignore the switch only if it is ``"fp32"``; asking for ``"tf32"`` with float64 is
+an error (a float64 run wants float64 products).
+"""
+from __future__ import annotations
+
+import torch
+
+from bpalts._checks import check_choice
+
+PRECISIONS = ("fp32", "tf32")
+TRITON_INPUT_PRECISION = {"fp32": "ieee", "tf32": "tf32"}
+
+
+def check_precision(precision, dtype: torch.dtype) -> str:
+    """``precision`` is one of :data:`PRECISIONS`; ``"tf32"`` needs float32 tensors."""
+    precision = check_choice("precision", precision, PRECISIONS)
+    if precision == "tf32" and dtype != torch.float32:
+        raise TypeError(f"precision='tf32' needs float32 tensors, got {dtype}; use precision='fp32'")
+    return precision
+
+
+def round_tf32(t: torch.Tensor) -> torch.Tensor:
+    """A copy of float32 ``t`` rounded to TF32 (nearest, ties to even; 13 low mantissa bits
+    cleared). Infinities and NaNs pass through; finite values near float32's maximum that
+    would round past it become infinity, as TF32 conversion does."""
+    if t.dtype != torch.float32:
+        raise TypeError(f"round_tf32 needs a float32 tensor, got {t.dtype}")
+    bits = t.contiguous().view(torch.int32)
+    lsb = (bits >> 13) & 1
+    rounded = (bits + (0x0FFF + lsb)) & ~0x1FFF
+    finite = torch.isfinite(t.contiguous())
+    return torch.where(finite, rounded.view(torch.float32), t.contiguous()).view_as(t)
+
+
+def mm(a: torch.Tensor, b: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
+    """``a @ b`` at ``precision`` (TF32 emulated by rounding the operands; see the module docs)."""
+    if precision == "tf32":
+        return round_tf32(a) @ round_tf32(b)
+    return a @ b
