@@ -1,7 +1,58 @@
-"""bench/gpu.py rows for the pc family (placeholder until its ops land)."""
+"""bench/gpu.py rows for the predictive-coding family: ``pc_relax`` (issue 4).
 
-ANCHORS: dict = {}
+The DESIGN.md section 7 shapes: network 784-1000-500-250-10 (tanh, clamped MSE output, value
+nodes initialised by a feed-forward pass, step size 0.1), B256 T20, B256 T100, B4096 T20. The
+reference is the eager plain-PyTorch specification (``pc_relax_reference``); both sides return
+the relaxed states and errors, flattened into one tensor.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from bpalts.ops.pc_relax import pc_relax, pc_relax_reference
+
+NET = (784, 1000, 500, 250, 10)
+NET_LABEL = "784-1000-500-250-10"
+STEP_SIZE = 0.1
+
+# (op name, shape label): (eager ms, CUDA graph ms, torch.compile ms, Triton target ms), H200.
+ANCHORS: dict = {
+    ("pc_relax", f"{NET_LABEL} B256 T20"): (7.26, 2.51, 3.46, 0.8),
+    ("pc_relax", f"{NET_LABEL} B256 T100"): (37.5, 12.2, None, 3.0),
+    ("pc_relax", f"{NET_LABEL} B4096 T20"): (12.4, 11.5, 9.92, 8.0),
+}
+
+
+def _inputs(widths, B):
+    def make(device, gen, lr):  # lr unused: pc_relax has no learning rate
+        Ws = [torch.randn(o, i, generator=gen) / math.sqrt(i) for i, o in zip(widths[:-1], widths[1:])]
+        x = torch.rand(B, widths[0], generator=gen)
+        t = torch.nn.functional.one_hot(torch.randint(0, widths[-1], (B,), generator=gen), widths[-1]).float()
+        return tuple(v.to(device) for v in Ws + [x, t])
+    return make
+
+
+def _flat(res):
+    return torch.cat([v.reshape(-1) for v in res.states + res.errors])
 
 
 def ops(smoke: bool, Op) -> list:
-    return []
+    if smoke:
+        rows = [((20, 37, 16, 10), "20-37-16-10 B8 T3", 8, 3), ((9, 40, 33, 10), "9-40-33-10 B35 T2", 35, 2)]
+    else:
+        rows = [(NET, f"{NET_LABEL} B256 T20", 256, 20), (NET, f"{NET_LABEL} B256 T100", 256, 100),
+                (NET, f"{NET_LABEL} B4096 T20", 4096, 20)]
+    out = []
+    for widths, label, B, T in rows:
+        L = len(widths) - 1
+        out.append(Op(
+            name="pc_relax",
+            shape=label,
+            make_inputs=_inputs(widths, B),
+            reference=lambda *a, L=L, T=T: _flat(pc_relax_reference(list(a[:L]), a[L], a[L + 1], T, STEP_SIZE)),
+            triton=lambda *a, L=L, T=T: _flat(pc_relax(list(a[:L]), a[L], a[L + 1], T, STEP_SIZE,
+                                                       backend="triton", check_finite_input=False)),
+        ))
+    return out

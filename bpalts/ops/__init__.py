@@ -8,9 +8,17 @@ from bpalts.ops.hebbian_update import (
 )
 from bpalts.ops.softwta_update import softwta_update, softwta_update_reference
 from bpalts.ops.softwta_conv_update import softwta_conv_update, softwta_conv_update_reference
+from bpalts.ops.pc_relax import PCRelaxResult, pc_relax, pc_relax_reference
+from bpalts.ops.pc_weight_update import PCWeightUpdate, pc_weight_update, pc_weight_update_reference
 
 __all__ = [
     "HEBBIAN_RULES",
+    "PCRelaxResult",
+    "PCWeightUpdate",
+    "pc_relax",
+    "pc_relax_reference",
+    "pc_weight_update",
+    "pc_weight_update_reference",
     "hebbian_state",
     "hebbian_update",
     "hebbian_update_reference",

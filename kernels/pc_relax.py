@@ -1,0 +1,401 @@
+r"""Triton kernels for :func:`bpalts.ops.pc_relax` (math: see that module).
+
+Every buffer of the network lives in one flat fp32 allocation per kind (states ``S``, errors
+``E``, the constant part of the predictions ``MUC``, ``f(x_l)`` ``F``, ``f'(x_l)`` ``D``, the
+forward weights ``Wf`` and the feedback weights ``Wb``); a small int32 table gives every tile of
+every layer its offsets and sizes, so **one launch covers all the layers of a step**:
+
+1. ``_fwd_kernel`` (one program per (rows, units) tile of every layer ``l = 1..L``): the forward
+   GEMM ``f(x_{l-1}) W_l^T`` (skipped for ``l = 1``, whose prediction ``x_0 W_1^T + b_1`` never
+   changes, and under fixed predictions), and in its epilogue ``mu = acc + MUC``,
+   ``e_l = x_l - mu`` and the tile's energy partial ``sum e^2 / 2``.
+2. ``_bwd_kernel`` (one program per tile of every hidden layer): the feedback GEMM
+   ``g_l = e_{l+1} W_{l+1}`` (or ``B_{l+1}``), and in its epilogue the state update
+   ``x_l += gamma (f'(x_l) g_l - e_l)`` followed by ``f(x_l)`` and ``f'(x_l)`` for the next GEMMs.
+3. Output rows (only when needed): ``_out_err_kernel`` (clamped cross-entropy errors and energy,
+   or the nudging loss term) and ``_out_update_kernel`` (the nudged output's update).
+
+A clamped-MSE step is two launches. Tiles (32 x 32, or 64 x 64 from ``BIG_ROWS`` rows on) are
+ordered longest-K first. Energies are per-tile
+partial sums in a (steps + 1, tiles) buffer, summed once at the end (deterministic, no atomics).
+On CUDA (without ``tol``, which needs the energy on the host every step) the whole step loop is
+captured in a CUDA graph the second time a configuration is seen and replayed afterwards (the
+buffers are cached per configuration; inputs are copied in, outputs cloned out). Inside an
+outer CUDA-graph capture the launches are simply recorded. fp32; the GEMMs use
+``input_precision="ieee"`` (no TF32). Works under ``TRITON_INTERPRET=1`` on CPU tensors.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+import triton
+import triton.language as tl
+
+BM, BN, BK = 32, 32, 32  # tiles (rows, units, K) for small batches
+BIG_ROWS = 1024  # from this many rows on: BIG_BM x BIG_BN tiles (more work per program)
+BIG_BM, BIG_BN = 64, 64
+BR = 16  # rows per program of the output kernels
+NCOL = 9  # table columns: m0, n0, N, K, so, xo, wo, flags, rows
+NUM_WARPS = 4
+_CACHE_MAX = 8
+_ACT_CODES = {"tanh": 0, "relu": 1, "leaky_relu": 2, "identity": 3}
+
+
+@triton.jit
+def _act(x, ACT: tl.constexpr):
+    """(f(x), f'(x)); ACT: 0 tanh, 1 relu, 2 leaky_relu (0.01), 3 identity."""
+    if ACT == 0:
+        a = tl.abs(x)
+        q = tl.exp(-2.0 * a)
+        t = (1.0 - q) / (1.0 + q)
+        f = tl.where(x < 0, -t, t)
+        d = 1.0 - f * f
+    elif ACT == 1:
+        f = tl.where(x > 0, x, 0.0)
+        d = tl.where(x > 0, 1.0, 0.0)
+    elif ACT == 2:
+        f = tl.where(x > 0, x, 0.01 * x)
+        d = tl.where(x > 0, 1.0, 0.01)
+    else:
+        f = x
+        d = tl.full(x.shape, 1.0, tl.float32)
+    return f, d
+
+
+@triton.jit
+def _fwd_kernel(TAB, S, E, MUC, Fb, Wf, EP, ep_off,
+                NCOLS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    pid = tl.program_id(0)
+    base = TAB + pid * NCOLS
+    m0 = tl.load(base + 0)
+    n0 = tl.load(base + 1)
+    N = tl.load(base + 2)
+    K = tl.load(base + 3)
+    so = tl.load(base + 4)
+    fo = tl.load(base + 5)
+    wo = tl.load(base + 6)
+    flags = tl.load(base + 7)
+    R = tl.load(base + 8)
+    rm = m0 + tl.arange(0, BLOCK_M)
+    rn = n0 + tl.arange(0, BLOCK_N)
+    rk = tl.arange(0, BLOCK_K)
+    mmask = rm < R
+    nmask = rn < N
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        kk = k0 + rk
+        kmask = kk < K
+        a = tl.load(Fb + fo + rm[:, None] * K + kk[None, :], mask=mmask[:, None] & kmask[None, :], other=0.0)
+        w = tl.load(Wf + wo + rn[None, :] * K + kk[:, None], mask=kmask[:, None] & nmask[None, :], other=0.0)
+        acc += tl.dot(a, w, input_precision="ieee")
+    off = so + rm[:, None] * N + rn[None, :]
+    msk = mmask[:, None] & nmask[None, :]
+    mu = acc + tl.load(MUC + off, mask=msk, other=0.0)
+    s = tl.load(S + off, mask=msk, other=0.0)
+    e = s - mu
+    write_mu = (flags & 1) != 0
+    tl.store(E + off, tl.where(write_mu, mu, e), mask=msk)
+    part = tl.sum(tl.sum(tl.where(msk, 0.5 * e * e, 0.0), axis=1), axis=0)
+    part = tl.where((flags & 2) != 0, part, 0.0)
+    tl.store(EP + ep_off + pid, part)
+
+
+@triton.jit
+def _bwd_kernel(TAB, S, E, Fb, D, Wb, gamma,
+                ACT: tl.constexpr, REFRESH: tl.constexpr, NCOLS: tl.constexpr,
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    pid = tl.program_id(0)
+    base = TAB + pid * NCOLS
+    m0 = tl.load(base + 0)
+    n0 = tl.load(base + 1)
+    N = tl.load(base + 2)
+    K = tl.load(base + 3)
+    so = tl.load(base + 4)
+    eo = tl.load(base + 5)
+    wo = tl.load(base + 6)
+    R = tl.load(base + 8)
+    rm = m0 + tl.arange(0, BLOCK_M)
+    rn = n0 + tl.arange(0, BLOCK_N)
+    rk = tl.arange(0, BLOCK_K)
+    mmask = rm < R
+    nmask = rn < N
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        kk = k0 + rk
+        kmask = kk < K
+        a = tl.load(E + eo + rm[:, None] * K + kk[None, :], mask=mmask[:, None] & kmask[None, :], other=0.0)
+        w = tl.load(Wb + wo + kk[:, None] * N + rn[None, :], mask=kmask[:, None] & nmask[None, :], other=0.0)
+        acc += tl.dot(a, w, input_precision="ieee")
+    off = so + rm[:, None] * N + rn[None, :]
+    msk = mmask[:, None] & nmask[None, :]
+    s = tl.load(S + off, mask=msk, other=0.0)
+    e = tl.load(E + off, mask=msk, other=0.0)
+    d = tl.load(D + off, mask=msk, other=0.0)
+    s = s + gamma * (d * acc - e)
+    tl.store(S + off, s, mask=msk)
+    if REFRESH:
+        f, d2 = _act(s, ACT)
+        tl.store(Fb + off, f, mask=msk)
+        tl.store(D + off, d2, mask=msk)
+
+
+@triton.jit
+def _out_err_kernel(S, E, T, BETA, EP, ep_off, so, R, N,
+                    MODE: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr):
+    """MODE 0: clamped ce (E holds mu_L: e_L = t - softmax(mu_L), energy -t log softmax(mu_L));
+    1: nudge mse (energy += beta_b |x_L - t|^2 / 2); 2: nudge ce (+= -beta_b t log softmax(x_L))."""
+    pid = tl.program_id(0)
+    rr = pid * BLOCK_R + tl.arange(0, BLOCK_R)
+    rn = tl.arange(0, BLOCK_N)
+    rmask = rr < R
+    nmask = rn < N
+    msk = rmask[:, None] & nmask[None, :]
+    off = rr[:, None] * N + rn[None, :]
+    t = tl.load(T + off, mask=msk, other=0.0)
+    if MODE == 0:
+        u = tl.load(E + so + off, mask=msk, other=0.0)
+    else:
+        u = tl.load(S + so + off, mask=msk, other=0.0)
+    if MODE == 1:
+        dlt = u - t
+        lossr = tl.sum(tl.where(msk, 0.5 * dlt * dlt, 0.0), axis=1)
+    else:
+        um = tl.where(nmask[None, :], u, float("-inf"))
+        mx = tl.max(um, axis=1)
+        ex = tl.exp(um - mx[:, None])
+        lse = mx + tl.log(tl.sum(ex, axis=1))
+        lp = u - lse[:, None]
+        lossr = tl.sum(tl.where(msk, -t * lp, 0.0), axis=1)
+        if MODE == 0:
+            tl.store(E + so + off, t - tl.exp(lp), mask=msk)
+    if MODE != 0:
+        beta = tl.load(BETA + rr, mask=rmask, other=0.0)
+        lossr = lossr * beta
+    part = tl.sum(tl.where(rmask, lossr, 0.0), axis=0)
+    tl.store(EP + ep_off + pid, part)
+
+
+@triton.jit
+def _out_update_kernel(S, E, T, BETA, gamma, so, R, N,
+                       CE: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Nudged output: x_L += gamma (-e_L - beta_b dloss/dx_L)."""
+    pid = tl.program_id(0)
+    rr = pid * BLOCK_R + tl.arange(0, BLOCK_R)
+    rn = tl.arange(0, BLOCK_N)
+    rmask = rr < R
+    nmask = rn < N
+    msk = rmask[:, None] & nmask[None, :]
+    off = rr[:, None] * N + rn[None, :]
+    t = tl.load(T + off, mask=msk, other=0.0)
+    s = tl.load(S + so + off, mask=msk, other=0.0)
+    e = tl.load(E + so + off, mask=msk, other=0.0)
+    beta = tl.load(BETA + rr, mask=rmask, other=0.0)
+    if CE:
+        um = tl.where(nmask[None, :], s, float("-inf"))
+        mx = tl.max(um, axis=1)
+        ex = tl.exp(um - mx[:, None])
+        p = ex / tl.sum(ex, axis=1)[:, None]
+        dl = p - t
+    else:
+        dl = s - t
+    tl.store(S + so + off, s + gamma * (-e - beta[:, None] * dl), mask=msk)
+
+
+class _Plan:
+    """Flat buffers, tile tables and launch sequence for one network configuration."""
+
+    def __init__(self, device, R, widths, n_in, steps, activation, clamp, ce, fixed, shared_back):
+        self.device, self.R, self.widths, self.steps = device, R, list(widths), steps
+        self.act, self.clamp, self.ce, self.fixed = _ACT_CODES[activation], clamp, ce, fixed
+        L = len(widths)
+        self.L = L
+        self.off = [0]
+        for n in widths:
+            self.off.append(self.off[-1] + R * n)
+        tot = self.off[-1]
+        f32 = dict(dtype=torch.float32, device=device)
+        self.S, self.E, self.MUC = (torch.empty(tot, **f32) for _ in range(3))
+        self.F, self.D = torch.zeros(tot, **f32), torch.zeros(tot, **f32)
+        # W_l (l >= 2) occupies Wf[woff[l-1]:woff[l]] (layer 1's weights are not in Wf).
+        self.woff = [0, 0]
+        for l in range(2, L + 1):
+            self.woff.append(self.woff[-1] + widths[l - 1] * widths[l - 2])
+        nw = max(self.woff[-1], 1)
+        self.Wf = torch.empty(nw, **f32)
+        self.Wb = self.Wf if shared_back else torch.empty(nw, **f32)
+        self.T = torch.empty(R, widths[-1], **f32)
+        self.BETA = torch.zeros(R, **f32)
+        out_ce = clamp and ce
+        self.bm, self.bn = (BIG_BM, BIG_BN) if R >= BIG_ROWS else (BM, BN)
+        bm, bn = self.bm, self.bn
+        fwd = []
+        for l in range(1, L + 1):
+            n = widths[l - 1]
+            K = widths[l - 2] if (l >= 2 and not fixed) else 0
+            flags = 1 if (l == L and out_ce) else 2  # bit 0: store mu, not e; bit 1: energy
+            for m0 in range(0, R, bm):
+                for n0 in range(0, n, bn):
+                    fwd.append([m0, n0, n, K, self.off[l - 1], self.off[l - 2] if l >= 2 else 0,
+                                self.woff[l - 1] if l >= 2 else 0, flags, R])
+        bwd = []
+        for l in range(1, L):
+            n, K = widths[l - 1], widths[l]
+            for m0 in range(0, R, bm):
+                for n0 in range(0, n, bn):
+                    bwd.append([m0, n0, n, K, self.off[l - 1], self.off[l], self.woff[l], 0, R])
+        fwd.sort(key=lambda r: -r[3])  # longest K first
+        bwd.sort(key=lambda r: -r[3])
+        self.n_fwd, self.n_bwd = len(fwd), len(bwd)
+        self.TF = torch.tensor(fwd, dtype=torch.int32, device=device).reshape(-1)
+        self.TB = torch.tensor(bwd, dtype=torch.int32, device=device).reshape(-1) if bwd else None
+        self.out_mode = 0 if out_ce else (None if clamp else (2 if ce else 1))
+        self.n_out = triton.cdiv(R, BR) if self.out_mode is not None else 0
+        self.NP = self.n_fwd + self.n_out
+        self.EP = torch.zeros((steps + 1) * self.NP, **f32)
+        self.BNL = max(16, triton.next_power_of_2(widths[-1]))
+        self.graph = None
+        self.seen = 0
+
+    def load(self, weights, biases, feedback, x, target, states, beta_rows):
+        """Copy one call's inputs into the static buffers (and compute the constant parts)."""
+        from bpalts.ops.pc_relax import _feedforward, act, act_deriv
+
+        L, R = self.L, self.R
+        for l in range(2, L + 1):
+            self.Wf[self.woff[l - 1]:self.woff[l]].copy_(weights[l - 1].reshape(-1))
+            if self.Wb is not self.Wf:
+                self.Wb[self.woff[l - 1]:self.woff[l]].copy_(feedback[l - 1].reshape(-1))
+        view = lambda buf, l: buf[self.off[l - 1]:self.off[l]].view(R, self.widths[l - 1])  # noqa: E731
+        for l in range(1, L + 1):
+            view(self.S, l).copy_(states[l - 1])
+        self.T.copy_(target)
+        if beta_rows is not None:
+            self.BETA.copy_(beta_rows.reshape(-1))
+        if self.fixed:
+            mu_ff, fs_ff = _feedforward(weights, biases, x, _act_name(self.act))
+            for l in range(1, L + 1):
+                view(self.MUC, l).copy_(mu_ff[l - 1])
+            for l in range(1, L):
+                view(self.D, l).copy_(act_deriv(_act_name(self.act), mu_ff[l - 1], fs_ff[l - 1]))
+        else:
+            mu1 = x @ weights[0].T
+            if biases is not None:
+                mu1 = mu1 + biases[0]
+            view(self.MUC, 1).copy_(mu1)
+            for l in range(2, L + 1):
+                mv = view(self.MUC, l)
+                if biases is not None:
+                    mv.copy_(biases[l - 1].expand(R, -1))
+                else:
+                    mv.zero_()
+            for l in range(1, L):
+                s = view(self.S, l)
+                fv = act(_act_name(self.act), s)
+                view(self.F, l).copy_(fv)
+                view(self.D, l).copy_(act_deriv(_act_name(self.act), s, fv))
+
+    def _errors(self, slot):
+        _fwd_kernel[(self.n_fwd,)](self.TF, self.S, self.E, self.MUC, self.F, self.Wf, self.EP,
+                                   slot * self.NP, NCOLS=NCOL, BLOCK_M=self.bm, BLOCK_N=self.bn, BLOCK_K=BK,
+                                   num_warps=NUM_WARPS)
+        if self.out_mode is not None:
+            _out_err_kernel[(self.n_out,)](self.S, self.E, self.T, self.BETA, self.EP,
+                                           slot * self.NP + self.n_fwd, self.off[-2], self.R,
+                                           self.widths[-1], MODE=self.out_mode, BLOCK_R=BR,
+                                           BLOCK_N=self.BNL)
+
+    def _step(self, gamma):
+        if self.n_bwd:
+            _bwd_kernel[(self.n_bwd,)](self.TB, self.S, self.E, self.F, self.D, self.Wb, gamma,
+                                       ACT=self.act, REFRESH=not self.fixed, NCOLS=NCOL, BLOCK_M=self.bm,
+                                       BLOCK_N=self.bn, BLOCK_K=BK, num_warps=NUM_WARPS)
+        if not self.clamp:
+            _out_update_kernel[(triton.cdiv(self.R, BR),)](self.S, self.E, self.T, self.BETA, gamma,
+                                                          self.off[-2], self.R, self.widths[-1],
+                                                          CE=self.ce, BLOCK_R=BR, BLOCK_N=self.BNL)
+
+    def run(self, gamma, tol):
+        """All launches of one relaxation; returns steps_run (host sync per step only with tol)."""
+        self._errors(0)
+        if tol is None:
+            for t in range(1, self.steps + 1):
+                self._step(gamma)
+                self._errors(t)
+            return self.steps
+        ep = self.EP.view(self.steps + 1, self.NP)
+        f_prev = float(ep[0].sum()) / self.R
+        for t in range(1, self.steps + 1):
+            self._step(gamma)
+            self._errors(t)
+            f = float(ep[t].sum()) / self.R
+            if abs(f - f_prev) <= tol * abs(f_prev):
+                return t
+            f_prev = f
+        return self.steps
+
+    def results(self, n):
+        R = self.R
+        states = [self.S[self.off[l]:self.off[l + 1]].view(R, self.widths[l]).clone() for l in range(self.L)]
+        errors = [self.E[self.off[l]:self.off[l + 1]].view(R, self.widths[l]).clone() for l in range(self.L)]
+        energy = self.EP.view(self.steps + 1, self.NP)[1:n + 1].sum(1) / R
+        return states, errors, energy, n
+
+
+def _act_name(code):
+    return {v: k for k, v in _ACT_CODES.items()}[code]
+
+
+_plans: "OrderedDict[tuple, _Plan]" = OrderedDict()
+
+
+def pc_relax(weights, biases, feedback, x, target, states, steps, step_size, activation, clamp,
+             beta_rows, ce, tol, fixed_predictions):
+    """Triton backend of :func:`bpalts.ops.pc_relax` (same arguments as its reference loop)."""
+    device = x.device
+    widths = tuple(W.shape[0] for W in weights)
+    R = x.shape[0]
+    shared_back = feedback is None
+    key = (str(device), R, x.shape[1], widths, steps, activation, clamp, ce, bool(fixed_predictions),
+           shared_back, biases is not None, float(step_size))
+    capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+    if capturing and key in _plans:
+        # recorded by an outer CUDA graph: plain launches on the cached buffers (no host sync,
+        # no table upload; the tables were made before the capture)
+        plan = _plans[key]
+        plan.load(weights, biases, feedback, x, target, states, beta_rows)
+        n = plan.run(step_size, None)
+        return plan.results(n)
+    if device.type != "cuda" or tol is not None or capturing:
+        plan = _Plan(device, R, widths, x.shape[1], steps, activation, clamp, ce, fixed_predictions, shared_back)
+        plan.load(weights, biases, feedback, x, target, states, beta_rows)
+        n = plan.run(step_size, tol)
+        return plan.results(n)
+    plan = _plans.get(key)
+    if plan is None:
+        plan = _Plan(device, R, widths, x.shape[1], steps, activation, clamp, ce, fixed_predictions, shared_back)
+        _plans[key] = plan
+        while len(_plans) > _CACHE_MAX:
+            _plans.popitem(last=False)
+    _plans.move_to_end(key)
+    plan.load(weights, biases, feedback, x, target, states, beta_rows)
+    plan.seen += 1
+    if plan.graph is None and plan.seen >= 2:
+        try:
+            g = torch.cuda.CUDAGraph()
+            s = torch.cuda.Stream()
+            s.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(s):
+                with torch.cuda.graph(g, stream=s):
+                    plan.run(step_size, None)
+            torch.cuda.current_stream().wait_stream(s)
+            plan.graph = g
+        except Exception:  # capture unsupported here: stay with eager launches
+            plan.graph = False
+            plan.load(weights, biases, feedback, x, target, states, beta_rows)
+    if plan.graph:
+        plan.graph.replay()
+        n = steps
+    else:
+        n = plan.run(step_size, None)
+    return plan.results(n)

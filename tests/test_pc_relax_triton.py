@@ -1,0 +1,107 @@
+"""pc_relax / pc_weight_update, Triton backend against the reference, under the interpreter.
+
+TRITON_INTERPRET=1 is set before Triton is imported; the interpreter is slow, so shapes are small
+(but include 1, primes, widths that are not multiples of the 32-wide tiles, and several tiles per
+layer).
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")  # noqa: E402  (before anything imports Triton)
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import bpalts  # noqa: E402
+from bpalts._checks import DivergenceError  # noqa: E402
+from bpalts.ops.pc_relax import pc_relax  # noqa: E402
+from bpalts.ops.pc_weight_update import pc_weight_update  # noqa: E402
+from tests._compare_util import RTOL_REDUCTION, rel_err  # noqa: E402
+from tests.test_pc_relax import make_net  # noqa: E402
+
+pytestmark = pytest.mark.skipif("triton" not in bpalts.available_backends("cpu"),
+                                reason="Triton (interpreter) unavailable")
+F64 = torch.float64
+
+
+def _ref64(Ws, bs, Bs, x, t, steps, **kw):
+    d = lambda v: None if v is None else v.double()  # noqa: E731
+    return pc_relax([W.double() for W in Ws], x.double(), t.double(), steps, 0.1, backend="reference",
+                    biases=None if bs is None else [b.double() for b in bs],
+                    feedback=None if Bs is None else [d(b) for b in Bs], **kw)
+
+
+def _close(got, want, tol=RTOL_REDUCTION):
+    # nudged / centred errors are small differences of O(1) states: relative, plus an absolute floor
+    return rel_err(got, want) < tol or (got.double() - want).abs().max() < 1e-6
+
+
+CASES = [
+    # (B, widths, output, output_energy, activation, init, feedback, fixed, bias)
+    (1, (1, 1), "clamp", "mse", "tanh", "feedforward", False, False, True),
+    (19, (7, 37, 5, 3), "clamp", "mse", "tanh", "feedforward", False, False, True),
+    (33, (9, 40, 17, 10), "clamp", "ce", "relu", "zeros", True, False, False),
+    (5, (6, 11, 7, 4), "nudge_positive", "mse", "leaky_relu", "zeros", False, False, True),
+    (5, (6, 11, 7, 4), "nudge_negative", "ce", "tanh", "feedforward", True, False, True),
+    (5, (6, 11, 7, 4), "nudge_centred", "ce", "identity", "zeros", False, True, True),
+    (7, (6, 11, 7, 4), "clamp", "mse", "tanh", "feedforward", False, True, False),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"B{c[0]}-{c[2]}-{c[3]}-{c[4]}-{c[5]}"
+                         + ("-fb" if c[6] else "") + ("-fixed" if c[7] else ""))
+def test_triton_matches_reference(case, poisoned_empty):
+    B, widths, output, oe, act, init, fb, fixed, bias = case
+    Ws, bs, Bs, x, t = make_net(widths, B, feedback=fb)
+    bs = bs if bias else None
+    kw = dict(output=output, output_energy=oe, activation=act, init=init, fixed_predictions=fixed, beta=0.5)
+    r = _ref64(Ws, bs, Bs, x, t, 4, **kw)
+    c = pc_relax(Ws, x, t, 4, 0.1, biases=bs, feedback=Bs, backend="triton", **kw)
+    assert c.steps_run == 4 and c.energy.shape == (4,)
+    for got, want in zip(c.states + c.errors, r.states + r.errors):
+        assert got.dtype == torch.float32 and got.shape == want.shape
+        assert _close(got, want)
+    assert rel_err(c.energy, r.energy) < RTOL_REDUCTION
+
+
+def test_triton_tol_init_list_and_weight_update():
+    Ws, bs, _, x, t = make_net((6, 11, 7, 4), 5)
+    r = pc_relax(Ws, x, t, 40, 0.1, biases=bs, tol=1e-2, backend="reference")
+    c = pc_relax(Ws, x, t, 40, 0.1, biases=bs, tol=1e-2, backend="triton")
+    assert c.steps_run == r.steps_run < 40
+    a = pc_relax(Ws, x, t, 2, 0.1, biases=bs, backend="triton")
+    b = pc_relax(Ws, x, t, 2, 0.1, biases=bs, init=a.states, backend="triton")
+    full = pc_relax(Ws, x, t, 4, 0.1, biases=bs, backend="reference")
+    for got, want in zip(b.states, full.states):
+        assert rel_err(got, want) < RTOL_REDUCTION
+    ur = pc_weight_update(Ws, x, full.states, full.errors, biases=bs, backend="reference")
+    W2 = [W.clone() for W in Ws]
+    ut = pc_weight_update(W2, x, full.states, full.errors, biases=[v.clone() for v in bs], lr=1.0,
+                          backend="triton")
+    for W, W0, d in zip(ut.weights, Ws, ur.weights):
+        assert rel_err(W - W0, d) < RTOL_REDUCTION
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy overflow inside the interpreter
+def test_triton_rejects_float64_and_reports_divergence():
+    Ws, bs, _, x, t = make_net((6, 11, 7, 4), 5)
+    with pytest.raises(TypeError, match="x must have dtype float32, got torch.float64"):
+        pc_relax([W.double() for W in Ws], x.double(), t.double(), backend="triton")
+    with pytest.raises(DivergenceError, match=r"non-finite at relaxation step 7 \(of 10 run\)"):
+        pc_relax([W * 3 for W in Ws], x, t, 10, 40.0, activation="identity", backend="triton")
+    with pytest.raises(DivergenceError, match=r"non-finite at relaxation step 7 \(of 10 run\)"):
+        pc_relax([W * 3 for W in Ws], x, t, 10, 40.0, activation="identity", backend="reference")
+
+
+def test_triton_big_tiles(monkeypatch):
+    # the 64 x 64 tiles used from BIG_ROWS rows on, exercised at a small shape
+    from bpalts.kernels import pc_relax as tk
+
+    monkeypatch.setattr(tk, "BIG_ROWS", 16)
+    Ws, bs, _, x, t = make_net((5, 70, 66, 3), 67)
+    r = _ref64(Ws, bs, None, x, t, 3)
+    c = pc_relax(Ws, x, t, 3, 0.1, biases=bs, backend="triton")
+    for got, want in zip(c.states + c.errors, r.states + r.errors):
+        assert _close(got, want)
+    assert rel_err(c.energy, r.energy) < RTOL_REDUCTION
