@@ -1,7 +1,92 @@
-"""bench/gpu.py rows for the reservoir family (placeholder until its ops land)."""
+"""bench/gpu.py rows for the reservoir family: ``reservoir_run`` (leaky ESN, dense W).
 
-ANCHORS: dict = {}
+Rows (DESIGN.md section 7 shapes):
+
+- ``reservoir_run`` N2000 B1 T784 D1: the pixel sequence, batch 1. On CUDA the public op picks
+  the persistent kernel (one launch for all 784 steps, a grid barrier per step) with each
+  program's 16 x 2000 slice of W resident in registers.
+- ``reservoir_run[persistent-stream]`` same shape: the persistent kernel re-reading W from L2
+  at every step (``resident=False``), the path for N > 2048 or batches 2..8.
+- ``reservoir_run[per-step]`` same shape: one launch per step (``persistent=False``), to see
+  what the persistent kernel buys.
+- ``reservoir_run`` N2000 B256 T28 D28: the row sequence, batch 256: per-step GEMM kernels with
+  tanh and the leak in the epilogue.
+
+torch.compile of the reference is not timed for the 784-step row (Dynamo unrolls the loop into
+thousands of ops; DESIGN.md has no anchor there either): its compile column reports why.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from bpalts.ops.reservoir_run import reservoir_run, reservoir_run_reference
+
+# (op name, shape): (eager ms, CUDA graph ms, torch.compile ms, Triton target ms), NVIDIA H200.
+ANCHORS: dict = {
+    ("reservoir_run", "N2000 B1 T784 D1"): (82.0, 15.0, None, 2.0),
+    ("reservoir_run[persistent-stream]", "N2000 B1 T784 D1"): (82.0, 15.0, None, None),
+    ("reservoir_run[per-step]", "N2000 B1 T784 D1"): (82.0, 15.0, None, None),
+    ("reservoir_run", "N2000 B256 T28 D28"): (3.44, 2.06, 2.49, 1.5),
+}
+
+LEAK = 0.3
+
+
+def _inputs(N: int, B: int, T: int, D: int):
+    def make(device, gen, lr):  # lr: unused (not an update)
+        # A reservoir with spectral radius about 0.9, inputs like MNIST pixels in [0, 1].
+        W = torch.randn(N, N, generator=gen) * (0.9 / math.sqrt(N))
+        W_in = (torch.rand(N, D, generator=gen) * 2 - 1) * 0.5
+        inputs = torch.rand(T, B, D, generator=gen)
+        return W.to(device), W_in.to(device), inputs.to(device)
+    return make
+
+
+@torch.compiler.disable
+def _refuse_compile():
+    raise RuntimeError("torch.compile not timed for the 784-step loop (it unrolls every step)")
+
+
+def _reference_no_compile(W, W_in, inputs):
+    if torch.compiler.is_compiling():
+        _refuse_compile()
+    return reservoir_run_reference(W, W_in, inputs, LEAK)
 
 
 def ops(smoke: bool, Op) -> list:
-    return []
+    from bpalts.kernels import reservoir_run as tk
+
+    if smoke:
+        pixel = ("N37 B1 T6 D1", 37, 1, 6, 1)
+        rows = ("N45 B9 T4 D5", 45, 9, 4, 5)
+    else:
+        pixel = ("N2000 B1 T784 D1", 2000, 1, 784, 1)
+        rows = ("N2000 B256 T28 D28", 2000, 256, 28, 28)
+
+    def triton_op(W, W_in, inputs):
+        return reservoir_run(W, W_in, inputs, LEAK, backend="triton", check_finite_input=False)
+
+    def triton_stream(W, W_in, inputs):
+        # persistent, W re-read every step (on the CPU interpreter: one program)
+        return tk.reservoir_run(W, W_in, inputs, LEAK, persistent=True, resident=False,
+                                n_programs=1 if smoke else None)
+
+    def triton_per_step(W, W_in, inputs):
+        return tk.reservoir_run(W, W_in, inputs, LEAK, persistent=False)
+
+    label, N, B, T, D = pixel
+    out = [
+        Op(name="reservoir_run", shape=label, make_inputs=_inputs(N, B, T, D),
+           reference=_reference_no_compile, triton=triton_op),
+        Op(name="reservoir_run[persistent-stream]", shape=label, make_inputs=_inputs(N, B, T, D),
+           reference=_reference_no_compile, triton=triton_stream),
+        Op(name="reservoir_run[per-step]", shape=label, make_inputs=_inputs(N, B, T, D),
+           reference=_reference_no_compile, triton=triton_per_step),
+    ]
+    label, N, B, T, D = rows
+    out.append(Op(name="reservoir_run", shape=label, make_inputs=_inputs(N, B, T, D),
+                  reference=lambda W, W_in, inputs: reservoir_run_reference(W, W_in, inputs, LEAK),
+                  triton=triton_op))
+    return out

@@ -10,6 +10,7 @@ from bpalts.ops.softwta_update import softwta_update, softwta_update_reference
 from bpalts.ops.softwta_conv_update import softwta_conv_update, softwta_conv_update_reference
 from bpalts.ops.pc_relax import PCRelaxResult, pc_relax, pc_relax_reference
 from bpalts.ops.pc_weight_update import PCWeightUpdate, pc_weight_update, pc_weight_update_reference
+from bpalts.ops.reservoir_run import image_sequence, reservoir_run, reservoir_run_reference
 
 __all__ = [
     "HEBBIAN_RULES",
@@ -19,9 +20,12 @@ __all__ = [
     "pc_relax_reference",
     "pc_weight_update",
     "pc_weight_update_reference",
+    "reservoir_run",
+    "reservoir_run_reference",
     "hebbian_state",
     "hebbian_update",
     "hebbian_update_reference",
+    "image_sequence",
     "softwta_conv_update",
     "softwta_conv_update_reference",
     "softwta_update",

@@ -1,0 +1,379 @@
+r"""Triton kernels for :func:`bpalts.ops.reservoir_run` (math: see that module).
+
+``x_t = x_{t-1} + a (tanh(U_t + x_{t-1} W^T) - x_{t-1})`` with ``U = u W_in^T + b`` computed
+for every step as one GEMM (torch) before the loop. fp32, dense ``W`` (any strides).
+
+Three kernels. Two share one unit-block routine (``_unit_block``: ``BLOCK_N`` = 16 units for
+every sample of a small batch; the dot products as a broadcast multiply-accumulate over
+``BLOCK_K``-wide tiles of ``x_{t-1}`` — 2-D tiles for one sample, 3-D (batch, units, K) for
+2..8 — then ``+ U_t``, tanh and the leak in the epilogue). The loop over ``N`` is unrolled
+when it has at most ``MAX_UNROLL`` tiles, so the loads of a whole row slice are in flight at
+once (N=2000, B=1: four 16 x 512 tiles, 185 registers, no spill on sm_90):
+
+1. ``_persistent_kernel`` (small batches on CUDA, the default there for ``B <= 8``): ONE launch
+   runs the whole time loop. The grid has at most one program per SM (so all programs are
+   resident at once); program ``p`` owns unit blocks ``p, p + P, ...``. With B = 1, N <= 2048
+   and one unit block per program (N=2000: 125 programs) the program loads its 16 x N slice of
+   ``W`` into registers once (``RESIDENT``: 254 registers x 256 threads, no spill on sm_90) and
+   a step reads only ``x_{t-1}`` (8 KB) from L2; otherwise it streams its rows from L2 at every
+   step (the unit-block routine). After each step the
+   programs meet at a barrier in global memory: a monotonically increasing int32 counter
+   (zeroed per call). Each program: ``debug_barrier`` (bar.sync: every thread of the program
+   has issued its stores of ``x_t``), one ``atomic_add(counter, 1, sem="release", scope="gpu")``,
+   then spins on ``atomic_add(counter, 0, sem="acquire")`` until the counter reaches
+   ``(t + 1) * P``, then ``debug_barrier`` again: the pattern of cooperative groups' grid sync
+   and of Inductor's ``x_grid_barrier``. (A scalar atomic runs on one thread of the program;
+   the PTX is ``atom.global.gpu.release.add`` then a ``ld.global.gpu.acquire`` spin, result
+   broadcast through shared memory.) ``x_{t-1}`` is loaded with ``cache_modifier=".cg"`` (L2,
+   never a stale L1 line). States ping-pong between two buffers, so one barrier per step is
+   enough: a program writes buffer ``t % 2`` again only at step ``t + 2``, after every program
+   has passed the barrier of step ``t + 1``, i.e. has finished reading it at step ``t``.
+   A spin barrier deadlocks in the interpreter (programs run one after another), so there it
+   runs only with one program (``n_programs=1``, which the tests use) and the default is the
+   per-step path.
+2. ``_gemv_step_kernel``: the same unit block, one launch per step (small batches under the
+   interpreter, or ``persistent=False``).
+3. ``_gemm_step_kernel`` (batched path, ``B > 8``): one launch per step, a ``tl.dot`` GEMM tile
+   ``x_{t-1}[BM, :] @ W^T[:, BN]`` (fp32, ``input_precision="ieee"``) with ``+ U_t``, tanh and
+   the leak fused in its epilogue, written straight into the output slot of a kept step.
+
+Per-step paths store each state once: into the output when the step is kept, else into a
+ping-pong buffer. The persistent kernel writes kept steps to the output in addition to its
+buffers. Every path can be captured in a CUDA graph (``bench/gpu.py`` does): no host sync and,
+for ``keep="all"`` / ``"last"``, no host-to-device copy.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+# Batches up to this size use the unit-block (broadcast) kernels; larger ones the tl.dot GEMM.
+SMALL_BATCH_MAX = 8
+# Elements of the broadcast accumulator (BATCH x BLOCK_N x BLOCK_K) per program.
+ACC_ELEMS = 4096
+ACC_ELEMS_ONE = 8192  # B = 1: 16 x 512 tiles; N=2000 unrolls into 4 (185 registers, no spill, sm_90)
+BLOCK_N_SMALL = 16
+MAX_UNROLL = 16  # unroll the loop over N up to this many BLOCK_K tiles
+NUM_WARPS_SMALL = 8
+# Persistent kernel, B = 1: W's 16 x N slice stays in registers when N <= this (16 x 2048 fp32
+# with 8 warps: 254 registers per thread, no spill on sm_90; one program per SM).
+RESIDENT_MAX_K = 2048
+# GEMM tiles for the batched path.
+BM, BN, BK = 64, 64, 32
+NUM_WARPS = 4
+
+KEEP_ALL, KEEP_LAST, KEEP_TABLE = 0, 1, 2
+
+
+@triton.jit
+def _tanh(x):
+    # tanh via exp, stable for large |x| (tl.math.tanh is not in every Triton release).
+    e = tl.exp(-2.0 * tl.abs(x))
+    t = (1.0 - e) / (1.0 + e)
+    return tl.where(x >= 0, t, -t)
+
+
+@triton.jit
+def _unit_block(
+    W, s_wn, s_wk, src, U_t, s_ub, s_un, leak, dst, out_t, has_out, blk, B, N,
+    BATCH: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, CG: tl.constexpr,
+    K_TILES: tl.constexpr,
+):
+    """Units [blk*BLOCK_N, +BLOCK_N) of x_t for all B (<= BATCH) samples; src/dst/out_t are
+    contiguous (B, N). With K_TILES > 0 the loop over N is unrolled (K_TILES = cdiv(N, BLOCK_K)),
+    so the loads of a whole row slice can be in flight at once."""
+    rn = blk * BLOCK_N + tl.arange(0, BLOCK_N)
+    rb = tl.arange(0, BATCH)
+    rk = tl.arange(0, BLOCK_K)
+    mn = rn < N
+    mb = rb < B
+    if BATCH == 1:
+        # One sample: 2-D tiles, x broadcast along the units.
+        acc1 = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
+        if K_TILES > 0:
+            for kt in tl.static_range(K_TILES):
+                acc1 += _chunk1(W, s_wn, s_wk, src, rn, rk, mn, kt * BLOCK_K, N, CG)
+        else:
+            for k0 in range(0, N, BLOCK_K):
+                acc1 += _chunk1(W, s_wn, s_wk, src, rn, rk, mn, k0, N, CG)
+        pre = tl.sum(acc1, axis=1)[None, :]  # (1, BLOCK_N)
+    else:
+        acc = tl.zeros((BATCH, BLOCK_N, BLOCK_K), dtype=tl.float32)
+        if K_TILES > 0:
+            for kt in tl.static_range(K_TILES):
+                acc += _chunk(W, s_wn, s_wk, src, rn, rb, rk, mn, mb, kt * BLOCK_K, N, CG)
+        else:
+            for k0 in range(0, N, BLOCK_K):
+                acc += _chunk(W, s_wn, s_wk, src, rn, rb, rk, mn, mb, k0, N, CG)
+        pre = tl.sum(acc, axis=2)  # (BATCH, BLOCK_N)
+    mo = mb[:, None] & mn[None, :]
+    u = tl.load(U_t + rb[:, None] * s_ub + rn[None, :] * s_un, mask=mo, other=0.0)
+    op = src + rb[:, None] * N + rn[None, :]
+    if CG:
+        xo = tl.load(op, mask=mo, other=0.0, cache_modifier=".cg")
+    else:
+        xo = tl.load(op, mask=mo, other=0.0)
+    a = tl.load(leak + rn, mask=mn, other=1.0)
+    h = _tanh(pre + u)
+    xn = xo + a[None, :] * (h - xo)
+    off = rb[:, None] * N + rn[None, :]
+    tl.store(dst + off, xn, mask=mo)
+    if has_out:
+        tl.store(out_t + off, xn, mask=mo)
+
+
+@triton.jit
+def _chunk(W, s_wn, s_wk, src, rn, rb, rk, mn, mb, k0, N, CG: tl.constexpr):
+    """x[:, k0:k0+BLOCK_K] (broadcast) * W[rn, k0:k0+BLOCK_K]: (BATCH, BLOCK_N, BLOCK_K).
+    The column indices and masks of each operand are built separately (one use each), so the
+    compiler materialises them in the operand's layout instead of converting through shared
+    memory."""
+    kw = k0 + rk
+    w = tl.load(W + rn[:, None] * s_wn + kw[None, :] * s_wk,
+                mask=mn[:, None] & (kw[None, :] < N), other=0.0)
+    kx = k0 + rk
+    xp = src + rb[:, None] * N + kx[None, :]
+    xm = mb[:, None] & (kx[None, :] < N)
+    if CG:
+        x = tl.load(xp, mask=xm, other=0.0, cache_modifier=".cg")
+    else:
+        x = tl.load(xp, mask=xm, other=0.0)
+    return x[:, None, :] * w[None, :, :]
+
+
+@triton.jit
+def _chunk1(W, s_wn, s_wk, src, rn, rk, mn, k0, N, CG: tl.constexpr):
+    """x[0, k0:k0+BLOCK_K] (broadcast) * W[rn, k0:k0+BLOCK_K]: (BLOCK_N, BLOCK_K)."""
+    kw = k0 + rk
+    w = tl.load(W + rn[:, None] * s_wn + kw[None, :] * s_wk,
+                mask=mn[:, None] & (kw[None, :] < N), other=0.0)
+    kx = k0 + rk
+    if CG:
+        x = tl.load(src + kx, mask=kx < N, other=0.0, cache_modifier=".cg")
+    else:
+        x = tl.load(src + kx, mask=kx < N, other=0.0)
+    return w * x[None, :]
+
+
+@triton.jit
+def _gemv_step_kernel(
+    W, s_wn, s_wk, src, U_t, s_ub, s_un, leak, dst, B, N,
+    BATCH: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, K_TILES: tl.constexpr,
+):
+    blk = tl.program_id(0)
+    _unit_block(W, s_wn, s_wk, src, U_t, s_ub, s_un, leak, dst, dst, False, blk, B, N,
+                BATCH, BLOCK_N, BLOCK_K, False, K_TILES)
+
+
+@triton.jit
+def _persistent_kernel(
+    W, s_wn, s_wk, U, s_ut, s_ub, s_un, leak, buf, out, slots, counter, T_run, B, N, n_prog,
+    KEEP: tl.constexpr, BATCH: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    K_TILES: tl.constexpr, RESIDENT: tl.constexpr, K_PAD: tl.constexpr,
+):
+    """The whole time loop; buf (2, B, N) holds x0 in buf[1] on entry; counter is zeroed.
+    RESIDENT (B = 1, grid = unit blocks): W's slice stays in registers (K_PAD = pow2 >= N)."""
+    pid = tl.program_id(0)
+    n_blocks = tl.cdiv(N, BLOCK_N)
+    bn = B * N
+    if RESIDENT:
+        # One sample, one unit block per program (grid = unit blocks <= SMs): the program's
+        # BLOCK_N x N slice of W is loaded into registers once and reused at every step, so a
+        # step reads only x_{t-1} (N floats) from L2.
+        rn = pid * BLOCK_N + tl.arange(0, BLOCK_N)
+        rkf = tl.arange(0, K_PAD)
+        mn = rn < N
+        w_res = tl.load(W + rn[:, None] * s_wn + rkf[None, :] * s_wk,
+                        mask=mn[:, None] & (rkf[None, :] < N), other=0.0)
+        a_res = tl.load(leak + rn, mask=mn, other=1.0)
+    for t in range(0, T_run):
+        src = buf + ((t + 1) % 2) * bn
+        dst = buf + (t % 2) * bn
+        if KEEP == 0:
+            slot = t
+        elif KEEP == 1:
+            slot = tl.where(t == T_run - 1, 0, -1)
+        else:
+            slot = tl.load(slots + t)
+        has_out = slot >= 0
+        out_t = out + tl.maximum(slot, 0) * bn
+        if RESIDENT:
+            kx = tl.arange(0, K_PAD)
+            x = tl.load(src + kx, mask=kx < N, other=0.0, cache_modifier=".cg")
+            pre = tl.sum(w_res * x[None, :], axis=1)
+            u = tl.load(U + t * s_ut + rn * s_un, mask=mn, other=0.0)
+            xo = tl.load(src + rn, mask=mn, other=0.0, cache_modifier=".cg")
+            xn = xo + a_res * (_tanh(pre + u) - xo)
+            tl.store(dst + rn, xn, mask=mn)
+            if has_out:
+                tl.store(out_t + rn, xn, mask=mn)
+        else:
+            for blk in range(pid, n_blocks, n_prog):
+                _unit_block(W, s_wn, s_wk, src, U + t * s_ut, s_ub, s_un, leak, dst, out_t,
+                            has_out, blk, B, N, BATCH, BLOCK_N, BLOCK_K, True, K_TILES)
+        if t + 1 < T_run:
+            # Grid barrier: all of x_t is in global memory before anyone reads it at step t+1.
+            tl.debug_barrier()
+            tl.atomic_add(counter, 1, sem="release", scope="gpu")
+            target = (t + 1) * n_prog
+            seen = tl.atomic_add(counter, 0, sem="acquire", scope="gpu")
+            while seen < target:
+                seen = tl.atomic_add(counter, 0, sem="acquire", scope="gpu")
+            tl.debug_barrier()
+
+
+@triton.jit
+def _gemm_step_kernel(
+    X, W, s_wn, s_wk, U_t, s_ub, s_un, leak, Xn, B, N,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """Xn = X + a (tanh(U_t + X W^T) - X); X, Xn contiguous (B, N)."""
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rk = tl.arange(0, BLOCK_K)
+    mm = rm < B
+    mn = rn < N
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, N, BLOCK_K):
+        kk = k0 + rk
+        mk = kk < N
+        x = tl.load(X + rm[:, None] * N + kk[None, :], mask=mm[:, None] & mk[None, :], other=0.0)
+        wt = tl.load(W + kk[:, None] * s_wk + rn[None, :] * s_wn, mask=mk[:, None] & mn[None, :],
+                     other=0.0)
+        acc += tl.dot(x, wt, input_precision="ieee")
+    mo = mm[:, None] & mn[None, :]
+    u = tl.load(U_t + rm[:, None] * s_ub + rn[None, :] * s_un, mask=mo, other=0.0)
+    xo = tl.load(X + rm[:, None] * N + rn[None, :], mask=mo, other=0.0)
+    a = tl.load(leak + rn, mask=mn, other=1.0)
+    h = _tanh(acc + u)
+    tl.store(Xn + rm[:, None] * N + rn[None, :], xo + a[None, :] * (h - xo), mask=mo)
+
+
+def _interpreted() -> bool:
+    import os
+
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def _small_blocks(B: int, N: int) -> tuple[int, int, int, int]:
+    """(BATCH, BLOCK_N, BLOCK_K, K_TILES) of the unit-block kernels. BATCH = 1 takes 2-D tiles;
+    K_TILES = 0 (a runtime loop) when unrolling would exceed MAX_UNROLL tiles."""
+    batch = triton.next_power_of_2(B)
+    elems = ACC_ELEMS_ONE if batch == 1 else ACC_ELEMS
+    block_k = max(16, elems // (batch * BLOCK_N_SMALL))
+    k_tiles = triton.cdiv(N, block_k)
+    if k_tiles > MAX_UNROLL:
+        k_tiles = 0
+    return batch, BLOCK_N_SMALL, block_k, k_tiles
+
+
+def reservoir_run(W, W_in, inputs, leak, bias=None, state0=None, *, keep="all",
+                  persistent: bool | None = None, n_programs: int | None = None,
+                  resident: bool | None = None) -> torch.Tensor:
+    """Triton backend of :func:`bpalts.ops.reservoir_run` (inputs already validated).
+
+    ``persistent``: None picks the persistent kernel on CUDA for batches up to
+    ``SMALL_BATCH_MAX`` (else per-step launches); True forces it (under the interpreter only
+    with ``n_programs=1``), False forbids it. ``n_programs``: grid of the persistent kernel
+    (default: min(#SMs, unit blocks)). ``resident``: keep each program's slice of ``W`` in
+    registers across steps (persistent kernel, B = 1, one unit block per program, N <=
+    RESIDENT_MAX_K); None: whenever that applies.
+    """
+    from bpalts.ops.reservoir_run import _input_projection, _keep_plan
+
+    T, B, _ = inputs.shape
+    N = W.shape[0]
+    dev = inputs.device
+    steps, order = _keep_plan(keep, T, dev)
+    T_run = steps[-1] + 1
+    U = _input_projection(W_in, inputs, bias)  # (T, B, N), time stride 0 for a static input
+    s_ut, s_ub, s_un = U.stride()
+    if isinstance(leak, torch.Tensor):
+        a = leak.contiguous()
+    else:
+        a = torch.full((N,), float(leak), dtype=torch.float32, device=dev)
+    x0 = state0.contiguous() if state0 is not None else None
+    out = torch.empty((len(steps), B, N), dtype=torch.float32, device=dev)
+    interp = _interpreted()
+    small = B <= SMALL_BATCH_MAX
+    if persistent is None:
+        persistent = small and dev.type == "cuda" and not interp
+    if persistent:
+        if not small:
+            raise ValueError(f"persistent kernel supports batches up to {SMALL_BATCH_MAX}, got {B}")
+        n_blocks = triton.cdiv(N, BLOCK_N_SMALL)
+        if n_programs is None:
+            if interp:
+                n_programs = 1
+            else:
+                sms = torch.cuda.get_device_properties(dev).multi_processor_count
+                n_programs = min(sms, n_blocks)
+        n_programs = int(n_programs)
+        if n_programs < 1:
+            raise ValueError(f"n_programs must be >= 1, got {n_programs}")
+        if interp and n_programs != 1:
+            raise ValueError("the persistent kernel's spin barrier deadlocks under TRITON_INTERPRET "
+                             "(programs run sequentially): use n_programs=1 there")
+        if dev.type == "cuda" and n_programs > torch.cuda.get_device_properties(dev).multi_processor_count:
+            raise ValueError("n_programs must not exceed the number of SMs (all programs must be resident)")
+        buf = torch.empty((2, B, N), dtype=torch.float32, device=dev)
+        if x0 is None:
+            buf[1].zero_()
+        else:
+            buf[1].copy_(x0)
+        counter = torch.zeros((1,), dtype=torch.int32, device=dev)
+        if len(steps) == T_run:
+            mode, slots = KEEP_ALL, counter  # slots unused
+        elif len(steps) == 1:
+            mode, slots = KEEP_LAST, counter
+        else:
+            mode = KEEP_TABLE
+            tab = torch.full((T_run,), -1, dtype=torch.int32)
+            tab[torch.tensor(steps)] = torch.arange(len(steps), dtype=torch.int32)
+            slots = tab.to(dev)
+        batch, block_n, block_k, k_tiles = _small_blocks(B, N)
+        k_pad = max(16, triton.next_power_of_2(N))
+        can_reside = B == 1 and n_programs == n_blocks and k_pad <= RESIDENT_MAX_K
+        if resident is None:
+            resident = can_reside
+        elif resident and not can_reside:
+            raise ValueError("resident W needs batch 1, one unit block per program "
+                             f"(n_programs == {n_blocks}) and N <= {RESIDENT_MAX_K}")
+        _persistent_kernel[(n_programs,)](
+            W, W.stride(0), W.stride(1), U, s_ut, s_ub, s_un, a, buf, out, slots, counter,
+            T_run, B, N, n_programs,
+            KEEP=mode, BATCH=batch, BLOCK_N=block_n, BLOCK_K=block_k, K_TILES=k_tiles,
+            RESIDENT=bool(resident), K_PAD=k_pad if resident else 1,
+            num_warps=NUM_WARPS_SMALL,
+        )
+        return out if order is None else out.index_select(0, order)
+
+    # Per-step launches.
+    slot = {s: i for i, s in enumerate(steps)}
+    bufs = [torch.empty((B, N), dtype=torch.float32, device=dev) for _ in range(2)]
+    if x0 is None:
+        x = bufs[1]
+        x.zero_()
+    else:
+        x = x0
+    if small:
+        batch, block_n, block_k, k_tiles = _small_blocks(B, N)
+        grid = (triton.cdiv(N, block_n),)
+    else:
+        grid = (triton.cdiv(B, BM), triton.cdiv(N, BN))
+    for t in range(T_run):
+        i = slot.get(t)
+        dst = out[i] if i is not None else bufs[t & 1]
+        U_t = U[t]
+        if small:
+            _gemv_step_kernel[grid](W, W.stride(0), W.stride(1), x, U_t, s_ub, s_un, a, dst, B, N,
+                                    BATCH=batch, BLOCK_N=block_n, BLOCK_K=block_k,
+                                    K_TILES=k_tiles, num_warps=NUM_WARPS_SMALL)
+        else:
+            _gemm_step_kernel[grid](x, W, W.stride(0), W.stride(1), U_t, s_ub, s_un, a, dst, B, N,
+                                    BLOCK_M=BM, BLOCK_N=BN, BLOCK_K=BK, num_warps=NUM_WARPS)
+        x = dst
+    return out if order is None else out.index_select(0, order)

@@ -1,0 +1,276 @@
+"""reservoir_run: the reference against a plain step-by-step loop, the C++ backend (dense and
+CSR) against the reference, image_sequence, and bad input on every path.
+
+The Triton backend has its own module (test_reservoir_run_triton.py), run under the interpreter.
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import bpalts
+from bpalts.ops.reservoir_run import image_sequence, reservoir_run, reservoir_run_reference
+from tests._compare_util import RTOL_REDUCTION, rel_err
+
+pytestmark = pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
+
+CPP = pytest.mark.skipif("cpp" not in bpalts.available_backends("cpu"), reason="bpalts._C not built")
+
+# (units N, batch B, steps T, inputs D): 1s, primes, N not a multiple of the C++ row block (4) or
+# vector width (8), B above the C++ loop's batch limit (16: MKL step + C++ epilogue).
+SHAPES = [(1, 1, 1, 1), (2, 1, 3, 1), (13, 7, 5, 3), (61, 1, 29, 1), (97, 17, 11, 2), (130, 3, 8, 28)]
+
+
+def _problem(N, B, T, D, dtype, seed, *, density=None, per_unit_leak=False, bias=True, state0=True):
+    """Weights scaled to spectral radius about 0.9 (an echo-state reservoir), inputs in [-1, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    W = torch.randn(N, N, generator=g, dtype=dtype)
+    if density is not None:
+        W = W * (torch.rand(N, N, generator=g) < density).to(dtype)
+        W = W / math.sqrt(max(density, 1.0 / N))
+    W = W * (0.9 / math.sqrt(N))
+    W_in = torch.randn(N, D, generator=g, dtype=dtype)
+    inputs = torch.rand(T, B, D, generator=g, dtype=dtype) * 2 - 1
+    leak = (torch.rand(N, generator=g, dtype=dtype) * 0.9 + 0.1) if per_unit_leak else 0.3
+    b = torch.randn(N, generator=g, dtype=dtype) * 0.1 if bias else None
+    x0 = torch.rand(B, N, generator=g, dtype=dtype) * 2 - 1 if state0 else None
+    if density is not None:
+        W = W.to_sparse_csr()
+    return W, W_in, inputs, leak, b, x0
+
+
+def _loop_oracle(W, W_in, inputs, leak, bias, state0):
+    """The docstring's equation, sample by sample, in float64 (independent of the reference's
+    batched GEMM form)."""
+    W = (W.to_dense() if W.layout == torch.sparse_csr else W).double()
+    W_in, inputs = W_in.double(), inputs.double()
+    T, B, _ = inputs.shape
+    N = W.shape[0]
+    a = leak.double() if isinstance(leak, torch.Tensor) else torch.full((N,), float(leak), dtype=torch.float64)
+    b = bias.double() if bias is not None else torch.zeros(N, dtype=torch.float64)
+    out = torch.zeros(T, B, N, dtype=torch.float64)
+    for s in range(B):
+        x = state0[s].double() if state0 is not None else torch.zeros(N, dtype=torch.float64)
+        for t in range(T):
+            x = (1 - a) * x + a * torch.tanh(W_in @ inputs[t, s] + W @ x + b)
+            out[t, s] = x
+    return out
+
+
+@pytest.mark.parametrize("density", [None, 0.3], ids=["dense", "csr"])
+@pytest.mark.parametrize("shape", SHAPES[:4], ids=str)
+def test_reference_matches_loop(shape, density):
+    N, B, T, D = shape
+    args = _problem(N, B, T, D, torch.float64, 1, density=density, per_unit_leak=True)
+    got = reservoir_run(*args, backend="reference")
+    assert got.shape == (T, B, N)
+    assert rel_err(got, _loop_oracle(*args)) < 1e-12
+
+
+@CPP
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("density", [None, 0.3], ids=["dense", "csr"])
+@pytest.mark.parametrize("per_unit_leak", [False, True], ids=["leak1", "leakN"])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_cpp_matches_reference(shape, density, per_unit_leak, dtype, poisoned_empty):
+    N, B, T, D = shape
+    seed = hash((shape, density, per_unit_leak)) % 1000
+    args = _problem(N, B, T, D, dtype, seed, density=density, per_unit_leak=per_unit_leak,
+                    bias=seed % 2 == 0, state0=seed % 3 != 0)
+    want = reservoir_run_reference(*args)
+    got = reservoir_run(*args, backend="cpp")
+    assert got.shape == want.shape == (T, B, N) and got.dtype == dtype
+    tol = RTOL_REDUCTION if dtype == torch.float32 else 1e-12
+    assert rel_err(got, want) < tol
+
+
+@CPP
+@pytest.mark.parametrize("backend", ["reference", "cpp"])
+@pytest.mark.parametrize("density", [None, 0.2], ids=["dense", "csr"])
+@pytest.mark.parametrize("B", [1, 19])
+def test_keep_variants(backend, density, B, poisoned_empty):
+    N, T, D = 23, 9, 2
+    args = _problem(N, B, T, D, torch.float32, 5, density=density)
+    full = reservoir_run_reference(*args)
+    last = reservoir_run(*args, keep="last", backend=backend)
+    assert last.shape == (1, B, N)
+    assert rel_err(last, full[-1:]) < RTOL_REDUCTION
+    idx = [4, 0, -1, 4]  # any order, negative, repeated
+    got = reservoir_run(*args, keep=idx, backend=backend)
+    assert got.shape == (4, B, N)
+    assert rel_err(got, full[[4, 0, T - 1, 4]]) < RTOL_REDUCTION
+    got = reservoir_run(*args, keep=torch.tensor([2, 6]), backend=backend)
+    assert rel_err(got, full[[2, 6]]) < RTOL_REDUCTION
+    # Keeping only early steps stops the run early: same values.
+    got = reservoir_run(*args, keep=[0, 1], backend=backend)
+    assert rel_err(got, full[:2]) < RTOL_REDUCTION
+
+
+@CPP
+@pytest.mark.parametrize("backend", ["reference", "cpp"])
+def test_noncontiguous_and_static_inputs(backend):
+    N, B, T, D = 37, 5, 6, 784
+    g = torch.Generator().manual_seed(3)
+    W = torch.randn(N, N, generator=g).T * (0.9 / math.sqrt(N))  # a transposed view
+    W_in = torch.randn(D, N, generator=g).T * 0.05
+    images = torch.rand(B, D, generator=g)
+    seq = image_sequence(images, "static", steps=T)  # stride 0 along time
+    assert seq.stride(0) == 0
+    leak = torch.rand(2 * N, generator=g)[::2] * 0.5 + 0.5  # a strided per-unit leak
+    x0 = torch.rand(N, B, generator=g).T
+    want = reservoir_run_reference(W.contiguous(), W_in.contiguous(), seq.contiguous(), leak.contiguous(),
+                                   None, x0.contiguous())
+    got = reservoir_run(W, W_in, seq, leak, None, x0, backend=backend)
+    assert rel_err(got, want) < RTOL_REDUCTION
+    x0_copy = x0.clone()
+    reservoir_run(W, W_in, seq, leak, None, x0, backend=backend)
+    assert torch.equal(x0, x0_copy)  # state0 is not modified
+
+
+@CPP
+def test_auto_picks_cpp_and_pixel_benchmark_shape_short():
+    # The benchmark layout (B=1, D=1 pixel sequence) at N=2000, a few steps: cpp == reference.
+    N, T = 2000, 12
+    g = torch.Generator().manual_seed(9)
+    W = torch.randn(N, N, generator=g) * (0.9 / math.sqrt(N))
+    W_in = torch.randn(N, 1, generator=g)
+    u = image_sequence(torch.rand(1, 784, generator=g), "pixels")[:T]
+    assert bpalts._backend.resolve_backend("auto", "cpu") == "cpp"
+    want = reservoir_run_reference(W, W_in, u, 0.5)
+    assert rel_err(reservoir_run(W, W_in, u, 0.5), want) < RTOL_REDUCTION
+    Ws = (W * (torch.rand(N, N, generator=g) < 0.05)).to_sparse_csr()
+    want = reservoir_run_reference(Ws, W_in, u, 0.5)
+    assert rel_err(reservoir_run(Ws, W_in, u, 0.5, backend="cpp"), want) < RTOL_REDUCTION
+
+
+def test_leak_one_is_plain_esn():
+    N, B, T, D = 11, 2, 4, 3
+    W, W_in, u, _, b, x0 = _problem(N, B, T, D, torch.float64, 4)
+    got = reservoir_run(W, W_in, u, 1.0, b, x0, backend="reference")
+    x = x0
+    for t in range(T):
+        x = torch.tanh(u[t] @ W_in.T + x @ W.T + b)
+    assert rel_err(got[-1], x) < 1e-12
+
+
+# ---------------------------------------------------------------------------------------------
+# image_sequence
+# ---------------------------------------------------------------------------------------------
+
+def test_image_sequence_modes():
+    g = torch.Generator().manual_seed(0)
+    img = torch.rand(3, 784, generator=g)
+    rows = image_sequence(img, "rows")
+    assert rows.shape == (28, 3, 28)
+    for r in (0, 13, 27):
+        assert torch.equal(rows[r], img[:, r * 28:(r + 1) * 28])
+    pix = image_sequence(img.view(3, 28, 28), "pixels")
+    assert pix.shape == (784, 3, 1)
+    assert torch.equal(pix[:, :, 0], img.T)
+    st = image_sequence(img, "static", steps=5)
+    assert st.shape == (5, 3, 784)
+    assert all(torch.equal(st[t], img) for t in range(5))
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, msg",
+    [
+        (dict(mode="static"), ValueError, "steps is required"),
+        (dict(mode="static", steps=0), ValueError, "steps must be a positive int"),
+        (dict(mode="rows", steps=10), ValueError, "steps must be None or 28"),
+        (dict(mode="columns"), ValueError, "mode must be one of"),
+    ],
+)
+def test_image_sequence_bad(kwargs, exc, msg):
+    with pytest.raises(exc, match=msg):
+        image_sequence(torch.rand(2, 784), **kwargs)
+
+
+def test_image_sequence_bad_images():
+    with pytest.raises(ValueError, match="images must be"):
+        image_sequence(torch.rand(2, 783), "rows")
+    with pytest.raises(TypeError, match="images must be floating point"):
+        image_sequence(torch.zeros(2, 784, dtype=torch.uint8), "rows")
+    with pytest.raises(ValueError, match="empty batch"):
+        image_sequence(torch.rand(0, 784), "rows")
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input
+# ---------------------------------------------------------------------------------------------
+
+def _ok(N=6, B=2, T=3, D=4):
+    return _problem(N, B, T, D, torch.float32, 0)
+
+
+def _bad_csr(kind):
+    N = 4
+    crow = torch.tensor([0, 2, 3, 3, 4])
+    col = {"unsorted": [3, 1, 0, 2], "range": [0, 5, 0, 2], "dup": [1, 1, 0, 2]}[kind]
+    return torch.sparse_csr_tensor(crow, torch.tensor(col), torch.rand(4), (N, N), check_invariants=False)
+
+
+BACKENDS = ["reference"] + (["cpp"] if "cpp" in bpalts.available_backends("cpu") else [])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(
+    "change, exc, msg",
+    [
+        (lambda a: a.update(W=torch.rand(6, 5)), ValueError, "W must be square"),
+        (lambda a: a.update(W=torch.rand(6)), ValueError, r"W must be 2-D \(units, units\)"),
+        (lambda a: a.update(W=torch.rand(5, 5)), ValueError, "W_in has 6 units but W has 5"),
+        (lambda a: a.update(W_in=torch.rand(6, 3)), ValueError, "inputs has 4 input features but W_in expects 3"),
+        (lambda a: a.update(inputs=torch.rand(0, 2, 4)), ValueError, "sequence of length 0"),
+        (lambda a: a.update(inputs=torch.rand(3, 0, 4)), ValueError, "inputs has an empty batch"),
+        (lambda a: a.update(inputs=torch.rand(2, 4)), ValueError, r"inputs must be 3-D \(time, batch, inputs\)"),
+        (lambda a: a.update(inputs=torch.rand(3, 2, 4, dtype=torch.float64)), TypeError, "inputs has dtype torch.float64 but W"),
+        (lambda a: a.update(W=torch.rand(6, 6, dtype=torch.float16)), TypeError, "W must have dtype float32 or float64"),
+        (lambda a: a.update(W_in=torch.rand(6, 4, device="meta")), ValueError, "W_in is on meta but W is on cpu"),
+        (lambda a: a.update(leak=0.0), ValueError, r"leak must lie in \(0, 1\]"),
+        (lambda a: a.update(leak=1.5), ValueError, r"leak must lie in \(0, 1\]"),
+        (lambda a: a.update(leak=float("nan")), ValueError, r"leak must lie in \(0, 1\]"),
+        (lambda a: a.update(leak="0.5"), TypeError, "leak must be a real number"),
+        (lambda a: a.update(leak=torch.tensor([0.5, 0.5, 0.0, 0.5, 0.5, 0.5])), ValueError, r"leak must lie in \(0, 1\] for every unit"),
+        (lambda a: a.update(leak=torch.full((5,), 0.5)), ValueError, "leak has 5 entries but W has 6 units"),
+        (lambda a: a.update(bias=torch.rand(5)), ValueError, "bias has 5 entries but W has 6"),
+        (lambda a: a.update(state0=torch.rand(3, 6)), ValueError, r"state0 must have shape \(batch, units\) = \(2, 6\)"),
+        (lambda a: a["inputs"].__setitem__((1, 0, 2), float("nan")), ValueError, "inputs contains NaN"),
+        (lambda a: a["W_in"].__setitem__((1, 2), float("inf")), ValueError, "W_in contains NaN"),
+        (lambda a: a.update(state0=torch.full((2, 6), float("nan"))), ValueError, "state0 contains NaN"),
+        (lambda a: a.update(keep="first"), ValueError, "keep must be one of"),
+        (lambda a: a.update(keep=[0, 3]), ValueError, "keep holds step 3, outside the sequence of T=3"),
+        (lambda a: a.update(keep=[]), ValueError, "keep is an empty sequence"),
+        (lambda a: a.update(keep=[0.5]), TypeError, "keep must hold integer step indices"),
+        (lambda a: a.update(keep=torch.tensor([0.0])), TypeError, "keep must hold integer step indices"),
+        (lambda a: a.update(W=torch.rand(4, 4).to_sparse_coo()), TypeError, "W must be a dense .* or sparse CSR"),
+        (lambda a: a.update(W=_bad_csr("unsorted"), W_in=torch.rand(4, 4), bias=None, state0=None), ValueError, "sorted and unique within each row"),
+        (lambda a: a.update(W=_bad_csr("dup"), W_in=torch.rand(4, 4), bias=None, state0=None), ValueError, "sorted and unique within each row"),
+        (lambda a: a.update(W=_bad_csr("range"), W_in=torch.rand(4, 4), bias=None, state0=None), ValueError, "column indices out of range"),
+        (lambda a: a.update(W=[[1.0]]), TypeError, "W must be a torch.Tensor"),
+    ],
+)
+def test_bad_input(backend, change, exc, msg):
+    W, W_in, inputs, leak, bias, x0 = _ok()
+    a = dict(W=W, W_in=W_in, inputs=inputs, leak=leak, bias=bias, state0=x0)
+    change(a)
+    keep = a.pop("keep", "all")
+    with pytest.raises(exc, match=msg):
+        reservoir_run(**a, keep=keep, backend=backend)
+
+
+def test_bad_backend():
+    W, W_in, inputs, *_ = _ok()
+    with pytest.raises(ValueError, match="backend must be one of"):
+        reservoir_run(W, W_in, inputs, backend="cuda")
+
+
+def test_triton_needs_cuda_or_interpreter():
+    # Decided at run time: the Triton test module sets TRITON_INTERPRET=1 when it is collected.
+    if bpalts._backend.triton_available(torch.device("cpu")):
+        pytest.skip("the Triton interpreter is on in this process: triton runs on CPU tensors")
+    W, W_in, inputs, *_ = _ok()
+    with pytest.raises(ValueError, match="triton backend needs"):
+        reservoir_run(W, W_in, inputs, backend="triton")

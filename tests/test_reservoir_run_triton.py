@@ -1,0 +1,138 @@
+"""reservoir_run's Triton kernels against the reference, on the CPU under TRITON_INTERPRET=1.
+
+Covered: the per-step unit-block kernel (batches <= 8), the per-step GEMM kernel (larger
+batches, tiles 64 x 64 x 32), and the persistent kernel with one program (its spin barrier
+would deadlock with more programs in the interpreter, where they run one after another; the
+multi-program barrier runs on the GPU in bench/gpu.py). Shapes stay small: the interpreter is
+slow. The variable is set before Triton compiles anything in this process.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import math  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import bpalts  # noqa: E402
+from bpalts.ops.reservoir_run import image_sequence, reservoir_run, reservoir_run_reference  # noqa: E402
+from tests._compare_util import RTOL_REDUCTION, rel_err  # noqa: E402
+
+pytestmark = [
+    pytest.mark.skipif("triton" not in bpalts.available_backends("cpu"),
+                       reason="Triton interpreter unavailable"),
+    pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta"),
+]
+
+# (units N, batch B, steps T, inputs D): 1s, primes, N not a multiple of 16 / 64, B on both
+# sides of the small-batch limit (8) and of the GEMM tile (64 rows).
+SHAPES = [(1, 1, 1, 1), (37, 3, 5, 5), (17, 1, 4, 1), (70, 9, 3, 28), (23, 67, 2, 3)]
+
+
+def _problem(N, B, T, D, seed, per_unit_leak):
+    g = torch.Generator().manual_seed(seed)
+    W = torch.randn(N, N, generator=g) * (0.9 / math.sqrt(N))
+    W_in = torch.randn(N, D, generator=g)
+    inputs = torch.rand(T, B, D, generator=g) * 2 - 1
+    leak = (torch.rand(N, generator=g) * 0.9 + 0.1) if per_unit_leak else 0.4
+    bias = torch.randn(N, generator=g) * 0.1
+    x0 = torch.rand(B, N, generator=g) * 2 - 1
+    return W, W_in, inputs, leak, bias, x0
+
+
+@pytest.mark.parametrize("per_unit_leak", [False, True], ids=["leak1", "leakN"])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_triton_matches_reference(shape, per_unit_leak, poisoned_empty):
+    N, B, T, D = shape
+    W, W_in, inputs, leak, bias, x0 = _problem(N, B, T, D, sum(shape), per_unit_leak)
+    if per_unit_leak:
+        bias, x0 = None, None  # also the defaults
+    want = reservoir_run_reference(W, W_in, inputs, leak, bias, x0)
+    got = reservoir_run(W, W_in, inputs, leak, bias, x0, backend="triton")
+    assert got.shape == (T, B, N)
+    assert rel_err(got, want) < RTOL_REDUCTION
+
+
+@pytest.mark.parametrize("keep", ["all", "last", [3, 0, -1]], ids=str)
+@pytest.mark.parametrize("B", [1, 5])
+def test_persistent_kernel_one_program(B, keep, poisoned_empty):
+    from bpalts.kernels import reservoir_run as tk
+
+    N, T, D = 37, 5, 2  # 3 unit blocks of 16: the program loops over blocks and steps
+    W, W_in, inputs, leak, bias, x0 = _problem(N, B, T, D, 7 + B, True)
+    want = reservoir_run_reference(W, W_in, inputs, leak, bias, x0, keep=keep)
+    got = tk.reservoir_run(W, W_in, inputs, leak, bias, x0, keep=keep, persistent=True, n_programs=1)
+    assert got.shape == want.shape
+    assert rel_err(got, want) < RTOL_REDUCTION
+
+
+@pytest.mark.parametrize("keep", ["all", [2, -1, 0]], ids=str)
+@pytest.mark.parametrize("N", [1, 13, 16])
+def test_persistent_resident_w(N, keep, poisoned_empty):
+    """B = 1 with one unit block per program: W's slice stays in registers across steps."""
+    from bpalts.kernels import reservoir_run as tk
+
+    T, D = 5, 3
+    W, W_in, inputs, leak, bias, x0 = _problem(N, 1, T, D, 20 + N, True)
+    want = reservoir_run_reference(W, W_in, inputs, leak, bias, x0, keep=keep)
+    got = tk.reservoir_run(W, W_in, inputs, leak, bias, x0, keep=keep, persistent=True,
+                           n_programs=1, resident=True)
+    assert rel_err(got, want) < RTOL_REDUCTION
+    # the streaming variant of the same kernel agrees
+    got2 = tk.reservoir_run(W, W_in, inputs, leak, bias, x0, keep=keep, persistent=True,
+                            n_programs=1, resident=False)
+    assert rel_err(got2, want) < RTOL_REDUCTION
+
+
+@pytest.mark.parametrize("B", [2, 11])
+def test_keep_static_and_strided(B, poisoned_empty):
+    N, T = 19, 4
+    g = torch.Generator().manual_seed(B)
+    W = torch.randn(N, N, generator=g).T * (0.9 / math.sqrt(N))  # transposed view
+    W_in = torch.randn(N, 784, generator=g) * 0.05
+    seq = image_sequence(torch.rand(B, 784, generator=g), "static", steps=T)  # time stride 0
+    full = reservoir_run_reference(W.contiguous(), W_in, seq.contiguous(), 0.6)
+    got = reservoir_run(W, W_in, seq, 0.6, keep=[2, 0, 2], backend="triton")
+    assert rel_err(got, full[[2, 0, 2]]) < RTOL_REDUCTION
+    got = reservoir_run(W, W_in, seq, 0.6, keep="last", backend="triton")
+    assert rel_err(got, full[-1:]) < RTOL_REDUCTION
+
+
+def test_triton_bad_input():
+    from bpalts.kernels import reservoir_run as tk
+
+    W, W_in, inputs, leak, bias, x0 = _problem(5, 2, 2, 3, 0, False)
+    with pytest.raises(TypeError, match="W must have dtype float32"):
+        reservoir_run(W.double(), W_in.double(), inputs.double(), backend="triton")
+    with pytest.raises(ValueError, match="triton backend needs a dense W"):
+        reservoir_run(W.to_sparse_csr(), W_in, inputs, backend="triton")
+    with pytest.raises(ValueError, match="inputs contains NaN"):
+        reservoir_run(W, W_in, torch.full_like(inputs, float("nan")), backend="triton")
+    with pytest.raises(ValueError, match="deadlocks under TRITON_INTERPRET"):
+        tk.reservoir_run(W, W_in, inputs, 0.5, persistent=True, n_programs=2)
+    with pytest.raises(ValueError, match="resident W needs batch 1"):
+        tk.reservoir_run(W, W_in, inputs, 0.5, persistent=True, n_programs=1, resident=True)
+    big = torch.rand(2, 9, 3)
+    with pytest.raises(ValueError, match="persistent kernel supports batches up to 8"):
+        tk.reservoir_run(W, W_in, big, 0.5, persistent=True, n_programs=1)
+
+
+@pytest.mark.parametrize("B", [1, 2])
+@pytest.mark.parametrize("persistent", [False, True])
+def test_runtime_k_loop(persistent, B, monkeypatch, poisoned_empty):
+    """The loop over N as a runtime loop (not unrolled) over several K tiles."""
+    from bpalts.kernels import reservoir_run as tk
+
+    monkeypatch.setattr(tk, "MAX_UNROLL", 0)
+    monkeypatch.setattr(tk, "ACC_ELEMS", 512)  # BLOCK_K = 16: N = 41 takes 3 tiles
+    monkeypatch.setattr(tk, "ACC_ELEMS_ONE", 256)
+    N, T, D = 41, 3, 2
+    W, W_in, inputs, leak, bias, x0 = _problem(N, B, T, D, 11, True)
+    assert tk._small_blocks(B, N) == (B, 16, 16, 0)
+    want = reservoir_run_reference(W, W_in, inputs, leak, bias, x0)
+    got = tk.reservoir_run(W, W_in, inputs, leak, bias, x0, persistent=persistent,
+                           n_programs=1 if persistent else None)
+    assert rel_err(got, want) < RTOL_REDUCTION
