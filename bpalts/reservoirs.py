@@ -1,0 +1,403 @@
+r"""Reservoir construction for echo state networks: random graphs, spectral-radius scaling, input
+matrices and an optional Hebbian (Oja / anti-Oja) adaptation of the recurrent weights.
+
+The reservoir update these matrices feed (:func:`bpalts.ops.reservoir_run`), with row vectors::
+
+    x_t = (1 - a) x_{t-1} + a tanh(u_t W_in^T + x_{t-1} W^T + b)
+
+``W`` is (N, N): ``W[i, j]`` is the weight of the connection from unit ``j`` to unit ``i``.
+``W_in`` is (N, D).
+
+* :func:`random_graph` -- boolean adjacency (N, N) of a directed Erdos-Renyi graph
+  (Erdos & Renyi 1959) or a directed scale-free graph grown by preferential attachment
+  (Barabasi & Albert 1999; the directed variant of Bollobas, Borgs, Chayes & Riordan 2003).
+* :func:`spectral_radius` -- ``max |lambda_i(W)|`` by restarted Arnoldi iteration (matrix-vector
+  products only; no full eigendecomposition). A real non-symmetric matrix's dominant eigenvalues
+  are often a complex-conjugate pair, where plain power iteration on a real vector never settles;
+  the small Hessenberg matrix of the Krylov space holds such pairs exactly, and every estimate is
+  checked by the residual ``||W z - lambda z|| / (|lambda| ||z||)`` of its Ritz vector.
+* :func:`reservoir_matrix` -- random weights on a random graph, scaled to a spectral radius
+  (Jaeger 2001: the echo state property in practice asks for ``rho(W) < 1`` with ``tanh`` units),
+  dense or sparse CSR.
+* :func:`input_matrix` -- ``W_in`` with entries uniform in ``[-scaling, scaling]`` (or normal with
+  standard deviation ``scaling``) on a random fraction ``density`` of the entries.
+* :func:`hebbian_adapt` -- one local Oja (Oja 1982) or anti-Oja (Babinec & Pospichal 2007,
+  "Improving the prediction accuracy of echo state neural networks by anti-Oja's learning") step
+  on ``W`` from pre/post reservoir states, optionally keeping the sparsity pattern and the
+  spectral radius.
+
+Every function draws its randomness from a ``torch.Generator`` (``generator=`` or ``seed=``), so
+a construction is reproducible. Lukosevicius, "A practical guide to applying echo state
+networks", Neural Networks: Tricks of the Trade, 2012, discusses each of these choices.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+
+from bpalts._checks import check_choice, check_finite, check_same, check_scalar, check_tensor
+
+GRAPHS = ("erdos_renyi", "scale_free")
+DISTRIBUTIONS = ("uniform", "normal")
+LAYOUTS = ("dense", "csr")
+ADAPT_RULES = ("oja", "anti_oja")
+
+
+# --------------------------------------------------------------------------------------------
+# argument checks
+
+
+def _check_size(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value
+
+
+def _check_density(value) -> float:
+    value = check_scalar("density", value)
+    if not (0.0 < value <= 1.0):
+        raise ValueError(f"density must be in (0, 1], got {value}")
+    return value
+
+
+def _check_radius(value) -> float:
+    value = check_scalar("spectral_radius", value)
+    if value <= 0.0:
+        raise ValueError(f"spectral_radius must be > 0, got {value}")
+    return value
+
+
+def _generator(generator: torch.Generator | None, seed) -> torch.Generator:
+    if generator is not None:
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+        return generator
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    return torch.Generator().manual_seed(seed)
+
+
+# --------------------------------------------------------------------------------------------
+# graphs
+
+
+def random_graph(
+    n: int,
+    density: float = 0.1,
+    kind: str = "erdos_renyi",
+    *,
+    self_loops: bool = True,
+    generator: torch.Generator | None = None,
+    seed: int = 0,
+) -> torch.Tensor:
+    r"""Boolean adjacency ``A`` (n, n) of a random directed graph; ``A[i, j]``: edge ``j -> i``.
+
+    ``kind="erdos_renyi"``: every ordered pair is an edge independently with probability
+    ``density`` (so about ``density * n**2`` edges).
+
+    ``kind="scale_free"``: grown by preferential attachment, one node at a time. Node ``t`` sends
+    ``m`` edges to existing nodes chosen without replacement with probability proportional to
+    ``in_degree + 1`` and receives ``m`` edges from existing nodes chosen proportional to
+    ``out_degree + 1`` (``m = max(1, round(density * n / 2))``, capped at ``t``), which gives
+    power-law in- and out-degree tails and about ``density * n**2`` edges (fewer for dense
+    graphs: the first nodes have fewer predecessors than ``m``). Barabasi & Albert, "Emergence of
+    scaling in random networks", Science 1999; Bollobas et al., "Directed scale-free graphs",
+    SODA 2003.
+    """
+    n = _check_size("n", n)
+    density = _check_density(density)
+    kind = check_choice("kind", kind, GRAPHS)
+    g = _generator(generator, seed)
+    if kind == "erdos_renyi":
+        A = torch.rand(n, n, generator=g) < density
+        if density == 1.0:
+            A[:] = True
+    else:
+        A = torch.zeros(n, n, dtype=torch.bool)
+        m = max(1, int(round(density * n / 2)))
+        in_deg = torch.zeros(n, dtype=torch.float64)
+        out_deg = torch.zeros(n, dtype=torch.float64)
+        for t in range(1, n):
+            k = min(m, t)
+            targets = torch.multinomial(in_deg[:t] + 1.0, k, replacement=False, generator=g)
+            sources = torch.multinomial(out_deg[:t] + 1.0, k, replacement=False, generator=g)
+            A[targets, t] = True  # t -> targets
+            A[t, sources] = True  # sources -> t
+            in_deg[targets] += 1
+            out_deg[t] += k
+            out_deg[sources] += 1
+            in_deg[t] += k
+    if not self_loops:
+        A.fill_diagonal_(False)
+    return A
+
+
+# --------------------------------------------------------------------------------------------
+# spectral radius
+
+
+def _matvec(W: torch.Tensor):
+    if W.layout == torch.sparse_csr:
+        return lambda v: (W @ v.unsqueeze(1)).squeeze(1)
+    return lambda v: W @ v
+
+
+def spectral_radius(
+    W: torch.Tensor,
+    *,
+    krylov_dim: int = 40,
+    tol: float = 1e-6,
+    max_restarts: int = 50,
+    generator: torch.Generator | None = None,
+    seed: int = 0,
+) -> float:
+    r"""``max_i |lambda_i(W)|`` of a square real matrix (dense or sparse CSR) by restarted Arnoldi.
+
+    Each cycle builds an orthonormal basis ``Q`` (n x m) of the Krylov space
+    ``span{v, W v, ..., W^{m-1} v}`` (modified Gram-Schmidt, re-orthogonalised twice, in float64),
+    takes the Ritz values: eigenvalues of the small Hessenberg matrix ``H = Q^T W Q`` (m x m), and
+    the Ritz vector ``z = Q y`` of the one of largest modulus. Complex-conjugate pairs of dominant
+    eigenvalues, the usual case for non-symmetric reservoirs, are represented exactly by ``H``
+    (real power iteration would oscillate). Converged when the residual
+    ``||W z - lambda z|| / (|lambda| ||z||) <= tol``; otherwise it restarts from
+    ``Re z + Im z`` (the real invariant subspace of the pair). If the Krylov space becomes
+    invariant (happy breakdown, e.g. ``m >= n``) the Ritz values are exact eigenvalues.
+
+    Random reservoirs have spectra filling a disc (the circular law), so the dominant eigenvalue
+    is barely separated from the rest; the residual check still bounds the error of the value
+    returned (for a normal-ish matrix ``|lambda_true - lambda| <~ residual * |lambda|``). If
+    ``max_restarts`` pass without reaching ``tol`` a ``RuntimeWarning`` gives the residual reached,
+    and the best estimate is returned.
+    """
+    if not isinstance(W, torch.Tensor):
+        raise TypeError(f"W must be a torch.Tensor, got {type(W).__name__}")
+    if W.dim() != 2 or W.shape[0] != W.shape[1] or W.shape[0] == 0:
+        raise ValueError(f"W must be a non-empty square (N, N) matrix, got shape {tuple(W.shape)}")
+    if W.layout not in (torch.strided, torch.sparse_csr):
+        raise TypeError(f"W must be dense or sparse CSR, got layout {W.layout}")
+    if not W.dtype.is_floating_point:
+        raise TypeError(f"W must be a floating-point matrix, got dtype {W.dtype}")
+    krylov_dim = _check_size("krylov_dim", krylov_dim)
+    tol = check_scalar("tol", tol, positive=True, allow_zero=False)
+    n = W.shape[0]
+    Wd = W.to(torch.float64)
+    if W.layout == torch.strided:
+        check_finite("W", Wd)
+    else:
+        check_finite("W", Wd.values())
+    mv = _matvec(Wd)
+    g = _generator(generator, seed)
+    m = min(krylov_dim, n)
+    v = torch.randn(n, dtype=torch.float64, generator=g).to(Wd.device)
+    best, best_res = 0.0, math.inf
+    for _ in range(max(1, int(max_restarts))):
+        Q = torch.zeros(n, m + 1, dtype=torch.float64, device=Wd.device)
+        H = torch.zeros(m + 1, m, dtype=torch.float64, device=Wd.device)
+        nv = v.norm()
+        if nv == 0:
+            return 0.0
+        Q[:, 0] = v / nv
+        k = m
+        for j in range(m):
+            w = mv(Q[:, j])
+            for _rep in range(2):  # twice is enough (Kahan / Parlett)
+                h = Q[:, : j + 1].T @ w
+                w = w - Q[:, : j + 1] @ h
+                H[: j + 1, j] += h
+            H[j + 1, j] = w.norm()
+            if H[j + 1, j] <= 1e-12 * max(1.0, float(H[: j + 1, j].abs().max())):
+                k = j + 1  # invariant subspace: the Ritz values are eigenvalues
+                break
+            Q[:, j + 1] = w / H[j + 1, j]
+        Hk = H[:k, :k].cpu()
+        evals, evecs = torch.linalg.eig(Hk)
+        i = int(evals.abs().argmax())
+        lam = evals[i]
+        mag = float(lam.abs())
+        if mag == 0.0:
+            return 0.0
+        if k < m or k == n:
+            return mag  # exact (up to rounding) on an invariant Krylov space
+        y = evecs[:, i].to(Wd.device)
+        z = Q[:, :k].to(torch.complex128) @ y
+        Wz = mv(z.real).to(torch.complex128) + 1j * mv(z.imag).to(torch.complex128)
+        res = float((Wz - lam.to(Wd.device) * z).norm() / (mag * z.norm()))
+        if res < best_res:
+            best, best_res = mag, res
+        if res <= tol:
+            return mag
+        v = z.real + z.imag
+    warnings.warn(
+        f"spectral_radius: Arnoldi did not reach tol={tol} in {max_restarts} restarts "
+        f"(best relative residual {best_res:.2e}); returning the best estimate {best:.6g}",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+    return best
+
+
+def scale_spectral_radius(W: torch.Tensor, radius: float, **kwargs) -> torch.Tensor:
+    """``W * radius / spectral_radius(W)`` (a new tensor, same layout). ``radius`` must be > 0;
+    a nilpotent ``W`` (spectral radius 0) cannot be scaled and is an error."""
+    radius = _check_radius(radius)
+    current = spectral_radius(W, **kwargs)
+    if current == 0.0:
+        raise ValueError("W has spectral radius 0 (e.g. a nilpotent/acyclic graph); it cannot be scaled")
+    return W * (radius / current)
+
+
+# --------------------------------------------------------------------------------------------
+# matrices
+
+
+def _draw(shape, distribution: str, g: torch.Generator, dtype) -> torch.Tensor:
+    if distribution == "uniform":
+        return (torch.rand(shape, generator=g, dtype=torch.float64) * 2 - 1).to(dtype)
+    return torch.randn(shape, generator=g, dtype=torch.float64).to(dtype)
+
+
+def reservoir_matrix(
+    n: int,
+    spectral_radius: float = 0.9,
+    density: float = 0.1,
+    graph: str = "erdos_renyi",
+    *,
+    distribution: str = "normal",
+    layout: str = "dense",
+    dtype: torch.dtype = torch.float32,
+    generator: torch.Generator | None = None,
+    seed: int = 0,
+) -> torch.Tensor:
+    r"""Recurrent weights ``W`` (n, n): weights drawn from ``distribution`` (``normal``: N(0, 1),
+    ``uniform``: U(-1, 1)) on the edges of :func:`random_graph` ``(n, density, graph)``, then
+    scaled so that ``max |lambda_i(W)| = spectral_radius`` (:func:`bpalts.reservoirs.spectral_radius`,
+    computed in float64). ``layout="csr"`` returns a ``torch.sparse_csr_tensor``.
+    Jaeger, "The echo state approach to analysing and training recurrent neural networks",
+    GMD Report 148, 2001."""
+    n = _check_size("n", n)
+    radius = _check_radius(spectral_radius)
+    density = _check_density(density)
+    graph = check_choice("graph", graph, GRAPHS)
+    distribution = check_choice("distribution", distribution, DISTRIBUTIONS)
+    layout = check_choice("layout", layout, LAYOUTS)
+    if dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+    g = _generator(generator, seed)
+    A = random_graph(n, density, graph, generator=g)
+    W = _draw((n, n), distribution, g, torch.float64) * A
+    rho = globals()["spectral_radius"](W, generator=g)
+    if rho == 0.0:
+        raise ValueError(
+            f"the random {graph} graph (n={n}, density={density}) has spectral radius 0 "
+            "(no cycles); use a larger density or n"
+        )
+    W = (W * (radius / rho)).to(dtype)
+    return W.to_sparse_csr() if layout == "csr" else W
+
+
+def input_matrix(
+    n: int,
+    d: int,
+    scaling: float = 1.0,
+    density: float = 1.0,
+    *,
+    distribution: str = "uniform",
+    dtype: torch.dtype = torch.float32,
+    generator: torch.Generator | None = None,
+    seed: int = 0,
+) -> torch.Tensor:
+    """Input weights ``W_in`` (n units, d inputs): ``scaling * U(-1, 1)`` (or ``scaling * N(0, 1)``)
+    on a random fraction ``density`` of the entries, zero elsewhere (Lukosevicius 2012, sec. 3.2.5:
+    the input scaling is the main knob for how nonlinear the reservoir is)."""
+    n = _check_size("n", n)
+    d = _check_size("d", d)
+    scaling = check_scalar("scaling", scaling, positive=True, allow_zero=False)
+    density = _check_density(density)
+    distribution = check_choice("distribution", distribution, DISTRIBUTIONS)
+    if dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+    g = _generator(generator, seed)
+    W = _draw((n, d), distribution, g, torch.float64) * scaling
+    if density < 1.0:
+        W = W * (torch.rand(n, d, generator=g, dtype=torch.float64) < density)
+    return W.to(dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# Hebbian adaptation
+
+
+@torch.no_grad()
+def hebbian_adapt(
+    W: torch.Tensor,
+    pre: torch.Tensor,
+    post: torch.Tensor,
+    lr: float = 1e-3,
+    rule: str = "anti_oja",
+    *,
+    keep_pattern: bool = True,
+    spectral_radius: float | None = None,
+) -> torch.Tensor:
+    r"""One local Hebbian step on the recurrent weights, **in place** on ``W`` (returned).
+
+    With ``pre`` = x_{t-1} and ``post`` = x_t (both (B, N) reservoir states):
+
+    .. math::
+
+        \Delta W = \frac{1}{B}\Bigl(Y^\top X - \mathrm{diag}\bigl(\textstyle\sum_b Y_{bi}^2\bigr) W\Bigr),
+        \qquad W \mathrel{+}= s\,\mathrm{lr}\,\Delta W
+
+    with ``X = pre``, ``Y = post`` and ``s = +1`` for Oja's rule (Oja, "A simplified neuron model
+    as a principal component analyzer", J. Math. Biol. 1982) or ``s = -1`` for anti-Oja, which
+    decorrelates the reservoir units (Babinec & Pospichal 2007). ``keep_pattern``: only existing
+    connections change (the update is masked by ``W != 0``; a CSR ``W`` always keeps its pattern,
+    and only its stored values are updated, at O(nnz B) cost). ``spectral_radius``: rescale ``W``
+    back to this radius after the step (the echo state property is otherwise not guaranteed).
+    """
+    if not isinstance(W, torch.Tensor):
+        raise TypeError(f"W must be a torch.Tensor, got {type(W).__name__}")
+    if W.dim() != 2 or W.shape[0] != W.shape[1]:
+        raise ValueError(f"W must be a square (N, N) matrix, got shape {tuple(W.shape)}")
+    n = W.shape[0]
+    check_tensor("pre", pre, ("batch", "units"))
+    check_tensor("post", post, ("batch", "units"))
+    if pre.shape != post.shape or pre.shape[1] != n:
+        raise ValueError(
+            f"pre and post must both be (batch, {n}) states of W's {n} units, "
+            f"got {tuple(pre.shape)} and {tuple(post.shape)}"
+        )
+    check_same(("pre", "post"), (pre, post))
+    if pre.device != W.device or pre.dtype != W.dtype:
+        raise ValueError(f"pre/post ({pre.dtype} on {pre.device}) must match W ({W.dtype} on {W.device})")
+    lr = check_scalar("lr", lr, positive=True)
+    rule = check_choice("rule", rule, ADAPT_RULES)
+    sign = 1.0 if rule == "oja" else -1.0
+    B = pre.shape[0]
+    decay = (post * post).sum(0)  # (N,) sum_b y_i^2
+    if W.layout == torch.sparse_csr:
+        crow, col, val = W.crow_indices(), W.col_indices(), W.values()
+        row = torch.repeat_interleave(torch.arange(n, device=W.device), crow[1:] - crow[:-1])
+        hebb = (post[:, row] * pre[:, col]).sum(0)
+        val.add_(sign * lr / B * (hebb - decay[row] * val))
+        check_finite("W (after hebbian_adapt)", val)
+    else:
+        if W.layout != torch.strided:
+            raise TypeError(f"W must be dense or sparse CSR, got layout {W.layout}")
+        dW = post.T @ pre - decay[:, None] * W
+        if keep_pattern:
+            dW = dW * (W != 0)
+        W.add_(dW, alpha=sign * lr / B)
+        check_finite("W (after hebbian_adapt)", W)
+    if spectral_radius is not None:
+        radius = _check_radius(spectral_radius)
+        rho = globals()["spectral_radius"](W)
+        if rho > 0:
+            if W.layout == torch.sparse_csr:
+                W.values().mul_(radius / rho)
+            else:
+                W.mul_(radius / rho)
+    return W

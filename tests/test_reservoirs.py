@@ -1,0 +1,164 @@
+"""Reservoir construction: graphs, spectral radius (vs torch.linalg.eigvals), matrices, Hebbian
+adaptation, bad input."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from bpalts.reservoirs import (
+    hebbian_adapt,
+    input_matrix,
+    random_graph,
+    reservoir_matrix,
+    scale_spectral_radius,
+    spectral_radius,
+)
+
+
+def _rho(W: torch.Tensor) -> float:
+    W = W.to_dense() if W.layout == torch.sparse_csr else W
+    return torch.linalg.eigvals(W.double()).abs().max().item()
+
+
+@pytest.mark.parametrize("kind", ["erdos_renyi", "scale_free"])
+@pytest.mark.parametrize("n,density", [(1, 1.0), (7, 0.5), (61, 0.2), (211, 0.05)])
+def test_spectral_radius_matches_eigvals(kind, n, density):
+    g = torch.Generator().manual_seed(n)
+    A = random_graph(n, density, kind, generator=g)
+    W = torch.randn(n, n, generator=g, dtype=torch.float64) * A
+    want = _rho(W)
+    if want == 0.0:  # no cycles (scale-free with n=1 has no edges)
+        assert spectral_radius(W) == 0.0
+    else:
+        assert spectral_radius(W) == pytest.approx(want, rel=1e-6)
+
+
+def test_spectral_radius_complex_dominant_pair():
+    # Eigenvalues 0.9 e^{+-i 2.0} (dominant complex pair), 0.85, -0.5, small ones: a real
+    # non-symmetric matrix on which real power iteration oscillates forever.
+    g = torch.Generator().manual_seed(3)
+    n = 40
+    D = torch.zeros(n, n, dtype=torch.float64)
+    r, th = 0.9, 2.0
+    D[0, 0], D[0, 1], D[1, 0], D[1, 1] = r * math.cos(th), -r * math.sin(th), r * math.sin(th), r * math.cos(th)
+    D[2, 2], D[3, 3] = 0.85, -0.5
+    D[4:, 4:] = torch.diag(torch.linspace(-0.3, 0.3, n - 4, dtype=torch.float64))
+    S = torch.randn(n, n, generator=g, dtype=torch.float64)
+    W = S @ D @ torch.linalg.inv(S)
+    assert torch.linalg.eigvals(W).abs().max().item() == pytest.approx(0.9, rel=1e-9)
+    assert spectral_radius(W, krylov_dim=8) == pytest.approx(0.9, rel=1e-6)
+
+
+def test_spectral_radius_sparse_csr_and_float32():
+    g = torch.Generator().manual_seed(0)
+    W = (torch.randn(150, 150, generator=g) * (torch.rand(150, 150, generator=g) < 0.1)).float()
+    want = _rho(W)
+    assert spectral_radius(W.to_sparse_csr()) == pytest.approx(want, rel=1e-5)
+    assert spectral_radius(W) == pytest.approx(want, rel=1e-5)
+
+
+def test_spectral_radius_nilpotent_is_zero():
+    assert spectral_radius(torch.zeros(5, 5)) == 0.0
+    # A nilpotent Jordan-like matrix: its zero eigenvalue is defective, so any floating-point
+    # method sees it perturbed by ~eps**(1/n); the estimate must still be tiny.
+    W = torch.triu(torch.ones(6, 6, dtype=torch.float64), diagonal=1)
+    assert spectral_radius(W) < 1e-2
+    with pytest.raises(ValueError, match="spectral radius 0"):
+        scale_spectral_radius(torch.zeros(4, 4), 0.9)
+
+
+@pytest.mark.parametrize("graph", ["erdos_renyi", "scale_free"])
+@pytest.mark.parametrize("layout", ["dense", "csr"])
+def test_reservoir_matrix(graph, layout):
+    W = reservoir_matrix(97, spectral_radius=0.8, density=0.1, graph=graph, layout=layout, seed=1)
+    assert W.shape == (97, 97) and W.dtype == torch.float32
+    assert W.layout == (torch.sparse_csr if layout == "csr" else torch.strided)
+    assert _rho(W) == pytest.approx(0.8, rel=1e-5)
+    dense = W.to_dense() if layout == "csr" else W
+    assert 0.05 < (dense != 0).float().mean().item() < 0.15
+    # reproducible from the seed
+    W2 = reservoir_matrix(97, spectral_radius=0.8, density=0.1, graph=graph, layout=layout, seed=1)
+    assert torch.equal(dense, W2.to_dense() if layout == "csr" else W2)
+
+
+def test_scale_free_degrees_are_heavy_tailed():
+    A = random_graph(400, 0.05, "scale_free", seed=0)
+    indeg = A.sum(1).float()  # edges j -> i received by i
+    er = random_graph(400, 0.05, "erdos_renyi", seed=0).sum(1).float()
+    # preferential attachment: the largest in-degree is far above the mean, unlike Erdos-Renyi
+    assert indeg.max() / indeg.mean() > 2 * (er.max() / er.mean())
+    assert 0.03 < A.float().mean().item() < 0.06
+
+
+def test_input_matrix():
+    W = input_matrix(50, 30, scaling=0.25, density=0.2, seed=0)
+    assert W.shape == (50, 30)
+    assert W.abs().max().item() <= 0.25
+    assert 0.1 < (W != 0).float().mean().item() < 0.3
+    Wn = input_matrix(200, 100, scaling=2.0, distribution="normal", seed=0)
+    assert Wn.std().item() == pytest.approx(2.0, rel=0.05)
+
+
+@pytest.mark.parametrize("layout", ["dense", "csr"])
+def test_hebbian_adapt_matches_formula(layout):
+    g = torch.Generator().manual_seed(0)
+    n, B = 23, 9
+    W0 = reservoir_matrix(n, 0.9, 0.3, seed=2, dtype=torch.float64)
+    pre = torch.randn(B, n, generator=g, dtype=torch.float64).tanh()
+    post = torch.randn(B, n, generator=g, dtype=torch.float64).tanh()
+    dW = (post.T @ pre - (post * post).sum(0)[:, None] * W0) * (W0 != 0)
+    W = W0.clone() if layout == "dense" else W0.to_sparse_csr()
+    out = hebbian_adapt(W, pre, post, lr=0.01, rule="anti_oja")
+    assert out is W
+    got = W.to_dense() if layout == "csr" else W
+    torch.testing.assert_close(got, W0 - 0.01 / B * dW, rtol=1e-12, atol=1e-12)
+    # pattern kept
+    assert torch.equal(got != 0, W0 != 0)
+    # Oja sign, and spectral radius restored
+    W = W0.clone()
+    hebbian_adapt(W, pre, post, lr=0.1, rule="oja", spectral_radius=0.9)
+    assert _rho(W) == pytest.approx(0.9, rel=1e-6)
+    # without keep_pattern the zeros fill in
+    W = W0.clone()
+    hebbian_adapt(W, pre, post, lr=0.01, rule="oja", keep_pattern=False)
+    assert (W != 0).sum() > (W0 != 0).sum()
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="spectral_radius must be > 0"):
+        reservoir_matrix(10, spectral_radius=0.0)
+    with pytest.raises(ValueError, match="spectral_radius must be > 0"):
+        reservoir_matrix(10, spectral_radius=-1.0)
+    with pytest.raises(ValueError, match=r"density must be in \(0, 1\]"):
+        reservoir_matrix(10, density=0.0)
+    with pytest.raises(ValueError, match=r"density must be in \(0, 1\]"):
+        random_graph(10, density=1.5)
+    with pytest.raises(ValueError, match=r"density must be in \(0, 1\]"):
+        input_matrix(10, 3, density=-0.1)
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        reservoir_matrix(0)
+    with pytest.raises(TypeError, match="n must be an int"):
+        reservoir_matrix(10.5)
+    with pytest.raises(ValueError, match="d must be >= 1"):
+        input_matrix(10, 0)
+    with pytest.raises(ValueError, match="scaling must be > 0"):
+        input_matrix(10, 3, scaling=0.0)
+    with pytest.raises(ValueError, match="kind must be one of"):
+        random_graph(10, 0.5, "small_world")
+    with pytest.raises(ValueError, match="layout must be one of"):
+        reservoir_matrix(10, layout="coo")
+    with pytest.raises(ValueError, match="square"):
+        spectral_radius(torch.zeros(3, 4))
+    with pytest.raises(ValueError, match="W contains NaN"):
+        spectral_radius(torch.full((3, 3), float("nan")))
+    with pytest.raises(TypeError, match="W must be a torch.Tensor"):
+        spectral_radius([[1.0]])
+    W = reservoir_matrix(8, seed=0)
+    with pytest.raises(ValueError, match=r"pre and post must both be \(batch, 8\)"):
+        hebbian_adapt(W, torch.zeros(2, 8), torch.zeros(2, 7))
+    with pytest.raises(ValueError, match="rule must be one of"):
+        hebbian_adapt(W, torch.zeros(2, 8), torch.zeros(2, 8), rule="bcm")
+    with pytest.raises(ValueError, match="pre has an empty batch"):
+        hebbian_adapt(W, torch.zeros(0, 8), torch.zeros(0, 8))
