@@ -173,7 +173,7 @@ def test_bad_input():
         EchoStateNetwork(SIZES, n_reservoir=10, readout="svm")
     with pytest.raises(ValueError, match=r"n_slices must be an int in 1\.\.steps=7"):
         EchoStateNetwork(SIZES, n_reservoir=10, steps=7, n_slices=8)
-    with pytest.raises(ValueError, match="directions must be 'rows', 'cols' or 'rows\+cols'"):
+    with pytest.raises(ValueError, match=r"directions must be 'rows', 'cols' or 'rows\+cols'"):
         EchoStateNetwork(SIZES, n_reservoir=10, directions="diagonal")
     with pytest.raises(ValueError, match="needs a square image"):
         EchoStateNetwork([783, 10], n_reservoir=10, steps=3, directions="rows+cols")
