@@ -5,9 +5,13 @@ from bpalts.learners.widths import hidden_sizes, layer_sizes
 from bpalts.learners.backprop import BackpropMLP  # registers "backprop"
 from bpalts.learners.hebbian import HebbianMLP, SoftHebbMLP  # registers the Hebbian family
 from bpalts.learners.softhebb_conv import SoftHebbConvNet  # registers "softhebb-conv"
-from bpalts.learners import predictive_coding  # noqa: F401  registers pc, pc-adaptive, ipc, pc-bidir
-from bpalts.learners import reservoir  # noqa: F401  registers reservoir, reservoir-best
+from bpalts.learners.predictive_coding import BidirectionalPC, IncrementalPC, PCNetwork  # registers pc, pc-adaptive, ipc, pc-bidir
+from bpalts.learners.reservoir import EchoStateNetwork  # registers reservoir, reservoir-best
 from bpalts.learners import forward_forward  # noqa: F401  registers ff, ff-collab
-from bpalts.learners import feedback_alignment  # noqa: F401  registers pepita, fa, dfa
+from bpalts.learners.feedback_alignment import PEPITA, FeedbackAlignmentMLP  # registers pepita, fa, dfa
 
-__all__ = ["BackpropMLP", "DivergenceError", "HebbianMLP", "Learner", "SoftHebbConvNet", "SoftHebbMLP", "hidden_sizes", "layer_sizes"]
+__all__ = [
+    "BackpropMLP", "BidirectionalPC", "DivergenceError", "EchoStateNetwork", "FeedbackAlignmentMLP",
+    "HebbianMLP", "IncrementalPC", "Learner", "PCNetwork", "PEPITA", "SoftHebbConvNet", "SoftHebbMLP",
+    "hidden_sizes", "layer_sizes",
+]
