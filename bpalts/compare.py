@@ -53,9 +53,9 @@ from bpalts.learners.widths import layer_sizes
 #: Training samples per method in the ``quick`` preset (a fixed budget: the whole quick comparison
 #: of every registered method must stay within minutes on a 2-core CPU, so as methods are added
 #: this shrinks rather than the list of methods).
-QUICK_SAMPLES = 8_000
+QUICK_SAMPLES = 6_000
 #: Evaluation spacing (training samples) in the ``quick`` preset.
-QUICK_EVAL_EVERY = 8_000  # one evaluation: evaluating the conv net on 10k images costs ~45 s
+QUICK_EVAL_EVERY = 6_000  # one evaluation: evaluating the conv net on 10k images costs ~35 s
 DEFAULT_LAYERS = 4
 DEFAULT_OUT = "runs/compare"
 CSV_NAME = "results.csv"

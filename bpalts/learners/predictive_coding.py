@@ -545,16 +545,16 @@ register_method(MethodSpec(
 register_method(MethodSpec(
     name="ipc",
     build=lambda sizes, backend="auto", seed=0: IncrementalPC(
-        sizes, lr=3e-4, lr_decay=0.9995, backend=backend, seed=seed, **depth_settings(sizes)),
+        sizes, lr=3e-4, lr_decay=0.9997, backend=backend, seed=seed, **depth_settings(sizes)),
     description="incremental predictive coding (weights updated every inference step, Adam)",
     batch_size=64,
-    full_epochs=6,
+    full_epochs=10,
 ))
 register_method(MethodSpec(
     name="pc-bidir",
     build=lambda sizes, backend="auto", seed=0: BidirectionalPC(
-        sizes, alpha=1e-4, lr=1e-3, lr_decay=0.9993, backend=backend, seed=seed, **depth_settings(sizes)),
+        sizes, alpha=1e-4, lr=1e-3, lr_decay=0.9985, backend=backend, seed=seed, **depth_settings(sizes)),
     description="bidirectional predictive coding (bottom-up + top-down energy; also generates digits)",
     batch_size=64,
-    full_epochs=4,
+    full_epochs=2,
 ))

@@ -377,7 +377,7 @@ class EchoStateNetwork(Learner):
 #: "reservoir": parameter-matched to the MLP of the given widths (1 549 389 parameters for
 #: 784-861-645-484-10 -> N = 1138 here): the image fed seven rows (196 pixels) per step, 4 steps;
 #: features: the mean state over each half of the sequence plus the raw image; ridge readout.
-#: (Seven rows per step rather than one keeps the quick preset, 8000 training samples plus the
+#: (Seven rows per step rather than one keeps the quick preset, 6000 training samples plus the
 #: 10000 test images, near 8 s on one core: the reservoir's N^2 GEMM runs once per step.)
 RESERVOIR_CONFIG = dict(mode="rows", steps=4, spectral_radius=0.9, input_scaling=0.2, leak=0.5,
                         features="slices+input", n_slices=2, ridge=0.05, gram_dtype="float32")

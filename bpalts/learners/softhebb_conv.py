@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from bpalts._backend import resolve_backend
 from bpalts._checks import check_choice, check_scalar
 from bpalts.learners.base import Learner, check_labels
-from bpalts.learners.hebbian import DeltaRuleReadout, hebbian_progress, triangle
+from bpalts.learners.hebbian import DeltaRuleReadout, hebbian_progress
 from bpalts.ops.softwta_conv_update import softwta_conv_update
 from bpalts.registry import MethodSpec, register_method
 
@@ -131,9 +131,13 @@ class SoftHebbConvNet(Learner):
         raise ValueError(f"x must be (batch, {c * s * s}) or (batch, {c}, {s}, {s}), got {shape}")
 
     def _layer(self, i: int, u: torch.Tensor) -> torch.Tensor:
-        """triangle then max-pool of layer i's pre-activation ``u``."""
+        """``maxpool(triangle(u))`` for layer i's pre-activation ``u``, computed as
+        ``relu(maxpool(u - mean_channels(u)))^power``: ``v -> relu(v)^power`` is non-decreasing,
+        so it commutes with the max, and the power runs on the pooled (4x smaller) map."""
         pk, ps, pp = self.pool
-        return F.max_pool2d(triangle(u, self.powers[i]), pk, ps, pp)
+        v = F.max_pool2d(u - u.mean(dim=1, keepdim=True), pk, ps, pp)
+        h = torch.relu(v)
+        return h if self.powers[i] == 1.0 else h.pow(self.powers[i])
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Flattened top feature maps (what the readout sees)."""
