@@ -22,6 +22,7 @@
 // |x| < 0.625 where that quotient cancels; a few ulp. double uses std::tanh.
 // OpenMP over rows (static), serial below kParallelMin elements; C-contiguous numpy buffers.
 #include "common.h"
+#include "vec_math.h"
 
 #include <algorithm>
 #include <cmath>
@@ -36,47 +37,9 @@ constexpr double kLeakySlope = 0.01;
 constexpr py::ssize_t kParallelMin = 1 << 15;
 
 namespace {
-typedef float v8f __attribute__((vector_size(32)));
-typedef int v8i __attribute__((vector_size(32)));
-
-// exp(x) for x <= 0 (Cephes expf; 0 below -87.3).
-inline v8f exp_np(v8f x) {
-  const v8f lo = v8f{} - 87.3f;
-  const v8i under = x < lo;
-  x = under ? lo : x;
-  const v8f t = x * 1.44269504088896341f + 0.5f;
-  v8i n = __builtin_convertvector(t, v8i);
-  const v8f nf0 = __builtin_convertvector(n, v8f);
-  n += (nf0 > t);
-  const v8f nf = __builtin_convertvector(n, v8f);
-  x = x - nf * 0.693359375f - nf * -2.12194440e-4f;
-  const v8f z = x * x;
-  v8f y = 1.9875691500e-4f * x + 1.3981999507e-3f;
-  y = y * x + 8.3334519073e-3f;
-  y = y * x + 4.1665795894e-2f;
-  y = y * x + 1.6666665459e-1f;
-  y = y * x + 5.0000001201e-1f;
-  y = y * z + x + 1.0f;
-  const v8f scale = (v8f)((n + 127) << 23);
-  y = y * scale;
-  return under ? v8f{} : y;
-}
-
-inline v8f tanh8(v8f x) {
-  const v8i neg = x < 0.0f;
-  const v8f a = neg ? -x : x;
-  const v8f e = exp_np(-2.0f * a);
-  const v8f big = (1.0f - e) / (1.0f + e);
-  const v8f z = a * a;
-  v8f p = -5.70498872745e-3f * z + 2.06390887954e-2f;
-  p = p * z - 5.37397155531e-2f;
-  p = p * z + 1.33314422036e-1f;
-  p = p * z - 3.33332819422e-1f;
-  const v8f small = p * z * a + a;
-  v8f r = (a < 0.625f) ? small : big;
-  r = neg ? -r : r;
-  return (x != x) ? x : r;  // NaN stays NaN
-}
+using vec::v8f;
+using vec::v8i;
+using vec::tanh8;
 
 inline void tanh_block(const float* v, float* f, float* df) {
   v8f x;

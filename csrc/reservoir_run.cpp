@@ -30,6 +30,7 @@
 // fits). The sums do not depend on the thread count.
 // float and double (GCC vector extensions, 32-byte vectors; -march=native gives AVX2/FMA).
 #include "common.h"
+#include "vec_math.h"
 
 #include <algorithm>
 #include <cmath>
@@ -137,44 +138,10 @@ inline T dot_row(const T* w, const T* x, py::ssize_t n) {
 }
 
 // ---- tanh, vectorised for float (std::tanh is a scalar call: at B = 256 it would cost more
-// than the GEMM's memory traffic). Cephes' tanhf: |x| < 0.625: x + x^3 P(x^2) (degree 4);
-// else 1 - 2 / (exp(2|x|) + 1) with Cephes' expf (range reduction by ln 2, degree-5
-// polynomial); |x| > 9 gives +-1 (exact in float). About 2 ulp. double: std::tanh.
-typedef float v8f __attribute__((vector_size(32)));
-typedef int v8i __attribute__((vector_size(32)));
-
-inline v8f tanh8(v8f x) {
-  const v8f zero = {};
-  const v8f ax = x < zero ? -x : x;  // lane-wise select via vector comparison
-  // small branch
-  const v8f z = x * x;
-  v8f p = -5.70498872745e-3f + zero;
-  p = p * z + 2.06390887954e-2f;
-  p = p * z - 5.37397155531e-2f;
-  p = p * z + 1.33314422036e-1f;
-  p = p * z - 3.33332819422e-1f;
-  const v8f small = p * z * x + x;
-  // large branch: e = exp(2 min(|x|, 9))
-  v8f y = (ax < 9.0f ? ax : 9.0f + zero) * 2.0f;
-  const v8f fx = __builtin_convertvector(__builtin_convertvector(y * 1.44269504088896341f + 0.5f, v8i), v8f);
-  y = y - fx * 0.693359375f;
-  y = y + fx * 2.12194440e-4f;
-  const v8f yy = y * y;
-  v8f q = 1.9875691500e-4f + zero;
-  q = q * y + 1.3981999507e-3f;
-  q = q * y + 8.3334519073e-3f;
-  q = q * y + 4.1665795894e-2f;
-  q = q * y + 1.6666665459e-1f;
-  q = q * y + 5.0000001201e-1f;
-  q = q * yy + y + 1.0f;
-  const v8i bits = (__builtin_convertvector(fx, v8i) + 127) << 23;
-  v8f pow2;
-  std::memcpy(&pow2, &bits, sizeof(pow2));
-  const v8f e = q * pow2;
-  v8f big = 1.0f - 2.0f / (e + 1.0f);
-  big = x < zero ? -big : big;
-  return ax < 0.625f ? small : big;
-}
+// than the GEMM's memory traffic): Cephes' tanhf from vec_math.h, about 2 ulp. double: std::tanh.
+using vec::v8f;
+using vec::v8i;
+using vec::tanh8;
 
 // p[i] <- tanh(p[i]) for i < n.
 inline void tanh_inplace(float* p, py::ssize_t n) {

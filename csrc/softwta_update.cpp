@@ -23,6 +23,7 @@
 // -ffast-math); OpenMP over rows, serial below kParallelMin elements; C-contiguous numpy
 // buffers (zero-copy views of tensors).
 #include "common.h"
+#include "vec_math.h"
 
 #include <algorithm>
 #include <cmath>
@@ -54,32 +55,10 @@ double exp_shifted(const T* u, T* e, py::ssize_t n, T m, T it) {
 // (range reduction by ln 2, degree-5 polynomial, about 1 ulp on [-87, 0]); arguments below
 // -87.3 give 0 (exp there is below the smallest normal float). The tail goes through the same
 // vector code via a padded copy, so every element gets the same formula.
-typedef float v8f __attribute__((vector_size(32)));
-typedef int v8i __attribute__((vector_size(32)));
-typedef double v4d __attribute__((vector_size(32)));
-
-inline v8f exp_nonpositive(v8f x) {
-  const v8f lo = v8f{} - 87.3f;
-  const v8i under = x < lo;
-  x = under ? lo : x;
-  // n = floor(x * log2(e) + 0.5): truncation rounds toward zero, fix the negative ones down.
-  const v8f t = x * 1.44269504088896341f + 0.5f;
-  v8i n = __builtin_convertvector(t, v8i);
-  const v8f nf0 = __builtin_convertvector(n, v8f);
-  n += (nf0 > t);  // -1 where truncation went up
-  const v8f nf = __builtin_convertvector(n, v8f);
-  x = x - nf * 0.693359375f - nf * -2.12194440e-4f;
-  const v8f z = x * x;
-  v8f y = 1.9875691500e-4f * x + 1.3981999507e-3f;
-  y = y * x + 8.3334519073e-3f;
-  y = y * x + 4.1665795894e-2f;
-  y = y * x + 1.6666665459e-1f;
-  y = y * x + 5.0000001201e-1f;
-  y = y * z + x + 1.0f;
-  const v8f scale = (v8f)((n + 127) << 23);  // 2^n, n >= -126: a normal float
-  y = y * scale;
-  return under ? v8f{} : y;
-}
+using vec::v4d;
+using vec::v8f;
+using vec::v8i;
+using vec::exp_nonpositive;
 
 template <>
 double exp_shifted<float>(const float* u, float* e, py::ssize_t n, float m, float it) {
