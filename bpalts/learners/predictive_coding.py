@@ -545,10 +545,10 @@ register_method(MethodSpec(
 register_method(MethodSpec(
     name="ipc",
     build=lambda sizes, backend="auto", seed=0: IncrementalPC(
-        sizes, lr=3e-4, lr_decay=0.9997, backend=backend, seed=seed, **depth_settings(sizes)),
+        sizes, lr=3e-4, lr_decay=0.9995, backend=backend, seed=seed, **depth_settings(sizes)),
     description="incremental predictive coding (weights updated every inference step, Adam)",
     batch_size=64,
-    full_epochs=10,
+    full_epochs=6,
 ))
 register_method(MethodSpec(
     name="pc-bidir",
