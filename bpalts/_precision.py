@@ -36,11 +36,11 @@ def round_tf32(t: torch.Tensor) -> torch.Tensor:
     would round past it become infinity, as TF32 conversion does."""
     if t.dtype != torch.float32:
         raise TypeError(f"round_tf32 needs a float32 tensor, got {t.dtype}")
-    bits = t.contiguous().view(torch.int32)
+    c = t.contiguous()
+    bits = c.view(torch.int32)
     lsb = (bits >> 13) & 1
     rounded = (bits + (0x0FFF + lsb)) & ~0x1FFF
-    finite = torch.isfinite(t.contiguous())
-    return torch.where(finite, rounded.view(torch.float32), t.contiguous()).view_as(t)
+    return torch.where(torch.isfinite(c), rounded.view(torch.float32), c).view_as(t)
 
 
 def mm(a: torch.Tensor, b: torch.Tensor, precision: str = "fp32") -> torch.Tensor:

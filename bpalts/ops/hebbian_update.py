@@ -498,8 +498,6 @@ def hebbian_update(
                 f"got {tuple(currents.shape)}"
             )
         check_same(("W", "currents"), (W, currents))
-        if which == "triton":
-            currents = currents.contiguous()
     if check_finite_input:
         check_finite("X", X)
         check_finite("W", W)
