@@ -26,6 +26,7 @@ def test_registered(name):
     assert isinstance(model, ForwardForward)
     assert [w.shape[0] for w in model.weights] == [861, 645, 484]
     assert model.collab == ("all" if name == "ff-collab" else "none")
+    assert model.collab_weight == (0.3 if name == "ff-collab" else 1.0)
 
 
 def test_label_goodness_matches_ten_full_passes():
@@ -49,11 +50,12 @@ def test_overlay_is_a_fixed_intensity_not_a_batch_statistic():
     assert torch.allclose(model.overlay(x, None)[:, :5], torch.full((32, 5), 0.7 / 5))
 
 
-@pytest.mark.parametrize("collab", ["none", "all", "preceding"])
-def test_step_gradients_match_autograd(collab):
+@pytest.mark.parametrize("collab,weight", [("none", 1.0), ("all", 1.0), ("preceding", 1.0),
+                                           ("all", 0.3), ("preceding", 0.5)])
+def test_step_gradients_match_autograd(collab, weight):
     """One simultaneous step: the gradient each layer receives is the autograd gradient of its
-    own loss, with its input and the other layers' goodness detached."""
-    model = ForwardForward(SMALL, collab=collab, seed=2, backend="reference")
+    own loss, with its input and the other layers' goodness detached (scaled by collab_weight)."""
+    model = ForwardForward(SMALL, collab=collab, collab_weight=weight, seed=2, backend="reference")
     model.double()
     x, y = _toy(12, seed=3)
     x = x.double()
@@ -74,8 +76,8 @@ def test_step_gradients_match_autograd(collab):
     total = 0
     for l in range(3):
         others = [k for k in range(3) if k != l and (collab == "all" or (collab == "preceding" and k < l))]
-        sp = gps[l] - thetas[l] + sum((gps[k] - thetas[k]).detach() for k in others)
-        sn = gns[l] - thetas[l] + sum((gns[k] - thetas[k]).detach() for k in others)
+        sp = gps[l] - thetas[l] + weight * sum((gps[k] - thetas[k]).detach() for k in others)
+        sn = gns[l] - thetas[l] + weight * sum((gns[k] - thetas[k]).detach() for k in others)
         total = total + F.softplus(-sp).mean() + F.softplus(sn).mean()
     total.backward()
     for l in range(3):
@@ -181,6 +183,9 @@ def test_bad_constructor_arguments():
         ForwardForward(SMALL, predict="vote")
     with pytest.raises(ValueError, match="collab must be one of"):
         ForwardForward(SMALL, collab="later")
+    for bad in (0.0, -0.5, float("nan")):
+        with pytest.raises(ValueError, match="collab_weight"):
+            ForwardForward(SMALL, collab="all", collab_weight=bad)
     with pytest.raises(ValueError, match="at least one hidden layer"):
         ForwardForward([40, 5])
     with pytest.raises(ValueError, match="lr must be > 0"):
@@ -224,23 +229,23 @@ def test_ff_collab_and_goodness_short_mnist_runs_beat_chance(mnist_train, mnist_
 
 @pytest.mark.slow
 def test_ff_reaches_98_percent_within_60_epochs(mnist_train, mnist_test):
-    """Issue 6 target: >= 98.0% on the MNIST test set within 60 epochs (shared widths
-    784-861-645-484-10, batch 100, the registered configuration)."""
+    """Issue 6 target: >= 98.0% on the MNIST test set after the registered 60 epochs (shared
+    widths 784-861-645-484-10, batch 100), judged on the final model: no epoch is picked by its
+    test accuracy. Measured: 98.13% (97.98-98.19% over epochs 42-60; about 30 min on one core)."""
     x, y = mnist_train
     xt, yt = mnist_test
-    model = registry.get_method("ff").build(layer_sizes(4), seed=0)
-    best = 0.0
-    for epoch in range(60):
-        train_epochs(model, x, y, batch_size=100, seed=epoch)
-        best = max(best, model.evaluate(xt, yt))
-        if best >= 0.98:
-            break
-    assert best >= 0.98
+    spec = registry.get_method("ff")
+    assert spec.full_epochs == 60
+    model = spec.build(layer_sizes(4), seed=0)
+    train_epochs(model, x, y, epochs=spec.full_epochs, batch_size=spec.batch_size)
+    assert model.evaluate(xt, yt) >= 0.98
 
 
 @pytest.mark.slow
 def test_ff_collab_at_least_as_good_as_ff(mnist_train, mnist_test):
-    """Issue 6 target: ff-collab >= ff after the same 20 epochs (shared widths, batch 100)."""
+    """Issue 6 target: ff-collab >= ff after the same 20 epochs (shared widths, batch 100).
+    NOT MET so far: measured 97.49% (gamma 0.1) against 97.63%; gamma 0.3 (registered) trailed
+    ff by 0.13 points on average over 32 epochs (see the ff-collab registration)."""
     x, y = mnist_train
     xt, yt = mnist_test
     acc = {}
@@ -248,4 +253,4 @@ def test_ff_collab_at_least_as_good_as_ff(mnist_train, mnist_test):
         model = registry.get_method(name).build(layer_sizes(4), seed=0)
         train_epochs(model, x, y, epochs=20, batch_size=100)
         acc[name] = model.evaluate(xt, yt)
-    assert acc["ff-collab"] >= acc["ff"] - 0.001, acc
+    assert acc["ff-collab"] >= acc["ff"], acc

@@ -12,6 +12,7 @@ from tests._compare_util import train_epochs
 
 from bpalts import registry
 from bpalts.learners import DivergenceError, layer_sizes
+from bpalts.learners.backprop import BackpropMLP
 from bpalts.learners.predictive_coding import BidirectionalPC, IncrementalPC, PCNetwork
 
 NAMES = ["pc", "pc-adaptive", "ipc", "pc-bidir"]
@@ -94,6 +95,68 @@ def test_incremental_pc_updates_weights_every_inference_step():
     m = IncrementalPC((10, 6, 5, 3), steps=4, backend="reference")
     m.train_step(x, y)
     assert int(m.opt_t) == 4 and int(m.steps_done) == 1
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpp"])
+def test_ipc_unreached_layers_get_exactly_zero_updates(backend, monkeypatch):
+    """The structure ``IncrementalPC.reached`` relies on: with skipping off, after inference step
+    t the updates of weight layers below ``L - 2 - t`` are exactly zero, the others are not."""
+    x, y = _batch(16, 10, 3)
+    m = IncrementalPC((10, 9, 8, 7, 3), steps=3, skip_unreached=False, backend=backend, seed=1)
+    seen = []
+    real_step = m.opt.step
+
+    def spy(tensors, directions, lr, weight_decay=0.0, active=None):
+        assert active is None
+        seen.append([bool(d.abs().max() > 0) for d in directions])
+        return real_step(tensors, directions, lr, weight_decay, active)
+
+    monkeypatch.setattr(m.opt, "step", spy)
+    m.train_step(x, y)
+    assert len(seen) == 3
+    for t, nonzero in enumerate(seen):
+        assert nonzero == m.reached(t) * 2, (t, nonzero)
+
+
+def test_ipc_skips_unreached_layers_and_their_adam_moments():
+    x, y = _batch(16, 10, 3)
+    m = IncrementalPC((10, 9, 8, 7, 3), steps=1, skip_unreached=True, backend="reference", seed=1)
+    before = [w.detach().clone() for w in m.weights]
+    m.train_step(x, y)  # one inference step: only the top two weight layers are reached
+    assert m.reached(0) == [False, False, True, True]
+    for i in range(4):
+        moved = not torch.equal(before[i], m.weights[i])
+        assert moved == (i >= 2), i
+        assert bool(getattr(m, f"opt_m{i}").abs().max() > 0) == (i >= 2)
+    assert m.opt_n.tolist() == [0, 0, 1, 1] * 2 and int(m.opt_t) == 1
+    m.train_step(x, y)
+    assert m.opt_n.tolist() == [0, 0, 2, 2] * 2
+    with pytest.raises(TypeError, match="skip_unreached must be a bool"):
+        IncrementalPC((4, 3, 2), skip_unreached="yes")
+
+
+def test_local_optimizer_without_active_flags_is_plain_adam():
+    """``active=None`` (every PC learner but iPC): the same numbers as torch.optim.Adam."""
+    x, y = _batch(16, 10, 3)
+    m = PCNetwork((10, 6, 3), lr=1e-2, backend="reference", seed=0)
+    W = m.weights[0].detach().clone().requires_grad_()
+    opt = torch.optim.Adam([W], lr=1e-2, eps=1e-8)
+    for k in range(3):
+        d = torch.randn(6, 10, generator=torch.Generator().manual_seed(k))
+        m.opt.step([m.weights[0].data], [d], 1e-2)
+        W.grad = -d
+        opt.step()
+        assert torch.allclose(m.weights[0].data, W.detach(), atol=1e-6)
+
+
+def test_state_saved_before_per_tensor_counts_still_loads():
+    m = IncrementalPC((6, 4, 3), backend="reference")
+    sd = m.state_dict()
+    del sd["opt_n"]
+    sd["opt_t"] = torch.tensor(5)
+    m2 = IncrementalPC((6, 4, 3), backend="reference")
+    m2.load_state_dict(sd)
+    assert m2.opt_n.tolist() == [5, 5, 5, 5]
 
 
 def test_adaptive_feedback_learns_and_aligns():
@@ -188,10 +251,14 @@ def test_energy_is_reported_and_falls_during_relaxation():
 
 # ------------------------------------------------------------------ short real-MNIST runs (CI)
 
-@pytest.mark.parametrize("name,threshold", [("pc", 0.7), ("pc-adaptive", 0.6), ("ipc", 0.5), ("pc-bidir", 0.6)])
-def test_short_mnist_run_beats_chance(name, threshold, mnist_train, mnist_test):
+@pytest.mark.parametrize("name,threshold,sizes", [
+    ("pc", 0.7, SMALL), ("pc-adaptive", 0.6, SMALL), ("pc-bidir", 0.6, SMALL),
+    # The registered ipc skips unreached layers, measured at the shared widths; on this small
+    # net that setting is unstable early (see IncrementalPC), so its smoke run uses those widths.
+    ("ipc", 0.5, tuple(layer_sizes(4)))])
+def test_short_mnist_run_beats_chance(name, threshold, sizes, mnist_train, mnist_test):
     x, y = mnist_train
-    model = registry.get_method(name).build(list(SMALL), backend="reference", seed=0)
+    model = registry.get_method(name).build(list(sizes), backend="reference", seed=0)
     train_epochs(model, x[:4000], y[:4000], batch_size=32)
     xt, yt = mnist_test
     assert model.evaluate(xt[:2000], yt[:2000]) > threshold  # chance is 0.10
@@ -234,7 +301,17 @@ def test_pc_adaptive_target(mnist_train, mnist_test):
 
 @pytest.mark.slow
 def test_pc_bidir_target(mnist_train, mnist_test):
-    assert _full("pc-bidir", mnist_train, mnist_test) >= 0.97
+    """>= 97.0% and generated digits that an independently trained classifier (a backprop MLP,
+    one epoch) recognises: at least 8 of the 10 labels' images."""
+    spec = registry.get_method("pc-bidir")
+    model = spec.build(layer_sizes(4), seed=0)
+    train_epochs(model, *mnist_train, epochs=spec.full_epochs, batch_size=spec.batch_size)
+    assert model.evaluate(*mnist_test) >= 0.97
+    judge = BackpropMLP([784, 256, 10], seed=1)
+    train_epochs(judge, *mnist_train, epochs=1, batch_size=64, seed=1)
+    assert judge.evaluate(*mnist_test) > 0.95
+    labels = torch.arange(10)
+    assert (judge.predict(model.generate(labels)) == labels).sum() >= 8
 
 
 @pytest.mark.slow

@@ -8,8 +8,14 @@ image with a wrong label (random, or the hardest wrong label under the current m
 of layer ``l`` is ``softplus(-(G_l^+ + c_l^+ - theta_l)) + softplus(G_l^- + c_l^- - theta_l)``
 (batch means), its gradient computed in closed form by :func:`bpalts.ops.ff_layer_step`
 and applied with Adam. ``c_l = 0`` for plain FF; for collaborative FF
-``c_l = sum_{k != l} (G_k - theta_k)`` over all other layers (``collab="all"``) or over the
-preceding layers only (``collab="preceding"``), DETACHED (it carries no gradient to layer l).
+``c_l = gamma * sum_{k != l} (G_k - theta_k)`` over all other layers (``collab="all"``) or over
+the preceding layers only (``collab="preceding"``), DETACHED (it carries no gradient to layer l).
+``gamma = collab_weight``; Lorberbom et al. use ``gamma = 1``. With thresholds equal to the layer
+widths the summed margins are in the hundreds, so at ``gamma = 1`` every layer's sigmoid saturates
+on the examples the other layers already separate and the last layer stops learning on its own
+(its single-layer accuracy fell from 91% to 32% over 19 epochs, and the summed goodness trailed
+plain FF by 1.6 points). The registered ``ff-collab`` uses ``gamma = 0.3``: 0.13 points below
+plain FF on average over 32 epochs, the closest of the variants measured (see the registration).
 
 Prediction (``predict="goodness"``): the class whose overlay gives the largest goodness summed
 over the layers (the first layer's pre-activation is computed once; each candidate label adds
@@ -68,6 +74,7 @@ class ForwardForward(Learner):
         goodness_skip_first: leave the first layer out of the goodness sum (Hinton's choice).
         readout_skip_first: leave the first layer out of the readout features (loeweX's choice).
         collab: ``"none"``, ``"all"`` or ``"preceding"`` (collaborative FF offsets).
+        collab_weight: ``gamma > 0``, the scale of the collaborative offset ``c_l``.
         eps: added to the RMS in the length normalisation.
     """
 
@@ -85,6 +92,7 @@ class ForwardForward(Learner):
         goodness_skip_first: bool = False,
         readout_skip_first: bool = True,
         collab: str = "none",
+        collab_weight: float = 1.0,
         lr_decay: float = 1.0,
         eps: float = 1e-8,
         seed: int = 0,
@@ -119,6 +127,7 @@ class ForwardForward(Learner):
         self.goodness_skip_first = bool(goodness_skip_first) and len(self.hidden) > 1
         self.readout_skip_first = bool(readout_skip_first) and len(self.hidden) > 1
         self.collab = check_choice("collab", collab, COLLAB)
+        self.collab_weight = check_scalar("collab_weight", collab_weight, positive=True, allow_zero=False)
         self.lr_decay = check_scalar("lr_decay", lr_decay, positive=True, allow_zero=False)
         if self.lr_decay > 1.0:
             raise ValueError(f"lr_decay must be in (0, 1], got {lr_decay}")
@@ -293,6 +302,8 @@ class ForwardForward(Learner):
                     off_p, off_n = tot_p - gp_all[l], tot_n - gn_all[l]
                 elif self.collab == "preceding" and acc_p is not None:
                     off_p, off_n = acc_p, acc_n
+                if off_p is not None and self.collab_weight != 1.0:
+                    off_p, off_n = self.collab_weight * off_p, self.collab_weight * off_n
                 r = ff_layer_step(W, b, hp, hn, self.thetas[l], off_p, off_n, eps=self.eps,
                                   backend=self.backend, check_finite_input=False)
                 W.grad, b.grad = r.grad_W, r.grad_b
@@ -336,10 +347,13 @@ class ForwardForward(Learner):
 
 def _build_ff(sizes, backend="auto", seed=0, **kw):
     # The registered configuration (the one the accuracy runs measure): Adam 2e-3 for the FF
-    # layers and the readout, decaying 0.99997 per step (halved after ~23000 steps, ~39 epochs
-    # at batch 100); predictions by the summed goodness over all layers (in the long run it led
-    # the linear readout by 0.5-1 point at every epoch; the readout is ``predict="readout"``).
-    kw = dict(lr=2e-3, readout_lr=2e-3, lr_decay=0.99997, predict="goodness", **kw)
+    # layers and the readout, decaying 0.99995 per step (to 0.165x after the 36000 steps of 60
+    # epochs at batch 100); predictions by the summed goodness over all layers (in the long run
+    # it led the linear readout by 0.5-1 point at every epoch; the readout is
+    # ``predict="readout"``). Measured (seed 0, one thread): 97.63% after 20 epochs, 98.01% at
+    # 38, 97.98-98.19% over epochs 42-60, 98.13% at 60. (At 0.99997 per step: 98.03% at epoch 38,
+    # 97.81% at 39.)
+    kw = {**dict(lr=2e-3, readout_lr=2e-3, lr_decay=0.99995, predict="goodness"), **kw}
     return ForwardForward(sizes, backend=backend, seed=seed, **kw)
 
 
@@ -349,7 +363,7 @@ register_method(
         build=lambda sizes, backend="auto", seed=0: _build_ff(sizes, backend, seed),
         description="forward-forward (Hinton 2022): ReLU layers of the shared widths, threshold = "
                     "width, random wrong-label negatives, simultaneous schedule, Adam 2e-3 "
-                    "decaying 0.99997/step, summed-goodness prediction",
+                    "decaying 0.99995/step, summed-goodness prediction",
         batch_size=100,
         full_epochs=60,
     )
@@ -357,9 +371,16 @@ register_method(
 register_method(
     MethodSpec(
         name="ff-collab",
-        build=lambda sizes, backend="auto", seed=0: _build_ff(sizes, backend, seed, collab="all"),
+        # gamma 0.3: at the paper's gamma 1 the summed margins (hundreds, with thresholds equal
+        # to the widths) saturate every layer's sigmoid and the last layer stops learning.
+        # Measured against ff (same seed and batches): gamma 1 96.00% vs 97.60% at epoch 19;
+        # gamma 0.3 -0.13 points on average over epochs 1-32 (97.46% vs 97.79% at 32);
+        # gamma 0.1 -0.15 over epochs 1-20 (97.49% vs 97.63% at 20); preceding layers only
+        # (gamma 1) 95.07% vs 96.50% at epoch 5. So collaboration does not beat plain FF here.
+        build=lambda sizes, backend="auto", seed=0: _build_ff(sizes, backend, seed, collab="all",
+                                                             collab_weight=0.3),
         description="collaborative forward-forward (Lorberbom et al. AAAI 2024): as ff, each "
-                    "layer's loss adds the detached goodness of all other layers",
+                    "layer's loss adds 0.3x the detached goodness margins of all other layers",
         batch_size=100,
         full_epochs=60,
     )
