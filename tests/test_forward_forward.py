@@ -244,8 +244,8 @@ def test_ff_reaches_98_percent_within_60_epochs(mnist_train, mnist_test):
 @pytest.mark.slow
 def test_ff_collab_at_least_as_good_as_ff(mnist_train, mnist_test):
     """Issue 6 target: ff-collab >= ff after the same 20 epochs (shared widths, batch 100).
-    NOT MET so far: measured 97.49% (gamma 0.1) against 97.63%; gamma 0.3 (registered) trailed
-    ff by 0.13 points on average over 32 epochs (see the ff-collab registration)."""
+    Measured: 97.73% against 97.63%. A tie rather than a win: after 60 epochs 98.11% against
+    98.13% (see the ff-collab registration for the per-epoch comparison)."""
     x, y = mnist_train
     xt, yt = mnist_test
     acc = {}
