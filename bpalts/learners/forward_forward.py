@@ -38,17 +38,13 @@ import torch.nn as nn
 from bpalts._backend import resolve_backend
 from bpalts._checks import check_choice, check_scalar
 from bpalts.learners.base import Learner, check_batch, check_sizes
-from bpalts.ops.ff_layer_step import ff_layer_step
+from bpalts.ops.ff_layer_step import ff_layer_step, rms_normalize
 from bpalts.registry import MethodSpec, register_method
 
 SCHEDULES = ("simultaneous", "layerwise", "alternating")
 NEGATIVES = ("random", "hardest")
 PREDICTS = ("goodness", "readout")
 COLLAB = ("none", "all", "preceding")
-
-
-def _rms_normalize(h: torch.Tensor, eps: float) -> torch.Tensor:
-    return h / (h.pow(2).mean(dim=1, keepdim=True).sqrt() + eps)
 
 
 class ForwardForward(Learner):
@@ -185,7 +181,7 @@ class ForwardForward(Learner):
         return out
 
     def _layer(self, l: int, h: torch.Tensor) -> torch.Tensor:
-        x = _rms_normalize(h, self.eps)
+        x = rms_normalize(h, self.eps)
         return torch.relu(torch.addmm(self.biases[l], x, self.weights[l].T))
 
     # ------------------------------------------------------------------ inference
@@ -221,7 +217,7 @@ class ForwardForward(Learner):
         for l in range(len(self.hidden)):
             h = self._layer(l, h)
             if l > 0 or not self.readout_skip_first:
-                feats.append(_rms_normalize(h, self.eps))
+                feats.append(rms_normalize(h, self.eps))
         return torch.cat(feats, dim=1)
 
     @torch.no_grad()

@@ -137,9 +137,11 @@ class _PCBase(Learner):
     """Weights, biases, feed-forward prediction, the local optimiser and divergence reporting."""
 
     def __init__(self, sizes, activation, output_energy, optimizer, lr, lr_decay, weight_decay,
-                 seed, backend, weight_init="torch") -> None:
+                 seed, backend, weight_init="torch", *, steps: int, step_size: float) -> None:
         super().__init__()
         self.sizes = check_sizes(sizes)
+        self.steps = _check_int("steps", steps, 1)
+        self.step_size = check_scalar("step_size", step_size, positive=True, allow_zero=False)
         self.weight_init = check_choice("weight_init", weight_init, WEIGHT_INITS)
         self.activation = check_choice("activation", activation, PC_ACTIVATIONS)
         self.output_energy = check_choice("output_energy", output_energy, OUTPUT_ENERGIES)
@@ -234,9 +236,7 @@ class PCNetwork(_PCBase):
         backend: str = "auto",
     ) -> None:
         super().__init__(sizes, activation, output_energy, optimizer, lr, lr_decay, weight_decay,
-                         seed, backend, weight_init)
-        self.steps = _check_int("steps", steps, 1)
-        self.step_size = check_scalar("step_size", step_size, positive=True, allow_zero=False)
+                         seed, backend, weight_init, steps=steps, step_size=step_size)
         self.feedback_mode = check_choice("feedback", feedback, ("weights", "learned"))
         self.feedback_decay = check_scalar("feedback_decay", feedback_decay, positive=True)
         self.feedback = nn.ParameterList()
@@ -299,9 +299,10 @@ class IncrementalPC(_PCBase):
     ``ipc`` skips. The default is ``False`` because on a small net (784-120-60-10, batch 32/64)
     skipping made the first thousands of samples unstable (test accuracy falling from 57% to 17%
     over 12000 samples for one seed, where the default rose to 72%): skipping lets the upper
-    layers move up to ``steps`` times as far per batch as the first. Salvatori, Song, Yordanov, Millidge, Sha, Emde, Xu, Bogacz &
-    Lukasiewicz, "A stable, fast, and fully automatic learning algorithm for predictive coding
-    networks", ICLR 2024. The learning rate decays by ``lr_decay`` per batch. Prediction: the
+    layers move up to ``steps`` times as far per batch as the first.
+
+    Salvatori, Song, Yordanov, Millidge, Sha, Emde, Xu, Bogacz & Lukasiewicz, "A stable, fast,
+    and fully automatic learning algorithm for predictive coding networks", ICLR 2024. The learning rate decays by ``lr_decay`` per batch. Prediction: the
     feed-forward pass.
     """
 
@@ -322,9 +323,7 @@ class IncrementalPC(_PCBase):
         backend: str = "auto",
     ) -> None:
         super().__init__(sizes, activation, output_energy, optimizer, lr, lr_decay, weight_decay,
-                         seed, backend, weight_init)
-        self.steps = _check_int("steps", steps, 1)
-        self.step_size = check_scalar("step_size", step_size, positive=True, allow_zero=False)
+                         seed, backend, weight_init, steps=steps, step_size=step_size)
         if not isinstance(skip_unreached, bool):
             raise TypeError(f"skip_unreached must be a bool, got {type(skip_unreached).__name__}")
         self.skip_unreached = skip_unreached
@@ -425,9 +424,7 @@ class BidirectionalPC(_PCBase):
         backend: str = "auto",
     ) -> None:
         super().__init__(sizes, activation, output_energy, optimizer, lr, lr_decay, weight_decay,
-                         seed, backend, weight_init)
-        self.steps = _check_int("steps", steps, 1)
-        self.step_size = check_scalar("step_size", step_size, positive=True, allow_zero=False)
+                         seed, backend, weight_init, steps=steps, step_size=step_size)
         self.alpha = check_scalar("alpha", alpha, positive=True, allow_zero=False)
         self.gen_weights = nn.ParameterList()
         self.gen_biases = nn.ParameterList()

@@ -67,7 +67,9 @@ class FFStep(NamedTuple):
     loss: torch.Tensor  # 0-d
 
 
-def _normalize(x: torch.Tensor, eps: float) -> torch.Tensor:
+def rms_normalize(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Each row divided by its root mean square plus ``eps`` (FF's length normalisation of a
+    layer's input; the learner uses it for the passes the op does not make)."""
     return x / (x.pow(2).mean(dim=1, keepdim=True).sqrt() + eps)
 
 
@@ -83,8 +85,8 @@ def ff_layer_step_reference(
     normalize: bool = True,
 ) -> FFStep:
     """The specification of :func:`ff_layer_step` (plain PyTorch, no autograd)."""
-    xp = _normalize(x_pos, eps) if normalize else x_pos
-    xn = _normalize(x_neg, eps) if normalize else x_neg
+    xp = rms_normalize(x_pos, eps) if normalize else x_pos
+    xn = rms_normalize(x_neg, eps) if normalize else x_neg
     hp = torch.relu(xp @ W.T + b)
     hn = torch.relu(xn @ W.T + b)
     gp = (hp * hp).sum(1)
