@@ -8,7 +8,7 @@ from tests._compare_util import train_epochs
 
 from bpalts import registry
 from bpalts.learners import DivergenceError, layer_sizes
-from bpalts.learners.hebbian import HebbianMLP, SoftHebbMLP, triangle
+from bpalts.learners.hebbian import HebbianMLP, SoftHebbMLP, TeacherHebbianReadout, triangle
 
 
 def test_triangle():
@@ -84,6 +84,65 @@ def test_bad_input():
         m.train_step(torch.rand(2, 5), torch.zeros(2, dtype=torch.long))
     with pytest.raises(ValueError, match="class indices in 0..1"):
         m.train_step(torch.rand(2, 4), torch.tensor([0, 2]))
+
+
+def test_teacher_hebbian_readout_first_step_is_the_instar_rule():
+    g = torch.Generator().manual_seed(0)
+    h, y = torch.randn(12, 5, generator=g), torch.tensor([0, 1, 2, 1] * 3)
+    r = TeacherHebbianReadout(5, 3, lr=0.5)
+    r.update(h, y)
+    hn = (h - h.mean(0)) / (h.var(0, unbiased=False) + r.norm.eps).sqrt()  # batch statistics
+    T = torch.nn.functional.one_hot(y, 3).float()
+    V = 0.5 / 12 * T.T @ hn  # from V = 0: dV = lr (T^T h - diag(sum T) V) / B
+    torch.testing.assert_close(r.linear.weight, V)
+    torch.testing.assert_close(r.linear.bias, -0.5 * V.pow(2).sum(1))
+
+
+def test_teacher_hebbian_readout_converges_to_class_means_and_predicts_the_nearest():
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(30) % 3
+    h = torch.randn(30, 4, generator=g) + 3.0 * torch.nn.functional.one_hot(y, 4).float()
+    r = TeacherHebbianReadout(4, 3, lr=0.9)
+    for _ in range(200):  # the same batch: fixed statistics, so a fixed point exists
+        r.update(h, y)
+    hn = r.norm(h)  # training mode: the same batch statistics the updates saw
+    means = torch.stack([hn[y == k].mean(0) for k in range(3)])
+    torch.testing.assert_close(r.linear.weight, means, atol=1e-5, rtol=1e-5)
+    r.eval()
+    q = torch.randn(50, 4, generator=g) * 2
+    nearest = torch.cdist(r.norm(q), means).argmin(1)
+    assert torch.equal(r(q).argmax(1), nearest)
+
+
+def test_teacher_hebbian_readout_in_a_learner_saves_its_rate():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(16, 10, generator=g), torch.randint(0, 3, (16,), generator=g)
+    a = HebbianMLP((10, 6, 3), rule="gha", readout="hebbian", readout_lr=0.2, readout_lr_decay=0.5,
+                   backend="reference")
+    a.train_step(x, y), a.train_step(x, y)
+    assert float(a.readout.rate) == pytest.approx(0.05)
+    b = HebbianMLP((10, 6, 3), rule="gha", readout="hebbian", readout_lr=0.2, backend="reference")
+    b.load_state_dict(a.state_dict())
+    assert float(b.readout.rate) == pytest.approx(0.05)
+    a.eval(), b.eval()
+    assert torch.equal(a(x), b(x))
+
+
+def test_teacher_hebbian_readout_learns_mnist(mnist_train, mnist_test):
+    x, y = mnist_train
+    model = SoftHebbMLP((784, 400, 10), hebbian_samples=6000, readout="hebbian", readout_lr=0.1,
+                        seed=0, backend="reference")
+    train_epochs(model, x[:12000], y[:12000])
+    assert model.evaluate(*mnist_test) > 0.6  # nearest class mean of the features; chance 0.10
+
+
+def test_readout_option_is_checked():
+    with pytest.raises(ValueError, match="readout must be one of"):
+        HebbianMLP((4, 3, 2), readout="perceptron")
+    with pytest.raises(ValueError, match=r"rate in \(0, 1\]"):
+        SoftHebbMLP((4, 3, 2), readout="hebbian", readout_lr=2.0)
+    with pytest.raises(ValueError, match="readout_lr"):
+        HebbianMLP((4, 3, 2), readout_lr=0.0)
 
 
 def test_divergence_names_the_step():

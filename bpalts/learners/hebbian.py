@@ -1,9 +1,12 @@
 r"""Hebbian learners: unsupervised Hebbian hidden layers plus a local linear readout.
 
 No autograd: hidden layers learn with :func:`bpalts.ops.hebbian_update` or
-:func:`bpalts.ops.softwta_update`; the readout learns by the delta rule
-``dV = (onehot(y) - softmax(V h)) h^T / B`` (the cross-entropy gradient of a single layer, which
-only needs the readout's own input and output), applied through Adam.
+:func:`bpalts.ops.softwta_update`. The readout (``readout=`` option) learns either by the delta
+rule ``dV = (onehot(y) - softmax(V h)) h^T / B`` (the cross-entropy gradient of a single layer,
+which only needs the readout's own input and output), applied through Adam (``"delta"``, the
+default), or by a supervised Hebbian rule with a teacher signal (``"hebbian"``: the output units
+are clamped to ``onehot(y)`` and learn by the instar rule, so unit k's weights track the mean
+feature vector of class k; prediction is the nearest class mean).
 
 Each hidden layer sees its input standardised by running statistics (``BatchNorm1d`` without
 affine parameters, as SoftHebb does before every layer): Hebbian competition needs centred
@@ -96,11 +99,52 @@ class DeltaRuleReadout(nn.Module):
         return loss, (z.argmax(1) == y).float().mean().item()
 
 
+class TeacherHebbianReadout(DeltaRuleReadout):
+    r"""Supervised Hebbian readout: the output units are clamped to the teacher ``T = onehot(y)``
+    and learn by the instar rule ``dV = lr (T^T h - diag(sum_b T) V) / B`` on the standardised
+    features ``h``: the post-synaptic activity is the teacher's, so no error is formed. Unit k's
+    weights become a running mean of class k's features; the score ``V_k . h - |V_k|^2 / 2``
+    (the bias holds the second term) makes the prediction the nearest class mean (Euclidean).
+
+    The teacher-clamped Hebbian output layer of Lagani, Falchi, Gennaro, Amato, "Hebbian
+    semi-supervised learning in a sample efficiency setting", Neural Networks 2021.
+    ``lr`` is a plain rate in (0, 1] (no optimiser), multiplied by ``lr_decay`` after every step.
+    """
+
+    def __init__(self, n_in: int, n_out: int, lr: float = 0.1, generator: torch.Generator | None = None,
+                 lr_decay: float = 1.0):
+        super().__init__(n_in, n_out, lr, generator, lr_decay)
+        if not lr <= 1.0:
+            raise ValueError(f"readout_lr of the Hebbian readout is a rate in (0, 1], got {lr}")
+        self.optimizer = None  # no gradient: the update below is the whole rule
+        # The current (decayed) rate, a buffer so that it is saved and restored with the weights.
+        self.register_buffer("rate", torch.tensor(float(lr), dtype=torch.float64))
+        with torch.no_grad():
+            self.linear.weight.zero_()
+            self.linear.bias.zero_()
+
+    @torch.no_grad()
+    def update(self, h: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+        """One teacher-clamped instar step; returns (cross-entropy of the scores, batch accuracy)."""
+        hn = self.norm(h)
+        z = self.linear(hn)  # scores before the step (what the metrics describe)
+        T = F.one_hot(y.long(), z.shape[1]).to(hn.dtype)
+        V, b = self.linear.weight, self.linear.bias
+        V.add_(T.T @ hn - T.sum(0)[:, None] * V, alpha=float(self.rate) / h.shape[0])
+        b.copy_(-0.5 * V.pow(2).sum(1))
+        self.rate.mul_(self.lr_decay)
+        loss = F.cross_entropy(z, y.long()).item()
+        return loss, (z.argmax(1) == y).float().mean().item()
+
+
+READOUTS = {"delta": DeltaRuleReadout, "hebbian": TeacherHebbianReadout}
+
+
 class _HebbianNet(Learner):
     """Shared skeleton: standardise -> Hebbian layer -> activation, repeated, then a readout."""
 
     def __init__(self, sizes, activation, power, readout_lr, hebbian_samples, seed, backend,
-                 readout_lr_decay=1.0, schedule="simultaneous", precision="fp32"):
+                 readout_lr_decay=1.0, schedule="simultaneous", precision="fp32", readout="delta"):
         super().__init__()
         # GEMM precision of the Hebbian updates (the op's precision switch; see bpalts._precision)
         self.precision = check_choice("precision", precision, PRECISIONS)
@@ -119,7 +163,9 @@ class _HebbianNet(Learner):
         decay = check_scalar("readout_lr_decay", readout_lr_decay, positive=True, allow_zero=False)
         if decay > 1.0:
             raise ValueError(f"readout_lr_decay must be in (0, 1], got {readout_lr_decay}")
-        self.readout = DeltaRuleReadout(self.sizes[-2], self.sizes[-1], readout_lr, self.generator, decay)
+        self.readout_rule = check_choice("readout", readout, tuple(READOUTS))
+        readout_lr = check_scalar("readout_lr", readout_lr, positive=True, allow_zero=False)
+        self.readout = READOUTS[readout](self.sizes[-2], self.sizes[-1], readout_lr, self.generator, decay)
         self.register_buffer("samples_seen", torch.zeros((), dtype=torch.long))
 
     @property
@@ -202,9 +248,10 @@ class SoftHebbMLP(_HebbianNet):
         seed: int = 0,
         backend: str = "auto",
         precision: str = "fp32",
+        readout: str = "delta",
     ) -> None:
         super().__init__(sizes, activation, power, readout_lr, hebbian_samples, seed, backend,
-                         readout_lr_decay, schedule, precision)
+                         readout_lr_decay, schedule, precision, readout)
         self.lr = check_scalar("lr", lr, positive=True)
         self.temperature = check_scalar("temperature", temperature, positive=True, allow_zero=False)
         init_norm = check_scalar("init_norm", init_norm, positive=True, allow_zero=False)
@@ -225,7 +272,9 @@ class HebbianMLP(_HebbianNet):
     the original comparison's "ICA"; ``"gha"``, ``"oja"``, ...). Each layer sees its standardised
     input; the next layer sees ``activation(U)``. Hidden layers learn during the first
     ``hebbian_samples`` samples; all layers learn at once ("simultaneous") or one after another
-    ("layerwise": each gets an equal share of the Hebbian phase).
+    ("layerwise": each gets an equal share of the Hebbian phase). ``readout="delta"`` (default:
+    delta rule through Adam, ``readout_lr`` its Adam rate) or ``"hebbian"`` (the teacher-clamped
+    instar readout :class:`TeacherHebbianReadout`, ``readout_lr`` its plain rate in (0, 1]).
     """
 
     def __init__(
@@ -242,10 +291,11 @@ class HebbianMLP(_HebbianNet):
         seed: int = 0,
         backend: str = "auto",
         precision: str = "fp32",
+        readout: str = "delta",
         **rule_options,
     ) -> None:
         super().__init__(sizes, activation, power, readout_lr, hebbian_samples, seed, backend,
-                         readout_lr_decay, schedule, precision)
+                         readout_lr_decay, schedule, precision, readout)
         self.rule = check_choice("rule", rule, tuple(HEBBIAN_RULES))
         # Rule parameters (k, delta, p, theta_rate) go to hebbian_update, which validates them.
         self.rule_options = dict(rule_options)
