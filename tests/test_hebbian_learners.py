@@ -145,6 +145,28 @@ def test_readout_option_is_checked():
         HebbianMLP((4, 3, 2), readout_lr=0.0)
 
 
+def test_linear_lr_schedule_scales_the_hebbian_step():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(8, 6, generator=g), torch.randint(0, 2, (8,), generator=g)
+    const = HebbianMLP((6, 4, 2), rule="gha", lr=0.01, hebbian_samples=16, backend="reference")
+    lin = HebbianMLP((6, 4, 2), rule="gha", lr=0.01, hebbian_samples=16, lr_schedule="linear",
+                     backend="reference")
+    const.train_step(x, y), lin.train_step(x, y)  # progress 0: the full rate for both
+    W1 = lin.weights[0].detach().clone()
+    torch.testing.assert_close(const.weights[0].detach(), W1, rtol=0, atol=0)
+    const.train_step(x, y), lin.train_step(x, y)  # progress 1/2: the linear schedule halves it
+    torch.testing.assert_close(lin.weights[0].detach() - W1, 0.5 * (const.weights[0].detach() - W1))
+
+
+def test_input_eps_is_the_input_standardisation_floor():
+    m = HebbianMLP((6, 4, 3, 2), rule="gha", input_eps=0.1, backend="reference")
+    assert m.norms[0].eps == 0.1 and m.norms[1].eps == 1e-2
+    with pytest.raises(ValueError, match="input_eps"):
+        SoftHebbMLP((4, 3, 2), input_eps=0.0)
+    with pytest.raises(ValueError, match="lr_schedule must be one of"):
+        HebbianMLP((4, 3, 2), lr_schedule="cosine")
+
+
 def test_divergence_names_the_step():
     m = HebbianMLP((4, 3, 2), rule="gha", backend="reference")
     x, y = torch.rand(8, 4), torch.zeros(8, dtype=torch.long)

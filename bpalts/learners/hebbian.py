@@ -10,7 +10,8 @@ feature vector of class k; prediction is the nearest class mean).
 
 Each hidden layer sees its input standardised by running statistics (``BatchNorm1d`` without
 affine parameters, as SoftHebb does before every layer): Hebbian competition needs centred
-inputs, otherwise the one unit aligned with the mean image wins every sample.
+inputs, otherwise the one unit aligned with the mean image wins every sample. The variance floor
+of the input's standardisation is the ``input_eps`` option (hidden layers use ``NORM_EPS``).
 """
 from __future__ import annotations
 
@@ -144,7 +145,8 @@ class _HebbianNet(Learner):
     """Shared skeleton: standardise -> Hebbian layer -> activation, repeated, then a readout."""
 
     def __init__(self, sizes, activation, power, readout_lr, hebbian_samples, seed, backend,
-                 readout_lr_decay=1.0, schedule="simultaneous", precision="fp32", readout="delta"):
+                 readout_lr_decay=1.0, schedule="simultaneous", precision="fp32", readout="delta",
+                 input_eps=NORM_EPS):
         super().__init__()
         # GEMM precision of the Hebbian updates (the op's precision switch; see bpalts._precision)
         self.precision = check_choice("precision", precision, PRECISIONS)
@@ -156,8 +158,13 @@ class _HebbianNet(Learner):
         resolve_backend(backend)  # validates the name; ops resolve it per call
         self.backend_arg = backend
         self.generator = torch.Generator().manual_seed(int(seed))
+        # The input's variance floor is a tuning knob: 1e-2 standardises nearly every pixel to
+        # unit variance; a floor near the pixels' largest variance (MNIST: ~0.2) only centres and
+        # mildly rescales them, leaving the near-constant border pixels small.
+        input_eps = check_scalar("input_eps", input_eps, positive=True, allow_zero=False)
         self.norms = nn.ModuleList(
-            nn.BatchNorm1d(n, affine=False, momentum=0.02, eps=NORM_EPS) for n in self.sizes[:-2]
+            nn.BatchNorm1d(n, affine=False, momentum=0.02, eps=input_eps if i == 0 else NORM_EPS)
+            for i, n in enumerate(self.sizes[:-2])
         )
         self.weights = nn.ParameterList()
         decay = check_scalar("readout_lr_decay", readout_lr_decay, positive=True, allow_zero=False)
@@ -249,9 +256,10 @@ class SoftHebbMLP(_HebbianNet):
         backend: str = "auto",
         precision: str = "fp32",
         readout: str = "delta",
+        input_eps: float = NORM_EPS,
     ) -> None:
         super().__init__(sizes, activation, power, readout_lr, hebbian_samples, seed, backend,
-                         readout_lr_decay, schedule, precision, readout)
+                         readout_lr_decay, schedule, precision, readout, input_eps)
         self.lr = check_scalar("lr", lr, positive=True)
         self.temperature = check_scalar("temperature", temperature, positive=True, allow_zero=False)
         init_norm = check_scalar("init_norm", init_norm, positive=True, allow_zero=False)
@@ -275,6 +283,9 @@ class HebbianMLP(_HebbianNet):
     ("layerwise": each gets an equal share of the Hebbian phase). ``readout="delta"`` (default:
     delta rule through Adam, ``readout_lr`` its Adam rate) or ``"hebbian"`` (the teacher-clamped
     instar readout :class:`TeacherHebbianReadout`, ``readout_lr`` its plain rate in (0, 1]).
+    ``lr_schedule``: ``"constant"`` or ``"linear"`` (the Hebbian rate decays linearly to 0 over
+    the layer's Hebbian phase, as in :class:`SoftHebbMLP`). ``input_eps``: the variance floor of
+    the input standardisation (``x -> (x - mean) / sqrt(var + input_eps)``).
     """
 
     def __init__(
@@ -292,10 +303,13 @@ class HebbianMLP(_HebbianNet):
         backend: str = "auto",
         precision: str = "fp32",
         readout: str = "delta",
+        input_eps: float = NORM_EPS,
+        lr_schedule: str = "constant",
         **rule_options,
     ) -> None:
         super().__init__(sizes, activation, power, readout_lr, hebbian_samples, seed, backend,
-                         readout_lr_decay, schedule, precision, readout)
+                         readout_lr_decay, schedule, precision, readout, input_eps)
+        self.lr_schedule = check_choice("lr_schedule", lr_schedule, ("constant", "linear"))
         self.rule = check_choice("rule", rule, tuple(HEBBIAN_RULES))
         # Rule parameters (k, delta, p, theta_rate) go to hebbian_update, which validates them.
         self.rule_options = dict(rule_options)
@@ -313,7 +327,8 @@ class HebbianMLP(_HebbianNet):
         return state or None
 
     def _hebbian_layer_update(self, W, x, index, progress):
-        hebbian_update(W.data, x, rule=self.rule, lr=self.lr, backend=self.backend_arg,
+        lr = self.lr * (1.0 - progress) if self.lr_schedule == "linear" else self.lr
+        hebbian_update(W.data, x, rule=self.rule, lr=lr, backend=self.backend_arg,
                        check_finite_input=False, state=self._layer_state(index), precision=self.precision,
                        **self.rule_options)
 
@@ -342,11 +357,13 @@ register_method(MethodSpec(
 ))
 register_method(MethodSpec(
     name="hebbian-pca",
-    # Tuned on MNIST (see the README): lr 1e-4, triangle power 0.7, readout Adam 3e-3 decaying
-    # 0.9997 per step.
+    # Tuned on MNIST (see the README): Hebbian lr 2e-4 decaying linearly over the one Hebbian
+    # epoch, input variance floor 0.1 (measured, seed 0, 10 epochs: 95.22%; floor 0.05 95.26%,
+    # 0.2 95.16%, 1.0 94.87%, the hidden layers' 1e-2 94.98%), triangle power 0.8, readout Adam
+    # 3e-3 decaying 0.9997 per step.
     build=lambda sizes, backend="auto", seed=0: HebbianMLP(
-        sizes, rule="hpca", lr=1e-4, power=0.7, readout_lr=3e-3, readout_lr_decay=0.9997,
-        backend=backend, seed=seed,
+        sizes, rule="hpca", lr=2e-4, lr_schedule="linear", input_eps=0.1, power=0.8,
+        readout_lr=3e-3, readout_lr_decay=0.9997, backend=backend, seed=seed,
     ),
     description="nonlinear hierarchical PCA (tanh, Sanger-style) layers + delta-rule readout",
     batch_size=64, full_epochs=10,
