@@ -192,3 +192,39 @@ def test_unknown_backend_and_triton_without_interpreter(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     with pytest.raises(ValueError, match="triton backend needs CUDA tensors or TRITON_INTERPRET=1"):
         ff_layer_step(W, b, xp, xn, th, backend="triton")
+
+
+# ------------------------------------------------------------------ given activities
+
+@pytest.mark.parametrize("backend", ["reference", pytest.param("cpp", marks=CPP)])
+@pytest.mark.parametrize("normalize", [True, False])
+@pytest.mark.parametrize("shape", SHAPES[1:4], ids=lambda s: "x".join(map(str, s)))
+def test_given_activities_give_the_same_step(backend, normalize, shape):
+    """h_pos/h_neg computed by the caller (collaborative FF): the same result, no forward GEMM."""
+    W, b, xp, xn, theta, op, on = inputs(*shape, seed=5, offsets=True)
+    want = ff_layer_step_reference(W, b, xp, xn, theta, op, on, normalize=normalize)
+    got = ff_layer_step(W, b, xp, xn, theta, op, on, normalize=normalize, backend=backend,
+                        h_pos=want.h_pos.clone(), h_neg=want.h_neg.clone())
+    compare(got, want, RTOL_REDUCTION if backend == "cpp" else 0.0)
+
+
+def test_given_activities_are_used_as_given():
+    W, b, xp, xn, theta, _, _ = inputs(4, 3, 8, 5, seed=2)
+    hp, hn = torch.zeros(4, 5), torch.zeros(3, 5)  # not W's activities: the op trusts them
+    r = ff_layer_step(W, b, xp, xn, theta, h_pos=hp, h_neg=hn, backend="reference")
+    assert torch.equal(r.g_pos, torch.zeros(4)) and torch.equal(r.grad_W, torch.zeros(5, 8))
+
+
+def test_given_activities_bad_input():
+    W, b, xp, xn, th = ok()
+    hp, hn = torch.rand(3, 5), torch.rand(4, 5)
+    with pytest.raises(ValueError, match="h_pos and h_neg must be given together"):
+        ff_layer_step(W, b, xp, xn, th, h_pos=hp)
+    with pytest.raises(ValueError, match=r"h_neg must be \(4, 5\) \(x_neg's batch x W's units\)"):
+        ff_layer_step(W, b, xp, xn, th, h_pos=hp, h_neg=hn[:3])
+    with pytest.raises(TypeError, match="h_pos must have dtype float32"):
+        ff_layer_step(W, b, xp, xn, th, h_pos=hp.double(), h_neg=hn)
+    bad = hn.clone()
+    bad[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="h_neg contains NaN"):
+        ff_layer_step(W, b, xp, xn, th, h_pos=hp, h_neg=bad)

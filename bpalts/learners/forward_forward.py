@@ -279,11 +279,15 @@ class ForwardForward(Learner):
         trained = self._trained_layers(int(self.steps_done))
         last = max(trained)
         # Collaborative FF over all layers: every layer's goodness (current weights) first.
+        # Its activities are handed to ff_layer_step, which then skips its forward GEMMs: the
+        # collaboration costs no extra pass.
+        acts = None
         if self.collab == "all":
-            gp_all, gn_all = [], []
+            gp_all, gn_all, acts = [], [], []
             hp, hn = x_pos, x_neg
             for l in range(L):
                 hp, hn = self._layer(l, hp), self._layer(l, hn)
+                acts.append((hp, hn))
                 gp_all.append(hp.pow(2).sum(1) - self.thetas[l])
                 gn_all.append(hn.pow(2).sum(1) - self.thetas[l])
             tot_p, tot_n = torch.stack(gp_all).sum(0), torch.stack(gn_all).sum(0)
@@ -300,14 +304,16 @@ class ForwardForward(Learner):
                     off_p, off_n = acc_p, acc_n
                 if off_p is not None and self.collab_weight != 1.0:
                     off_p, off_n = self.collab_weight * off_p, self.collab_weight * off_n
+                given = acts[l] if acts is not None else (None, None)
                 r = ff_layer_step(W, b, hp, hn, self.thetas[l], off_p, off_n, eps=self.eps,
-                                  backend=self.backend, check_finite_input=False)
+                                  backend=self.backend, check_finite_input=False,
+                                  h_pos=given[0], h_neg=given[1])
                 W.grad, b.grad = r.grad_W, r.grad_b
                 stats.append(torch.stack([r.loss, r.g_pos.mean(), r.g_neg.mean()]))
                 hp, hn, gp, gn = r.h_pos, r.h_neg, r.g_pos, r.g_neg
             else:
                 W.grad = b.grad = None
-                hp, hn = self._layer(l, hp), self._layer(l, hn)
+                hp, hn = acts[l] if acts is not None else (self._layer(l, hp), self._layer(l, hn))
                 gp, gn = hp.pow(2).sum(1), hn.pow(2).sum(1)
             if self.collab == "preceding":
                 acc_p = gp - self.thetas[l] if acc_p is None else acc_p + gp - self.thetas[l]

@@ -301,9 +301,10 @@ class IncrementalPC(_PCBase):
     over 12000 samples for one seed, where the default rose to 72%): skipping lets the upper
     layers move up to ``steps`` times as far per batch as the first.
 
+    The learning rate decays by ``lr_decay`` per batch. Prediction: the feed-forward pass.
+
     Salvatori, Song, Yordanov, Millidge, Sha, Emde, Xu, Bogacz & Lukasiewicz, "A stable, fast,
-    and fully automatic learning algorithm for predictive coding networks", ICLR 2024. The learning rate decays by ``lr_decay`` per batch. Prediction: the
-    feed-forward pass.
+    and fully automatic learning algorithm for predictive coding networks", ICLR 2024.
     """
 
     def __init__(

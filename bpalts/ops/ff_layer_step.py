@@ -43,6 +43,9 @@ gradient. ``grad_b = h^T (2 dL/dG)`` is a GEMV. float32 and float64; determinist
 its epilogue; a fold of the partial goodness into ``G``, the loss terms and ``dL/dG``; and the
 gradient GEMM ``delta^T X^`` with ``delta`` formed on the fly from ``h`` (never stored) and
 ``grad_b`` accumulated by the same programs. float32; CUDA, or CPU under ``TRITON_INTERPRET=1``.
+
+Given activities (``h_pos``, ``h_neg``: collaborative FF has computed them already): no forward
+GEMM; the loss and the gradient GEMMs above in PyTorch, the same on every backend.
 """
 from __future__ import annotations
 
@@ -89,13 +92,18 @@ def ff_layer_step_reference(
     xn = rms_normalize(x_neg, eps) if normalize else x_neg
     hp = torch.relu(xp @ W.T + b)
     hn = torch.relu(xn @ W.T + b)
+    return _step_from_activities(xp, xn, hp, hn, theta, offset_pos, offset_neg)
+
+
+def _step_from_activities(xp, xn, hp, hn, theta, offset_pos, offset_neg) -> FFStep:
+    """Loss and gradients from the (normalised) inputs and the ReLU activities."""
     gp = (hp * hp).sum(1)
     gn = (hn * hn).sum(1)
     sp = gp - theta if offset_pos is None else gp + offset_pos - theta
     sn = gn - theta if offset_neg is None else gn + offset_neg - theta
     loss = F.softplus(-sp).mean() + F.softplus(sn).mean()
-    cp = -torch.sigmoid(-sp) / x_pos.shape[0]  # dL/dG+
-    cn = torch.sigmoid(sn) / x_neg.shape[0]  # dL/dG-
+    cp = -torch.sigmoid(-sp) / xp.shape[0]  # dL/dG+
+    cn = torch.sigmoid(sn) / xn.shape[0]  # dL/dG-
     dp = 2.0 * cp[:, None] * hp
     dn = 2.0 * cn[:, None] * hn
     grad_W = dp.T @ xp + dn.T @ xn
@@ -126,6 +134,8 @@ def ff_layer_step(
     normalize: bool = True,
     backend: str = "auto",
     check_finite_input: bool = True,
+    h_pos: torch.Tensor | None = None,
+    h_neg: torch.Tensor | None = None,
 ) -> FFStep:
     """One forward-forward layer step (forward, loss, closed-form gradient); see the module doc.
 
@@ -141,6 +151,12 @@ def ff_layer_step(
         normalize: length-normalise the inputs (RMS 1) before the layer.
         backend: ``"auto"``, ``"reference"``, ``"triton"`` or ``"cpp"``.
         check_finite_input: reject NaN/inf in the inputs (one pass over each).
+        h_pos, h_neg: the layer's ReLU activities ``relu(x^ W^T + b)`` for ``x_pos`` / ``x_neg``
+            when the caller has already computed them (collaborative FF needs every layer's
+            goodness before any layer's step). Both or neither. The forward GEMMs are then
+            skipped; the loss and the gradient GEMMs run in PyTorch on every backend (there is no
+            forward GEMM left to fuse them into). They are trusted to come from this ``W``, ``b``
+            and inputs (the op does not recompute them to check); returned as ``h_pos, h_neg``.
 
     Returns:
         :class:`FFStep` ``(h_pos, h_neg, grad_W, grad_b, g_pos, g_neg, loss)``.
@@ -162,18 +178,34 @@ def ff_layer_step(
     offset_neg = _check_offset("offset_neg", offset_neg, x_neg, "x_neg")
     theta = check_scalar("theta", theta)
     eps = check_scalar("eps", eps, positive=True, allow_zero=False)
+    if (h_pos is None) != (h_neg is None):
+        raise ValueError("h_pos and h_neg must be given together (or neither)")
+    for name, h, x, xname in (("h_pos", h_pos, x_pos, "x_pos"), ("h_neg", h_neg, x_neg, "x_neg")):
+        if h is None:
+            continue
+        check_tensor(name, h, ("batch", "units"), (W.dtype,))
+        check_same(("W", name), (W, h))
+        if tuple(h.shape) != (x.shape[0], W.shape[0]):
+            raise ValueError(f"{name} must be ({x.shape[0]}, {W.shape[0]}) ({xname}'s batch x W's "
+                             f"units), got shape {tuple(h.shape)}")
     which = resolve_backend(backend, W.device)
     if which == "triton":
         check_tensor("W", W, ("units", "features"), FLOAT32_ONLY)
     if check_finite_input:
         for name, t in (("W", W), ("b", b), ("x_pos", x_pos), ("x_neg", x_neg),
-                        ("offset_pos", offset_pos), ("offset_neg", offset_neg)):
+                        ("offset_pos", offset_pos), ("offset_neg", offset_neg),
+                        ("h_pos", h_pos), ("h_neg", h_neg)):
             if t is not None:
                 check_finite(name, t)
     args = (W.detach(), b.detach(), x_pos.detach(), x_neg.detach(), theta,
             None if offset_pos is None else offset_pos.detach(),
             None if offset_neg is None else offset_neg.detach(), eps, bool(normalize))
     with torch.no_grad():
+        if h_pos is not None:
+            xp = rms_normalize(args[2], eps) if normalize else args[2]
+            xn = rms_normalize(args[3], eps) if normalize else args[3]
+            return _step_from_activities(xp, xn, h_pos.detach(), h_neg.detach(), theta,
+                                         args[5], args[6])
         if which == "reference":
             return ff_layer_step_reference(*args)
         if which == "cpp":
