@@ -185,7 +185,12 @@ class SoftHebbConvNet(Learner):
 
 def _build_softhebb_conv(sizes, backend="auto", seed=0):
     # A fixed architecture: the depth the harness asks for is ignored (fixed_depth=True).
-    return SoftHebbConvNet(n_classes=sizes[-1], readout_lr=1e-3, readout_lr_decay=0.9998,
+    # Readout: Adam 1e-3 decaying 0.9995 per step (to ~1e-5 after 10 epochs at batch 64). With
+    # 0.9998 the harness ended at 98.88% (99.03% at epoch 9): the rate was still large enough for
+    # the last epochs to wander. On the frozen features of that run (readout epochs 2-10 from
+    # cached features, seed 0): 0.9998 98.93%, 0.9995 99.02%, 0.999 98.97%; 0.9998 for 20
+    # epochs 99.08%.
+    return SoftHebbConvNet(n_classes=sizes[-1], readout_lr=1e-3, readout_lr_decay=0.9995,
                            backend=backend, seed=seed)
 
 
