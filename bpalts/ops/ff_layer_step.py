@@ -76,6 +76,10 @@ def rms_normalize(x: torch.Tensor, eps: float) -> torch.Tensor:
     return x / (x.pow(2).mean(dim=1, keepdim=True).sqrt() + eps)
 
 
+def _layer_input(x: torch.Tensor, eps: float, normalize: bool) -> torch.Tensor:
+    return rms_normalize(x, eps) if normalize else x
+
+
 def ff_layer_step_reference(
     W: torch.Tensor,
     b: torch.Tensor,
@@ -88,8 +92,7 @@ def ff_layer_step_reference(
     normalize: bool = True,
 ) -> FFStep:
     """The specification of :func:`ff_layer_step` (plain PyTorch, no autograd)."""
-    xp = rms_normalize(x_pos, eps) if normalize else x_pos
-    xn = rms_normalize(x_neg, eps) if normalize else x_neg
+    xp, xn = _layer_input(x_pos, eps, normalize), _layer_input(x_neg, eps, normalize)
     hp = torch.relu(xp @ W.T + b)
     hn = torch.relu(xn @ W.T + b)
     return _step_from_activities(xp, xn, hp, hn, theta, offset_pos, offset_neg)
@@ -202,10 +205,8 @@ def ff_layer_step(
             None if offset_neg is None else offset_neg.detach(), eps, bool(normalize))
     with torch.no_grad():
         if h_pos is not None:
-            xp = rms_normalize(args[2], eps) if normalize else args[2]
-            xn = rms_normalize(args[3], eps) if normalize else args[3]
-            return _step_from_activities(xp, xn, h_pos.detach(), h_neg.detach(), theta,
-                                         args[5], args[6])
+            xp, xn = (_layer_input(x, eps, normalize) for x in args[2:4])
+            return _step_from_activities(xp, xn, h_pos.detach(), h_neg.detach(), theta, *args[5:7])
         if which == "reference":
             return ff_layer_step_reference(*args)
         if which == "cpp":
