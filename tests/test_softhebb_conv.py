@@ -9,7 +9,7 @@ from tests._compare_util import train_epochs
 from bpalts import registry
 from bpalts.learners import DivergenceError, layer_sizes
 from bpalts.learners.hebbian import triangle
-from bpalts.learners.softhebb_conv import SoftHebbConvNet
+from bpalts.learners.softhebb_conv import SoftHebbConvNet, random_translate
 
 SMALL = dict(channels=(4, 6), image_size=12, in_channels=1, n_classes=3)
 
@@ -35,6 +35,7 @@ def test_registered():
     assert model.sizes == (784, 384 * 7 * 7, 10)
     assert model.channels == (96, 384)
     assert model.temperatures == (1.0, 1 / 0.65) and model.powers == (0.7, 1.4)
+    assert model.lrs == (1.0, 1.0) and model.readout_shift == 2
 
 
 def test_short_mnist_run_beats_chance(mnist_train, mnist_test):
@@ -113,7 +114,50 @@ def test_divergence_is_reported_with_the_step():
         model.train_step(x, y)
 
 
+def test_random_translate_moves_each_image_by_its_own_offset():
+    x = torch.rand(40, 2, 9, 7) + 1  # no zeros: every 0 in the result was moved in from outside
+    x0 = x.clone()
+    y = random_translate(x, 2, torch.Generator().manual_seed(3))
+    assert y.shape == x.shape and torch.equal(x, x0)  # input untouched
+    seen = set()
+    for b in range(40):
+        hits = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+                if torch.equal(y[b], _shifted(x[b], dy, dx))]
+        assert len(hits) == 1, b
+        seen.add(hits[0])
+    assert len(seen) > 10  # offsets differ between images
+    assert torch.equal(random_translate(x, 0), x)
+
+
+def _shifted(img, dy, dx):
+    """``img`` (C, H, W) moved down by dy and right by dx, zero fill (the specification)."""
+    out = torch.zeros_like(img)
+    H, W = img.shape[1:]
+    out[:, max(dy, 0):H + min(dy, 0), max(dx, 0):W + min(dx, 0)] = \
+        img[:, max(-dy, 0):H + min(-dy, 0), max(-dx, 0):W + min(-dx, 0)]
+    return out
+
+
+def test_readout_shift_augments_only_after_the_hebbian_phase():
+    x, y = _batch()
+    kw = dict(**SMALL, hebbian_samples=16, backend="reference")
+    plain, shifted = SoftHebbConvNet(**kw), SoftHebbConvNet(**kw, readout_shift=2)
+    plain.train_step(x, y), shifted.train_step(x, y)  # Hebbian step: no augmentation, same result
+    assert all(torch.equal(a, b) for a, b in zip(plain.weights, shifted.weights))
+    assert torch.equal(plain.readout.linear.weight, shifted.readout.linear.weight)
+    plain.train_step(x, y), shifted.train_step(x, y)  # readout step: features of shifted images
+    assert not torch.equal(plain.readout.linear.weight, shifted.readout.linear.weight)
+    assert all(torch.equal(a, b) for a, b in zip(plain.weights, shifted.weights))  # still frozen
+    plain.eval(), shifted.eval()
+    assert torch.equal(plain.features(x), shifted.features(x))  # evaluation sees x as given
+
+
 def test_bad_input():
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="readout_shift must be an int >= 0"):
+            SoftHebbConvNet(**SMALL, readout_shift=bad)
+    with pytest.raises(ValueError, match="readout_shift .12. must be smaller than image_size"):
+        SoftHebbConvNet(**SMALL, readout_shift=12)
     with pytest.raises(ValueError, match="schedule must be one of"):
         SoftHebbConvNet(**SMALL, schedule="greedy")
     with pytest.raises(ValueError, match="temperatures must be > 0"):
