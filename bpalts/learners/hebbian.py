@@ -63,25 +63,33 @@ def hebbian_progress(seen: int, hebbian_samples: int, n_layers: int, index: int,
     return (seen - start) / max(1.0, length)
 
 
-class DeltaRuleReadout(nn.Module):
-    """Linear classifier on (standardised) features, trained by the local delta rule + Adam."""
+class _StandardisedLinear(nn.Module):
+    """The readouts' shared layers: ``linear(norm(h))``, ``norm`` a BatchNorm without affine
+    parameters (running statistics), plus the readout's rate ``lr`` and its per-step decay."""
 
-    def __init__(self, n_in: int, n_out: int, lr: float = 1e-3, generator: torch.Generator | None = None,
-                 lr_decay: float = 1.0):
+    def __init__(self, n_in: int, n_out: int, lr: float, lr_decay: float):
         super().__init__()
         # Exponential running statistics: features drift while the layers below learn.
         self.norm = nn.BatchNorm1d(n_in, affine=False, momentum=0.02, eps=NORM_EPS)
         self.linear = nn.Linear(n_in, n_out)
+        self.lr = lr
+        self.lr_decay = lr_decay  # multiplies the rate after every step
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.norm(h))
+
+
+class DeltaRuleReadout(_StandardisedLinear):
+    """Linear classifier on (standardised) features, trained by the local delta rule + Adam."""
+
+    def __init__(self, n_in: int, n_out: int, lr: float = 1e-3, generator: torch.Generator | None = None,
+                 lr_decay: float = 1.0):
+        super().__init__(n_in, n_out, lr, lr_decay)
         with torch.no_grad():
             bound = 1.0 / math.sqrt(n_in)
             self.linear.weight.uniform_(-bound, bound, generator=generator)
             self.linear.bias.zero_()
-        self.lr = lr
-        self.lr_decay = lr_decay  # multiplies the rate after every step
         self.optimizer = torch.optim.Adam(self.linear.parameters(), lr=lr)
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.linear(self.norm(h))
 
     @torch.no_grad()
     def update(self, h: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
@@ -100,7 +108,7 @@ class DeltaRuleReadout(nn.Module):
         return loss, (z.argmax(1) == y).float().mean().item()
 
 
-class TeacherHebbianReadout(DeltaRuleReadout):
+class TeacherHebbianReadout(_StandardisedLinear):
     r"""Supervised Hebbian readout: the output units are clamped to the teacher ``T = onehot(y)``
     and learn by the instar rule ``dV = lr (T^T h - diag(sum_b T) V) / B`` on the standardised
     features ``h``: the post-synaptic activity is the teacher's, so no error is formed. Unit k's
@@ -110,14 +118,14 @@ class TeacherHebbianReadout(DeltaRuleReadout):
     The teacher-clamped Hebbian output layer of Lagani, Falchi, Gennaro, Amato, "Hebbian
     semi-supervised learning in a sample efficiency setting", Neural Networks 2021.
     ``lr`` is a plain rate in (0, 1] (no optimiser), multiplied by ``lr_decay`` after every step.
+    The weights start at zero, so ``generator`` (accepted as every readout takes it) draws nothing.
     """
 
     def __init__(self, n_in: int, n_out: int, lr: float = 0.1, generator: torch.Generator | None = None,
                  lr_decay: float = 1.0):
-        super().__init__(n_in, n_out, lr, generator, lr_decay)
         if not lr <= 1.0:
             raise ValueError(f"readout_lr of the Hebbian readout is a rate in (0, 1], got {lr}")
-        self.optimizer = None  # no gradient: the update below is the whole rule
+        super().__init__(n_in, n_out, lr, lr_decay)
         # The current (decayed) rate, a buffer so that it is saved and restored with the weights.
         self.register_buffer("rate", torch.tensor(float(lr), dtype=torch.float64))
         with torch.no_grad():
