@@ -227,6 +227,6 @@ def _build_softhebb_conv(sizes, backend="auto", seed=0):
 register_method(MethodSpec(
     name="softhebb-conv",
     build=_build_softhebb_conv,
-    description="SoftHebb conv net 96-384 channels (1 unsupervised epoch) + delta-rule readout",
+    description="SoftHebb conv net 96-384 channels (1 unsupervised epoch) + delta-rule readout on images shifted up to 2 px",
     batch_size=64, full_epochs=10, fixed_depth=True,
 ))
