@@ -212,7 +212,7 @@ def _build_softhebb_conv(sizes, backend="auto", seed=0):
     # Readout: Adam 1e-3 decaying 0.9995 per step (to ~1e-5 after 10 epochs at batch 64).
     # Measured with bpalts-compare --methods softhebb-conv --preset full (seed 0, one thread),
     # test accuracy after epoch 10 (range over epochs 6-10):
-    #   Hebbian rates 0.3 (the old registration)                   98.95% (98.87-98.95%)
+    #   Hebbian rates 0.3 (the old registration)                   98.95% (98.87-98.95% over 4-10)
     #   rates 1.0                                                  99.09% (99.08-99.12%)
     #   rates 1.0, readout images shifted by up to 2 px (this one) 99.10% (99.10-99.25%)
     # The linear readout fits the frozen features to ~100% training accuracy: it is limited by
