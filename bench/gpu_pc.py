@@ -22,7 +22,10 @@ ANCHORS: dict = {
     ("pc_relax", f"{NET_LABEL} B256 T20"): (7.26, 2.51, 3.46, 0.8),
     ("pc_relax", f"{NET_LABEL} B256 T100"): (37.5, 12.2, None, 3.0),
     ("pc_relax", f"{NET_LABEL} B4096 T20"): (12.4, 11.5, 9.92, 8.0),
+    # precision="tf32" on the Triton side, the fp32 eager reference as the baseline (issue 4).
+    ("pc_relax tf32", f"{NET_LABEL} B4096 T20"): (12.4, 11.5, 9.92, 2.5),
 }
+TOL_TF32 = 3e-3  # gpu.TOL_TF32: the tf32 row against the fp32 reference
 
 
 def _inputs(widths, B):
@@ -55,4 +58,15 @@ def ops(smoke: bool, Op) -> list:
             triton=lambda *a, L=L, T=T: _flat(pc_relax(list(a[:L]), a[L], a[L + 1], T, STEP_SIZE,
                                                        backend="triton", check_finite_input=False)),
         ))
+    widths, label, B, T = rows[-1]  # the largest batch again, on tensor cores
+    L = len(widths) - 1
+    out.append(Op(
+        name="pc_relax tf32",
+        shape=label,
+        make_inputs=_inputs(widths, B),
+        reference=lambda *a, L=L, T=T: _flat(pc_relax_reference(list(a[:L]), a[L], a[L + 1], T, STEP_SIZE)),
+        triton=lambda *a, L=L, T=T: _flat(pc_relax(list(a[:L]), a[L], a[L + 1], T, STEP_SIZE, precision="tf32",
+                                                   backend="triton", check_finite_input=False)),
+        tol=TOL_TF32,
+    ))
     return out

@@ -8,7 +8,7 @@ Three launches per call (the first once for each of the positive and negative ba
    ``s = 1 / (sqrt(mean x^2) + eps)``, ``h = relu(z)`` stored, and the tile's partial goodness
    ``sum_n h^2`` per row written to a small (batch, unit tiles) buffer; the programs with
    ``pid_n == 0`` store ``s``.
-2. ``_coef_kernel``: per row, folds the partial goodness in tile order into ``G``, then the loss
+2. ``_coef_kernel``: per row, sums the partial goodness into ``G``, then the loss
    term ``softplus(-t)`` with ``t = sign (G + c - theta)`` and ``2 dL/dG = -2 sign sigmoid(-t)/B``
    (both batches in one launch: rows ``< B+`` are positive, the rest negative).
 3. ``_grad_kernel``: the gradient GEMM per (units, features) tile, K over the positive then the
@@ -77,12 +77,16 @@ def _coef_kernel(
     pid = tl.program_id(0)
     r = pid * BLOCK_R + tl.arange(0, BLOCK_R)
     rmask = r < B_ALL
-    g = tl.zeros((BLOCK_R,), dtype=tl.float32)
+    # The tile is accumulated in the loop and reduced once after it: a reduction inside the loop
+    # whose result has two uses (G and t below) trips an assertion in Triton 3.6's
+    # OptimizeThreadLocality pass (seen on an H200 once NT > BLOCK_T, i.e. N > 1024).
+    acc = tl.zeros((BLOCK_R, BLOCK_T), dtype=tl.float32)
     rt = tl.arange(0, BLOCK_T)
     for t0 in range(0, NT, BLOCK_T):
         tt = t0 + rt
-        p = tl.load(PG + r[:, None] * NT + tt[None, :], mask=rmask[:, None] & (tt < NT)[None, :], other=0.0)
-        g += tl.sum(p, axis=1)
+        acc += tl.load(PG + r[:, None] * NT + tt[None, :], mask=rmask[:, None] & (tt < NT)[None, :],
+                       other=0.0)
+    g = tl.sum(acc, axis=1)
     off = tl.load(OFF + r, mask=rmask, other=0.0)
     is_pos = r < B_POS
     sign = tl.where(is_pos, 1.0, -1.0)

@@ -44,9 +44,19 @@ PRECISIONS = ("ieee", "tf32")
 # Tile sizes. The interpreter (CPU) wants few, large programs; the GPU wants enough tiles to fill
 # the SMs. bench/gpu.py is where these get tuned.
 BM, BN, BK = 64, 64, 32
+# precision="tf32" (tensor cores). bench/gpu_tiles.py on an H200 (torch 2.11, Triton 3.6, CUDA
+# graph replay, median of 20): GHA B1024 4096->4096 1.66 ms at 32 x 64 x 32 against 3.72 ms at
+# 64 x 64 x 32 and 2.55 ms at 128 x 128 x 32 with 8 warps (the best of 11 configs).
+BM_TF32, BN_TF32, BK_TF32 = 32, 64, 32
 NUM_WARPS = 4
+NUM_STAGES = 3  # software-pipelining depth of the K loops on the GPU (Triton's CUDA default)
 RANK_BLOCK = 256  # row chunk of the ranking kernel
 SPARSE_BD = 128  # feature block of the sparse apply kernel
+
+
+def _tiles(precision: str) -> tuple[int, int, int]:
+    """(BLOCK_M, BLOCK_N, BLOCK_K) of every GEMM launch at this ``input_precision``."""
+    return (BM_TF32, BN_TF32, BK_TF32) if precision == "tf32" else (BM, BN, BK)
 
 
 @triton.jit
@@ -255,7 +265,8 @@ def _forward(X, W, gate: str = "identity", precision: str = "ieee", p: float = 2
     N = W.shape[0]
     out = torch.empty((B, N), device=W.device, dtype=torch.float32)
     bpow = 0 if p == 2.0 else (1 if p == 1.0 else 2)
-    grid = (triton.cdiv(B, BM), triton.cdiv(N, BN))
+    bm, bn, bk = _tiles(precision)
+    grid = (triton.cdiv(B, bm), triton.cdiv(N, bn))
     sq = None
     if theta is not None:
         sq = torch.empty((grid[0], N), device=W.device, dtype=torch.float32)
@@ -265,7 +276,7 @@ def _forward(X, W, gate: str = "identity", precision: str = "ieee", p: float = 2
         theta if theta is not None else out, sq if sq is not None else out,
         sq.stride(0) if sq is not None else 0, float(p - 1.0),
         GATE=GATE_IDS[gate], LOWER=False, PRECISION=precision, BPOW=bpow, BCM=theta is not None,
-        BLOCK_M=BM, BLOCK_N=BN, BLOCK_K=BK, num_warps=NUM_WARPS,
+        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=NUM_WARPS, num_stages=NUM_STAGES,
     )
     return out, sq
 
@@ -285,25 +296,26 @@ def hebbian_update(W: torch.Tensor, X: torch.Tensor, gate: str, decay: str, lr: 
     if theta is not None:
         th_in = theta if theta.is_contiguous() else theta.contiguous()
     G, sq = _forward(X, W, gate, precision, theta=th_in)
+    bm, bn, bk = _tiles(precision)
     decay_id = DECAY_IDS[decay]
     D = G  # unused placeholder when there is no decay
     if decay_id != 0:
         D = torch.empty((N, N), device=W.device, dtype=torch.float32)
-        _matmul_kernel[(triton.cdiv(N, BM), triton.cdiv(N, BN))](
+        _matmul_kernel[(triton.cdiv(N, bm), triton.cdiv(N, bn))](
             G, G, D, N, N, B,
             G.stride(1), G.stride(0), G.stride(0), G.stride(1), D.stride(0), D.stride(1),
             G, G, 0, 0.0,
             GATE=0, LOWER=decay_id == 1, PRECISION=precision, BPOW=0, BCM=False,
-            BLOCK_M=BM, BLOCK_N=BN, BLOCK_K=BK, num_warps=NUM_WARPS,
+            BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=NUM_WARPS, num_stages=NUM_STAGES,
         )
     # Without decay a tile reads only its own part of W: write in place.
     Wout = W if decay_id == 0 else torch.empty((N, F), device=W.device, dtype=torch.float32)
-    _apply_kernel[(triton.cdiv(N, BM), triton.cdiv(F, BN))](
+    _apply_kernel[(triton.cdiv(N, bm), triton.cdiv(F, bn))](
         G, X, D, W, Wout, B, N, F, lr / B,
         G.stride(0), G.stride(1), X.stride(0), X.stride(1), D.stride(0), D.stride(1),
         W.stride(0), W.stride(1), Wout.stride(0), Wout.stride(1),
         DECAY=decay_id, PRECISION=precision,
-        BLOCK_M=BM, BLOCK_N=BN, BLOCK_K=BK, num_warps=NUM_WARPS,
+        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=NUM_WARPS, num_stages=NUM_STAGES,
     )
     if Wout is not W:
         W.copy_(Wout)

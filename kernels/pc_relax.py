@@ -15,14 +15,16 @@ every layer its offsets and sizes, so **one launch covers all the layers of a st
 3. Output rows (only when needed): ``_out_err_kernel`` (clamped cross-entropy errors and energy,
    or the nudging loss term) and ``_out_update_kernel`` (the nudged output's update).
 
-A clamped-MSE step is two launches. Tiles (32 x 32, or 64 x 64 from ``BIG_ROWS`` rows on) are
+A clamped-MSE step is two launches. Tiles (64 x 32, or 64 x 64 from ``BIG_ROWS`` rows on) are
 ordered longest-K first. Energies are per-tile
 partial sums in a (steps + 1, tiles) buffer, summed once at the end (deterministic, no atomics).
 On CUDA (without ``tol``, which needs the energy on the host every step) the whole step loop is
 captured in a CUDA graph the second time a configuration is seen and replayed afterwards (the
 buffers are cached per configuration; inputs are copied in, outputs cloned out). Inside an
 outer CUDA-graph capture the launches are simply recorded. fp32; the GEMMs use
-``input_precision="ieee"`` (no TF32). Works under ``TRITON_INTERPRET=1`` on CPU tensors.
+``input_precision="ieee"`` (no TF32), or ``"tf32"`` (tensor cores) with ``precision="tf32"``,
+when the one-off products computed in torch (``x_0 W_1^T``, a feed-forward start) round their
+operands to TF32 the same way. Works under ``TRITON_INTERPRET=1`` on CPU tensors.
 """
 from __future__ import annotations
 
@@ -32,12 +34,17 @@ import torch
 import triton
 import triton.language as tl
 
-BM, BN, BK = 32, 32, 32  # tiles (rows, units, K) for small batches
+# tiles (rows, units, K) for small batches. bench/gpu_tiles.py on an H200 (torch 2.11, Triton 3.6,
+# median of 20): 784-1000-500-250-10 B256 T20 4.05 ms at 64 x 32 against 4.65 ms at 32 x 32 (the
+# best of 10 configs). The big-batch tiles below were the best of 8 with tf32 at B4096; with fp32
+# there, 128 x 128 with 8 warps was 9% faster (16.2 against 17.8 ms).
+BM, BN, BK = 64, 32, 32
 BIG_ROWS = 1024  # from this many rows on: BIG_BM x BIG_BN tiles (more work per program)
 BIG_BM, BIG_BN = 64, 64
 BR = 16  # rows per program of the output kernels
 NCOL = 9  # table columns: m0, n0, N, K, so, xo, wo, flags, rows
 NUM_WARPS = 4
+NUM_STAGES = 3  # software-pipelining depth of the K loops on the GPU (Triton's CUDA default)
 _CACHE_MAX = 8
 _ACT_CODES = {"tanh": 0, "relu": 1, "leaky_relu": 2, "identity": 3}
 
@@ -65,7 +72,7 @@ def _act(x, ACT: tl.constexpr):
 
 @triton.jit
 def _fwd_kernel(TAB, S, E, MUC, Fb, Wf, EP, ep_off,
-                NCOLS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                PREC: tl.constexpr, NCOLS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     pid = tl.program_id(0)
     base = TAB + pid * NCOLS
     m0 = tl.load(base + 0)
@@ -88,7 +95,7 @@ def _fwd_kernel(TAB, S, E, MUC, Fb, Wf, EP, ep_off,
         kmask = kk < K
         a = tl.load(Fb + fo + rm[:, None] * K + kk[None, :], mask=mmask[:, None] & kmask[None, :], other=0.0)
         w = tl.load(Wf + wo + rn[None, :] * K + kk[:, None], mask=kmask[:, None] & nmask[None, :], other=0.0)
-        acc += tl.dot(a, w, input_precision="ieee")
+        acc += tl.dot(a, w, input_precision=PREC)
     off = so + rm[:, None] * N + rn[None, :]
     msk = mmask[:, None] & nmask[None, :]
     mu = acc + tl.load(MUC + off, mask=msk, other=0.0)
@@ -103,7 +110,7 @@ def _fwd_kernel(TAB, S, E, MUC, Fb, Wf, EP, ep_off,
 
 @triton.jit
 def _bwd_kernel(TAB, S, E, Fb, D, Wb, gamma,
-                ACT: tl.constexpr, REFRESH: tl.constexpr, NCOLS: tl.constexpr,
+                PREC: tl.constexpr, ACT: tl.constexpr, REFRESH: tl.constexpr, NCOLS: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     pid = tl.program_id(0)
     base = TAB + pid * NCOLS
@@ -126,7 +133,7 @@ def _bwd_kernel(TAB, S, E, Fb, D, Wb, gamma,
         kmask = kk < K
         a = tl.load(E + eo + rm[:, None] * K + kk[None, :], mask=mmask[:, None] & kmask[None, :], other=0.0)
         w = tl.load(Wb + wo + kk[:, None] * N + rn[None, :], mask=kmask[:, None] & nmask[None, :], other=0.0)
-        acc += tl.dot(a, w, input_precision="ieee")
+        acc += tl.dot(a, w, input_precision=PREC)
     off = so + rm[:, None] * N + rn[None, :]
     msk = mmask[:, None] & nmask[None, :]
     s = tl.load(S + off, mask=msk, other=0.0)
@@ -205,8 +212,11 @@ def _out_update_kernel(S, E, T, BETA, gamma, so, R, N,
 class _Plan:
     """Flat buffers, tile tables and launch sequence for one network configuration."""
 
-    def __init__(self, device, R, widths, n_in, steps, activation, clamp, ce, fixed, shared_back):
+    def __init__(self, device, R, widths, n_in, steps, activation, clamp, ce, fixed, shared_back,
+                 precision="fp32"):
         self.device, self.R, self.widths, self.steps = device, R, list(widths), steps
+        self.precision = precision
+        self.prec = {"fp32": "ieee", "tf32": "tf32"}[precision]  # tl.dot's input_precision
         self.act, self.clamp, self.ce, self.fixed = _ACT_CODES[activation], clamp, ce, fixed
         L = len(widths)
         self.L = L
@@ -259,6 +269,7 @@ class _Plan:
 
     def load(self, weights, biases, feedback, x, target, states, beta_rows):
         """Copy one call's inputs into the static buffers (and compute the constant parts)."""
+        from bpalts._precision import mm
         from bpalts.ops.pc_relax import _feedforward, act, act_deriv
 
         L, R = self.L, self.R
@@ -273,13 +284,13 @@ class _Plan:
         if beta_rows is not None:
             self.BETA.copy_(beta_rows.reshape(-1))
         if self.fixed:
-            mu_ff, fs_ff = _feedforward(weights, biases, x, _act_name(self.act))
+            mu_ff, fs_ff = _feedforward(weights, biases, x, _act_name(self.act), self.precision)
             for l in range(1, L + 1):
                 view(self.MUC, l).copy_(mu_ff[l - 1])
             for l in range(1, L):
                 view(self.D, l).copy_(act_deriv(_act_name(self.act), mu_ff[l - 1], fs_ff[l - 1]))
         else:
-            mu1 = x @ weights[0].T
+            mu1 = mm(x, weights[0].T, self.precision)
             if biases is not None:
                 mu1 = mu1 + biases[0]
             view(self.MUC, 1).copy_(mu1)
@@ -297,8 +308,8 @@ class _Plan:
 
     def _errors(self, slot):
         _fwd_kernel[(self.n_fwd,)](self.TF, self.S, self.E, self.MUC, self.F, self.Wf, self.EP,
-                                   slot * self.NP, NCOLS=NCOL, BLOCK_M=self.bm, BLOCK_N=self.bn, BLOCK_K=BK,
-                                   num_warps=NUM_WARPS)
+                                   slot * self.NP, PREC=self.prec, NCOLS=NCOL, BLOCK_M=self.bm, BLOCK_N=self.bn, BLOCK_K=BK,
+                                   num_warps=NUM_WARPS, num_stages=NUM_STAGES)
         if self.out_mode is not None:
             _out_err_kernel[(self.n_out,)](self.S, self.E, self.T, self.BETA, self.EP,
                                            slot * self.NP + self.n_fwd, self.off[-2], self.R,
@@ -308,8 +319,8 @@ class _Plan:
     def _step(self, gamma):
         if self.n_bwd:
             _bwd_kernel[(self.n_bwd,)](self.TB, self.S, self.E, self.F, self.D, self.Wb, gamma,
-                                       ACT=self.act, REFRESH=not self.fixed, NCOLS=NCOL, BLOCK_M=self.bm,
-                                       BLOCK_N=self.bn, BLOCK_K=BK, num_warps=NUM_WARPS)
+                                       PREC=self.prec, ACT=self.act, REFRESH=not self.fixed, NCOLS=NCOL, BLOCK_M=self.bm,
+                                       BLOCK_N=self.bn, BLOCK_K=BK, num_warps=NUM_WARPS, num_stages=NUM_STAGES)
         if not self.clamp:
             _out_update_kernel[(triton.cdiv(self.R, BR),)](self.S, self.E, self.T, self.BETA, gamma,
                                                           self.off[-2], self.R, self.widths[-1],
@@ -350,14 +361,14 @@ _plans: "OrderedDict[tuple, _Plan]" = OrderedDict()
 
 
 def pc_relax(weights, biases, feedback, x, target, states, steps, step_size, activation, clamp,
-             beta_rows, ce, tol, fixed_predictions):
+             beta_rows, ce, tol, fixed_predictions, precision="fp32"):
     """Triton backend of :func:`bpalts.ops.pc_relax` (same arguments as its reference loop)."""
     device = x.device
     widths = tuple(W.shape[0] for W in weights)
     R = x.shape[0]
     shared_back = feedback is None
     key = (str(device), R, x.shape[1], widths, steps, activation, clamp, ce, bool(fixed_predictions),
-           shared_back, biases is not None, float(step_size))
+           shared_back, biases is not None, float(step_size), precision)
     capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
     if capturing and key in _plans:
         # recorded by an outer CUDA graph: plain launches on the cached buffers (no host sync,
@@ -367,13 +378,15 @@ def pc_relax(weights, biases, feedback, x, target, states, steps, step_size, act
         n = plan.run(step_size, None)
         return plan.results(n)
     if device.type != "cuda" or tol is not None or capturing:
-        plan = _Plan(device, R, widths, x.shape[1], steps, activation, clamp, ce, fixed_predictions, shared_back)
+        plan = _Plan(device, R, widths, x.shape[1], steps, activation, clamp, ce, fixed_predictions, shared_back,
+                     precision)
         plan.load(weights, biases, feedback, x, target, states, beta_rows)
         n = plan.run(step_size, tol)
         return plan.results(n)
     plan = _plans.get(key)
     if plan is None:
-        plan = _Plan(device, R, widths, x.shape[1], steps, activation, clamp, ce, fixed_predictions, shared_back)
+        plan = _Plan(device, R, widths, x.shape[1], steps, activation, clamp, ce, fixed_predictions, shared_back,
+                     precision)
         _plans[key] = plan
         while len(_plans) > _CACHE_MAX:
             _plans.popitem(last=False)

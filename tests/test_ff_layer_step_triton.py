@@ -53,3 +53,13 @@ def test_triton_rejects_float64():
     W, b, xp, xn, theta, _, _ = inputs(2, 2, 3, 4, torch.float64)
     with pytest.raises(TypeError, match="W must have dtype float32, got torch.float64"):
         ff_layer_step(W, b, xp, xn, theta, backend="triton")
+
+
+def test_triton_more_unit_tiles_than_one_coefficient_block(poisoned_empty):
+    """N = 1100: 18 forward unit tiles, so the coefficient kernel's loop over the partial goodness
+    runs twice (BLOCK_T = 16). This is the shape class (N > 1024) at which Triton 3.6 failed to
+    compile the kernel's old form on an H200."""
+    W, b, xp, xn, theta, op, on = inputs(3, 2, 5, 1100, seed=11, offsets=True)
+    want = ff_layer_step_reference(W, b, xp, xn, theta, op, on, 1e-8, True)
+    got = ff_layer_step(W, b, xp, xn, theta, op, on, backend="triton")
+    compare(got, want, RTOL_REDUCTION)

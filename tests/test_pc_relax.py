@@ -364,3 +364,58 @@ def test_error_reaches_layer_l_after_L_minus_l_steps(backend, output):
                 assert r.errors[l - 1].abs().max() > 0
         for u, v in zip(r.states + r.errors, ref.states + ref.errors):
             assert rel_err(u, v) < 1e-12 or (u - v).abs().max() < 1e-15
+
+
+# --------------------------------------------------------------------------- precision="tf32"
+def _round_tf32_oracle(t):
+    """TF32 by construction: keep float32's sign, exponent and top 10 mantissa bits after rounding
+    to nearest (ties to even), through float64 arithmetic rather than bit tricks."""
+    d = t.double()
+    m, e = torch.frexp(d)  # d = m * 2^e, 0.5 <= |m| < 1: 11 significant bits = m * 2^11 integral
+    return torch.ldexp(torch.round(m * 2048) / 2048, e).float()
+
+
+def test_tf32_reference_is_the_relaxation_with_rounded_gemm_operands():
+    """Oracle: the fp32 reference on weights rounded to TF32 and activations rounded before each
+    product equals precision='tf32' (here checked for the first GEMM's inputs: x_0 and W_1)."""
+    Ws, bs, _, x, t = make_net((29, 37, 11, 10), 17)
+    r = pc_relax_reference(Ws, x, t, 1, 0.1, biases=bs, precision="tf32")
+    mu1 = _round_tf32_oracle(x) @ _round_tf32_oracle(Ws[0]).T + bs[0]
+    # after one step from the feed-forward start, e_1 = x_1 - mu_1 with x_1 = mu_1 + gamma * (...)
+    assert rel_err(r.states[0] - r.errors[0], mu1) < 1e-6
+
+
+@pytest.mark.parametrize("backend", ["reference", pytest.param("cpp", marks=CPP)])
+@pytest.mark.parametrize("output", ["clamp", "nudge_centred"])
+def test_tf32_stays_close_to_fp32(backend, output):
+    Ws, bs, _, x, t = make_net((64, 100, 50, 10), 33, seed=3)
+    kw = dict(biases=bs, output=output, beta=0.5)
+    f = pc_relax(Ws, x, t, 20, 0.1, backend=backend, **kw)
+    h = pc_relax(Ws, x, t, 20, 0.1, backend=backend, precision="tf32", **kw)
+    assert rel_err(h.states[0], f.states[0]) < 3e-3
+    assert rel_err(h.energy, f.energy) < 3e-3
+    diff = sum(float((a - b).abs().max()) for a, b in zip(h.states, f.states))
+    assert diff > 0  # the switch is not ignored
+
+
+@CPP
+@pytest.mark.parametrize("fixed", [False, True])
+@pytest.mark.parametrize("init", ["feedforward", "zeros"])
+def test_cpp_tf32_matches_reference_tf32(fixed, init, poisoned_empty):
+    Ws, bs, Bs, x, t = make_net((29, 37, 11, 10), 17, feedback=True, seed=5)
+    kw = dict(biases=bs, feedback=Bs, fixed_predictions=fixed, init=init, precision="tf32")
+    r = pc_relax(Ws, x, t, 6, 0.1, backend="reference", **kw)
+    c = pc_relax(Ws, x, t, 6, 0.1, backend="cpp", **kw)
+    for u, v in zip(c.states + c.errors, r.states + r.errors):
+        assert rel_err(u, v) < RTOL_REDUCTION or (u - v).abs().max() < 1e-6
+    assert rel_err(c.energy, r.energy) < RTOL_REDUCTION
+
+
+@pytest.mark.parametrize("backend", ["reference", pytest.param("cpp", marks=CPP)])
+def test_precision_bad_values(backend):
+    Ws, bs, _, x, t = make_net((7, 13, 5, 3), 5)
+    with pytest.raises(ValueError, match="precision"):
+        pc_relax(Ws, x, t, 2, 0.1, precision="bf16", backend=backend)
+    Ws, bs, _, x, t = make_net((7, 13, 5, 3), 5, dtype=F64)
+    with pytest.raises(TypeError, match="precision='tf32' needs float32"):
+        pc_relax(Ws, x, t, 2, 0.1, precision="tf32", backend=backend)

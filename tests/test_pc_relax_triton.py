@@ -105,3 +105,17 @@ def test_triton_big_tiles(monkeypatch):
     for got, want in zip(c.states + c.errors, r.states + r.errors):
         assert _close(got, want)
     assert rel_err(c.energy, r.energy) < RTOL_REDUCTION
+
+
+@pytest.mark.parametrize("fixed", [False, True])
+def test_triton_tf32(fixed, poisoned_empty):
+    """precision='tf32' reaches the kernels (input_precision='tf32'; the interpreter multiplies in
+    fp32, so only the plumbing and the tf32 tolerance are checked here; bench/gpu.py times and
+    checks the tensor-core path)."""
+    Ws, bs, _, x, t = make_net((19, 37, 11, 10), 33, seed=2)
+    kw = dict(biases=bs, fixed_predictions=fixed, precision="tf32")
+    r = pc_relax(Ws, x, t, 5, 0.1, backend="reference", **kw)
+    c = pc_relax(Ws, x, t, 5, 0.1, backend="triton", **kw)
+    for got, want in zip(c.states + c.errors, r.states + r.errors):
+        assert _close(got, want, tol=3e-3)
+    assert rel_err(c.energy, r.energy) < 3e-3

@@ -58,6 +58,10 @@ output is clamped; ``L - 1`` hidden states are accepted too), copied, never modi
 backprop deltas ``-dLoss/d(pre-activation)``, so the PC weight update (with
 ``presynaptic="predictions"``) equals the negative backprop gradient of the batch-mean of
 ``||target - output||^2 / 2``.
+``precision``: ``"fp32"`` (default) or ``"tf32"``: every GEMM's operands rounded to TF32 (tensor
+cores on the Triton backend, emulated by rounding on the reference and C++ backends; see
+:mod:`bpalts._precision`). float32 only. The relaxation tolerates it: the states move by steps
+of ``gamma`` times errors whose relative error is about 1e-3.
 ``tol``: stop after step ``t`` when ``|F_t - F_{t-1}| <= tol * |F_{t-1}|`` (``F_0`` = energy of
 the initial states). ``energy[t-1]`` is ``F_t``, the batch-mean energy after step ``t``; its length
 is ``steps_run``. The returned errors belong to the returned states.
@@ -86,6 +90,7 @@ from typing import NamedTuple, Sequence
 import torch
 
 from bpalts._backend import cpp_module, resolve_backend
+from bpalts._precision import check_precision, mm, round_tf32
 from bpalts._checks import (
     FLOAT32_ONLY,
     FLOAT32_OR_64,
@@ -139,16 +144,16 @@ def act_deriv(name: str, v: torch.Tensor, fv: torch.Tensor) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- reference
 def _relax_reference(weights, biases, feedback, x, target, states, steps, step_size, activation,
-                     clamp, beta_rows, ce, tol, fixed_predictions):
+                     clamp, beta_rows, ce, tol, fixed_predictions, precision="fp32"):
     """The step loop (no validation). ``states`` are the initial ``x_1..x_L`` (owned, updated);
     ``beta_rows`` (rows, 1) is the signed nudging strength per row (``None`` when clamped).
     Returns ``(states, errors, energy (steps_run,), steps_run)``."""
     L = len(weights)
     back = feedback if feedback is not None else weights
-    mu1 = x @ weights[0].T + (biases[0] if biases is not None else 0)  # x_0 is fixed
+    mu1 = mm(x, weights[0].T, precision) + (biases[0] if biases is not None else 0)  # x_0 is fixed
 
     def predict(fs):
-        return [mu1] + [fs[i] @ weights[i + 1].T + (biases[i + 1] if biases is not None else 0)
+        return [mu1] + [mm(fs[i], weights[i + 1].T, precision) + (biases[i + 1] if biases is not None else 0)
                         for i in range(L - 1)]
 
     def errors_energy(s, mu):
@@ -169,7 +174,7 @@ def _relax_reference(weights, biases, feedback, x, target, states, steps, step_s
         return e, F.mean()
 
     if fixed_predictions:  # mu_l and f'(x_l) frozen at the feed-forward pass
-        mu_ff, fs_ff = _feedforward(weights, biases, x, activation)
+        mu_ff, fs_ff = _feedforward(weights, biases, x, activation, precision)
         dfs = [act_deriv(activation, mu_ff[i], fs_ff[i]) for i in range(L - 1)]
     else:
         fs = [act(activation, v) for v in states[:-1]]
@@ -178,7 +183,8 @@ def _relax_reference(weights, biases, feedback, x, target, states, steps, step_s
     for t in range(1, steps + 1):
         if not fixed_predictions:
             dfs = [act_deriv(activation, states[i], fs[i]) for i in range(L - 1)]
-        new = [states[i] + step_size * (-e[i] + dfs[i] * (e[i + 1] @ back[i + 1])) for i in range(L - 1)]
+        new = [states[i] + step_size * (-e[i] + dfs[i] * mm(e[i + 1], back[i + 1], precision))
+               for i in range(L - 1)]
         if clamp:
             new.append(states[-1])
         else:
@@ -195,12 +201,12 @@ def _relax_reference(weights, biases, feedback, x, target, states, steps, step_s
     return states, e, torch.stack(energy), len(energy)
 
 
-def _feedforward(weights, biases, x, activation):
+def _feedforward(weights, biases, x, activation, precision="fp32"):
     """``mu_l`` of the forward pass (``x_l = mu_l``) and ``f(mu_l)`` for the hidden layers."""
     mu, fs = [], []
     h = x
     for i, W in enumerate(weights):
-        m = h @ W.T + (biases[i] if biases is not None else 0)
+        m = mm(h, W.T, precision) + (biases[i] if biases is not None else 0)
         mu.append(m)
         if i < len(weights) - 1:
             h = act(activation, m)
@@ -208,11 +214,11 @@ def _feedforward(weights, biases, x, activation):
     return mu, fs
 
 
-def _initial_states(weights, biases, x, target, init, activation, clamp):
+def _initial_states(weights, biases, x, target, init, activation, clamp, precision="fp32"):
     """Fresh initial states ``x_1..x_L`` (output = target when clamped)."""
     if isinstance(init, str):
         if init == "feedforward":
-            s = [m.clone() for m in _feedforward(weights, biases, x, activation)[0]]
+            s = [m.clone() for m in _feedforward(weights, biases, x, activation, precision)[0]]
         else:
             s = [x.new_zeros(x.shape[0], W.shape[0]) for W in weights]
     else:
@@ -258,14 +264,14 @@ def _check_energy(energy: torch.Tensor) -> None:
 
 def pc_relax_reference(weights, x, target, steps=20, step_size=0.1, *, biases=None, activation="tanh",
                        init="feedforward", output="clamp", beta=0.1, output_energy="mse", tol=None,
-                       feedback=None, fixed_predictions=False) -> PCRelaxResult:
+                       feedback=None, fixed_predictions=False, precision="fp32") -> PCRelaxResult:
     """The specification of :func:`pc_relax` (plain eager PyTorch, no input checks)."""
     B, clamp = x.shape[0], output == "clamp"
-    s0 = _initial_states(weights, biases, x, target, init, activation, clamp)
+    s0 = _initial_states(weights, biases, x, target, init, activation, clamp, precision)
     xx, tt, s0, beta_rows = _expand(x, target, s0, output, beta)
     states, errors, energy, n = _relax_reference(
         weights, biases, feedback, xx, tt, s0, steps, step_size, activation, clamp, beta_rows,
-        output_energy == "ce", tol, fixed_predictions)
+        output_energy == "ce", tol, fixed_predictions, precision)
     _check_energy(energy)
     states, errors = _fold(states, errors, output, B)
     return PCRelaxResult(states, errors, energy, n)
@@ -331,7 +337,7 @@ def _check_rows(name, t, x, width, what, dtypes, finite):
 
 def pc_relax(weights, x, target, steps=20, step_size=0.1, *, biases=None, activation="tanh",
              init="feedforward", output="clamp", beta=0.1, output_energy="mse", tol=None,
-             feedback=None, fixed_predictions=False, backend="auto",
+             feedback=None, fixed_predictions=False, precision="fp32", backend="auto",
              check_finite_input=True) -> PCRelaxResult:
     """Relax the value nodes of a predictive-coding network (math: module docstring).
 
@@ -350,6 +356,7 @@ def pc_relax(weights, x, target, steps=20, step_size=0.1, *, biases=None, activa
         feedback: optional list of ``L`` feedback matrices ``B_l`` (shape of ``W_l``; entry 0 unused,
             may be ``None``) used in the top-down term instead of ``W_{l+1}``.
         fixed_predictions: keep ``mu_l`` and ``f'`` at their feed-forward values.
+        precision: ``"fp32"`` or ``"tf32"`` (GEMM operands rounded to TF32; float32 only).
         backend: ``"auto"``, ``"reference"``, ``"triton"`` or ``"cpp"``.
         check_finite_input: check every input for NaN / inf first.
 
@@ -376,6 +383,7 @@ def pc_relax(weights, x, target, steps=20, step_size=0.1, *, biases=None, activa
     if tol is not None:
         tol = check_scalar("tol", tol, positive=True)
     fixed_predictions = bool(fixed_predictions)
+    precision = check_precision(precision, x.dtype)
     if isinstance(init, str):
         check_choice("init", init, INITS)
     else:
@@ -392,15 +400,15 @@ def pc_relax(weights, x, target, steps=20, step_size=0.1, *, biases=None, activa
             return pc_relax_reference(
                 weights, x, target, steps, step_size, biases=biases, activation=activation, init=init,
                 output=output, beta=beta, output_energy=output_energy, tol=tol, feedback=feedback,
-                fixed_predictions=fixed_predictions)
+                fixed_predictions=fixed_predictions, precision=precision)
         B, clamp = x.shape[0], output == "clamp"
         if which == "cpp" and isinstance(init, str) and init == "feedforward":
             s0 = None  # computed by the C++ backend itself (exact zero hidden errors to start)
         else:
-            s0 = _initial_states(weights, biases, x, target, init, activation, clamp)
+            s0 = _initial_states(weights, biases, x, target, init, activation, clamp, precision)
         xx, tt, s0, beta_rows = _expand(x, target, s0, output, beta)
         args = (weights, biases, feedback, xx, tt, s0, steps, step_size, activation, clamp, beta_rows,
-                output_energy == "ce", tol, fixed_predictions)
+                output_energy == "ce", tol, fixed_predictions, precision)
         if which == "cpp":
             states, errors, energy, n = _relax_cpp(*args)
         else:
@@ -413,7 +421,7 @@ def pc_relax(weights, x, target, steps=20, step_size=0.1, *, biases=None, activa
 
 
 def _relax_cpp(weights, biases, feedback, x, target, states, steps, step_size, activation, clamp,
-               beta_rows, ce, tol, fixed_predictions):
+               beta_rows, ce, tol, fixed_predictions, precision="fp32"):
     """C++ backend: the GEMMs in torch (MKL) into preallocated buffers, every elementwise pass of a
     step fused in C++ (two calls per step for all layers). Same loop and results as the reference.
 
@@ -422,12 +430,15 @@ def _relax_cpp(weights, biases, feedback, x, target, states, steps, step_size, a
     layers' errors are nonzero; a feedback GEMM whose input error is exactly 0 and a forward GEMM
     whose input layer did not move are skipped (exact: their results would be 0 / unchanged).
     After a feed-forward initialisation the error reaches layer l only at step L - l, so the
-    first steps are cheap (with T = 3 on a 4-layer net, about half the GEMM work)."""
+    first steps are cheap (with T = 3 on a 4-layer net, about half the GEMM work).
+    ``precision="tf32"``: the weights are rounded once, each GEMM's other operand before it."""
     C = cpp_module()
     L = len(weights)
     a = ACTIVATIONS.index(activation)
-    W = [w.detach() for w in weights]
-    back = [w.detach() if w is not None else None for w in feedback] if feedback is not None else W
+    tf32 = precision == "tf32"
+    rnd = round_tf32 if tf32 else (lambda t: t)
+    W = [rnd(w.detach()) for w in weights]
+    back = [rnd(w.detach()) if w is not None else None for w in feedback] if feedback is not None else W
     bias = [b.detach() for b in biases] if biases is not None else None
     x, target = x.detach(), target.detach().contiguous()
     R, widths = x.shape[0], [w.shape[0] for w in W]
@@ -436,6 +447,7 @@ def _relax_cpp(weights, biases, feedback, x, target, states, steps, step_size, a
         return torch.empty((R, n), dtype=x.dtype)
 
     def lin(i, inp, out):  # out = inp W_i^T + b_i
+        inp = rnd(inp)
         if bias is not None:
             torch.addmm(bias[i], inp, W[i].T, out=out)
         else:
@@ -445,7 +457,7 @@ def _relax_cpp(weights, biases, feedback, x, target, states, steps, step_size, a
     Fs, Ds, Gs = ([buf(n) for n in widths[:-1]] for _ in range(3))
     nF, nD, nG = [f.numpy() for f in Fs], [d.numpy() for d in Ds], [g.numpy() for g in Gs]
     if fixed_predictions:  # mu_l and f'(x_l) frozen at the feed-forward values
-        mu_ff, _ = _feedforward(W, bias, x, activation)
+        mu_ff, _ = _feedforward(W, bias, x, activation, precision)  # (W already rounded: idempotent)
         for m, v in zip(MU, mu_ff):
             m.copy_(v)
         if L > 1:
@@ -488,7 +500,7 @@ def _relax_cpp(weights, biases, feedback, x, target, states, steps, step_size, a
         use_g = [bool(nz[i + 1]) for i in range(L - 1)]
         for i in range(L - 1):
             if use_g[i]:
-                torch.mm(E[i + 1], back[i + 1], out=Gs[i])
+                torch.mm(rnd(E[i + 1]), back[i + 1], out=Gs[i])
         C.pc_update(nS, nE, nG, nF, nD, nt, nb, step_size, a, nudge, ce, not fixed_predictions, use_g, nz)
         if not fixed_predictions:
             for i in range(1, L):

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Everything a lent GPU machine should run, in one go, without installing the package:
+#   bash bench/gpu_session.sh OUTDIR
+# Steps (STEPS="gpu acc tiles compare" by default; each with its own time limit in seconds):
+#   gpu      bench/gpu.py $GPU_ARGS: every Triton kernel checked and timed   (GPU_T, gpu.csv)
+#   acc      bench/gpu_accuracy.py: Hebbian MNIST accuracy, fp32 vs tf32      (ACC_T, acc.csv)
+#   tiles    bench/gpu_tiles.py: tile-size sweep of the GEMM kernels         (TILES_T, tiles.csv)
+#   compare  bpalts-compare --preset quick --device cuda: every learner runs  (CMP_T, compare/)
+# The package is put on PYTHONPATH from a copy of bpalts/ with kernels/ as bpalts/kernels (the
+# C++ extension is not needed). MNIST: $BPALTS_DATA if set, else gzipped IDX files in .mnist/
+# (the four *-ubyte.gz; `gzip -c ~/.cache/bpalts/MNIST/raw/F > .mnist/F.gz`), unpacked to /tmp.
+# Every step writes its CSV as it goes, so a step cut off by its limit keeps what it measured.
+set -u
+OUT_DIR=$(mkdir -p "${1:?usage: bash bench/gpu_session.sh OUTDIR}" && cd "$1" && pwd)
+ROOT=$(pwd)
+export PYTHONUNBUFFERED=1
+PY=${PYTHON:-python3}
+SITE=$(mktemp -d)
+cp -r bpalts "$SITE/" && cp -r kernels "$SITE/bpalts/kernels" || exit 1
+export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+if [ -z "${BPALTS_DATA:-}" ] && ls .mnist/*.gz >/dev/null 2>&1; then
+    export BPALTS_DATA="$SITE/data"
+    mkdir -p "$BPALTS_DATA/MNIST/raw"
+    for f in .mnist/*.gz; do gunzip -c "$f" > "$BPALTS_DATA/MNIST/raw/$(basename "$f" .gz)"; done
+fi
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1
+$PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
+
+for step in ${STEPS:-gpu acc tiles compare}; do
+    case $step in
+    gpu) # bench/ scripts put bench/ first on sys.path, so bpalts comes from $SITE
+        timeout "${GPU_T:-330}" $PY bench/gpu.py --csv "$OUT_DIR/gpu.csv" ${GPU_ARGS:---budget 200} \
+            > "$OUT_DIR/gpu.log" 2>&1 ;;
+    acc) timeout "${ACC_T:-140}" $PY bench/gpu_accuracy.py --csv "$OUT_DIR/acc.csv" \
+            > "$OUT_DIR/acc.log" 2>&1 ;;
+    tiles) timeout "${TILES_T:-240}" $PY bench/gpu_tiles.py --csv "$OUT_DIR/tiles.csv" \
+            > "$OUT_DIR/tiles.log" 2>&1 ;;
+    compare) # run from $SITE: `python -m` would import bpalts from the checkout (no kernels)
+        (cd "$SITE" && timeout "${CMP_T:-90}" $PY -m bpalts.compare --preset quick --device cuda \
+            --no-progress --no-plots --out "$OUT_DIR/compare") > "$OUT_DIR/compare.log" 2>&1 ;;
+    *) echo "unknown step $step"; continue ;;
+    esac
+    echo "$step rc $?"
+done
+for f in gpu acc tiles compare; do
+    [ -f "$OUT_DIR/$f.log" ] && { echo "=== $f"; grep -v '^  File\|^    \|^W1' "$OUT_DIR/$f.log" | tail -n 45; }
+done

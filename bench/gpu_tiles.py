@@ -1,0 +1,281 @@
+"""Tile-size sweep for the Triton GEMM kernels on the GPU: which (block, warps, stages) is fastest.
+
+    python bench/gpu_tiles.py                  # CUDA: every case, every config, ~1-2 minutes
+    python bench/gpu_tiles.py --csv tiles.csv  # also one CSV row per (case, config), as made
+    python bench/gpu_tiles.py --only pc        # cases whose label contains the text
+    python bench/gpu_tiles.py --smoke          # CPU interpreter, tiny shapes: proves it runs
+
+Each case is one op at one shape through its public function (``backend="triton"``, finiteness
+check off). A config overrides the kernel module's tile constants (``BM``, ``BN``, ``BK``,
+``NUM_WARPS``, ``NUM_STAGES``, ...) for the duration of the case; the first row of every case is
+the module's defaults. For each config: ``rel err`` against the fp32 reference (tf32 cases: the
+tf32 tolerance), and the median of ``--reps`` CUDA-event timings of the op captured in a CUDA graph
+and replayed (so Python launch overhead is not counted; pc_relax, which graphs its step loop
+itself, is timed as plain calls). The winner of a case is what the module's defaults should be.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import statistics
+import sys
+import time
+
+p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+p.add_argument("--smoke", action="store_true")
+p.add_argument("--reps", type=int, default=20)
+p.add_argument("--csv", default=None)
+p.add_argument("--only", default=None)
+ARGS = p.parse_args()
+
+import torch  # noqa: E402
+
+SMOKE = ARGS.smoke or not torch.cuda.is_available()
+if SMOKE:
+    os.environ["TRITON_INTERPRET"] = "1"
+DEV = torch.device("cpu" if SMOKE else "cuda")
+
+from bpalts.kernels import hebbian_update as k_hebb  # noqa: E402
+from bpalts.kernels import pc_relax as k_pc  # noqa: E402
+from bpalts.kernels import softwta_update as k_swta  # noqa: E402
+from bpalts.ops import (hebbian_update, hebbian_update_reference, pc_relax,  # noqa: E402
+                        pc_relax_reference, softwta_update, softwta_update_reference)
+
+torch.backends.cuda.matmul.allow_tf32 = False
+
+
+def hebb_inputs(B, D, N):
+    g = torch.Generator().manual_seed(0)
+    return (torch.randn(N, D, generator=g) / math.sqrt(D)).to(DEV), torch.rand(B, D, generator=g).to(DEV)
+
+
+def pc_inputs(widths, B):
+    g = torch.Generator().manual_seed(0)
+    Ws = [(torch.randn(o, i, generator=g) / math.sqrt(i)).to(DEV) for i, o in zip(widths[:-1], widths[1:])]
+    x = torch.rand(B, widths[0], generator=g).to(DEV)
+    t = torch.nn.functional.one_hot(torch.randint(0, widths[-1], (B,), generator=g), widths[-1]).float().to(DEV)
+    return Ws, x, t
+
+
+def flat(r):
+    return torch.cat([v.reshape(-1) for v in r.states + r.errors])
+
+
+def _for_precision(configs, precision):
+    """tf32 launches read the modules' ``*_TF32`` tile constants (BM -> BM_TF32, ...)."""
+    if precision != "tf32":
+        return configs
+    warps = ("NUM_WARPS", "NUM_STAGES")
+    return [{(k if k in warps else f"{k}_TF32"): v for k, v in c.items()} for c in configs]
+
+
+def hebb_case(label, B, D, N, rule, precision, configs):
+    W0, X = hebb_inputs(B, D, N)
+
+    def ref():
+        W = W0.clone()
+        return hebbian_update_reference(W, X, rule, 1.0) - W0
+
+    def tri(lr=1.0, W=None):
+        W = W0.clone() if W is None else W
+        hebbian_update(W, X, rule, lr, backend="triton", check_finite_input=False, precision=precision)
+        return W - W0
+
+    def timed():
+        W = W0.clone()
+        return lambda: hebbian_update(W, X, rule, 1e-6, backend="triton", check_finite_input=False,
+                                      precision=precision)
+    return dict(label=label, module=k_hebb, ref=ref, tri=tri, timed=timed, graph=True,
+                tol=3e-3 if precision == "tf32" else 1e-4, configs=_for_precision(configs, precision))
+
+
+def swta_case(label, B, D, N, precision, configs):
+    W0, X = hebb_inputs(B, D, N)
+
+    def ref():
+        W = W0.clone()
+        return softwta_update_reference(W, X, 1.0) - W0
+
+    def tri():
+        W = W0.clone()
+        softwta_update(W, X, 1.0, backend="triton", check_finite_input=False, precision=precision)
+        return W - W0
+
+    def timed():
+        W = W0.clone()
+        return lambda: softwta_update(W, X, 1e-6, backend="triton", check_finite_input=False,
+                                      precision=precision)
+    return dict(label=label, module=k_swta, ref=ref, tri=tri, timed=timed, graph=True,
+                tol=3e-3 if precision == "tf32" else 1e-4, configs=_for_precision(configs, precision))
+
+
+def pc_case(label, widths, B, T, precision, configs):
+    Ws, x, t = pc_inputs(widths, B)
+
+    def ref():
+        return flat(pc_relax_reference(Ws, x, t, T, 0.1))
+
+    def tri():
+        return flat(pc_relax(Ws, x, t, T, 0.1, backend="triton", check_finite_input=False,
+                             precision=precision))
+
+    def timed():
+        return lambda: pc_relax(Ws, x, t, T, 0.1, backend="triton", check_finite_input=False,
+                                precision=precision)
+    return dict(label=label, module=k_pc, ref=ref, tri=tri, timed=timed, graph=False,
+                tol=3e-3 if precision == "tf32" else 1e-4, configs=configs)
+
+
+def hebb_cfgs(big):
+    if SMOKE:
+        return [{}, dict(BM=32, BN=32, BK=16)]
+    c = [{}, dict(BM=32, BN=32, BK=32), dict(BM=32, BN=64, BK=32), dict(BM=64, BN=64, BK=16),
+         dict(BM=64, BN=64, BK=32, NUM_STAGES=4), dict(BM=64, BN=128, BK=32, NUM_WARPS=4)]
+    if big:
+        c += [dict(BM=128, BN=128, BK=32, NUM_WARPS=8), dict(BM=128, BN=128, BK=32, NUM_WARPS=4),
+              dict(BM=128, BN=64, BK=32, NUM_WARPS=4), dict(BM=128, BN=128, BK=64, NUM_WARPS=8, NUM_STAGES=2),
+              dict(BM=128, BN=256, BK=32, NUM_WARPS=8)]
+    return c
+
+
+def swta_cfgs(big):
+    if SMOKE:
+        return [{}, dict(BM1=16, BN1=32, BK1=16, BM2=32, BN2=32, BK2=16)]
+    c = [{}, dict(BM1=64, BN1=64), dict(BM2=32, BN2=64), dict(BM1=32, BN1=32, BM2=32, BN2=32),
+         dict(BM2=64, BN2=128), dict(NUM_STAGES=4)]
+    if big:
+        c += [dict(BM1=128, BN1=128, BM2=128, BN2=128, NUM_WARPS=8),
+              dict(BM1=64, BN1=128, BM2=128, BN2=128, NUM_WARPS=8),
+              dict(BM1=128, BN1=128, BK1=32, BM2=128, BN2=64, NUM_WARPS=4),
+              dict(BM1=64, BN1=64, BM2=64, BN2=64, BK1=64, BK2=64, NUM_STAGES=2)]
+    return c
+
+
+def pc_cfgs(big):
+    if SMOKE:
+        return [{}, dict(BM=16, BN=16, BK=16)]
+    if big:  # B >= BIG_ROWS: the BIG_* tiles
+        return [{}, dict(BIG_BM=128, BIG_BN=128, NUM_WARPS=8), dict(BIG_BM=128, BIG_BN=64),
+                dict(BIG_BM=64, BIG_BN=128), dict(BIG_BM=128, BIG_BN=128, NUM_WARPS=4),
+                dict(BIG_BM=64, BIG_BN=64, BK=64, NUM_STAGES=2), dict(BIG_BM=32, BIG_BN=32),
+                dict(BIG_BM=128, BIG_BN=128, BK=64, NUM_WARPS=8, NUM_STAGES=2)]
+    return [{}, dict(BM=16, BN=32, BK=32), dict(BM=32, BN=16), dict(BM=64, BN=32),
+            dict(BM=32, BN=64), dict(BM=64, BN=64), dict(BK=64), dict(BM=16, BN=16, BK=64),
+            dict(NUM_WARPS=2), dict(NUM_STAGES=2)]
+
+
+def cases():
+    if SMOKE:
+        return [hebb_case("gha fp32 B9 20->24", 9, 20, 24, "gha", "fp32", hebb_cfgs(False)),
+                swta_case("softwta fp32 B9 20->24", 9, 20, 24, "fp32", swta_cfgs(False)),
+                pc_case("pc fp32 20-37-16-10 B8 T3", (20, 37, 16, 10), 8, 3, "fp32", pc_cfgs(False))]
+    net = (784, 1000, 500, 250, 10)
+    return [
+        hebb_case("gha fp32 B256 784->1024", 256, 784, 1024, "gha", "fp32", hebb_cfgs(False)),
+        hebb_case("gha tf32 B1024 4096->4096", 1024, 4096, 4096, "gha", "tf32", hebb_cfgs(True)),
+        swta_case("softwta fp32 B256 784->1024", 256, 784, 1024, "fp32", swta_cfgs(False)),
+        swta_case("softwta tf32 B1024 4096->4096", 1024, 4096, 4096, "tf32", swta_cfgs(True)),
+        pc_case("pc fp32 B256 T20", net, 256, 20, "fp32", pc_cfgs(False)),
+        pc_case("pc tf32 B4096 T20", net, 4096, 20, "tf32", pc_cfgs(True)),
+        pc_case("pc fp32 B4096 T20", net, 4096, 20, "fp32", pc_cfgs(True)),
+    ]
+
+
+def sync():
+    if DEV.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_ms(fn, reps):
+    if DEV.type != "cuda":
+        t0 = time.perf_counter()
+        fn()
+        return 1e3 * (time.perf_counter() - t0)
+    for _ in range(3):
+        fn()
+    sync()
+    out = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        out.append(a.elapsed_time(b))
+    return statistics.median(out)
+
+
+def graphed(fn):
+    if DEV.type != "cuda":
+        return fn
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        fn()  # compile / warm outside the capture
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        fn()
+    return g.replay
+
+
+def main():
+    name = torch.cuda.get_device_name() if DEV.type == "cuda" else "CPU (interpreter)"
+    import triton
+    print(f"{name} | torch {torch.__version__} | triton {triton.__version__} | median of {ARGS.reps}",
+          flush=True)
+    out = w = None
+    if ARGS.csv:
+        out = open(ARGS.csv, "w", newline="")
+        w = csv.writer(out)
+        w.writerow(["case", "config", "rel_err", "ok", "ms"])
+    for case in cases():
+        if ARGS.only and ARGS.only not in case["label"]:
+            continue
+        mod = case["module"]
+        print(f"\n== {case['label']}", flush=True)
+        try:
+            want = case["ref"]()
+        except Exception as exc:
+            print(f"  reference failed: {type(exc).__name__}: {exc}")
+            continue
+        best = None
+        for cfg in case["configs"]:
+            saved = {k: getattr(mod, k) for k in cfg}
+            desc = " ".join(f"{k}={v}" for k, v in cfg.items()) or "defaults"
+            try:
+                for k, v in cfg.items():
+                    setattr(mod, k, v)
+                if hasattr(mod, "_plans"):
+                    mod._plans.clear()
+                got = case["tri"]()
+                err = float((got.double() - want.double()).norm() / want.double().norm())
+                ok = err <= case["tol"]
+                fn = case["timed"]()
+                ms = time_ms(graphed(fn) if case["graph"] else fn, ARGS.reps)
+                print(f"  {desc:60s} rel err {err:.1e} {'ok' if ok else 'FAIL'}  {ms:8.3f} ms", flush=True)
+                if w:
+                    w.writerow([case["label"], desc, f"{err:.2e}", ok, f"{ms:.4f}"])
+                    out.flush()
+                if ok and (best is None or ms < best[1]):
+                    best = (desc, ms)
+            except Exception as exc:
+                print(f"  {desc:60s} FAILED: {type(exc).__name__}: {str(exc)[:200]}", flush=True)
+            finally:
+                for k, v in saved.items():
+                    setattr(mod, k, v)
+                if hasattr(mod, "_plans"):
+                    mod._plans.clear()
+                if DEV.type == "cuda":
+                    torch.cuda.empty_cache()
+        if best:
+            print(f"  best: {best[0]} ({best[1]:.3f} ms)", flush=True)
+    if out:
+        out.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
