@@ -1,6 +1,6 @@
 """One command for a GPU machine: check every Triton kernel against the reference, then time it.
 
-    python bench/gpu.py                 # full run on a CUDA GPU, about 1-3 minutes
+    python bench/gpu.py                 # full run on a CUDA GPU, about 3.5 minutes on an H200
     python bench/gpu.py --quick         # fewer repetitions
     python bench/gpu.py --csv out.csv   # also save the table (rewritten after every op)
     python bench/gpu.py --smoke         # CPU smoke test: tiny shapes, Triton interpreter
