@@ -10,6 +10,8 @@
 # C++ extension is not needed). MNIST: $BPALTS_DATA if set, else gzipped IDX files in .mnist/
 # (the four *-ubyte.gz; `gzip -c ~/.cache/bpalts/MNIST/raw/F > .mnist/F.gz`), unpacked to /tmp.
 # Every step writes its CSV as it goes, so a step cut off by its limit keeps what it measured.
+# The default limits add up to 11 minutes, which leaves room for the machine's start within a
+# 15-minute device budget.
 set -u
 OUT_DIR=$(mkdir -p "${1:?usage: bash bench/gpu_session.sh OUTDIR}" && cd "$1" && pwd)
 ROOT=$(pwd)
@@ -29,14 +31,14 @@ $PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton
 for step in ${STEPS:-gpu acc tiles compare}; do
     case $step in
     gpu) # bench/ scripts put bench/ first on sys.path, so bpalts comes from $SITE
-        timeout "${GPU_T:-330}" $PY bench/gpu.py --csv "$OUT_DIR/gpu.csv" ${GPU_ARGS:---budget 200} \
+        timeout "${GPU_T:-240}" $PY bench/gpu.py --csv "$OUT_DIR/gpu.csv" ${GPU_ARGS:---budget 140} \
             > "$OUT_DIR/gpu.log" 2>&1 ;;
-    acc) timeout "${ACC_T:-140}" $PY bench/gpu_accuracy.py --csv "$OUT_DIR/acc.csv" \
+    acc) timeout "${ACC_T:-150}" $PY bench/gpu_accuracy.py --csv "$OUT_DIR/acc.csv" \
             > "$OUT_DIR/acc.log" 2>&1 ;;
-    tiles) timeout "${TILES_T:-240}" $PY bench/gpu_tiles.py --csv "$OUT_DIR/tiles.csv" \
+    tiles) timeout "${TILES_T:-210}" $PY bench/gpu_tiles.py --csv "$OUT_DIR/tiles.csv" \
             > "$OUT_DIR/tiles.log" 2>&1 ;;
     compare) # run from $SITE: `python -m` would import bpalts from the checkout (no kernels)
-        (cd "$SITE" && timeout "${CMP_T:-90}" $PY -m bpalts.compare --preset quick --device cuda \
+        (cd "$SITE" && timeout "${CMP_T:-60}" $PY -m bpalts.compare --preset quick --device cuda \
             --no-progress --no-plots --out "$OUT_DIR/compare") > "$OUT_DIR/compare.log" 2>&1 ;;
     *) echo "unknown step $step"; continue ;;
     esac

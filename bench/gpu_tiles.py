@@ -1,6 +1,6 @@
 """Tile-size sweep for the Triton GEMM kernels on the GPU: which (block, warps, stages) is fastest.
 
-    python bench/gpu_tiles.py                  # CUDA: every case, every config, ~1-2 minutes
+    python bench/gpu_tiles.py                  # CUDA: every case, every config (see below)
     python bench/gpu_tiles.py --csv tiles.csv  # also one CSV row per (case, config), as made
     python bench/gpu_tiles.py --only pc        # cases whose label contains the text
     python bench/gpu_tiles.py --smoke          # CPU interpreter, tiny shapes: proves it runs
@@ -12,6 +12,10 @@ the module's defaults. For each config: ``rel err`` against the fp32 reference (
 tf32 tolerance), and the median of ``--reps`` CUDA-event timings of the op captured in a CUDA graph
 and replayed (so Python launch overhead is not counted; pc_relax, which graphs its step loop
 itself, is timed as plain calls). The winner of a case is what the module's defaults should be.
+
+Time: on an H200 (2026-11-27) the first version (the last seven cases) and the quick comparison
+took 190 s together. With the six cases added since, allow about 5 minutes, or pick cases with
+``--only``.
 """
 from __future__ import annotations
 
@@ -37,11 +41,14 @@ if SMOKE:
     os.environ["TRITON_INTERPRET"] = "1"
 DEV = torch.device("cpu" if SMOKE else "cuda")
 
+from bpalts.kernels import ff_layer_step as k_ff  # noqa: E402
 from bpalts.kernels import hebbian_update as k_hebb  # noqa: E402
 from bpalts.kernels import pc_relax as k_pc  # noqa: E402
+from bpalts.kernels import reservoir_run as k_res  # noqa: E402
 from bpalts.kernels import softwta_update as k_swta  # noqa: E402
-from bpalts.ops import (hebbian_update, hebbian_update_reference, pc_relax,  # noqa: E402
-                        pc_relax_reference, softwta_update, softwta_update_reference)
+from bpalts.ops import (ff_layer_step, ff_layer_step_reference, hebbian_update,  # noqa: E402
+                        hebbian_update_reference, pc_relax, pc_relax_reference, reservoir_run,
+                        reservoir_run_reference, softwta_update, softwta_update_reference)
 
 torch.backends.cuda.matmul.allow_tf32 = False
 
@@ -128,6 +135,53 @@ def pc_case(label, widths, B, T, precision, configs):
                 tol=3e-3 if precision == "tf32" else 1e-4, configs=configs)
 
 
+def res_case(label, N, B, T, D, configs):
+    g = torch.Generator().manual_seed(0)
+    W = (torch.randn(N, N, generator=g) * (0.9 / math.sqrt(N))).to(DEV)
+    W_in = ((torch.rand(N, D, generator=g) * 2 - 1) * 0.5).to(DEV)
+    u = torch.rand(T, B, D, generator=g).to(DEV)
+
+    def timed():
+        return lambda: reservoir_run(W, W_in, u, 0.5, backend="triton", check_finite_input=False)
+    return dict(label=label, module=k_res, ref=lambda: reservoir_run_reference(W, W_in, u, 0.5),
+                tri=lambda: timed()(), timed=timed, graph=True, tol=1e-4, configs=configs)
+
+
+def ff_case(label, B, D, N, configs):
+    g = torch.Generator().manual_seed(0)
+    W = (torch.randn(N, D, generator=g) / math.sqrt(D)).to(DEV)
+    b = torch.zeros(N).to(DEV)
+    xp, xn = torch.rand(B, D, generator=g).to(DEV), torch.rand(B, D, generator=g).to(DEV)
+    th = float(N) * 0.1
+
+    def tri():
+        return flat_ff(ff_layer_step(W, b, xp, xn, th, backend="triton", check_finite_input=False))
+
+    def timed():
+        return lambda: ff_layer_step(W, b, xp, xn, th, backend="triton", check_finite_input=False)
+    return dict(label=label, module=k_ff, ref=lambda: flat_ff(ff_layer_step_reference(
+                    W, b, xp, xn, th, None, None, 1e-8, True)),
+                tri=tri, timed=timed, graph=True, tol=1e-4, configs=configs)
+
+
+def flat_ff(r):
+    return torch.cat([r.grad_W.reshape(-1), r.grad_b.reshape(-1), r.h_pos.reshape(-1)])
+
+
+def res_cfgs():
+    if SMOKE:
+        return [{}, dict(BM=16, BN=16, BK=16, SMALL_BATCH_MAX=1)]
+    return [{}, dict(BM=32, BN=64), dict(BM=32, BN=32), dict(BM=64, BN=32), dict(BM=128, BN=64, NUM_WARPS=8),
+            dict(BM=64, BN=128, NUM_WARPS=8), dict(BK=64), dict(BM=32, BN=64, BK=64, NUM_WARPS=2)]
+
+
+def ff_cfgs():
+    if SMOKE:
+        return [{}, dict(BM1=16, BN1=16, BK1=16, BN3=16, BD3=16, BK3=16)]
+    return [{}, dict(BM1=64, BN1=64), dict(BM1=32, BN1=32), dict(BN3=32, BD3=64), dict(BN3=64, BD3=128),
+            dict(BN3=128, BD3=128, NUM_WARPS=8), dict(BK1=64, BK3=64), dict(NUM_WARPS=8)]
+
+
 def hebb_cfgs(big):
     if SMOKE:
         return [{}, dict(BM=32, BN=32, BK=16)]
@@ -170,9 +224,19 @@ def cases():
     if SMOKE:
         return [hebb_case("gha fp32 B9 20->24", 9, 20, 24, "gha", "fp32", hebb_cfgs(False)),
                 swta_case("softwta fp32 B9 20->24", 9, 20, 24, "fp32", swta_cfgs(False)),
-                pc_case("pc fp32 20-37-16-10 B8 T3", (20, 37, 16, 10), 8, 3, "fp32", pc_cfgs(False))]
+                pc_case("pc fp32 20-37-16-10 B8 T3", (20, 37, 16, 10), 8, 3, "fp32", pc_cfgs(False)),
+                res_case("reservoir N45 B9 T4", 45, 9, 4, 5, res_cfgs()),
+                ff_case("ff B5 13->37", 5, 13, 37, ff_cfgs())]
     net = (784, 1000, 500, 250, 10)
     return [
+        # added after the first sweep (2026-11-27): the fp32 large shapes, the batched reservoir, ff
+        hebb_case("gha fp32 B1024 4096->4096", 1024, 4096, 4096, "gha", "fp32", hebb_cfgs(True)),
+        swta_case("softwta fp32 B1024 4096->4096", 1024, 4096, 4096, "fp32", swta_cfgs(True)),
+        pc_case("pc fp32 B256 T100", net, 256, 100, "fp32", pc_cfgs(False)),
+        res_case("reservoir N2000 B256 T28", 2000, 256, 28, 28, res_cfgs()),
+        ff_case("ff B256 784->2000", 256, 784, 2000, ff_cfgs()),
+        ff_case("ff B1024 2000->2000", 1024, 2000, 2000, ff_cfgs()),
+        # the first sweep's cases (their winners are the defaults now)
         hebb_case("gha fp32 B256 784->1024", 256, 784, 1024, "gha", "fp32", hebb_cfgs(False)),
         hebb_case("gha tf32 B1024 4096->4096", 1024, 4096, 4096, "gha", "tf32", hebb_cfgs(True)),
         swta_case("softwta fp32 B256 784->1024", 256, 784, 1024, "fp32", swta_cfgs(False)),

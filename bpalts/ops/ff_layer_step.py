@@ -200,13 +200,15 @@ def ff_layer_step(
                         ("h_pos", h_pos), ("h_neg", h_neg)):
             if t is not None:
                 check_finite(name, t)
-    args = (W.detach(), b.detach(), x_pos.detach(), x_neg.detach(), theta,
-            None if offset_pos is None else offset_pos.detach(),
-            None if offset_neg is None else offset_neg.detach(), eps, bool(normalize))
+    W, b, x_pos, x_neg = W.detach(), b.detach(), x_pos.detach(), x_neg.detach()
+    offset_pos = None if offset_pos is None else offset_pos.detach()
+    offset_neg = None if offset_neg is None else offset_neg.detach()
+    args = (W, b, x_pos, x_neg, theta, offset_pos, offset_neg, eps, bool(normalize))
     with torch.no_grad():
         if h_pos is not None:
-            xp, xn = (_layer_input(x, eps, normalize) for x in args[2:4])
-            return _step_from_activities(xp, xn, h_pos.detach(), h_neg.detach(), theta, *args[5:7])
+            xp, xn = _layer_input(x_pos, eps, normalize), _layer_input(x_neg, eps, normalize)
+            return _step_from_activities(xp, xn, h_pos.detach(), h_neg.detach(), theta,
+                                         offset_pos, offset_neg)
         if which == "reference":
             return ff_layer_step_reference(*args)
         if which == "cpp":
