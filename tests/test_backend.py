@@ -92,3 +92,29 @@ def test_import_without_extension_warns_once_and_falls_back():
     assert "available ['reference']" in out.stdout or "available ['reference', 'triton']" in out.stdout
     assert "error cpp backend unavailable: bpalts._C is not built" in out.stdout
     assert "warnings 1" in out.stdout
+
+
+def test_triton_version_lookup_is_cached(monkeypatch):
+    """Every op call on the Triton path resolves its backend; the package-metadata lookup behind
+    it (about 0.5 ms) must run once per process, not once per call."""
+    import importlib.metadata
+
+    from bpalts import _backend
+
+    calls = []
+    real = importlib.metadata.version
+
+    def counting(name):
+        calls.append(name)
+        return real(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", counting)
+    _backend._triton_version.cache_clear()
+    try:
+        first = _backend._triton_version()
+        for _ in range(5):
+            assert _backend._triton_version() == first
+            _backend._why_not("triton", torch.device("cpu"))
+        assert len(calls) <= 1
+    finally:
+        _backend._triton_version.cache_clear()
