@@ -253,6 +253,37 @@ def test_energy_is_reported_and_falls_during_relaxation():
     assert math.isfinite(met["energy"]) and met["energy"] < met["energy_first"]
 
 
+@pytest.mark.parametrize("cls", [PCNetwork, IncrementalPC])
+@pytest.mark.parametrize("backend", ["reference", "cpp"])
+def test_tf32_relaxation_is_passed_to_pc_relax(cls, backend, monkeypatch):
+    """precision='tf32' reaches every pc_relax call (and only there); the step it gives is the
+    fp32 step up to TF32 rounding."""
+    import bpalts.learners.predictive_coding as pcl
+
+    seen = []
+    real = pcl.pc_relax
+
+    def spy(*a, **k):
+        seen.append(k.get("precision"))
+        return real(*a, **k)
+
+    monkeypatch.setattr(pcl, "pc_relax", spy)
+    x, y = _batch(32, 10, 3)
+    a = cls((10, 8, 6, 3), activation="tanh", steps=4, optimizer="sgd", lr=0.1, backend=backend)
+    b = cls((10, 8, 6, 3), activation="tanh", steps=4, optimizer="sgd", lr=0.1, backend=backend,
+            precision="tf32")
+    ma, mb = a.train_step(x, y), b.train_step(x, y)
+    assert seen and set(seen) == {"fp32", "tf32"}
+    for wa, wb in zip(a.weights, b.weights):
+        assert 0 < float((wa - wb).abs().max()) < 1e-3 * float(wa.abs().max())
+    assert abs(ma["energy"] - mb["energy"]) <= 3e-3 * abs(ma["energy"])
+
+
+def test_precision_bad_value():
+    with pytest.raises(ValueError, match="precision must be one of"):
+        PCNetwork((4, 3, 2), precision="bf16")
+
+
 # ------------------------------------------------------------------ short real-MNIST runs (CI)
 
 @pytest.mark.parametrize("name,threshold,sizes", [

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from bpalts._backend import resolve_backend
 from bpalts._checks import DivergenceError, check_choice, check_finite, check_scalar
+from bpalts._precision import PRECISIONS
 from bpalts.learners.base import Learner, check_batch, check_sizes
 from bpalts.ops.pc_relax import act, act_deriv, pc_relax
 from bpalts.ops.pc_weight_update import pc_weight_update
@@ -137,8 +138,12 @@ class _PCBase(Learner):
     """Weights, biases, feed-forward prediction, the local optimiser and divergence reporting."""
 
     def __init__(self, sizes, activation, output_energy, optimizer, lr, lr_decay, weight_decay,
-                 seed, backend, weight_init="torch", *, steps: int, step_size: float) -> None:
+                 seed, backend, weight_init="torch", *, steps: int, step_size: float,
+                 precision: str = "fp32") -> None:
         super().__init__()
+        # GEMM precision of the relaxation (pc_relax's switch: TF32 tensor cores on the Triton
+        # backend, emulated on the CPU ones); the weight update and the prediction stay fp32.
+        self.precision = check_choice("precision", precision, PRECISIONS)
         self.sizes = check_sizes(sizes)
         self.steps = _check_int("steps", steps, 1)
         self.step_size = check_scalar("step_size", step_size, positive=True, allow_zero=False)
@@ -214,6 +219,8 @@ class PCNetwork(_PCBase):
     Seth & Buckley, "Relaxing the constraints on predictive coding models", 2020).
 
     Prediction: the feed-forward pass ``mu_L`` (argmax for classes).
+    ``precision="tf32"``: the relaxation's GEMMs at TF32 (:func:`bpalts.ops.pc_relax`; tensor
+    cores on the Triton backend, emulated on the CPU backends); weight updates stay fp32.
     Energy reported per step: batch-mean ``F`` after the last relaxation step (``energy``) and after
     the first (``energy_first``).
     """
@@ -234,9 +241,11 @@ class PCNetwork(_PCBase):
         feedback_decay: float = 0.0,
         seed: int = 0,
         backend: str = "auto",
+        precision: str = "fp32",
     ) -> None:
         super().__init__(sizes, activation, output_energy, optimizer, lr, lr_decay, weight_decay,
-                         seed, backend, weight_init, steps=steps, step_size=step_size)
+                         seed, backend, weight_init, steps=steps, step_size=step_size,
+                         precision=precision)
         self.feedback_mode = check_choice("feedback", feedback, ("weights", "learned"))
         self.feedback_decay = check_scalar("feedback_decay", feedback_decay, positive=True)
         self.feedback = nn.ParameterList()
@@ -258,7 +267,8 @@ class PCNetwork(_PCBase):
         try:
             r = pc_relax(W, x, target, self.steps, self.step_size, biases=b, activation=self.activation,
                          init="feedforward", output="clamp", output_energy=self.output_energy,
-                         feedback=fb, backend=self.backend_arg, check_finite_input=False)
+                         feedback=fb, precision=self.precision, backend=self.backend_arg,
+                         check_finite_input=False)
         except DivergenceError as exc:
             raise self._diverged(exc) from None
         upd = pc_weight_update(W, x, r.states, r.errors, biases=b, activation=self.activation,
@@ -269,12 +279,10 @@ class PCNetwork(_PCBase):
         if fb is not None:
             for B, d in zip(fb[1:], inc[1 : len(W)]):
                 B.mul_(1 - lr * wd).add_(d)
-        energy = r.energy
-        return self._finish_step({
-            "energy": float(energy[-1]),
-            "energy_first": float(energy[0]),
-            "output_error": float(r.errors[-1].pow(2).sum(1).mean()),
-        })
+        # the three metrics in one device-to-host copy
+        last, first, out_err = torch.stack(
+            [r.energy[-1], r.energy[0], r.errors[-1].pow(2).sum(1).mean()]).tolist()
+        return self._finish_step({"energy": last, "energy_first": first, "output_error": out_err})
 
 
 class IncrementalPC(_PCBase):
@@ -322,9 +330,11 @@ class IncrementalPC(_PCBase):
         skip_unreached: bool = False,
         seed: int = 0,
         backend: str = "auto",
+        precision: str = "fp32",
     ) -> None:
         super().__init__(sizes, activation, output_energy, optimizer, lr, lr_decay, weight_decay,
-                         seed, backend, weight_init, steps=steps, step_size=step_size)
+                         seed, backend, weight_init, steps=steps, step_size=step_size,
+                         precision=precision)
         if not isinstance(skip_unreached, bool):
             raise TypeError(f"skip_unreached must be a bool, got {type(skip_unreached).__name__}")
         self.skip_unreached = skip_unreached
@@ -350,7 +360,8 @@ class IncrementalPC(_PCBase):
             try:
                 r = pc_relax(W, x, target, 1, self.step_size, biases=b, activation=self.activation,
                              init=states, output="clamp", output_energy=self.output_energy,
-                             backend=self.backend_arg, check_finite_input=False)
+                             precision=self.precision, backend=self.backend_arg,
+                             check_finite_input=False)
             except DivergenceError as exc:
                 raise self._diverged(exc) from None
             # One inference step, then one weight step from the errors at the new states; the next
@@ -359,13 +370,12 @@ class IncrementalPC(_PCBase):
                                    backend=self.backend_arg, check_finite_input=False)
             active = self.reached(t) * 2 if self.skip_unreached else None  # weights, then biases
             self.opt.step(W + b, upd.weights + upd.biases, lr, self.weight_decay, active=active)
-            energies.append(float(r.energy[-1]))
+            energies.append(r.energy[-1])
             states = r.states
-        return self._finish_step({
-            "energy": energies[-1],
-            "energy_first": energies[0],
-            "output_error": float(r.errors[-1].pow(2).sum(1).mean()),
-        })
+        # the metrics in one device-to-host copy
+        last, first, out_err = torch.stack(
+            [energies[-1], energies[0], r.errors[-1].pow(2).sum(1).mean()]).tolist()
+        return self._finish_step({"energy": last, "energy_first": first, "output_error": out_err})
 
 
 class BidirectionalPC(_PCBase):
