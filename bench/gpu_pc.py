@@ -47,26 +47,19 @@ def ops(smoke: bool, Op) -> list:
     else:
         rows = [(NET, f"{NET_LABEL} B256 T20", 256, 20), (NET, f"{NET_LABEL} B256 T100", 256, 100),
                 (NET, f"{NET_LABEL} B4096 T20", 4096, 20)]
-    out = []
-    for widths, label, B, T in rows:
+    def row(widths, label, B, T, precision="fp32"):
         L = len(widths) - 1
-        out.append(Op(
-            name="pc_relax",
+        return Op(
+            name="pc_relax" if precision == "fp32" else f"pc_relax {precision}",
             shape=label,
             make_inputs=_inputs(widths, B),
-            reference=lambda *a, L=L, T=T: _flat(pc_relax_reference(list(a[:L]), a[L], a[L + 1], T, STEP_SIZE)),
-            triton=lambda *a, L=L, T=T: _flat(pc_relax(list(a[:L]), a[L], a[L + 1], T, STEP_SIZE,
-                                                       backend="triton", check_finite_input=False)),
-        ))
-    widths, label, B, T = rows[-1]  # the largest batch again, on tensor cores
-    L = len(widths) - 1
-    out.append(Op(
-        name="pc_relax tf32",
-        shape=label,
-        make_inputs=_inputs(widths, B),
-        reference=lambda *a, L=L, T=T: _flat(pc_relax_reference(list(a[:L]), a[L], a[L + 1], T, STEP_SIZE)),
-        triton=lambda *a, L=L, T=T: _flat(pc_relax(list(a[:L]), a[L], a[L + 1], T, STEP_SIZE, precision="tf32",
-                                                   backend="triton", check_finite_input=False)),
-        tol=TOL_TF32,
-    ))
+            reference=lambda *a: _flat(pc_relax_reference(list(a[:L]), a[L], a[L + 1], T, STEP_SIZE)),
+            triton=lambda *a: _flat(pc_relax(list(a[:L]), a[L], a[L + 1], T, STEP_SIZE, precision=precision,
+                                             backend="triton", check_finite_input=False)),
+            tol=TOL_TF32 if precision == "tf32" else Op.tol,
+        )
+
+    # every shape at fp32, then the largest batch again on tensor cores (the fp32 reference stays
+    # the baseline)
+    out = [row(*r) for r in rows] + [row(*rows[-1], precision="tf32")]
     return out
