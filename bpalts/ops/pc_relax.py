@@ -435,8 +435,7 @@ def _relax_cpp(weights, biases, feedback, x, target, states, steps, step_size, a
     C = cpp_module()
     L = len(weights)
     a = ACTIVATIONS.index(activation)
-    tf32 = precision == "tf32"
-    rnd = round_tf32 if tf32 else (lambda t: t)
+    rnd = round_tf32 if precision == "tf32" else (lambda t: t)
     W = [rnd(w.detach()) for w in weights]
     back = [rnd(w.detach()) if w is not None else None for w in feedback] if feedback is not None else W
     bias = [b.detach() for b in biases] if biases is not None else None
