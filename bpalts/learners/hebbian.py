@@ -104,8 +104,7 @@ class DeltaRuleReadout(_StandardisedLinear):
         if self.lr_decay != 1.0:
             for group in self.optimizer.param_groups:
                 group["lr"] *= self.lr_decay
-        loss = F.cross_entropy(z, y.long()).item()
-        return loss, (z.argmax(1) == y).float().mean().item()
+        return _loss_and_accuracy(z, y)
 
 
 class TeacherHebbianReadout(_StandardisedLinear):
@@ -142,8 +141,13 @@ class TeacherHebbianReadout(_StandardisedLinear):
         V.add_(T.T @ hn - T.sum(0)[:, None] * V, alpha=float(self.rate) / h.shape[0])
         b.copy_(-0.5 * V.pow(2).sum(1))
         self.rate.mul_(self.lr_decay)
-        loss = F.cross_entropy(z, y.long()).item()
-        return loss, (z.argmax(1) == y).float().mean().item()
+        return _loss_and_accuracy(z, y)
+
+
+def _loss_and_accuracy(z: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """(cross-entropy, batch accuracy) of scores ``z``, read in one device-to-host copy."""
+    loss, acc = torch.stack([F.cross_entropy(z, y.long()), (z.argmax(1) == y).to(z.dtype).mean()]).tolist()
+    return loss, acc
 
 
 READOUTS = {"delta": DeltaRuleReadout, "hebbian": TeacherHebbianReadout}
@@ -198,9 +202,11 @@ class _HebbianNet(Learner):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.readout(self.features(x))
 
-    def _layer_progress(self, index: int) -> float | None:
-        return hebbian_progress(int(self.samples_seen), self.hebbian_samples, len(self.weights),
-                                index, self.schedule)
+    def _layer_progress(self, index: int, seen: int | None = None) -> float | None:
+        """Layer ``index``'s progress through its Hebbian phase after ``seen`` samples (default:
+        ``samples_seen``; train_step reads it once per step, since on a GPU each read syncs)."""
+        seen = int(self.samples_seen) if seen is None else seen
+        return hebbian_progress(seen, self.hebbian_samples, len(self.weights), index, self.schedule)
 
     def _hebbian_layer_update(self, W: torch.Tensor, x: torch.Tensor, index: int, progress: float) -> None:
         raise NotImplementedError
@@ -208,13 +214,14 @@ class _HebbianNet(Learner):
     @torch.no_grad()
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> dict:
         check_batch(x, y, self.sizes[0], self.sizes[-1])
-        hebbian = int(self.samples_seen) < self.hebbian_samples
+        seen = int(self.samples_seen)  # one host read per step
+        hebbian = seen < self.hebbian_samples
         act = ACTIVATIONS[self.activation]
         h = x
         for i, (norm, W) in enumerate(zip(self.norms, self.weights)):
             norm.train(hebbian)  # statistics are learned with the layer, then frozen
             hn = norm(h)
-            progress = self._layer_progress(i) if hebbian else None
+            progress = self._layer_progress(i, seen) if hebbian else None
             if progress is not None:
                 self._hebbian_layer_update(W, hn, i, progress)
             h = act(hn @ W.T, self.power)

@@ -171,10 +171,11 @@ class SoftHebbConvNet(Learner):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.readout(self.features(x))
 
-    def _phase(self, i: int) -> float | None:
-        """Remaining fraction (1 -> 0) of layer i's Hebbian phase, or None when it does not learn."""
-        progress = hebbian_progress(int(self.samples_seen), self.hebbian_samples, len(self.weights),
-                                    i, self.schedule)
+    def _phase(self, i: int, seen: int | None = None) -> float | None:
+        """Remaining fraction (1 -> 0) of layer i's Hebbian phase after ``seen`` samples (default:
+        ``samples_seen``), or None when it does not learn."""
+        seen = int(self.samples_seen) if seen is None else seen
+        progress = hebbian_progress(seen, self.hebbian_samples, len(self.weights), i, self.schedule)
         return None if progress is None else 1.0 - progress
 
     @torch.no_grad()
@@ -183,13 +184,14 @@ class SoftHebbConvNet(Learner):
         if h.shape[0] == 0:
             raise ValueError("x is an empty batch")
         check_labels(y, h.shape[0], self.sizes[-1])
-        hebbian = int(self.samples_seen) < self.hebbian_samples
+        seen = int(self.samples_seen)  # one host read per step
+        hebbian = seen < self.hebbian_samples
         if not hebbian and self.readout_shift:
             h = random_translate(h, self.readout_shift, self.generator)
         for i, (norm, W) in enumerate(zip(self.norms, self.weights)):
             norm.train(hebbian)  # statistics are learned with the layers, then frozen
             hn = norm(h)
-            frac = self._phase(i)
+            frac = self._phase(i, seen)
             if frac is not None:
                 softwta_conv_update(W.data, hn, lr=self.lrs[i] * frac, temperature=self.temperatures[i],
                                     padding=self.paddings[i], backend=self.backend_arg,
