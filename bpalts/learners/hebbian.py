@@ -63,6 +63,12 @@ def hebbian_progress(seen: int, hebbian_samples: int, n_layers: int, index: int,
     return (seen - start) / max(1.0, length)
 
 
+def _loss_and_accuracy(z: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """(cross-entropy, batch accuracy) of scores ``z``, read in one device-to-host copy."""
+    loss, acc = torch.stack([F.cross_entropy(z, y.long()), (z.argmax(1) == y).to(z.dtype).mean()]).tolist()
+    return loss, acc
+
+
 class _StandardisedLinear(nn.Module):
     """The readouts' shared layers: ``linear(norm(h))``, ``norm`` a BatchNorm without affine
     parameters (running statistics), plus the readout's rate ``lr`` and its per-step decay."""
@@ -142,12 +148,6 @@ class TeacherHebbianReadout(_StandardisedLinear):
         b.copy_(-0.5 * V.pow(2).sum(1))
         self.rate.mul_(self.lr_decay)
         return _loss_and_accuracy(z, y)
-
-
-def _loss_and_accuracy(z: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    """(cross-entropy, batch accuracy) of scores ``z``, read in one device-to-host copy."""
-    loss, acc = torch.stack([F.cross_entropy(z, y.long()), (z.argmax(1) == y).to(z.dtype).mean()]).tolist()
-    return loss, acc
 
 
 READOUTS = {"delta": DeltaRuleReadout, "hebbian": TeacherHebbianReadout}
