@@ -42,7 +42,7 @@ DECAY_IDS = {"none": 0, "tril": 1, "full": 2}
 PRECISIONS = ("ieee", "tf32")
 
 # Tile sizes. The interpreter (CPU) wants few, large programs; the GPU wants enough tiles to fill
-# the SMs. bench/gpu.py is where these get tuned.
+# the SMs. bench/gpu_tiles.py sweeps them on a GPU.
 BM, BN, BK = 64, 64, 32
 # precision="tf32" (tensor cores). bench/gpu_tiles.py on an H200 (torch 2.11, Triton 3.6, CUDA
 # graph replay, median of 20): GHA B1024 4096->4096 1.66 ms at 32 x 64 x 32 against 3.72 ms at

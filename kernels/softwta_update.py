@@ -31,7 +31,7 @@ import triton
 import triton.language as tl
 
 # Tiles. Forward GEMM: (batch, units, features); update GEMM: (units, features, batch).
-# bench/gpu.py is where these get tuned; tl.dot needs every block dimension >= 16.
+# bench/gpu_tiles.py sweeps them on a GPU; tl.dot needs every block dimension >= 16.
 BM1, BN1, BK1 = 32, 64, 32
 BM2, BN2, BK2 = 64, 64, 32
 # precision="tf32" (tensor cores). bench/gpu_tiles.py on an H200 (torch 2.11, Triton 3.6, CUDA
