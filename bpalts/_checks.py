@@ -66,6 +66,22 @@ def check_scalar(name: str, value, *, positive: bool = False, allow_zero: bool =
     return value
 
 
+def check_int(name: str, value, minimum: int | None = None, maximum: int | None = None,
+              what: str = "") -> int:
+    """A Python int (not a bool) in ``[minimum, maximum]``; TypeError for another type, ValueError
+    out of range (the message names ``name`` and, if given, ``what`` the value counts)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    unit = f" ({what})" if what else ""
+    if minimum is not None and maximum is not None and not (minimum <= value <= maximum):
+        raise ValueError(f"{name} must be in {minimum}..{maximum}{unit}, got {value}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}{unit}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}{unit}, got {value}")
+    return value
+
+
 def check_choice(name: str, value, choices: Sequence[str]) -> str:
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")

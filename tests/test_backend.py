@@ -118,3 +118,18 @@ def test_triton_version_lookup_is_cached(monkeypatch):
         assert len(calls) <= 1
     finally:
         _backend._triton_version.cache_clear()
+
+
+def test_check_int():
+    from bpalts._checks import check_int
+
+    assert check_int("n", 3) == 3 and check_int("n", 0, 0) == 0 and check_int("n", 5, 1, 5) == 5
+    for bad in (2.0, True, "3", None):
+        with pytest.raises(TypeError, match=f"n must be an int, got {type(bad).__name__}"):
+            check_int("n", bad, 1)
+    with pytest.raises(ValueError, match=r"n must be >= 1, got 0"):
+        check_int("n", 0, 1)
+    with pytest.raises(ValueError, match=r"n must be <= 4, got 5"):
+        check_int("n", 5, maximum=4)
+    with pytest.raises(ValueError, match=r"n must be in 1\.\.4 \(units\), got 9"):
+        check_int("n", 9, 1, 4, what="units")

@@ -333,7 +333,7 @@ def test_bad_input():
         PEPITA((4, 3, 2), momentum=1.0)
     with pytest.raises(ValueError, match="milestones must be positive epoch numbers"):
         PEPITA((4, 3, 2), milestones=(0,))
-    with pytest.raises(ValueError, match="epoch_samples must be a positive int"):
+    with pytest.raises(ValueError, match="epoch_samples must be >= 1, got 0"):
         PEPITA((4, 3, 2), epoch_samples=0)
     with pytest.raises(ValueError, match="f_scale must be > 0"):
         PEPITA((4, 3, 2), f_scale=0.0)

@@ -190,8 +190,10 @@ def test_bad_constructor_arguments():
         ForwardForward([40, 5])
     with pytest.raises(ValueError, match="lr must be > 0"):
         ForwardForward(SMALL, lr=0.0)
-    with pytest.raises(ValueError, match="layer_steps must be a positive int"):
+    with pytest.raises(ValueError, match="layer_steps must be >= 1, got 0"):
         ForwardForward(SMALL, layer_steps=0)
+    with pytest.raises(TypeError, match="layer_steps must be an int, got float"):
+        ForwardForward(SMALL, layer_steps=2.0)
     with pytest.raises(ValueError, match="backend must be one of"):
         ForwardForward(SMALL, backend="gpu")
 

@@ -171,8 +171,15 @@ def test_bad_input():
         EchoStateNetwork(SIZES, n_reservoir=10, spectral_radius=0.0)
     with pytest.raises(ValueError, match="readout must be one of"):
         EchoStateNetwork(SIZES, n_reservoir=10, readout="svm")
-    with pytest.raises(ValueError, match=r"n_slices must be an int in 1\.\.steps=7"):
+    with pytest.raises(ValueError, match=r"n_slices must be in 1\.\.7 \(at most steps=7\), got 8"):
         EchoStateNetwork(SIZES, n_reservoir=10, steps=7, n_slices=8)
+    for name, bad in (("steps", 0), ("adapt_samples", -1), ("eval_chunk", 0), ("n_reservoir", 0)):
+        kw = dict(n_reservoir=10)
+        kw[name] = bad
+        with pytest.raises(ValueError, match=f"{name} must be >= "):
+            EchoStateNetwork(SIZES, **kw)
+    with pytest.raises(TypeError, match="n_reservoir must be an int, got float"):
+        EchoStateNetwork(SIZES, n_reservoir=10.0)
     with pytest.raises(ValueError, match=r"directions must be 'rows', 'cols' or 'rows\+cols'"):
         EchoStateNetwork(SIZES, n_reservoir=10, directions="diagonal")
     with pytest.raises(ValueError, match="needs a square image"):

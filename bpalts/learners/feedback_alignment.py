@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from bpalts._backend import resolve_backend
-from bpalts._checks import check_choice, check_scalar
+from bpalts._checks import check_choice, check_int, check_scalar
 from bpalts.learners.base import Learner, check_batch, check_sizes
 from bpalts.registry import MethodSpec, register_method
 
@@ -82,8 +82,7 @@ class _LocalMLP(Learner):
         self.sizes = check_sizes(sizes)
         self.activation = check_choice("activation", activation, ("relu", "tanh"))
         init_gain = check_scalar("init_gain", init_gain, positive=True, allow_zero=False)
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+        check_int("seed", seed)
         resolve_backend(backend)  # validates the name; the hot path is torch GEMMs on every backend
         self.backend = "reference"
         self.use_bias = bool(bias)
@@ -411,9 +410,7 @@ class PEPITA(_LocalMLP):
             raise ValueError(f"milestones must be positive epoch numbers, got {milestones!r}")
         self.milestones = tuple(sorted(float(m) for m in milestones))
         self.gamma = check_scalar("gamma", gamma, positive=True, allow_zero=False)
-        if isinstance(epoch_samples, bool) or not isinstance(epoch_samples, int) or epoch_samples <= 0:
-            raise ValueError(f"epoch_samples must be a positive int, got {epoch_samples!r}")
-        self.epoch_samples = epoch_samples
+        self.epoch_samples = check_int("epoch_samples", epoch_samples, 1)
         self.mirror = bool(mirror)
         self.mirror_lr = check_scalar("mirror_lr", mirror_lr, positive=True, allow_zero=False)
         self.mirror_noise = check_scalar("mirror_noise", mirror_noise, positive=True, allow_zero=False)

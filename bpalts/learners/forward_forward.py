@@ -38,7 +38,7 @@ import torch
 import torch.nn as nn
 
 from bpalts._backend import resolve_backend
-from bpalts._checks import check_choice, check_scalar
+from bpalts._checks import check_choice, check_int, check_scalar
 from bpalts.learners.base import Learner, check_batch, check_sizes
 from bpalts.ops.ff_layer_step import ff_layer_step, rms_normalize
 from bpalts.registry import MethodSpec, register_method
@@ -116,9 +116,7 @@ class ForwardForward(Learner):
             t = check_scalar("theta", theta)
             self.thetas = [t] * len(self.hidden)
         self.schedule = check_choice("schedule", schedule, SCHEDULES)
-        if isinstance(layer_steps, bool) or not isinstance(layer_steps, int) or layer_steps < 1:
-            raise ValueError(f"layer_steps must be a positive int, got {layer_steps!r}")
-        self.layer_steps = layer_steps
+        self.layer_steps = check_int("layer_steps", layer_steps, 1)
         self.negatives = check_choice("negatives", negatives, NEGATIVES)
         self.label_intensity = check_scalar("label_intensity", label_intensity, positive=True, allow_zero=False)
         self.predict_mode = check_choice("predict", predict, PREDICTS)

@@ -32,7 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bpalts._backend import resolve_backend
-from bpalts._checks import DivergenceError, check_choice, check_finite, check_scalar
+from bpalts._checks import DivergenceError, check_choice, check_finite, check_int, check_scalar
 from bpalts._precision import PRECISIONS
 from bpalts.learners.base import Learner, check_batch, check_sizes
 from bpalts.ops.pc_relax import act, act_deriv, pc_relax
@@ -54,14 +54,6 @@ def _uniform(n_out: int, n_in: int, generator: torch.Generator, scheme: str = "t
     (``"kaiming"``: He et al. 2015, variance-preserving for ReLU; needed by deep networks)."""
     bound = (6.0 / n_in) ** 0.5 if scheme == "kaiming" else 1.0 / math.sqrt(n_in)
     return torch.empty(n_out, n_in).uniform_(-bound, bound, generator=generator)
-
-
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
 
 
 class _LocalOptimizer:
@@ -145,7 +137,7 @@ class _PCBase(Learner):
         # backend, emulated on the CPU ones); the weight update and the prediction stay fp32.
         self.precision = check_choice("precision", precision, PRECISIONS)
         self.sizes = check_sizes(sizes)
-        self.steps = _check_int("steps", steps, 1)
+        self.steps = check_int("steps", steps, 1)
         self.step_size = check_scalar("step_size", step_size, positive=True, allow_zero=False)
         self.weight_init = check_choice("weight_init", weight_init, WEIGHT_INITS)
         self.activation = check_choice("activation", activation, PC_ACTIVATIONS)
@@ -552,7 +544,7 @@ class BidirectionalPC(_PCBase):
         if int(labels.min()) < 0 or int(labels.max()) >= n_out:
             raise ValueError(f"labels must be class indices in 0..{n_out - 1}, got range "
                              f"{int(labels.min())}..{int(labels.max())}")
-        steps = 0 if steps is None else _check_int("steps", steps, 0)
+        steps = 0 if steps is None else check_int("steps", steps, 0)
         W0 = self.weights[0]
         xs = [None] * (L + 1)
         xs[L] = F.one_hot(labels.long().to(W0.device), n_out).to(W0.dtype)

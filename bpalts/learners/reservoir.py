@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from bpalts._backend import resolve_backend
-from bpalts._checks import check_choice, check_scalar
+from bpalts._checks import check_choice, check_int, check_scalar
 from bpalts.learners.base import DivergenceError, Learner, check_batch, check_sizes
 from bpalts.ops.reservoir_run import reservoir_run
 from bpalts.readouts import HebbianWTAReadout, RidgeReadout, RLSReadout, SGDReadout
@@ -196,8 +196,7 @@ class EchoStateNetwork(Learner):
         self.sizes = check_sizes(sizes)
         self.n_in, self.n_out = self.sizes[0], self.sizes[-1]
         self.mode = check_choice("mode", mode, MODES)
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps must be a positive int, got {steps!r}")
+        check_int("steps", steps, 1)
         if self.mode == "rows" and self.n_in % steps:
             raise ValueError(f"steps must divide the {self.n_in} inputs in mode 'rows' (equal chunks), got {steps}")
         self.steps = steps
@@ -206,9 +205,7 @@ class EchoStateNetwork(Learner):
         R = len(self.directions)
         self.feature_parts = parse_features(features)
         self.features = features
-        if isinstance(n_slices, bool) or not isinstance(n_slices, int) or not (1 <= n_slices <= steps):
-            raise ValueError(f"n_slices must be an int in 1..steps={steps}, got {n_slices!r}")
-        self.n_slices = n_slices
+        self.n_slices = check_int("n_slices", n_slices, 1, steps, what=f"at most steps={steps}")
         self.readout_name = check_choice("readout", readout, READOUTS)
         self.leak = check_scalar("leak", leak)
         if not (0.0 < self.leak <= 1.0):
@@ -219,14 +216,10 @@ class EchoStateNetwork(Learner):
         self.rho = check_scalar("spectral_radius", spectral_radius)
         if self.rho <= 0:
             raise ValueError(f"spectral_radius must be > 0, got {spectral_radius}")
-        if isinstance(adapt_samples, bool) or not isinstance(adapt_samples, int) or adapt_samples < 0:
-            raise ValueError(f"adapt_samples must be an int >= 0, got {adapt_samples!r}")
-        self.adapt_samples = adapt_samples
+        self.adapt_samples = check_int("adapt_samples", adapt_samples, 0)
         self.adapt_lr = check_scalar("adapt_lr", adapt_lr, positive=True)
         self.adapt_rule = check_choice("adapt_rule", adapt_rule, ("oja", "anti_oja"))
-        if isinstance(eval_chunk, bool) or not isinstance(eval_chunk, int) or eval_chunk < 1:
-            raise ValueError(f"eval_chunk must be a positive int, got {eval_chunk!r}")
-        self.eval_chunk = eval_chunk
+        self.eval_chunk = check_int("eval_chunk", eval_chunk, 1)
         resolve_backend(backend)  # validates the name; the op resolves it per call
         self.backend_arg = backend
         if n_reservoir is None:
@@ -234,9 +227,7 @@ class EchoStateNetwork(Learner):
                 self.sizes, mode=self.mode, steps=steps, features=features, n_slices=n_slices,
                 bias=self.bias_scaling > 0, directions=directions,
             )
-        if isinstance(n_reservoir, bool) or not isinstance(n_reservoir, int) or n_reservoir < 1:
-            raise ValueError(f"n_reservoir must be a positive int, got {n_reservoir!r}")
-        self.n_reservoir = N = n_reservoir
+        self.n_reservoir = N = check_int("n_reservoir", n_reservoir, 1)
 
         g = torch.Generator().manual_seed(int(seed))
         # one reservoir per direction, stacked: W (R, N, N), W_in (R, N, D), b (R, N)

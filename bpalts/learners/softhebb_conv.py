@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bpalts._backend import resolve_backend
-from bpalts._checks import check_choice, check_scalar
+from bpalts._checks import check_choice, check_int, check_scalar
 from bpalts.learners.base import Learner, check_labels
 from bpalts.learners.hebbian import DeltaRuleReadout, hebbian_progress
 from bpalts.ops.softwta_conv_update import softwta_conv_update
@@ -107,11 +107,8 @@ class SoftHebbConvNet(Learner):
         self.pool = (int(pool_kernel), int(pool_stride), int(pool_padding))
         self.in_channels, self.image_size = int(in_channels), int(image_size)
         self.hebbian_samples = int(hebbian_samples)
-        if isinstance(readout_shift, bool) or not isinstance(readout_shift, int) or readout_shift < 0:
-            raise ValueError(f"readout_shift must be an int >= 0 (pixels), got {readout_shift!r}")
-        if readout_shift >= image_size:
-            raise ValueError(f"readout_shift ({readout_shift}) must be smaller than image_size ({image_size})")
-        self.readout_shift = readout_shift
+        self.readout_shift = check_int("readout_shift", readout_shift, 0, image_size - 1,
+                                       what="pixels, less than image_size")
         self.schedule = check_choice("schedule", schedule, ("simultaneous", "layerwise"))
         resolve_backend(backend)  # validates the name; the op resolves it per call
         self.backend_arg = backend
