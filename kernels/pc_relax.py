@@ -34,6 +34,8 @@ import torch
 import triton
 import triton.language as tl
 
+from bpalts._precision import TRITON_INPUT_PRECISION, mm
+
 # tiles (rows, units, K) for small batches. bench/gpu_tiles.py on an H200 (torch 2.11, Triton 3.6,
 # median of 20): 784-1000-500-250-10 B256 T20 4.05 ms at 64 x 32 against 4.65 ms at 32 x 32 (the
 # best of 10 configs). The big-batch tiles below were the best of 8 with tf32 at B4096; with fp32
@@ -216,7 +218,7 @@ class _Plan:
                  precision="fp32"):
         self.device, self.R, self.widths, self.steps = device, R, list(widths), steps
         self.precision = precision
-        self.prec = {"fp32": "ieee", "tf32": "tf32"}[precision]  # tl.dot's input_precision
+        self.prec = TRITON_INPUT_PRECISION[precision]  # tl.dot's input_precision
         self.act, self.clamp, self.ce, self.fixed = _ACT_CODES[activation], clamp, ce, fixed
         L = len(widths)
         self.L = L
@@ -269,7 +271,6 @@ class _Plan:
 
     def load(self, weights, biases, feedback, x, target, states, beta_rows):
         """Copy one call's inputs into the static buffers (and compute the constant parts)."""
-        from bpalts._precision import mm
         from bpalts.ops.pc_relax import _feedforward, act, act_deriv
 
         L, R = self.L, self.R
