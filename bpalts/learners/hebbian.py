@@ -202,10 +202,9 @@ class _HebbianNet(Learner):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.readout(self.features(x))
 
-    def _layer_progress(self, index: int, seen: int | None = None) -> float | None:
-        """Layer ``index``'s progress through its Hebbian phase after ``seen`` samples (default:
-        ``samples_seen``; train_step reads it once per step, since on a GPU each read syncs)."""
-        seen = int(self.samples_seen) if seen is None else seen
+    def _layer_progress(self, index: int, seen: int) -> float | None:
+        """Layer ``index``'s progress through its Hebbian phase after ``seen`` samples (train_step
+        reads ``samples_seen`` once per step and passes it: on a GPU each read syncs)."""
         return hebbian_progress(seen, self.hebbian_samples, len(self.weights), index, self.schedule)
 
     def _hebbian_layer_update(self, W: torch.Tensor, x: torch.Tensor, index: int, progress: float) -> None:

@@ -186,6 +186,13 @@ class _PCBase(Learner):
         check_finite("x", x)
         return F.one_hot(y.long(), self.sizes[-1]).to(x.dtype)
 
+    def _finish_relaxed_step(self, energy_last, energy_first, errors,
+                             error_name: str = "output_error") -> dict:
+        """Report a step: the batch-mean energy after the last and the first relaxation step and
+        ``error_name`` = ``mean_b |errors_b|^2``, read in one device-to-host copy."""
+        last, first, err = torch.stack([energy_last, energy_first, errors.pow(2).sum(1).mean()]).tolist()
+        return self._finish_step({"energy": last, "energy_first": first, error_name: err})
+
     def _diverged(self, exc: Exception) -> DivergenceError:
         step = int(self.steps_done) + 1
         return DivergenceError(f"{type(self).__name__} diverged at step {step}: {exc}")
@@ -271,10 +278,7 @@ class PCNetwork(_PCBase):
         if fb is not None:
             for B, d in zip(fb[1:], inc[1 : len(W)]):
                 B.mul_(1 - lr * wd).add_(d)
-        # the three metrics in one device-to-host copy
-        last, first, out_err = torch.stack(
-            [r.energy[-1], r.energy[0], r.errors[-1].pow(2).sum(1).mean()]).tolist()
-        return self._finish_step({"energy": last, "energy_first": first, "output_error": out_err})
+        return self._finish_relaxed_step(r.energy[-1], r.energy[0], r.errors[-1])
 
 
 class IncrementalPC(_PCBase):
@@ -364,10 +368,7 @@ class IncrementalPC(_PCBase):
             self.opt.step(W + b, upd.weights + upd.biases, lr, self.weight_decay, active=active)
             energies.append(r.energy[-1])
             states = r.states
-        # the metrics in one device-to-host copy
-        last, first, out_err = torch.stack(
-            [energies[-1], energies[0], r.errors[-1].pow(2).sum(1).mean()]).tolist()
-        return self._finish_step({"energy": last, "energy_first": first, "output_error": out_err})
+        return self._finish_relaxed_step(energies[-1], energies[0], r.errors[-1])
 
 
 class BidirectionalPC(_PCBase):
@@ -521,11 +522,7 @@ class BidirectionalPC(_PCBase):
                 + [self.alpha * (ed[l].T @ gs[l + 1]) / B for l in range(L)]
                 + [self.alpha * ed[l].mean(0) for l in range(L)])
         self.opt.step(self._all(), dirs, self._current_lr(self.opt), self.weight_decay)
-        return self._finish_step({
-            "energy": float(trace[-1]),
-            "energy_first": float(trace[0]),
-            "generative_error": float(ed[0].pow(2).sum(1).mean()),
-        })
+        return self._finish_relaxed_step(trace[-1], trace[0], ed[0], "generative_error")
 
     @torch.no_grad()
     def generate(self, labels: torch.Tensor, steps: int | None = None) -> torch.Tensor:

@@ -168,10 +168,9 @@ class SoftHebbConvNet(Learner):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.readout(self.features(x))
 
-    def _phase(self, i: int, seen: int | None = None) -> float | None:
-        """Remaining fraction (1 -> 0) of layer i's Hebbian phase after ``seen`` samples (default:
-        ``samples_seen``), or None when it does not learn."""
-        seen = int(self.samples_seen) if seen is None else seen
+    def _phase(self, i: int, seen: int) -> float | None:
+        """Remaining fraction (1 -> 0) of layer i's Hebbian phase after ``seen`` samples, or None
+        when it does not learn."""
         progress = hebbian_progress(seen, self.hebbian_samples, len(self.weights), i, self.schedule)
         return None if progress is None else 1.0 - progress
 
