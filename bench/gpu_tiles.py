@@ -41,6 +41,8 @@ if SMOKE:
     os.environ["TRITON_INTERPRET"] = "1"
 DEV = torch.device("cpu" if SMOKE else "cuda")
 
+import gpu_pc  # noqa: E402  (bench/, first on sys.path: the rows' input makers)
+import gpu_reservoir  # noqa: E402
 from bpalts.kernels import ff_layer_step as k_ff  # noqa: E402
 from bpalts.kernels import hebbian_update as k_hebb  # noqa: E402
 from bpalts.kernels import pc_relax as k_pc  # noqa: E402
@@ -58,16 +60,9 @@ def hebb_inputs(B, D, N):
     return (torch.randn(N, D, generator=g) / math.sqrt(D)).to(DEV), torch.rand(B, D, generator=g).to(DEV)
 
 
-def pc_inputs(widths, B):
-    g = torch.Generator().manual_seed(0)
-    Ws = [(torch.randn(o, i, generator=g) / math.sqrt(i)).to(DEV) for i, o in zip(widths[:-1], widths[1:])]
-    x = torch.rand(B, widths[0], generator=g).to(DEV)
-    t = torch.nn.functional.one_hot(torch.randint(0, widths[-1], (B,), generator=g), widths[-1]).float().to(DEV)
-    return Ws, x, t
-
-
-def flat(r):
-    return torch.cat([v.reshape(-1) for v in r.states + r.errors])
+def made(make):
+    """The inputs of a gpu.py row maker (``make(device, generator, lr)``), seed 0, on DEV."""
+    return make(DEV, torch.Generator().manual_seed(0), None)
 
 
 def _for_precision(configs, precision):
@@ -85,9 +80,9 @@ def hebb_case(label, B, D, N, rule, precision, configs):
         W = W0.clone()
         return hebbian_update_reference(W, X, rule, 1.0) - W0
 
-    def tri(lr=1.0, W=None):
-        W = W0.clone() if W is None else W
-        hebbian_update(W, X, rule, lr, backend="triton", check_finite_input=False, precision=precision)
+    def tri():
+        W = W0.clone()
+        hebbian_update(W, X, rule, 1.0, backend="triton", check_finite_input=False, precision=precision)
         return W - W0
 
     def timed():
@@ -119,7 +114,8 @@ def swta_case(label, B, D, N, precision, configs):
 
 
 def pc_case(label, widths, B, T, precision, configs):
-    Ws, x, t = pc_inputs(widths, B)
+    *Ws, x, t = made(gpu_pc._inputs(widths, B))
+    flat = gpu_pc._flat
 
     def ref():
         return flat(pc_relax_reference(Ws, x, t, T, 0.1))
@@ -136,10 +132,7 @@ def pc_case(label, widths, B, T, precision, configs):
 
 
 def res_case(label, N, B, T, D, configs):
-    g = torch.Generator().manual_seed(0)
-    W = (torch.randn(N, N, generator=g) * (0.9 / math.sqrt(N))).to(DEV)
-    W_in = ((torch.rand(N, D, generator=g) * 2 - 1) * 0.5).to(DEV)
-    u = torch.rand(T, B, D, generator=g).to(DEV)
+    W, W_in, u = made(gpu_reservoir._inputs(N, B, T, D))
 
     def timed():
         return lambda: reservoir_run(W, W_in, u, 0.5, backend="triton", check_finite_input=False)
