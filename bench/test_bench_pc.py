@@ -10,7 +10,8 @@ One group per shape (bench/conftest.py prints the reference/cpp median ratio per
 - ``784-1000-500-250-10 B256 T20``: the DESIGN.md section 7 relaxation (tanh, clamped MSE
   output, feed-forward initialisation, step size 0.1, biases);
 - ``784-861-645-484-10 B256 T20``: the comparison's 4-layer network (hidden widths of
-  bpalts.learners.widths); an MNIST epoch is 235 such batches (x seconds per call).
+  bpalts.learners.widths); an MNIST epoch is 235 such batches (x seconds per call);
+- ``784-861-645-484-10 B256 T20 relu``: the same with the PC learners' default activation (relu).
 
 Both backends run the same GEMMs in MKL (per step, L-1 forward and L-1 feedback products; the
 first layer's prediction once); the C++ backend fuses every elementwise pass around them, so the
@@ -26,8 +27,12 @@ from bpalts.ops.pc_relax import pc_relax
 
 BACKENDS = ("reference", "cpp")
 SHAPES = [
-    pytest.param(("784-1000-500-250-10 B256 T20", (784, 1000, 500, 250, 10), 256, 20), id="784-1000-500-250-10"),
-    pytest.param(("784-861-645-484-10 B256 T20", (784, 861, 645, 484, 10), 256, 20), id="784-861-645-484-10"),
+    pytest.param(("784-1000-500-250-10 B256 T20", (784, 1000, 500, 250, 10), 256, 20, "tanh"),
+                 id="784-1000-500-250-10"),
+    pytest.param(("784-861-645-484-10 B256 T20", (784, 861, 645, 484, 10), 256, 20, "tanh"),
+                 id="784-861-645-484-10"),
+    pytest.param(("784-861-645-484-10 B256 T20 relu", (784, 861, 645, 484, 10), 256, 20, "relu"),
+                 id="784-861-645-484-10-relu"),
 ]
 
 
@@ -45,11 +50,12 @@ def _inputs(widths, B):
 def test_pc_relax(benchmark, shape, backend):
     if backend not in bpalts.available_backends("cpu"):
         pytest.skip(f"{backend} backend unavailable on the CPU (see bpalts.info())")
-    label, widths, B, T = shape
+    label, widths, B, T, activation = shape
     Ws, bs, x, t = _inputs(widths, B)
     benchmark.group = f"pc_relax {label}"
     benchmark.extra_info.update(backend=backend, shape=label, torch_threads=torch.get_num_threads())
     res = benchmark.pedantic(pc_relax, args=(Ws, x, t, T, 0.1),
-                             kwargs=dict(biases=bs, backend=backend, check_finite_input=False),
+                             kwargs=dict(biases=bs, activation=activation, backend=backend,
+                                         check_finite_input=False),
                              rounds=5, warmup_rounds=1)
     assert res.steps_run == T and torch.isfinite(res.energy).all()

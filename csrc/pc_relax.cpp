@@ -70,12 +70,20 @@ void activate(const float* v, float* f, float* df, py::ssize_t n, int act) {
     return;
   }
   const float slope = act == kRelu ? 0.0f : act == kLeaky ? static_cast<float>(kLeakySlope) : 1.0f;
+  // Written with max/min: GCC (12) does not vectorise `x > 0 ? x : slope * x`, and the scalar
+  // loop paid a mispredicted sign branch per element (about 5x slower than the tanh path at
+  // 256 x 1000). max(x, 0) + slope * min(x, 0) is exact (one of the two terms is 0) and keeps NaN;
+  // relu uses max(x, 0) alone so that relu(-inf) is 0, not 0 * -inf.
+  // df first: f may alias v.
+  if (df) {
+#pragma omp simd
+    for (py::ssize_t k = 0; k < n; ++k) df[k] = v[k] > 0.0f ? 1.0f : slope;
+  }
+  const bool relu = act == kRelu;
 #pragma omp simd
   for (py::ssize_t k = 0; k < n; ++k) {
     const float x = v[k];
-    const bool pos = x > 0.0f;
-    f[k] = pos ? x : slope * x;
-    if (df) df[k] = pos ? 1.0f : slope;
+    f[k] = relu ? std::max(x, 0.0f) : std::max(x, 0.0f) + slope * std::min(x, 0.0f);
   }
 }
 

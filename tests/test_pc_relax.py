@@ -219,6 +219,27 @@ def test_cpp_tanh_accuracy_over_a_wide_range():
 
 
 @CPP
+@pytest.mark.parametrize("in_place", [False, True])
+@pytest.mark.parametrize("act_id, slope", [(1, 0.0), (2, 0.01), (3, 1.0)])
+def test_cpp_piecewise_linear_activations_exact(act_id, slope, in_place):
+    # relu / leaky relu / identity and their derivatives, bit for bit, in place (f aliasing the
+    # source, as pc_update does) or not; infinities, signed zeros and a length that is not a
+    # multiple of the vector width.
+    v = torch.cat([torch.randn(1, 37), torch.tensor([[float("inf"), -float("inf"), 0.0, -0.0, 1e-40, -1e-40]])], 1)
+    want_f = torch.where(v > 0, v, v * slope) if act_id != 1 else v.clamp_min(0.0)
+    want_d = torch.where(v > 0, torch.ones_like(v), torch.full_like(v, slope))
+    C = bpalts._backend.cpp_module()
+    src = v.clone()
+    f = src if in_place else torch.empty_like(src)
+    d = torch.empty_like(src)
+    C.pc_act([src.numpy()], None, [f.numpy()], [d.numpy()], act_id)
+    assert torch.equal(f, want_f) and torch.equal(d, want_d)
+    nan = torch.tensor([[float("nan")]])
+    C.pc_act([nan.numpy()], None, [nan.numpy()], None, act_id)
+    assert nan.isnan().all()
+
+
+@CPP
 def test_cpp_non_contiguous_and_requires_grad():
     Ws, bs, _, x, t = make_net((7, 13, 5, 3), 6)
     Wnc = [W.T.contiguous().T for W in Ws]  # same values, transposed strides
