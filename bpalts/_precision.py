@@ -43,6 +43,16 @@ def round_tf32(t: torch.Tensor) -> torch.Tensor:
     return torch.where(torch.isfinite(c), rounded.view(torch.float32), c).view_as(t)
 
 
+def _identity(t: torch.Tensor) -> torch.Tensor:
+    return t
+
+
+def operand_rounder(precision: str):
+    """What a CPU backend applies to each GEMM operand: :func:`round_tf32` for ``"tf32"`` (the
+    emulation), the identity (no copy) for ``"fp32"``."""
+    return round_tf32 if precision == "tf32" else _identity
+
+
 def mm(a: torch.Tensor, b: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
     """``a @ b`` at ``precision`` (TF32 emulated by rounding the operands; see the module docs)."""
     if precision == "tf32":

@@ -29,6 +29,7 @@ from bpalts._checks import (
     FLOAT32_OR_64,
     check_choice,
     check_finite,
+    check_int,
     check_scalar,
     check_tensor,
 )
@@ -37,21 +38,13 @@ SINGULAR_POLICIES = ("error", "jitter")
 SGD_LOSSES = ("mse", "ce")
 
 
-def _check_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
 class _Readout(nn.Module):
     """Shared checks: features (batch, n_features); targets class indices or (batch, n_outputs)."""
 
     def __init__(self, n_features: int, n_outputs: int, bias: bool) -> None:
         super().__init__()
-        self.n_features = _check_int("n_features", n_features)
-        self.n_outputs = _check_int("n_outputs", n_outputs)
+        self.n_features = check_int("n_features", n_features, 1)
+        self.n_outputs = check_int("n_outputs", n_outputs, 1)
         if not isinstance(bias, bool):
             raise TypeError(f"bias must be a bool, got {type(bias).__name__}")
         self.bias = bias
@@ -103,7 +96,7 @@ class _Readout(nn.Module):
 
     def fit(self, X: torch.Tensor, Y: torch.Tensor, batch_size: int = 4096) -> "_Readout":
         """Reset, then ``partial_fit`` on ``(X, Y)`` in slices of ``batch_size`` rows."""
-        batch_size = _check_int("batch_size", batch_size)
+        batch_size = check_int("batch_size", batch_size, 1)
         self._check_x(X)
         self.reset()
         for i in range(0, X.shape[0], batch_size):
@@ -299,8 +292,8 @@ class SGDReadout(_Readout):
 
     def fit(self, X, Y, batch_size: int = 64, epochs: int = 1, seed: int = 0) -> "SGDReadout":
         """Reset, then ``epochs`` shuffled passes of ``partial_fit`` in batches of ``batch_size``."""
-        batch_size = _check_int("batch_size", batch_size)
-        epochs = _check_int("epochs", epochs)
+        batch_size = check_int("batch_size", batch_size, 1)
+        epochs = check_int("epochs", epochs, 1)
         self._check_x(X)
         self.reset()
         g = torch.Generator().manual_seed(int(seed))

@@ -37,7 +37,7 @@ import warnings
 
 import torch
 
-from bpalts._checks import check_choice, check_finite, check_same, check_scalar, check_tensor
+from bpalts._checks import check_choice, check_finite, check_int, check_same, check_scalar, check_tensor
 
 GRAPHS = ("erdos_renyi", "scale_free")
 DISTRIBUTIONS = ("uniform", "normal")
@@ -47,14 +47,6 @@ ADAPT_RULES = ("oja", "anti_oja")
 
 # --------------------------------------------------------------------------------------------
 # argument checks
-
-
-def _check_size(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return value
 
 
 def _check_density(value) -> float:
@@ -76,8 +68,7 @@ def _generator(generator: torch.Generator | None, seed) -> torch.Generator:
         if not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
         return generator
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    check_int("seed", seed)
     return torch.Generator().manual_seed(seed)
 
 
@@ -108,7 +99,7 @@ def random_graph(
     scaling in random networks", Science 1999; Bollobas et al., "Directed scale-free graphs",
     SODA 2003.
     """
-    n = _check_size("n", n)
+    n = check_int("n", n, 1)
     density = _check_density(density)
     kind = check_choice("kind", kind, GRAPHS)
     g = _generator(generator, seed)
@@ -181,7 +172,7 @@ def spectral_radius(
         raise TypeError(f"W must be dense or sparse CSR, got layout {W.layout}")
     if not W.dtype.is_floating_point:
         raise TypeError(f"W must be a floating-point matrix, got dtype {W.dtype}")
-    krylov_dim = _check_size("krylov_dim", krylov_dim)
+    krylov_dim = check_int("krylov_dim", krylov_dim, 1)
     tol = check_scalar("tol", tol, positive=True, allow_zero=False)
     n = W.shape[0]
     Wd = W.to(torch.float64)
@@ -278,7 +269,7 @@ def reservoir_matrix(
     computed in float64). ``layout="csr"`` returns a ``torch.sparse_csr_tensor``.
     Jaeger, "The echo state approach to analysing and training recurrent neural networks",
     GMD Report 148, 2001."""
-    n = _check_size("n", n)
+    n = check_int("n", n, 1)
     radius = _check_radius(spectral_radius)
     density = _check_density(density)
     graph = check_choice("graph", graph, GRAPHS)
@@ -313,8 +304,8 @@ def input_matrix(
     """Input weights ``W_in`` (n units, d inputs): ``scaling * U(-1, 1)`` (or ``scaling * N(0, 1)``)
     on a random fraction ``density`` of the entries, zero elsewhere (Lukosevicius 2012, sec. 3.2.5:
     the input scaling is the main knob for how nonlinear the reservoir is)."""
-    n = _check_size("n", n)
-    d = _check_size("d", d)
+    n = check_int("n", n, 1)
+    d = check_int("d", d, 1)
     scaling = check_scalar("scaling", scaling, positive=True, allow_zero=False)
     density = _check_density(density)
     distribution = check_choice("distribution", distribution, DISTRIBUTIONS)

@@ -275,8 +275,10 @@ def test_hebbian_state():
     st = hebbian_state("bcm", 7, dtype=torch.float64, theta_init=0.5)
     assert set(st) == {"theta"} and st["theta"].shape == (7,) and st["theta"].dtype == torch.float64
     assert torch.all(st["theta"] == 0.5)
-    with pytest.raises(ValueError, match="units must be a positive integer, got 0"):
+    with pytest.raises(ValueError, match="units must be >= 1, got 0"):
         hebbian_state("bcm", 0)
+    with pytest.raises(TypeError, match="units must be an int, got float"):
+        hebbian_state("bcm", 3.0)
     with pytest.raises(ValueError, match="rule must be one of"):
         hebbian_state("hebb", 3)
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import bpalts
-from bpalts._precision import round_tf32
+from bpalts._precision import operand_rounder, round_tf32
 from bpalts.ops import hebbian_update, hebbian_update_reference, softwta_update, softwta_update_reference
 from tests._compare_util import rel_err
 from tests.test_hebbian_update import clone_kwargs, rule_kwargs
@@ -41,6 +41,12 @@ def test_round_tf32_keeps_ten_mantissa_bits():
     assert round_tf32(torch.tensor([float("nan")])).isnan().all()
     with pytest.raises(TypeError, match="float32"):
         round_tf32(x.double())
+
+
+def test_operand_rounder():
+    x = torch.randn(5, 7, generator=torch.Generator().manual_seed(1))
+    assert operand_rounder("fp32")(x) is x  # no copy on the fp32 path
+    assert torch.equal(operand_rounder("tf32")(x), round_tf32(x))
 
 
 def _tf32_vs_fp32(run, W, X):

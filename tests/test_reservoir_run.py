@@ -178,7 +178,8 @@ def test_image_sequence_modes():
     "kwargs, exc, msg",
     [
         (dict(mode="static"), ValueError, "steps is required"),
-        (dict(mode="static", steps=0), ValueError, "steps must be a positive int"),
+        (dict(mode="static", steps=0), ValueError, r"steps must be >= 1 \(steps to hold the image\), got 0"),
+        (dict(mode="static", steps=2.0), TypeError, "steps must be an int, got float"),
         (dict(mode="rows", steps=10), ValueError, "steps must be None or 28"),
         (dict(mode="columns"), ValueError, "mode must be one of"),
     ],

@@ -97,12 +97,13 @@ from dataclasses import dataclass
 import torch
 
 from bpalts._backend import cpp_module, resolve_backend
-from bpalts._precision import TRITON_INPUT_PRECISION, check_precision, mm, round_tf32
+from bpalts._precision import TRITON_INPUT_PRECISION, check_precision, mm, operand_rounder
 from bpalts._checks import (
     check_weights_and_batch,
     FLOAT32_ONLY,
     check_choice,
     check_finite,
+    check_int,
     check_same,
     check_scalar,
     check_tensor,
@@ -272,8 +273,7 @@ def hebbian_state(rule: str, units: int, *, dtype: torch.dtype = torch.float32, 
     ``{}`` (stateless, so a learner can create and pass the state whatever the rule).
     """
     check_choice("rule", rule, tuple(HEBBIAN_RULES))
-    if isinstance(units, bool) or not isinstance(units, int) or units < 1:
-        raise ValueError(f"units must be a positive integer, got {units!r}")
+    check_int("units", units, 1)
     if not HEBBIAN_RULES[rule].stateful:
         return {}
     theta_init = check_scalar("theta_init", theta_init)
@@ -377,7 +377,7 @@ def _hebbian_update_cpp(W: torch.Tensor, X: torch.Tensor, rule: HebbianRule, lr:
                         prm: RuleParams, precision: str = "fp32", currents=None) -> None:
     C = cpp_module()
     # TF32 is emulated on the CPU: every GEMM operand goes through t() (identity for fp32).
-    t = round_tf32 if precision == "tf32" else (lambda a: a)
+    t = operand_rounder(precision)
     # .detach(): numpy() refuses tensors that require grad; the storage is shared either way.
     Wc = (W if W.is_contiguous() else W.contiguous()).detach()
     Xc = X.contiguous().detach()

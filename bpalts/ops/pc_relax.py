@@ -90,13 +90,14 @@ from typing import NamedTuple, Sequence
 import torch
 
 from bpalts._backend import cpp_module, resolve_backend
-from bpalts._precision import check_precision, mm, round_tf32
+from bpalts._precision import check_precision, mm, operand_rounder
 from bpalts._checks import (
     FLOAT32_ONLY,
     FLOAT32_OR_64,
     DivergenceError,
     check_choice,
     check_finite,
+    check_int,
     check_same,
     check_scalar,
     check_tensor,
@@ -371,10 +372,7 @@ def pc_relax(weights, x, target, steps=20, step_size=0.1, *, biases=None, activa
     if which == "triton":
         check_tensor("x", x, ("batch", "features"), FLOAT32_ONLY)
     _check_rows("target", target, x, weights[-1].shape[0], "outputs", dtypes, check_finite_input)
-    if isinstance(steps, bool) or not isinstance(steps, int):
-        raise TypeError(f"steps must be an int, got {type(steps).__name__}")
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    check_int("steps", steps, 1)
     step_size = check_scalar("step_size", step_size, positive=True, allow_zero=False)
     activation = check_choice("activation", activation, ACTIVATIONS)
     output = check_choice("output", output, OUTPUTS)
@@ -435,7 +433,7 @@ def _relax_cpp(weights, biases, feedback, x, target, states, steps, step_size, a
     C = cpp_module()
     L = len(weights)
     a = ACTIVATIONS.index(activation)
-    rnd = round_tf32 if precision == "tf32" else (lambda t: t)
+    rnd = operand_rounder(precision)
     W = [rnd(w.detach()) for w in weights]
     back = [rnd(w.detach()) if w is not None else None for w in feedback] if feedback is not None else W
     bias = [b.detach() for b in biases] if biases is not None else None

@@ -53,7 +53,7 @@ from typing import Sequence
 import torch
 
 from bpalts._backend import cpp_module, resolve_backend
-from bpalts._checks import FLOAT32_ONLY, FLOAT32_OR_64, check_choice, check_finite, check_tensor
+from bpalts._checks import FLOAT32_ONLY, FLOAT32_OR_64, check_choice, check_finite, check_int, check_tensor
 
 KEEP_MODES = ("all", "last")
 SEQUENCE_MODES = ("static", "rows", "pixels")
@@ -454,8 +454,7 @@ def image_sequence(images: torch.Tensor, mode: str = "rows", steps: int | None =
     if mode == "static":
         if steps is None:
             raise ValueError("steps is required for mode='static' (how many steps to hold the image)")
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps must be a positive int, got {steps!r}")
+        check_int("steps", steps, 1, what="steps to hold the image")
         return images.unsqueeze(0).expand(steps, B, 784)
     if steps is not None and steps != natural[mode]:
         raise ValueError(f"mode={mode!r} has {natural[mode]} steps; steps must be None or {natural[mode]}, got {steps!r}")
