@@ -11,17 +11,15 @@ shuffle, and reports the test accuracy after the method's ``full_epochs``:
     python bench/gpu_accuracy.py --methods softhebb       # one method
     python bench/gpu_accuracy.py --smoke                  # CPU, 2000 samples: proves it runs
 
-The shuffle is the harness's (``torch.randperm`` from a CPU generator seeded with ``--seed``, one
-permutation per epoch, ``spec.batch_size``), and its widths (``layer_sizes(4)``), so an fp32 run
-here repeats ``bpalts-compare --methods M --preset full`` for that method, up to the backend's
-float rounding.
+Each run goes through the harness's training loop (``bpalts.compare.run_one``: its shuffle, batch
+size and widths ``layer_sizes(4)``), evaluated once at the end, so an fp32 run here repeats
+``bpalts-compare --methods M --preset full`` for that method, up to the backend's float rounding.
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import sys
-import time
 import traceback
 
 import torch
@@ -46,33 +44,32 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def run_one(spec, precision, epochs, backend, device, seed, x_tr, y_tr, x_te, y_te):
-    """Train one learner (the harness's shuffle) and return (test accuracy, training seconds)."""
-    from bpalts.learners.widths import layer_sizes
+class _LastRow:
+    """The harness's writer interface; keeps the last evaluation row (this script writes its own
+    CSV, with the precision)."""
 
-    # the harness's default depth (4 weight layers: 784-861-645-484-10), as in the README's table
-    learner = spec.build(layer_sizes(4), backend=backend, seed=seed)
-    if not hasattr(learner, "precision"):
-        raise TypeError(f"{spec.name}: the learner has no precision switch")
-    learner.precision = precision
-    learner.to(device)
-    g = torch.Generator().manual_seed(seed)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    n = x_tr.shape[0]
-    for _ in range(epochs):
-        perm = torch.randperm(n, generator=g).to(device)
-        for i in range(0, n, spec.batch_size):
-            idx = perm[i : i + spec.batch_size]
-            learner.train_step(x_tr[idx], y_tr[idx])
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    train_s = time.perf_counter() - t0
-    with torch.no_grad():
-        correct = sum(int((learner.predict(x_te[i : i + 2000]) == y_te[i : i + 2000]).sum())
-                      for i in range(0, x_te.shape[0], 2000))
-    return correct / x_te.shape[0], train_s
+    row: dict | None = None
+
+    def write(self, row: dict) -> None:
+        self.row = row
+
+
+def run_one(spec, precision, epochs, backend, device, seed, x_tr, y_tr, x_te, y_te):
+    """Train one learner through the harness's loop (``bpalts.compare.run_one``: its shuffle,
+    batch size and widths ``layer_sizes(4)``), evaluated once at the end; returns
+    (test accuracy, training seconds)."""
+    from bpalts.compare import run_one as harness_run_one
+
+    def set_precision(learner):
+        if not hasattr(learner, "precision"):
+            raise TypeError(f"{spec.name}: the learner has no precision switch")
+        learner.precision = precision
+
+    total = epochs * x_tr.shape[0]
+    res = harness_run_one(spec, 4, (x_tr, y_tr, x_te, y_te), _LastRow(), total_samples=total,
+                          eval_every=total, device=device, backend=backend, seed=seed,
+                          progress=False, setup=set_precision)
+    return res.final_accuracy, res.train_seconds
 
 
 def main(argv=None) -> int:

@@ -42,9 +42,10 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
+from torch import nn
 
 from bpalts import registry
 from bpalts.plots import COLUMNS
@@ -202,9 +203,14 @@ def run_one(
     backend: str = "auto",
     seed: int = 0,
     progress: bool = True,
+    setup: Callable[[nn.Module], None] | None = None,
 ) -> RunResult:
     """Train ``spec`` at ``depth`` weight layers on ``data`` for ``total_samples`` samples,
     appending a CSV row at every evaluation point (every ``eval_every`` samples, and at the end).
+
+    ``writer`` is anything with ``write(row: dict)`` (a :class:`ResultsWriter` for the CSV).
+    ``setup(learner)``, if given, runs on the freshly built learner before it moves to ``device``
+    (e.g. ``bench/gpu_accuracy.py`` sets its ``precision`` there).
 
     Raises whatever the learner raises; the rows written before stay in the CSV.
     """
@@ -218,6 +224,8 @@ def run_one(
 
     torch.manual_seed(seed)
     learner = spec.build(layer_sizes(depth), backend=backend, seed=seed)
+    if setup is not None:
+        setup(learner)
     learner = learner.to(device)
     learner.train()
     result.backend = _backend_name(learner, backend)

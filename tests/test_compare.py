@@ -316,3 +316,27 @@ def test_bad_depth_is_an_error(tmp_path, make_method, capsys):
     with pytest.raises(SystemExit):
         run(tmp_path, "--methods", name, "--layers", "0")
     assert "positive integer" in capsys.readouterr().err
+
+
+def test_run_one_setup_hook_and_any_writer(make_method):
+    # setup(learner) sees the freshly built learner before training (bench/gpu_accuracy.py sets
+    # the precision there); the writer only needs write(row).
+    spec = registry.get_method(make_method())
+    seen = []
+
+    def setup(learner):
+        seen.append(int(learner.steps_done))
+        learner.lr = 0.0  # a frozen learner: its accuracy must stay that of the initial weights
+
+    class Rows:
+        rows = []
+
+        def write(self, row):
+            self.rows.append(row)
+
+    data = synthetic()
+    res = compare.run_one(spec, 2, data, Rows(), total_samples=200, eval_every=200,
+                          device=torch.device("cpu"), progress=False, setup=setup)
+    untrained = LogReg([N_IN, N_CLASSES], seed=0).evaluate(data[2], data[3])
+    assert seen == [0] and len(Rows.rows) == 1 and res.samples_seen == 200
+    assert res.final_accuracy == pytest.approx(untrained)

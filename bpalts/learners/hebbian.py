@@ -144,7 +144,8 @@ class TeacherHebbianReadout(_StandardisedLinear):
         z = self.linear(hn)  # scores before the step (what the metrics describe)
         T = F.one_hot(y.long(), z.shape[1]).to(hn.dtype)
         V, b = self.linear.weight, self.linear.bias
-        V.add_(T.T @ hn - T.sum(0)[:, None] * V, alpha=float(self.rate) / h.shape[0])
+        # The rate stays a device tensor (float(self.rate) would cost a host sync per step).
+        V.add_((T.T @ hn - T.sum(0)[:, None] * V).mul_(self.rate.to(V.dtype) / h.shape[0]))
         b.copy_(-0.5 * V.pow(2).sum(1))
         self.rate.mul_(self.lr_decay)
         return _loss_and_accuracy(z, y)
