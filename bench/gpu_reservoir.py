@@ -5,6 +5,9 @@ Rows (DESIGN.md section 7 shapes):
 - ``reservoir_run`` N2000 B1 T784 D1: the pixel sequence, batch 1. On CUDA the public op picks
   the persistent kernel (one launch for all 784 steps, a grid barrier per step) with each
   program's 16 x 2000 slice of W resident in registers.
+- ``reservoir_run[persistent-ll]`` same shape: the same resident kernel with its programs
+  synchronised by tagged states (``sync="ll"``: value and step tag in one 64-bit word, one L2
+  round trip per step) instead of the grid barrier.
 - ``reservoir_run[persistent-stream]`` same shape: the persistent kernel re-reading W from L2
   at every step (``resident=False``), the path for N > 2048 or batches 2..8.
 - ``reservoir_run[per-step]`` same shape: one launch per step (``persistent=False``), to see
@@ -26,6 +29,7 @@ from bpalts.ops.reservoir_run import reservoir_run, reservoir_run_reference
 # (op name, shape): (eager ms, CUDA graph ms, torch.compile ms, Triton target ms), NVIDIA H200.
 ANCHORS: dict = {
     ("reservoir_run", "N2000 B1 T784 D1"): (82.0, 15.0, None, 2.0),
+    ("reservoir_run[persistent-ll]", "N2000 B1 T784 D1"): (82.0, 15.0, None, 2.0),
     ("reservoir_run[persistent-stream]", "N2000 B1 T784 D1"): (82.0, 15.0, None, None),
     ("reservoir_run[per-step]", "N2000 B1 T784 D1"): (82.0, 15.0, None, None),
     ("reservoir_run", "N2000 B256 T28 D28"): (3.44, 2.06, 2.49, 1.5),
@@ -60,9 +64,11 @@ def ops(smoke: bool, Op) -> list:
 
     if smoke:
         pixel = ("N37 B1 T6 D1", 37, 1, 6, 1)
+        pixel_ll = ("N13 B1 T6 D1", 13, 1, 6, 1)  # one unit block: resident with one program
         rows = ("N45 B9 T4 D5", 45, 9, 4, 5)
     else:
         pixel = ("N2000 B1 T784 D1", 2000, 1, 784, 1)
+        pixel_ll = pixel
         rows = ("N2000 B256 T28 D28", 2000, 256, 28, 28)
 
     def triton_op(W, W_in, inputs):
@@ -73,6 +79,10 @@ def ops(smoke: bool, Op) -> list:
         return tk.reservoir_run(W, W_in, inputs, LEAK, persistent=True, resident=False,
                                 n_programs=1 if smoke else None)
 
+    def triton_ll(W, W_in, inputs):
+        return tk.reservoir_run(W, W_in, inputs, LEAK, persistent=True, sync="ll",
+                                n_programs=1 if smoke else None)
+
     def triton_per_step(W, W_in, inputs):
         return tk.reservoir_run(W, W_in, inputs, LEAK, persistent=False)
 
@@ -80,6 +90,8 @@ def ops(smoke: bool, Op) -> list:
     out = [
         Op(name="reservoir_run", shape=label, make_inputs=_inputs(N, B, T, D),
            reference=_reference_no_compile, triton=triton_op),
+        Op(name="reservoir_run[persistent-ll]", shape=pixel_ll[0], make_inputs=_inputs(*pixel_ll[1:]),
+           reference=_reference_no_compile, triton=triton_ll),
         Op(name="reservoir_run[persistent-stream]", shape=label, make_inputs=_inputs(N, B, T, D),
            reference=_reference_no_compile, triton=triton_stream),
         Op(name="reservoir_run[per-step]", shape=label, make_inputs=_inputs(N, B, T, D),

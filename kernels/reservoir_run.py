@@ -64,6 +64,10 @@ BM, BN, BK = 64, 64, 32
 NUM_WARPS = 4
 
 KEEP_ALL, KEEP_LAST, KEEP_TABLE = 0, 1, 2
+SYNCS = ("barrier", "ll")
+# sync="ll": spins (one L2 round trip each, about a microsecond) after which a program waiting for
+# one step stops waiting and reports failure instead of hanging.
+LL_MAX_SPINS = 1 << 22
 
 
 @triton.jit
@@ -224,6 +228,63 @@ def _persistent_kernel(
 
 
 @triton.jit
+def _ll_resident_kernel(
+    W, s_wn, s_wk, U, s_ut, s_un, leak, buf, out, slots, status, T_run, N, max_spins,
+    KEEP: tl.constexpr, BLOCK_N: tl.constexpr, K_PAD: tl.constexpr,
+):
+    """The resident persistent kernel (B = 1, one unit block per program, W's slice in
+    registers) synchronised by *tagged states* instead of a grid barrier ("LL", NCCL's
+    low-latency protocol): ``buf`` (2, N) int64 words, each ``tag << 32 | float bits`` of one
+    unit's state, ``tag = t + 1`` for ``x_t`` (0 for ``x0``). A program waits for ``x_{t-1}``
+    by re-loading the whole word vector (volatile: from L2, never L1) until every tag equals
+    ``t``, and publishes its units of ``x_t`` with 64-bit atomic exchanges (value and tag arrive
+    together). One round trip per step instead of the barrier's fence, atomic, spin and load.
+    Ping-pong safety as in ``_persistent_kernel``: ``buf[t % 2]`` is rewritten at step ``t + 2``
+    only by a program that has read every unit's ``x_{t+1}``, so every program has finished
+    reading ``x_t``. A program that spins more than ``max_spins`` times for one step (not all
+    programs resident: a launch error, not a slow step) stops waiting from then on and sets
+    ``status[pid]``, which the host turns into an error, instead of hanging the GPU."""
+    pid = tl.program_id(0)
+    rn = pid * BLOCK_N + tl.arange(0, BLOCK_N)
+    rk = tl.arange(0, K_PAD)
+    mn = rn < N
+    mk = rk < N
+    w_res = tl.load(W + rn[:, None] * s_wn + rk[None, :] * s_wk,
+                    mask=mn[:, None] & mk[None, :], other=0.0)
+    a_res = tl.load(leak + rn, mask=mn, other=1.0)
+    failed = tl.zeros((1,), dtype=tl.int32)
+    for t in range(0, T_run):
+        src = buf + ((t + 1) % 2) * N
+        dst = buf + (t % 2) * N
+        # Wait for x_{t-1}: every word tagged t (masked lanes count as ready).
+        words = tl.load(src + rk, mask=mk, other=0, volatile=True)
+        bad = tl.sum(tl.where(mk & ((words >> 32).to(tl.int32) != t), 1, 0), axis=0)
+        spins = 0
+        while (bad > 0) & (tl.max(failed, axis=0) == 0):
+            words = tl.load(src + rk, mask=mk, other=0, volatile=True)
+            bad = tl.sum(tl.where(mk & ((words >> 32).to(tl.int32) != t), 1, 0), axis=0)
+            spins += 1
+            failed = tl.where(spins > max_spins, 1, failed)
+        x = words.to(tl.int32).to(tl.float32, bitcast=True)  # the low 32 bits
+        own = tl.load(src + rn, mask=mn, other=0, volatile=True)
+        xo = own.to(tl.int32).to(tl.float32, bitcast=True)
+        pre = tl.sum(w_res * x[None, :], axis=1)
+        u = tl.load(U + t * s_ut + rn * s_un, mask=mn, other=0.0)
+        xn = xo + a_res * (_tanh(pre + u) - xo)
+        tag = tl.full((BLOCK_N,), t + 1, dtype=tl.int64) << 32
+        word = tag | (xn.to(tl.int32, bitcast=True).to(tl.int64) & 0xFFFFFFFF)
+        tl.atomic_xchg(dst + rn, word, mask=mn, sem="relaxed", scope="gpu")
+        if KEEP == 0:
+            slot = t
+        elif KEEP == 1:
+            slot = tl.where(t == T_run - 1, 0, -1)
+        else:
+            slot = tl.load(slots + t)
+        tl.store(out + tl.maximum(slot, 0) * N + rn, xn, mask=mn & (slot >= 0))
+    tl.store(status + pid + tl.arange(0, 1), failed)
+
+
+@triton.jit
 def _gemm_step_kernel(
     X, W, s_wn, s_wk, U_t, s_ub, s_un, leak, Xn, B, N,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
@@ -252,6 +313,25 @@ def _gemm_step_kernel(
     tl.store(Xn + rm[:, None] * N + rn[None, :], xo + a[None, :] * (h - xo), mask=mo)
 
 
+def _run_ll(W, U, a, x0, out, mode, slots, T_run, N, n_programs, block_n, k_pad, order):
+    """Launch ``_ll_resident_kernel``; raise if a program gave up waiting."""
+    dev = U.device
+    buf = torch.zeros((2, N), dtype=torch.int64, device=dev)
+    if x0 is not None:  # x0 tagged 0: its float bits, zero-extended
+        buf[1].copy_(x0.reshape(N).view(torch.int32).to(torch.int64) & 0xFFFFFFFF)
+    status = torch.zeros((n_programs,), dtype=torch.int32, device=dev)
+    s_ut, _, s_un = U.stride()
+    _ll_resident_kernel[(n_programs,)](
+        W, W.stride(0), W.stride(1), U, s_ut, s_un, a, buf, out, slots, status, T_run, N,
+        LL_MAX_SPINS, KEEP=mode, BLOCK_N=block_n, K_PAD=k_pad, num_warps=NUM_WARPS_SMALL,
+    )
+    capturing = dev.type == "cuda" and torch.cuda.is_current_stream_capturing()
+    if not capturing and bool(status.any()):
+        raise RuntimeError("reservoir_run(sync='ll'): a program gave up waiting for the others' "
+                           "states (were all programs resident? n_programs must not exceed the SMs)")
+    return out if order is None else out.index_select(0, order)
+
+
 def _interpreted() -> bool:
     import os
 
@@ -272,7 +352,7 @@ def _small_blocks(B: int, N: int) -> tuple[int, int, int, int]:
 
 def reservoir_run(W, W_in, inputs, leak, bias=None, state0=None, *, keep="all",
                   persistent: bool | None = None, n_programs: int | None = None,
-                  resident: bool | None = None) -> torch.Tensor:
+                  resident: bool | None = None, sync: str = "barrier") -> torch.Tensor:
     """Triton backend of :func:`bpalts.ops.reservoir_run` (inputs already validated).
 
     ``persistent``: None picks the persistent kernel on CUDA for batches up to
@@ -280,7 +360,9 @@ def reservoir_run(W, W_in, inputs, leak, bias=None, state0=None, *, keep="all",
     with ``n_programs=1``), False forbids it. ``n_programs``: grid of the persistent kernel
     (default: min(#SMs, unit blocks)). ``resident``: keep each program's slice of ``W`` in
     registers across steps (persistent kernel, B = 1, one unit block per program, N <=
-    RESIDENT_MAX_K); None: whenever that applies.
+    RESIDENT_MAX_K); None: whenever that applies. ``sync``: how the resident kernel's programs
+    meet between steps: ``"barrier"`` (a grid barrier, ``_persistent_kernel``) or ``"ll"``
+    (tagged states, ``_ll_resident_kernel``; needs ``resident``).
     """
     from bpalts.ops.reservoir_run import _input_projection, _keep_plan
 
@@ -342,6 +424,14 @@ def reservoir_run(W, W_in, inputs, leak, bias=None, state0=None, *, keep="all",
         elif resident and not can_reside:
             raise ValueError("resident W needs batch 1, one unit block per program "
                              f"(n_programs == {n_blocks}) and N <= {RESIDENT_MAX_K}")
+        if sync not in SYNCS:
+            raise ValueError(f"sync must be one of {SYNCS}, got {sync!r}")
+        if sync == "ll":
+            if not resident:
+                raise ValueError("sync='ll' needs the resident kernel (batch 1, one unit block per "
+                                 f"program: n_programs == {n_blocks}, N <= {RESIDENT_MAX_K})")
+            return _run_ll(W, U, a, x0, out, mode, slots, T_run, N, n_programs, block_n, k_pad,
+                           order)
         _persistent_kernel[(n_programs,)](
             W, W.stride(0), W.stride(1), U, s_ut, s_ub, s_un, a, buf, out, slots, counter,
             T_run, B, N, n_programs,

@@ -87,6 +87,55 @@ def test_persistent_resident_w(N, keep, poisoned_empty):
     assert rel_err(got2, want) < RTOL_REDUCTION
 
 
+@pytest.mark.parametrize("keep", ["all", "last", [2, -1, 0]], ids=str)
+@pytest.mark.parametrize("N", [1, 13, 16])
+@pytest.mark.parametrize("with_x0", [False, True])
+def test_persistent_resident_ll_sync(N, keep, with_x0, poisoned_empty):
+    """sync="ll": the resident kernel with tagged states instead of the grid barrier (one program
+    here: under the interpreter the programs run one after another)."""
+    from bpalts.kernels import reservoir_run as tk
+
+    T, D = 6, 3
+    W, W_in, inputs, leak, bias, x0 = _problem(N, 1, T, D, 40 + N, True)
+    x0 = x0 if with_x0 else None
+    want = reservoir_run_reference(W, W_in, inputs, leak, bias, x0, keep=keep)
+    got = tk.reservoir_run(W, W_in, inputs, leak, bias, x0, keep=keep, persistent=True,
+                           n_programs=1, sync="ll")
+    assert got.shape == want.shape
+    assert rel_err(got, want) < RTOL_REDUCTION
+    assert torch.equal(got, tk.reservoir_run(W, W_in, inputs, leak, bias, x0, keep=keep,
+                                             persistent=True, n_programs=1, resident=True))
+
+
+def test_ll_kernel_gives_up_instead_of_hanging():
+    # x0 tagged 7 instead of 0: the only program never sees the tags it waits for, spins
+    # max_spins times at step 0, reports it in status and runs on without waiting.
+    from bpalts.kernels import reservoir_run as tk
+
+    N, T = 5, 3
+    W = torch.randn(N, N) * 0.3
+    U = torch.randn(T, 1, N)
+    buf = torch.zeros((2, N), dtype=torch.int64)
+    buf[1] = 7 << 32
+    out = torch.empty((T, 1, N))
+    status = torch.zeros(1, dtype=torch.int32)
+    tk._ll_resident_kernel[(1,)](W, W.stride(0), W.stride(1), U, U.stride(0), U.stride(2),
+                                 torch.full((N,), 0.5), buf, out, status, status, T, N, 3,
+                                 KEEP=tk.KEEP_ALL, BLOCK_N=16, K_PAD=16)
+    assert status.tolist() == [1]
+    assert torch.isfinite(out).all()
+
+
+def test_ll_sync_bad_requests():
+    from bpalts.kernels import reservoir_run as tk
+
+    W, W_in, inputs, leak, bias, x0 = _problem(37, 1, 3, 2, 5, True)
+    with pytest.raises(ValueError, match="sync must be one of"):
+        tk.reservoir_run(W, W_in, inputs, leak, persistent=True, n_programs=1, sync="grid")
+    with pytest.raises(ValueError, match="sync='ll' needs the resident kernel"):  # 3 unit blocks
+        tk.reservoir_run(W, W_in, inputs, leak, persistent=True, n_programs=1, sync="ll")
+
+
 @pytest.mark.parametrize("B", [2, 11])
 def test_keep_static_and_strided(B, poisoned_empty):
     N, T = 19, 4
