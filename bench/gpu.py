@@ -63,6 +63,10 @@ ANCHORS = {
     # precision="tf32" rows: target = eager fp32 / 4 (issue 3), the reference stays fp32.
     ("hebbian_update[gha] tf32", "B1024 4096->4096"): (4.91, 4.89, 4.91, 4.91 / 4),
     ("softwta_update tf32", "B1024 4096->4096"): (1.62, 1.59, 1.52, 1.62 / 4),
+    # precision="tf32x3" rows: fp32-level accuracy on tensor cores, held to the fp32 tolerance
+    # against the fp32 reference; shown against the fp32 targets of the same shape.
+    ("hebbian_update[gha] tf32x3", "B256 784->1024"): (0.170, 0.121, 0.161, 0.08),
+    ("softwta_update tf32x3", "B256 784->1024"): (0.113, 0.063, 0.140, 0.04),
 }
 
 
@@ -204,6 +208,23 @@ def build_ops(smoke: bool) -> list[Op]:
         triton=lambda W, X, lr: softwta_update(W, X, lr, backend="triton", check_finite_input=False,
                                                precision="tf32"),
         inplace_arg=0, tol=TOL_TF32,
+    ))
+    # precision="tf32x3" (fp32-level products on tensor cores) at the B256 shape of the fp32
+    # targets, held to the fp32 tolerance.
+    label, B, D, N = hebb_shapes[0]
+    ops.append(Op(
+        name="hebbian_update[gha] tf32x3", shape=label, make_inputs=_hebbian_inputs(B, D, N),
+        reference=lambda W, X, lr: hebbian_update_reference(W, X, "gha", lr),
+        triton=lambda W, X, lr: hebbian_update(W, X, "gha", lr, backend="triton",
+                                               check_finite_input=False, precision="tf32x3"),
+        inplace_arg=0,
+    ))
+    ops.append(Op(
+        name="softwta_update tf32x3", shape=label, make_inputs=_hebbian_inputs(B, D, N),
+        reference=lambda W, X, lr: softwta_update_reference(W, X, lr),
+        triton=lambda W, X, lr: softwta_update(W, X, lr, backend="triton", check_finite_input=False,
+                                               precision="tf32x3"),
+        inplace_arg=0,
     ))
     # Convolutional SoftHebb: the two layers of the softhebb-conv network at batch 64.
     conv_shapes = ([("B2 1x9x9 k3->5", 2, 1, 9, 5, 3, 1)] if smoke else

@@ -33,7 +33,7 @@ FIELDS = ("method", "precision", "device", "backend", "epochs", "samples", "test
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=CHOICES)
-    p.add_argument("--precisions", nargs="+", default=["fp32", "tf32"], choices=["fp32", "tf32"])
+    p.add_argument("--precisions", nargs="+", default=["fp32", "tf32"], choices=["fp32", "tf32", "tf32x3"])
     p.add_argument("--epochs", type=int, default=None, help="replace each method's full_epochs")
     p.add_argument("--max-samples", type=int, default=None, help="cap the training samples")
     p.add_argument("--seed", type=int, default=0)

@@ -24,6 +24,9 @@ ANCHORS: dict = {
     ("pc_relax", f"{NET_LABEL} B4096 T20"): (12.4, 11.5, 9.92, 8.0),
     # precision="tf32" on the Triton side, the fp32 eager reference as the baseline (issue 4).
     ("pc_relax tf32", f"{NET_LABEL} B4096 T20"): (12.4, 11.5, 9.92, 2.5),
+    # precision="tf32x3" (fp32-level accuracy on tensor cores, fp32 tolerance): the fp32 targets.
+    ("pc_relax tf32x3", f"{NET_LABEL} B256 T20"): (7.26, 2.51, 3.46, 0.8),
+    ("pc_relax tf32x3", f"{NET_LABEL} B4096 T20"): (12.4, 11.5, 9.92, 8.0),
 }
 TOL_TF32 = 3e-3  # gpu.TOL_TF32: the tf32 row against the fp32 reference
 
@@ -60,6 +63,7 @@ def ops(smoke: bool, Op) -> list:
         )
 
     # every shape at fp32, then the largest batch again on tensor cores (the fp32 reference stays
-    # the baseline)
+    # the baseline), then tf32x3 (fp32-level accuracy on tensor cores) at the first and last
     out = [row(*r) for r in rows] + [row(*rows[-1], precision="tf32")]
+    out += [row(*rows[0], precision="tf32x3"), row(*rows[-1], precision="tf32x3")]
     return out

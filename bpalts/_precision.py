@@ -1,16 +1,22 @@
-"""GEMM precision switch for GEMM-bound ops (DESIGN.md section 2: ``precision="fp32"|"tf32"``).
+"""GEMM precision switch for GEMM-bound ops (DESIGN.md section 2: ``precision="fp32"|"tf32"``,
+plus ``"tf32x3"``).
 
 ``"fp32"`` (default): full float32 products. ``"tf32"``: each GEMM's operands are rounded to
 TF32 (float32's 8-bit exponent, 10-bit mantissa; products accumulated in float32), which is
 what NVIDIA tensor cores compute since Ampere: about 8x the fp32 GEMM rate on an H100/H200,
-relative error about 1e-3 per product.
+relative error about 1e-3 per product. ``"tf32x3"``: float32-level accuracy on tensor cores
+(3xTF32: each operand split into a TF32 high part and a TF32 remainder, ``a b ~ a_hi b_hi +
+a_hi b_lo + a_lo b_hi``; relative error about 2^-21 per product against fp32's 2^-24), three
+tensor-core products for one; the GPU's fp32 FMA units are about 7x slower than its TF32 tensor
+cores, so this can beat ``"fp32"`` where a GEMM is compute-bound.
 
-- Triton backend: ``tl.dot(..., input_precision="tf32")`` (tensor cores).
-- Reference and C++ backends: *emulated* -- each GEMM's operands are rounded to TF32 by
-  :func:`round_tf32` and multiplied in float32. CPUs have no TF32 units, so this gives the GPU's
-  numerics (to check that a method tolerates them, e.g. its MNIST accuracy) but no speed-up.
-float64 inputs ignore the switch only if it is ``"fp32"``; asking for ``"tf32"`` with float64 is
-an error (a float64 run wants float64 products).
+- Triton backend: ``tl.dot(..., input_precision="tf32")`` / ``"tf32x3"`` (tensor cores).
+- Reference and C++ backends: ``"tf32"`` is *emulated* -- each GEMM's operands are rounded to
+  TF32 by :func:`round_tf32` and multiplied in float32. CPUs have no TF32 units, so this gives
+  the GPU's numerics (to check that a method tolerates them, e.g. its MNIST accuracy) but no
+  speed-up. ``"tf32x3"`` runs as ``"fp32"`` there (its error is within fp32's tolerances).
+float64 inputs ignore the switch only if it is ``"fp32"``; asking for ``"tf32"`` or ``"tf32x3"``
+with float64 is an error (a float64 run wants float64 products).
 """
 from __future__ import annotations
 
@@ -18,15 +24,17 @@ import torch
 
 from bpalts._checks import check_choice
 
-PRECISIONS = ("fp32", "tf32")
-TRITON_INPUT_PRECISION = {"fp32": "ieee", "tf32": "tf32"}
+PRECISIONS = ("fp32", "tf32", "tf32x3")
+TRITON_INPUT_PRECISION = {"fp32": "ieee", "tf32": "tf32", "tf32x3": "tf32x3"}
+# tl.dot input precisions that run on tensor cores (their kernels take the tensor-core tiles)
+TENSOR_CORE_PRECISIONS = ("tf32", "tf32x3")
 
 
 def check_precision(precision, dtype: torch.dtype) -> str:
-    """``precision`` is one of :data:`PRECISIONS`; ``"tf32"`` needs float32 tensors."""
+    """``precision`` is one of :data:`PRECISIONS`; ``"tf32"`` and ``"tf32x3"`` need float32 tensors."""
     precision = check_choice("precision", precision, PRECISIONS)
-    if precision == "tf32" and dtype != torch.float32:
-        raise TypeError(f"precision='tf32' needs float32 tensors, got {dtype}; use precision='fp32'")
+    if precision != "fp32" and dtype != torch.float32:
+        raise TypeError(f"precision={precision!r} needs float32 tensors, got {dtype}; use precision='fp32'")
     return precision
 
 
@@ -49,12 +57,13 @@ def _identity(t: torch.Tensor) -> torch.Tensor:
 
 def operand_rounder(precision: str):
     """What a CPU backend applies to each GEMM operand: :func:`round_tf32` for ``"tf32"`` (the
-    emulation), the identity (no copy) for ``"fp32"``."""
+    emulation), the identity (no copy) for ``"fp32"`` and ``"tf32x3"``."""
     return round_tf32 if precision == "tf32" else _identity
 
 
 def mm(a: torch.Tensor, b: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
-    """``a @ b`` at ``precision`` (TF32 emulated by rounding the operands; see the module docs)."""
+    """``a @ b`` at ``precision`` (TF32 emulated by rounding the operands; ``"tf32x3"`` as fp32;
+    see the module docs)."""
     if precision == "tf32":
         return round_tf32(a) @ round_tf32(b)
     return a @ b

@@ -29,7 +29,8 @@ Competitive rules (instar = top-k winners, krotov = +1 winner / -delta k-th), sp
    the result is deterministic.
 
 All strides are passed, so transposed and non-contiguous inputs need no copies. fp32 in and out;
-``precision="ieee"`` (default) keeps fp32 products, ``"tf32"`` uses tensor cores.
+``precision="ieee"`` (default) keeps fp32 products, ``"tf32"`` and ``"tf32x3"`` (fp32-level
+accuracy, three products) use tensor cores and the tensor-core tiles.
 """
 from __future__ import annotations
 
@@ -37,9 +38,11 @@ import torch
 import triton
 import triton.language as tl
 
+from bpalts._precision import TENSOR_CORE_PRECISIONS
+
 GATE_IDS = {"identity": 0, "tanh": 1}
 DECAY_IDS = {"none": 0, "tril": 1, "full": 2}
-PRECISIONS = ("ieee", "tf32")
+PRECISIONS = ("ieee", "tf32", "tf32x3")
 
 # Tile sizes. The interpreter (CPU) wants few, large programs; the GPU wants enough tiles to fill
 # the SMs. bench/gpu_tiles.py sweeps them on a GPU.
@@ -56,7 +59,7 @@ SPARSE_BD = 128  # feature block of the sparse apply kernel
 
 def _tiles(precision: str) -> tuple[int, int, int]:
     """(BLOCK_M, BLOCK_N, BLOCK_K) of every GEMM launch at this ``input_precision``."""
-    return (BM_TF32, BN_TF32, BK_TF32) if precision == "tf32" else (BM, BN, BK)
+    return (BM_TF32, BN_TF32, BK_TF32) if precision in TENSOR_CORE_PRECISIONS else (BM, BN, BK)
 
 
 @triton.jit

@@ -21,7 +21,8 @@ r"""Triton kernels for :func:`bpalts.ops.softwta_update` (math: see that module)
 
 Everything is deterministic (no atomics): partial results go to small buffers that the next
 kernel reduces in a fixed order. fp32 throughout; the GEMMs use ``input_precision=precision``
-(``"ieee"``: fp32 products, the default; ``"tf32"``: tensor cores).
+(``"ieee"``: fp32 products, the default; ``"tf32"`` / ``"tf32x3"``: tensor cores, tensor-core
+tiles).
 All strides of ``W`` and ``X`` are passed: non-contiguous inputs need no copies.
 """
 from __future__ import annotations
@@ -29,6 +30,8 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
+from bpalts._precision import TENSOR_CORE_PRECISIONS
 
 # Tiles. Forward GEMM: (batch, units, features); update GEMM: (units, features, batch).
 # bench/gpu_tiles.py sweeps them on a GPU; tl.dot needs every block dimension >= 16.
@@ -212,7 +215,7 @@ def softwta_update(W: torch.Tensor, X: torch.Tensor, lr: float, temperature: flo
     N = W.shape[0]
     dev = W.device
     inv_tau = 1.0 / temperature
-    if precision == "tf32":
+    if precision in TENSOR_CORE_PRECISIONS:
         bm1, bn1, bk1, bm2, bn2, bk2 = BM1_TF32, BN1_TF32, BK1_TF32, BM2_TF32, BN2_TF32, BK2_TF32
     else:
         bm1, bn1, bk1, bm2, bn2, bk2 = BM1, BN1, BK1, BM2, BN2, BK2

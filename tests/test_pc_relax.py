@@ -440,3 +440,5 @@ def test_precision_bad_values(backend):
     Ws, bs, _, x, t = make_net((7, 13, 5, 3), 5, dtype=F64)
     with pytest.raises(TypeError, match="precision='tf32' needs float32"):
         pc_relax(Ws, x, t, 2, 0.1, precision="tf32", backend=backend)
+    with pytest.raises(TypeError, match="precision='tf32x3' needs float32"):
+        pc_relax(Ws, x, t, 2, 0.1, precision="tf32x3", backend=backend)

@@ -108,6 +108,34 @@ def test_triton_big_tiles(monkeypatch):
 
 
 @pytest.mark.parametrize("fixed", [False, True])
+def test_triton_tf32x3_within_fp32_tolerance(fixed, monkeypatch, poisoned_empty):
+    """precision='tf32x3' reaches the kernels as input_precision='tf32x3' and, being fp32-level,
+    is held to the fp32 tolerance against the fp32 reference (the interpreter multiplies in fp32;
+    bench/gpu.py checks the tensor-core numerics)."""
+    from bpalts.kernels import pc_relax as tk
+
+    seen = []
+    orig = tk._fwd_kernel
+
+    class Spy:
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                seen.append(kwargs["PREC"])
+                return orig[grid](*args, **kwargs)
+            return launch
+
+    monkeypatch.setattr(tk, "_fwd_kernel", Spy())
+    Ws, bs, _, x, t = make_net((19, 37, 11, 10), 33, seed=2)
+    r = pc_relax(Ws, x, t, 5, 0.1, backend="reference", biases=bs, fixed_predictions=fixed)
+    c = pc_relax(Ws, x, t, 5, 0.1, backend="triton", biases=bs, fixed_predictions=fixed,
+                 precision="tf32x3")
+    assert seen and set(seen) == {"tf32x3"}
+    for got, want in zip(c.states + c.errors, r.states + r.errors):
+        assert _close(got, want)
+    assert rel_err(c.energy, r.energy) < RTOL_REDUCTION
+
+
+@pytest.mark.parametrize("fixed", [False, True])
 def test_triton_tf32(fixed, poisoned_empty):
     """precision='tf32' reaches the kernels (input_precision='tf32'; the interpreter multiplies in
     fp32, so only the plumbing and the tf32 tolerance are checked here; bench/gpu.py times and

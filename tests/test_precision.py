@@ -94,6 +94,19 @@ def test_cpp_tf32_matches_reference_tf32(rule):
     assert rel_err(got, want) <= RTOL_TF32
 
 
+@pytest.mark.parametrize("backend", ["reference", pytest.param("cpp", marks=CPP)])
+@pytest.mark.parametrize("rule", DENSE_RULES + ["instar", "krotov"])
+def test_tf32x3_is_fp32_on_cpu_backends(backend, rule):
+    # the CPU backends have no tensor cores: tf32x3 (fp32-level accuracy) runs the fp32 path
+    W, X = _inputs(17, 40, 33, seed=3)
+    kw = rule_kwargs(rule, W.shape[0])
+    want = hebbian_update(W.clone(), X, rule, 0.05, backend=backend, **clone_kwargs(kw))
+    got = hebbian_update(W.clone(), X, rule, 0.05, backend=backend, precision="tf32x3", **clone_kwargs(kw))
+    assert torch.equal(got, want)
+    want = softwta_update(W.clone(), X, 0.05, 1.0, backend=backend)
+    assert torch.equal(softwta_update(W.clone(), X, 0.05, 1.0, backend=backend, precision="tf32x3"), want)
+
+
 @pytest.mark.parametrize("op", ["hebbian", "softwta"])
 def test_precision_errors(op):
     W, X = _inputs(4, 5, 3)

@@ -15,7 +15,7 @@ import torch  # noqa: E402
 
 import bpalts  # noqa: E402
 from bpalts.ops import hebbian_update, hebbian_update_reference, softwta_update, softwta_update_reference  # noqa: E402
-from tests._compare_util import rel_err  # noqa: E402
+from tests._compare_util import RTOL_REDUCTION, rel_err  # noqa: E402
 from tests.test_hebbian_update import clone_kwargs, rule_kwargs  # noqa: E402
 from tests.test_precision import RTOL_TF32, _inputs  # noqa: E402
 
@@ -38,6 +38,37 @@ def test_triton_softwta_tf32(poisoned_empty):
     want = softwta_update_reference(W.clone(), X, 0.05, 1.0, precision="tf32") - W
     got = softwta_update(W.clone(), X, 0.05, 1.0, backend="triton", precision="tf32") - W
     assert rel_err(got, want) <= RTOL_TF32
+
+
+@pytest.mark.parametrize("rule", ["gha", "oja", "bcm", "instar", "krotov", "softwta"])
+def test_triton_tf32x3_within_fp32_tolerance(rule, monkeypatch, poisoned_empty):
+    """precision='tf32x3' takes the tensor-core tiles and is held to the fp32 tolerance against
+    the fp32 reference (the interpreter multiplies in fp32; bench/gpu.py checks the numerics)."""
+    from bpalts.kernels import hebbian_update as th, softwta_update as ts
+
+    W, X = _inputs(33, 70, 67, seed=8)
+    if rule == "softwta":
+        calls = []
+        orig = ts.softwta_update
+
+        def spy(*a, **k):
+            calls.append(k.get("precision"))
+            return orig(*a, **k)
+        monkeypatch.setattr(ts, "softwta_update", spy)
+        want = softwta_update_reference(W.clone(), X, 0.05, 1.0) - W
+        got = softwta_update(W.clone(), X, 0.05, 1.0, backend="triton", precision="tf32x3") - W
+        assert calls == ["tf32x3"]
+    else:
+        kw = rule_kwargs(rule, W.shape[0])
+        calls = []
+        orig = th._tiles
+        monkeypatch.setattr(th, "_tiles", lambda p: calls.append(p) or orig(p))
+        want = hebbian_update_reference(W.clone(), X, rule, 0.05, **clone_kwargs(kw)) - W
+        got = hebbian_update(W.clone(), X, rule, 0.05, backend="triton", precision="tf32x3",
+                             **clone_kwargs(kw)) - W
+        if rule not in ("instar", "krotov"):  # the sparse path has one GEMM; dense ones use _tiles
+            assert calls and set(calls) == {"tf32x3"} and orig("tf32x3") == orig("tf32")
+    assert rel_err(got, want) <= RTOL_REDUCTION
 
 
 @pytest.mark.parametrize("rule,params", [("instar", dict(k=2)), ("krotov", {})])

@@ -219,7 +219,8 @@ class PCNetwork(_PCBase):
 
     Prediction: the feed-forward pass ``mu_L`` (argmax for classes).
     ``precision="tf32"``: the relaxation's GEMMs at TF32 (:func:`bpalts.ops.pc_relax`; tensor
-    cores on the Triton backend, emulated on the CPU backends); weight updates stay fp32.
+    cores on the Triton backend, emulated on the CPU backends; ``"tf32x3"``: fp32-level accuracy
+    on tensor cores); weight updates stay fp32.
     Energy reported per step: batch-mean ``F`` after the last relaxation step (``energy``) and after
     the first (``energy_first``).
     """

@@ -471,9 +471,9 @@ def hebbian_update(
         theta_rate: ``bcm``: running-average rate of the threshold, in [0, 1] (default 0.1).
         state: ``bcm``: the threshold, ``hebbian_state("bcm", units)`` (a dict holding
             ``"theta"``) or a tensor of shape (units,); **updated in place**. Required for bcm.
-        precision: ``"fp32"`` or ``"tf32"`` for the GEMMs (tensor cores on the Triton backend;
-            emulated by operand rounding on the reference and C++ backends, see
-            :mod:`bpalts._precision`).
+        precision: ``"fp32"``, ``"tf32"`` or ``"tf32x3"`` for the GEMMs (the last two on tensor
+            cores on the Triton backend; ``"tf32"`` emulated by operand rounding on the reference
+            and C++ backends, ``"tf32x3"`` fp32 there; see :mod:`bpalts._precision`).
         currents: ``instar`` / ``krotov`` only: the currents ``U = X W~^T`` (batch, units) when
             the caller already has them (a learner's forward pass), so the op skips its forward
             GEMM and touches only the winners' rows. They must come from the current ``W``.

@@ -61,7 +61,8 @@ backprop deltas ``-dLoss/d(pre-activation)``, so the PC weight update (with
 ``precision``: ``"fp32"`` (default) or ``"tf32"``: every GEMM's operands rounded to TF32 (tensor
 cores on the Triton backend, emulated by rounding on the reference and C++ backends; see
 :mod:`bpalts._precision`). float32 only. The relaxation tolerates it: the states move by steps
-of ``gamma`` times errors whose relative error is about 1e-3.
+of ``gamma`` times errors whose relative error is about 1e-3. ``"tf32x3"``: fp32-level products
+on tensor cores (Triton; fp32 on the CPU backends).
 ``tol``: stop after step ``t`` when ``|F_t - F_{t-1}| <= tol * |F_{t-1}|`` (``F_0`` = energy of
 the initial states). ``energy[t-1]`` is ``F_t``, the batch-mean energy after step ``t``; its length
 is ``steps_run``. The returned errors belong to the returned states.
@@ -357,7 +358,8 @@ def pc_relax(weights, x, target, steps=20, step_size=0.1, *, biases=None, activa
         feedback: optional list of ``L`` feedback matrices ``B_l`` (shape of ``W_l``; entry 0 unused,
             may be ``None``) used in the top-down term instead of ``W_{l+1}``.
         fixed_predictions: keep ``mu_l`` and ``f'`` at their feed-forward values.
-        precision: ``"fp32"`` or ``"tf32"`` (GEMM operands rounded to TF32; float32 only).
+        precision: ``"fp32"``, ``"tf32"`` (GEMM operands rounded to TF32) or ``"tf32x3"``
+            (fp32-level accuracy on tensor cores); the last two float32 only.
         backend: ``"auto"``, ``"reference"``, ``"triton"`` or ``"cpp"``.
         check_finite_input: check every input for NaN / inf first.
 

@@ -104,9 +104,9 @@ def softwta_update(
         max_normalize: scale the update by its max-abs entry (else by 1/batch).
         backend: ``"auto"``, ``"reference"``, ``"triton"`` or ``"cpp"``.
         check_finite_input: reject NaN/inf in ``W`` and ``X`` before running.
-        precision: ``"fp32"`` or ``"tf32"`` for the two GEMMs (tensor cores on the Triton
-            backend; emulated by operand rounding on the reference and C++ backends, see
-            :mod:`bpalts._precision`).
+        precision: ``"fp32"``, ``"tf32"`` or ``"tf32x3"`` for the two GEMMs (the last two on
+            tensor cores on the Triton backend; ``"tf32"`` emulated by operand rounding on the
+            reference and C++ backends, ``"tf32x3"`` fp32 there; see :mod:`bpalts._precision`).
     """
     check_weights_and_batch(W, X)
     precision = check_precision(precision, W.dtype)
