@@ -42,6 +42,10 @@ BM2, BN2, BK2 = 64, 64, 32
 # tiles above (the best of 10 configs; 128-wide tiles with 8 warps 1.32 ms).
 BM1_TF32, BN1_TF32, BK1_TF32 = 128, 128, 32
 BM2_TF32, BN2_TF32, BK2_TF32 = 128, 64, 32
+# precision="tf32x3": not timed yet. The tf32 forward tile (128 x 128, 4 warps) spills 576 bytes
+# per thread with tf32x3's three products on sm_90 (bench/sm90_compile.py, Triton 3.8); 128 x 64
+# does not (255 registers), nor does the update tile (230).
+BM1_TF32X3, BN1_TF32X3, BK1_TF32X3 = 128, 64, 32
 BR = 32  # rows per program of _rowstats_kernel
 BA_M, BA_N = 32, 128  # apply tiles (units, features)
 BT = 1024  # tile maxima folded per step in _apply_kernel
@@ -215,7 +219,9 @@ def softwta_update(W: torch.Tensor, X: torch.Tensor, lr: float, temperature: flo
     N = W.shape[0]
     dev = W.device
     inv_tau = 1.0 / temperature
-    if precision in TENSOR_CORE_PRECISIONS:
+    if precision == "tf32x3":
+        bm1, bn1, bk1, bm2, bn2, bk2 = BM1_TF32X3, BN1_TF32X3, BK1_TF32X3, BM2_TF32, BN2_TF32, BK2_TF32
+    elif precision in TENSOR_CORE_PRECISIONS:
         bm1, bn1, bk1, bm2, bn2, bk2 = BM1_TF32, BN1_TF32, BK1_TF32, BM2_TF32, BN2_TF32, BK2_TF32
     else:
         bm1, bn1, bk1, bm2, bn2, bk2 = BM1, BN1, BK1, BM2, BN2, BK2
