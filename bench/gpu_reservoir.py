@@ -14,6 +14,8 @@ Rows (DESIGN.md section 7 shapes):
   what the persistent kernel buys.
 - ``reservoir_run`` N2000 B256 T28 D28: the row sequence, batch 256: per-step GEMM kernels with
   tanh and the leak in the epilogue.
+- ``reservoir_run tf32x3`` / ``tf32`` same shape: those GEMMs on tensor cores (``precision=``);
+  tf32x3 is held to the fp32 tolerance, tf32 to the tf32 one (against the fp32 reference).
 
 torch.compile of the reference is not timed for the 784-step row (Dynamo unrolls the loop into
 thousands of ops; DESIGN.md has no anchor there either): its compile column reports why.
@@ -33,7 +35,10 @@ ANCHORS: dict = {
     ("reservoir_run[persistent-stream]", "N2000 B1 T784 D1"): (82.0, 15.0, None, None),
     ("reservoir_run[per-step]", "N2000 B1 T784 D1"): (82.0, 15.0, None, None),
     ("reservoir_run", "N2000 B256 T28 D28"): (3.44, 2.06, 2.49, 1.5),
+    ("reservoir_run tf32x3", "N2000 B256 T28 D28"): (3.44, 2.06, 2.49, 1.5),
+    ("reservoir_run tf32", "N2000 B256 T28 D28"): (3.44, 2.06, 2.49, None),
 }
+TOL_TF32 = 3e-3  # gpu.TOL_TF32
 
 LEAK = 0.3
 
@@ -101,4 +106,11 @@ def ops(smoke: bool, Op) -> list:
     out.append(Op(name="reservoir_run", shape=label, make_inputs=_inputs(N, B, T, D),
                   reference=lambda W, W_in, inputs: reservoir_run_reference(W, W_in, inputs, LEAK),
                   triton=triton_op))
+    for precision in ("tf32x3", "tf32"):
+        out.append(Op(
+            name=f"reservoir_run {precision}", shape=label, make_inputs=_inputs(N, B, T, D),
+            reference=lambda W, W_in, inputs: reservoir_run_reference(W, W_in, inputs, LEAK),
+            triton=lambda W, W_in, inputs, p=precision: reservoir_run(
+                W, W_in, inputs, LEAK, backend="triton", check_finite_input=False, precision=p),
+            tol=TOL_TF32 if precision == "tf32" else Op.tol))
     return out

@@ -34,8 +34,9 @@ once (N=2000, B=1: four 16 x 512 tiles, 185 registers, no spill on sm_90):
 2. ``_gemv_step_kernel``: the same unit block, one launch per step (small batches under the
    interpreter, or ``persistent=False``).
 3. ``_gemm_step_kernel`` (batched path, ``B > 8``): one launch per step, a ``tl.dot`` GEMM tile
-   ``x_{t-1}[BM, :] @ W^T[:, BN]`` (fp32, ``input_precision="ieee"``) with ``+ U_t``, tanh and
-   the leak fused in its epilogue, written straight into the output slot of a kept step.
+   ``x_{t-1}[BM, :] @ W^T[:, BN]`` (``input_precision="ieee"``, or ``"tf32"`` / ``"tf32x3"``
+   with ``precision=``) with ``+ U_t``, tanh and the leak fused in its epilogue, written
+   straight into the output slot of a kept step.
 
 Per-step paths store each state once: into the output when the step is kept, else into a
 ping-pong buffer. The persistent kernel writes kept steps to the output in addition to its
@@ -47,6 +48,8 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
+from bpalts._precision import TRITON_INPUT_PRECISION
 
 # Batches up to this size use the unit-block (broadcast) kernels; larger ones the tl.dot GEMM.
 SMALL_BATCH_MAX = 8
@@ -287,9 +290,10 @@ def _ll_resident_kernel(
 @triton.jit
 def _gemm_step_kernel(
     X, W, s_wn, s_wk, U_t, s_ub, s_un, leak, Xn, B, N,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PREC: tl.constexpr,
 ):
-    """Xn = X + a (tanh(U_t + X W^T) - X); X, Xn contiguous (B, N)."""
+    """Xn = X + a (tanh(U_t + X W^T) - X); X, Xn contiguous (B, N); PREC: tl.dot's
+    input_precision ("ieee", "tf32", "tf32x3")."""
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -304,7 +308,7 @@ def _gemm_step_kernel(
         x = tl.load(X + rm[:, None] * N + kk[None, :], mask=mm[:, None] & mk[None, :], other=0.0)
         wt = tl.load(W + kk[:, None] * s_wk + rn[None, :] * s_wn, mask=mk[:, None] & mn[None, :],
                      other=0.0)
-        acc += tl.dot(x, wt, input_precision="ieee")
+        acc += tl.dot(x, wt, input_precision=PREC)
     mo = mm[:, None] & mn[None, :]
     u = tl.load(U_t + rm[:, None] * s_ub + rn[None, :] * s_un, mask=mo, other=0.0)
     xo = tl.load(X + rm[:, None] * N + rn[None, :], mask=mo, other=0.0)
@@ -352,7 +356,8 @@ def _small_blocks(B: int, N: int) -> tuple[int, int, int, int]:
 
 def reservoir_run(W, W_in, inputs, leak, bias=None, state0=None, *, keep="all",
                   persistent: bool | None = None, n_programs: int | None = None,
-                  resident: bool | None = None, sync: str = "barrier") -> torch.Tensor:
+                  resident: bool | None = None, sync: str = "barrier",
+                  precision: str = "fp32") -> torch.Tensor:
     """Triton backend of :func:`bpalts.ops.reservoir_run` (inputs already validated).
 
     ``persistent``: None picks the persistent kernel on CUDA for batches up to
@@ -362,7 +367,9 @@ def reservoir_run(W, W_in, inputs, leak, bias=None, state0=None, *, keep="all",
     registers across steps (persistent kernel, B = 1, one unit block per program, N <=
     RESIDENT_MAX_K); None: whenever that applies. ``sync``: how the resident kernel's programs
     meet between steps: ``"barrier"`` (a grid barrier, ``_persistent_kernel``) or ``"ll"``
-    (tagged states, ``_ll_resident_kernel``; needs ``resident``).
+    (tagged states, ``_ll_resident_kernel``; needs ``resident``). ``precision`` (checked by
+    the op): the batched path's ``tl.dot`` input precision and the input projection's operand
+    rounding (``"tf32"``); the small-batch kernels multiply in fp32.
     """
     from bpalts.ops.reservoir_run import _input_projection, _keep_plan
 
@@ -371,7 +378,7 @@ def reservoir_run(W, W_in, inputs, leak, bias=None, state0=None, *, keep="all",
     dev = inputs.device
     steps, order = _keep_plan(keep, T, dev)
     T_run = steps[-1] + 1
-    U = _input_projection(W_in, inputs, bias)  # (T, B, N), time stride 0 for a static input
+    U = _input_projection(W_in, inputs, bias, precision)  # (T, B, N), time stride 0 for a static input
     s_ut, s_ub, s_un = U.stride()
     if isinstance(leak, torch.Tensor):
         a = leak.contiguous()
@@ -464,6 +471,7 @@ def reservoir_run(W, W_in, inputs, leak, bias=None, state0=None, *, keep="all",
                                     K_TILES=k_tiles, num_warps=NUM_WARPS_SMALL)
         else:
             _gemm_step_kernel[grid](x, W, W.stride(0), W.stride(1), U_t, s_ub, s_un, a, dst, B, N,
-                                    BLOCK_M=BM, BLOCK_N=BN, BLOCK_K=BK, num_warps=NUM_WARPS)
+                                    BLOCK_M=BM, BLOCK_N=BN, BLOCK_K=BK,
+                                    PREC=TRITON_INPUT_PRECISION[precision], num_warps=NUM_WARPS)
         x = dst
     return out if order is None else out.index_select(0, order)

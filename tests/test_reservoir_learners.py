@@ -186,6 +186,29 @@ def test_bad_input():
         EchoStateNetwork([783, 10], n_reservoir=10, steps=3, directions="rows+cols")
     with pytest.raises(ValueError, match="backend must be one of"):
         EchoStateNetwork(SIZES, n_reservoir=10, backend="cuda")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        EchoStateNetwork(SIZES, n_reservoir=10, precision="fp16")
+    with pytest.raises(ValueError, match="precision='tf32' needs layout='dense'"):
+        EchoStateNetwork(SIZES, n_reservoir=10, layout="csr", density=0.5, precision="tf32")
+
+
+@pytest.mark.parametrize("precision", ["tf32", "tf32x3"])
+def test_precision_reaches_the_reservoir(precision, monkeypatch):
+    import bpalts.learners.reservoir as mod
+
+    seen = []
+    orig = mod.reservoir_run
+    monkeypatch.setattr(mod, "reservoir_run", lambda *a, **k: seen.append(k["precision"]) or orig(*a, **k))
+    m = EchoStateNetwork(SIZES, n_reservoir=12, steps=7, backend="reference", precision=precision)
+    x, y = _toy(6)
+    m.train_step(x, y)
+    states = m.states(x)
+    assert seen and set(seen) == {precision}
+    want = EchoStateNetwork(SIZES, n_reservoir=12, steps=7, backend="reference").states(x)
+    if precision == "tf32x3":  # fp32 on the CPU backends
+        assert torch.equal(states, want)
+    else:
+        assert 0 < (states - want).abs().max() < 1e-2
 
 
 def _one_epoch(name, mnist_train, mnist_test):

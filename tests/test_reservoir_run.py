@@ -41,9 +41,9 @@ def _problem(N, B, T, D, dtype, seed, *, density=None, per_unit_leak=False, bias
     return W, W_in, inputs, leak, b, x0
 
 
-def _loop_oracle(W, W_in, inputs, leak, bias, state0):
+def _loop_oracle(W, W_in, inputs, leak, bias, state0, round_x=None):
     """The docstring's equation, sample by sample, in float64 (independent of the reference's
-    batched GEMM form)."""
+    batched GEMM form). ``round_x``: applied to the float32 value of ``x_{t-1}`` before ``W x``."""
     W = (W.to_dense() if W.layout == torch.sparse_csr else W).double()
     W_in, inputs = W_in.double(), inputs.double()
     T, B, _ = inputs.shape
@@ -54,7 +54,8 @@ def _loop_oracle(W, W_in, inputs, leak, bias, state0):
     for s in range(B):
         x = state0[s].double() if state0 is not None else torch.zeros(N, dtype=torch.float64)
         for t in range(T):
-            x = (1 - a) * x + a * torch.tanh(W_in @ inputs[t, s] + W @ x + b)
+            xr = x if round_x is None else round_x(x.float()).double()
+            x = (1 - a) * x + a * torch.tanh(W_in @ inputs[t, s] + W @ xr + b)
             out[t, s] = x
     return out
 
@@ -158,6 +159,47 @@ def test_leak_one_is_plain_esn():
 # ---------------------------------------------------------------------------------------------
 # image_sequence
 # ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("static", [False, True])
+def test_reference_tf32_is_the_loop_with_rounded_gemm_operands(static):
+    # oracle: the plain loop with every GEMM operand (u_t, W_in, x_{t-1}, W) rounded to TF32
+    from bpalts._precision import round_tf32
+
+    W, W_in, inputs, leak, b, x0 = _problem(23, 5, 6, 7, torch.float32, 31)
+    if static:
+        inputs = inputs[:1].expand(6, 5, 7)
+    want = _loop_oracle(round_tf32(W), round_tf32(W_in), round_tf32(inputs.contiguous()), leak, b, x0,
+                        round_x=round_tf32)
+    got = reservoir_run_reference(W, W_in, inputs, leak, b, x0, precision="tf32")
+    # tight: leaving x_{t-1} unrounded gives about 5e-5 here
+    assert rel_err(got, want) < 1e-6
+    fp32 = reservoir_run_reference(W, W_in, inputs, leak, b, x0)
+    assert 1e-6 < rel_err(got, fp32) < 3e-3  # it does round, and stays close
+    assert torch.equal(reservoir_run_reference(W, W_in, inputs, leak, b, x0, precision="tf32x3"), fp32)
+
+
+@CPP
+@pytest.mark.parametrize("B", [3, 20])  # the C++ time loop and the batched route
+@pytest.mark.parametrize("precision", ["tf32", "tf32x3"])
+def test_cpp_precision_matches_reference(B, precision, poisoned_empty):
+    W, W_in, inputs, leak, b, x0 = _problem(37, B, 5, 4, torch.float32, 32)
+    want = reservoir_run_reference(W, W_in, inputs, leak, b, x0, keep=[4, 1], precision=precision)
+    got = reservoir_run(W, W_in, inputs, leak, b, x0, keep=[4, 1], backend="cpp", precision=precision)
+    assert rel_err(got, want) < RTOL_REDUCTION
+
+
+@pytest.mark.parametrize("backend", ["reference", pytest.param("cpp", marks=CPP)])
+def test_precision_bad_requests(backend):
+    W, W_in, inputs, leak, b, x0 = _problem(9, 2, 3, 4, torch.float32, 33)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        reservoir_run(W, W_in, inputs, leak, backend=backend, precision="bf16")
+    Wd, W_ind, inputsd, *_ = _problem(9, 2, 3, 4, torch.float64, 33)
+    with pytest.raises(TypeError, match="precision='tf32' needs float32"):
+        reservoir_run(Wd, W_ind, inputsd, 0.5, backend=backend, precision="tf32")
+    Ws, *_ = _problem(9, 2, 3, 4, torch.float32, 33, density=0.3)
+    with pytest.raises(ValueError, match="precision='tf32x3' needs a dense W"):
+        reservoir_run(Ws, W_in, inputs, 0.5, backend=backend, precision="tf32x3")
+
 
 def test_image_sequence_modes():
     g = torch.Generator().manual_seed(0)

@@ -136,6 +136,36 @@ def test_ll_sync_bad_requests():
         tk.reservoir_run(W, W_in, inputs, leak, persistent=True, n_programs=1, sync="ll")
 
 
+@pytest.mark.parametrize("B", [3, 11])  # a small-batch kernel, the batched GEMM path
+@pytest.mark.parametrize("precision", ["tf32", "tf32x3"])
+def test_precision_reaches_the_gemm_kernel(B, precision, monkeypatch, poisoned_empty):
+    """The batched path's tl.dot gets input_precision=precision (the interpreter multiplies in
+    fp32, so the numerics are bench/gpu.py's to check); tf32 is held to the tf32 tolerance of
+    the tf32 reference, tf32x3 to the fp32 tolerance of the fp32 reference."""
+    from bpalts.kernels import reservoir_run as tk
+
+    seen = []
+    orig = tk._gemm_step_kernel
+
+    class Spy:
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                seen.append(kwargs["PREC"])
+                return orig[grid](*args, **kwargs)
+            return launch
+
+    monkeypatch.setattr(tk, "_gemm_step_kernel", Spy())
+    W, W_in, inputs, leak, bias, x0 = _problem(40, B, 4, 6, 50 + B, True)
+    got = reservoir_run(W, W_in, inputs, leak, bias, x0, backend="triton", precision=precision)
+    if precision == "tf32":
+        want = reservoir_run_reference(W, W_in, inputs, leak, bias, x0, precision="tf32")
+        assert rel_err(got, want) < 3e-3
+    else:
+        want = reservoir_run_reference(W, W_in, inputs, leak, bias, x0)
+        assert rel_err(got, want) < RTOL_REDUCTION
+    assert seen == ([precision] * 4 if B > tk.SMALL_BATCH_MAX else [])
+
+
 @pytest.mark.parametrize("B", [2, 11])
 def test_keep_static_and_strided(B, poisoned_empty):
     N, T = 19, 4

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from bpalts._backend import resolve_backend
 from bpalts._checks import check_choice, check_int, check_scalar
+from bpalts._precision import PRECISIONS
 from bpalts.learners.base import DivergenceError, Learner, check_batch, check_sizes
 from bpalts.ops.reservoir_run import reservoir_run
 from bpalts.readouts import HebbianWTAReadout, RidgeReadout, RLSReadout, SGDReadout
@@ -158,6 +159,9 @@ class EchoStateNetwork(Learner):
     states: Schaetti, Salomon & Couturier, "Echo state networks-based reservoir computing for
     MNIST handwritten digits recognition", IEEE CSE/EUC 2016.
 
+    ``precision``: the reservoir's GEMM precision (``"fp32"``, ``"tf32"`` or ``"tf32x3"``; see
+    :func:`bpalts.ops.reservoir_run`; a dense layout only). The readout stays fp32.
+
     ``n_reservoir=None`` matches the parameter count of the MLP with widths ``sizes``
     (:func:`matched_reservoir_size`); only ``sizes[0]`` (inputs) and ``sizes[-1]`` (classes)
     shape the network otherwise.
@@ -191,6 +195,7 @@ class EchoStateNetwork(Learner):
         eval_chunk: int = 500,
         seed: int = 0,
         backend: str = "auto",
+        precision: str = "fp32",
     ) -> None:
         super().__init__()
         self.sizes = check_sizes(sizes)
@@ -212,6 +217,10 @@ class EchoStateNetwork(Learner):
             raise ValueError(f"leak must be in (0, 1], got {leak}")
         self.bias_scaling = check_scalar("bias_scaling", bias_scaling, positive=True)
         self.layout = check_choice("layout", layout, ("dense", "csr"))
+        self.precision = check_choice("precision", precision, PRECISIONS)
+        if self.precision != "fp32" and self.layout != "dense":
+            raise ValueError(f"precision={precision!r} needs layout='dense' (a CSR reservoir "
+                             "multiplies in fp32)")
         self.graph = check_choice("graph", graph, GRAPHS)
         self.rho = check_scalar("spectral_radius", spectral_radius)
         if self.rho <= 0:
@@ -285,7 +294,7 @@ class EchoStateNetwork(Learner):
         r = reservoir
         return reservoir_run(self._w_run(r), self.W_in[r], self._sequence(x, self.directions[r]),
                              self.leak, None if self.b is None else self.b[r],
-                             keep=keep, backend=self.backend_arg)
+                             keep=keep, backend=self.backend_arg, precision=self.precision)
 
     @torch.no_grad()
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:

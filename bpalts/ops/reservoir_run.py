@@ -54,6 +54,7 @@ import torch
 
 from bpalts._backend import cpp_module, resolve_backend
 from bpalts._checks import FLOAT32_ONLY, FLOAT32_OR_64, check_choice, check_finite, check_int, check_tensor
+from bpalts._precision import check_precision, operand_rounder
 
 KEEP_MODES = ("all", "last")
 SEQUENCE_MODES = ("static", "rows", "pixels")
@@ -63,20 +64,24 @@ SEQUENCE_MODES = ("static", "rows", "pixels")
 # Helpers shared by the backends.
 # ---------------------------------------------------------------------------------------------
 
-def _input_projection(W_in: torch.Tensor, inputs: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """``U[t] = u_t W_in^T + b`` for every step as one GEMM, (T, B, N).
+def _input_projection(W_in: torch.Tensor, inputs: torch.Tensor, bias: torch.Tensor | None,
+                      precision: str = "fp32") -> torch.Tensor:
+    """``U[t] = u_t W_in^T + b`` for every step as one GEMM, (T, B, N); at ``precision="tf32"``
+    the GEMM's operands are rounded to TF32 (every backend computes this GEMM in torch).
 
     A sequence that holds one input for every step (time stride 0, e.g. ``image_sequence(...,
     "static")``) is projected once and expanded (a view, stride 0 along time).
     """
     T, B, D = inputs.shape
     N = W_in.shape[0]
+    rnd = operand_rounder(precision)
+    WT = rnd(W_in).T
     if T > 1 and inputs.stride(0) == 0:
-        u0 = inputs[0]
-        U0 = torch.addmm(bias, u0, W_in.T) if bias is not None else u0 @ W_in.T
+        u0 = rnd(inputs[0])
+        U0 = torch.addmm(bias, u0, WT) if bias is not None else u0 @ WT
         return U0.unsqueeze(0).expand(T, B, N)
-    flat = inputs.reshape(T * B, D)
-    U = torch.addmm(bias, flat, W_in.T) if bias is not None else flat @ W_in.T
+    flat = rnd(inputs.reshape(T * B, D))
+    U = torch.addmm(bias, flat, WT) if bias is not None else flat @ WT
     return U.view(T, B, N)
 
 
@@ -259,17 +264,20 @@ def reservoir_run_reference(
     state0: torch.Tensor | None = None,
     *,
     keep="all",
+    precision: str = "fp32",
 ) -> torch.Tensor:
     """The specification of :func:`reservoir_run` (plain PyTorch, no input checks): the input
-    projection of all steps as one GEMM, then the recurrence step by step."""
+    projection of all steps as one GEMM, then the recurrence step by step. ``precision="tf32"``
+    rounds both GEMMs' operands to TF32 (``x_{t-1}`` at every step); ``"tf32x3"`` is fp32 here."""
     T, B, _ = inputs.shape
     N = W.shape[0]
     steps, order = _keep_plan(keep, T, inputs.device)
-    U = _input_projection(W_in, inputs, bias)  # (T, B, N)
+    U = _input_projection(W_in, inputs, bias, precision)  # (T, B, N)
+    rnd = operand_rounder(precision)
     x = torch.zeros(B, N, dtype=inputs.dtype, device=inputs.device) if state0 is None else state0
     out = torch.empty((len(steps), B, N), dtype=inputs.dtype, device=inputs.device)
     sparse = W.layout == torch.sparse_csr
-    WT = None if sparse else W.T
+    WT = None if sparse else rnd(W).T
     leak_is_one = not isinstance(leak, torch.Tensor) and leak == 1.0
     slot = {s: i for i, s in enumerate(steps)}
     last = steps[-1]
@@ -277,7 +285,7 @@ def reservoir_run_reference(
         if sparse:
             pre = torch.sparse.mm(W, x.T).T + U[t]
         else:
-            pre = torch.addmm(U[t], x, WT)
+            pre = torch.addmm(U[t], rnd(x), WT)
         h = torch.tanh(pre)
         x = h if leak_is_one else torch.lerp(x, h, leak)
         i = slot.get(t)
@@ -301,6 +309,7 @@ def reservoir_run(
     keep="all",
     backend: str = "auto",
     check_finite_input: bool = True,
+    precision: str = "fp32",
 ) -> torch.Tensor:
     """Run the leaky reservoir ``x_t = (1-a) x_{t-1} + a tanh(u_t W_in^T + x_{t-1} W^T + b)``.
 
@@ -319,6 +328,12 @@ def reservoir_run(
         backend: ``"auto"``, ``"reference"``, ``"triton"`` or ``"cpp"``.
         check_finite_input: reject NaN/inf in the inputs, weights, bias and state0 (a NaN would
             poison every later state).
+        precision: ``"fp32"``, ``"tf32"`` or ``"tf32x3"`` for the GEMMs (the input projection
+            and ``x_{t-1} W^T``; see :mod:`bpalts._precision`); float32 and a dense ``W`` only.
+            Triton: tensor cores in the batched path (batch > 8); the small-batch kernels
+            (GEMV-like, memory-bound) multiply in fp32 whatever it says. Reference and C++:
+            ``"tf32"`` emulated by rounding the operands (the C++ backend then runs every
+            step's GEMM in torch), ``"tf32x3"`` as fp32.
 
     Returns:
         a fresh tensor (T_kept, batch, units) of states, the dtype and device of ``W``.
@@ -326,8 +341,11 @@ def reservoir_run(
     which = resolve_backend(backend, W.device if isinstance(W, torch.Tensor) else None)
     dtypes = FLOAT32_ONLY if which == "triton" else FLOAT32_OR_64
     sparse, leak = _check_inputs(W, W_in, inputs, leak, bias, state0, dtypes)
+    precision = check_precision(precision, W.dtype)
     if sparse:
         _check_csr(W)
+        if precision != "fp32":
+            raise ValueError(f"precision={precision!r} needs a dense W (a sparse CSR W multiplies in fp32)")
     if which == "triton" and sparse:
         raise ValueError("triton backend needs a dense W (a sparse CSR W runs on the cpp or reference backend)")
     if check_finite_input:
@@ -342,10 +360,11 @@ def reservoir_run(
     _keep_plan(keep, inputs.shape[0], inputs.device)
     with torch.no_grad():
         if which == "reference":
-            return reservoir_run_reference(W, W_in, inputs, leak, bias, state0, keep=keep)
+            return reservoir_run_reference(W, W_in, inputs, leak, bias, state0, keep=keep,
+                                           precision=precision)
         if which == "cpp":
-            return _reservoir_run_cpp(W, W_in, inputs, leak, bias, state0, keep)
-        return _reservoir_run_triton(W, W_in, inputs, leak, bias, state0, keep)
+            return _reservoir_run_cpp(W, W_in, inputs, leak, bias, state0, keep, precision)
+        return _reservoir_run_triton(W, W_in, inputs, leak, bias, state0, keep, precision)
 
 
 # Above this batch size the C++ backend runs each step's GEMM in MKL (torch.addmm) and only the
@@ -366,8 +385,9 @@ def _slots(steps: list[int]) -> torch.Tensor:
     return slot
 
 
-def _reservoir_run_cpp(W, W_in, inputs, leak, bias, state0, keep) -> torch.Tensor:
-    """C++ backend: the input projection as one GEMM (MKL), the time loop in C++."""
+def _reservoir_run_cpp(W, W_in, inputs, leak, bias, state0, keep, precision="fp32") -> torch.Tensor:
+    """C++ backend: the input projection as one GEMM (MKL), the time loop in C++ (or, for large
+    batches and for emulated TF32, each step's GEMM in torch and the epilogue in C++)."""
     C = cpp_module()
     if not hasattr(C, "reservoir_run_dense"):
         raise ValueError("cpp backend unavailable for reservoir_run: bpalts._C was built before "
@@ -375,22 +395,25 @@ def _reservoir_run_cpp(W, W_in, inputs, leak, bias, state0, keep) -> torch.Tenso
     T, B, _ = inputs.shape
     N = W.shape[0]
     steps, order = _keep_plan(keep, T, inputs.device)
-    U = _input_projection(W_in.detach(), inputs.detach(), None if bias is None else bias.detach())
+    U = _input_projection(W_in.detach(), inputs.detach(), None if bias is None else bias.detach(),
+                          precision)
     x0 = (torch.zeros((B, N), dtype=inputs.dtype) if state0 is None
           else state0.detach().contiguous())
     a = _leak_vector(leak, N, inputs)
     out = torch.empty((len(steps), B, N), dtype=inputs.dtype)
     sparse = W.layout == torch.sparse_csr
-    if not sparse and B > CPP_LOOP_MAX_BATCH:
-        # Large batch: the step is a real GEMM; MKL runs it, C++ fuses tanh and the leak.
-        WT = W.detach().T
+    if not sparse and (B > CPP_LOOP_MAX_BATCH or precision == "tf32"):
+        # Large batch: the step is a real GEMM; MKL runs it, C++ fuses tanh and the leak. Also
+        # the route for emulated TF32 (the C++ loop has no operand rounding).
+        rnd = operand_rounder(precision)
+        WT = rnd(W.detach()).T
         slot = {s: i for i, s in enumerate(steps)}
         pre = torch.empty((B, N), dtype=inputs.dtype)
         xs = [torch.empty((B, N), dtype=inputs.dtype), torch.empty((B, N), dtype=inputs.dtype)]
         x = x0
         ad = a.numpy()
         for t in range(steps[-1] + 1):
-            torch.addmm(U[t], x, WT, out=pre)
+            torch.addmm(U[t], rnd(x), WT, out=pre)
             i = slot.get(t)
             xn = out[i] if i is not None else xs[t & 1]
             C.reservoir_epilogue(pre.numpy(), x.numpy(), ad, xn.numpy())
@@ -416,10 +439,10 @@ def _reservoir_run_cpp(W, W_in, inputs, leak, bias, state0, keep) -> torch.Tenso
     return out if order is None else out.index_select(0, order)
 
 
-def _reservoir_run_triton(W, W_in, inputs, leak, bias, state0, keep) -> torch.Tensor:
+def _reservoir_run_triton(W, W_in, inputs, leak, bias, state0, keep, precision="fp32") -> torch.Tensor:
     from bpalts.kernels import reservoir_run as tk
 
-    return tk.reservoir_run(W, W_in, inputs, leak, bias, state0, keep=keep)
+    return tk.reservoir_run(W, W_in, inputs, leak, bias, state0, keep=keep, precision=precision)
 
 
 # ---------------------------------------------------------------------------------------------
