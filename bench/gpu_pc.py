@@ -4,6 +4,11 @@ The DESIGN.md section 7 shapes: network 784-1000-500-250-10 (tanh, clamped MSE o
 nodes initialised by a feed-forward pass, step size 0.1), B256 T20, B256 T100, B4096 T20. The
 reference is the eager plain-PyTorch specification (``pc_relax_reference``); both sides return
 the relaxed states and errors, flattened into one tensor.
+
+``pc_relax[rows]`` rows: the rows path (``kernels/pc_relax.py``'s ``_rows_kernel``: the whole
+relaxation in one launch, one program per 16 rows, no synchronisation between programs), which
+is off by default (``ROWS_MAX_ROWS = 0``) until these rows have timed it; the row switches it on
+for its own calls only.
 """
 from __future__ import annotations
 
@@ -27,6 +32,10 @@ ANCHORS: dict = {
     # precision="tf32x3" (fp32-level accuracy on tensor cores, fp32 tolerance): the fp32 targets.
     ("pc_relax tf32x3", f"{NET_LABEL} B256 T20"): (7.26, 2.51, 3.46, 0.8),
     ("pc_relax tf32x3", f"{NET_LABEL} B4096 T20"): (12.4, 11.5, 9.92, 8.0),
+    ("pc_relax[rows]", f"{NET_LABEL} B256 T20"): (7.26, 2.51, 3.46, 0.8),
+    ("pc_relax[rows] tf32x3", f"{NET_LABEL} B256 T20"): (7.26, 2.51, 3.46, 0.8),
+    ("pc_relax[rows]", f"{NET_LABEL} B256 T100"): (37.5, 12.2, None, 3.0),
+    ("pc_relax[rows]", f"{NET_LABEL} B4096 T20"): (12.4, 11.5, 9.92, 8.0),
 }
 TOL_TF32 = 3e-3  # gpu.TOL_TF32: the tf32 row against the fp32 reference
 
@@ -50,15 +59,27 @@ def ops(smoke: bool, Op) -> list:
     else:
         rows = [(NET, f"{NET_LABEL} B256 T20", 256, 20), (NET, f"{NET_LABEL} B256 T100", 256, 100),
                 (NET, f"{NET_LABEL} B4096 T20", 4096, 20)]
-    def row(widths, label, B, T, precision="fp32"):
+    def row(widths, label, B, T, precision="fp32", rows_path=False):
         L = len(widths) - 1
+
+        def triton(*a):
+            from bpalts.kernels import pc_relax as tk
+
+            saved = tk.ROWS_MAX_ROWS
+            tk.ROWS_MAX_ROWS = (1 << 30) if rows_path else 0
+            try:
+                return _flat(pc_relax(list(a[:L]), a[L], a[L + 1], T, STEP_SIZE, precision=precision,
+                                      backend="triton", check_finite_input=False))
+            finally:
+                tk.ROWS_MAX_ROWS = saved
+
+        name = "pc_relax[rows]" if rows_path else "pc_relax"
         return Op(
-            name="pc_relax" if precision == "fp32" else f"pc_relax {precision}",
+            name=name if precision == "fp32" else f"{name} {precision}",
             shape=label,
             make_inputs=_inputs(widths, B),
             reference=lambda *a: _flat(pc_relax_reference(list(a[:L]), a[L], a[L + 1], T, STEP_SIZE)),
-            triton=lambda *a: _flat(pc_relax(list(a[:L]), a[L], a[L + 1], T, STEP_SIZE, precision=precision,
-                                             backend="triton", check_finite_input=False)),
+            triton=triton,
             tol=TOL_TF32 if precision == "tf32" else Op.tol,
         )
 
@@ -66,4 +87,6 @@ def ops(smoke: bool, Op) -> list:
     # the baseline), then tf32x3 (fp32-level accuracy on tensor cores) at the first and last
     out = [row(*r) for r in rows] + [row(*rows[-1], precision="tf32")]
     out += [row(*rows[0], precision="tf32x3"), row(*rows[-1], precision="tf32x3")]
+    # the rows path: every shape at fp32, the first at tf32x3
+    out += [row(*r, rows_path=True) for r in rows] + [row(*rows[0], precision="tf32x3", rows_path=True)]
     return out

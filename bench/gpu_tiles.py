@@ -213,16 +213,20 @@ def swta_cfgs(big):
 
 def pc_cfgs(big):
     if SMOKE:
-        return [{}, dict(BM=16, BN=16, BK=16)]
+        return [{}, dict(BM=16, BN=16, BK=16), dict(ROWS_MAX_ROWS=1 << 30)]
     if big:  # B >= BIG_ROWS: the BIG_* tiles
         # 64 x 64 with 8 warps: the default tile without its spill (sm_90 compile, Triton 3.8: the
         # feedback kernel spills 168 bytes per thread with 4 warps at tf32, none with 8)
-        return [{}, dict(BIG_BM=64, BIG_BN=64, NUM_WARPS=8),
+        return [{}, dict(BIG_BM=64, BIG_BN=64, NUM_WARPS=8), dict(ROWS_MAX_ROWS=1 << 30),
+                dict(ROWS_MAX_ROWS=1 << 30, ROWS_BM=64, ROWS_BN=64, NUM_WARPS=8),
                 dict(BIG_BM=128, BIG_BN=128, NUM_WARPS=8), dict(BIG_BM=128, BIG_BN=64),
                 dict(BIG_BM=64, BIG_BN=128), dict(BIG_BM=128, BIG_BN=128, NUM_WARPS=4),
                 dict(BIG_BM=64, BIG_BN=64, BK=64, NUM_STAGES=2), dict(BIG_BM=32, BIG_BN=32),
                 dict(BIG_BM=128, BIG_BN=128, BK=64, NUM_WARPS=8, NUM_STAGES=2)]
-    return [{}, dict(BM=16, BN=32, BK=32), dict(BM=32, BN=16), dict(BM=64, BN=32),
+    rows = 1 << 30  # the rows path (kernels/pc_relax.py _rows_kernel) for every batch
+    return [{}, dict(ROWS_MAX_ROWS=rows), dict(ROWS_MAX_ROWS=rows, ROWS_BN=32),
+            dict(ROWS_MAX_ROWS=rows, ROWS_BN=128, NUM_WARPS=8), dict(ROWS_MAX_ROWS=rows, ROWS_BM=32),
+            dict(BM=16, BN=32, BK=32), dict(BM=32, BN=16), dict(BM=64, BN=32),
             dict(BM=32, BN=64), dict(BM=64, BN=64), dict(BK=64), dict(BM=16, BN=16, BK=64),
             dict(NUM_WARPS=2), dict(NUM_STAGES=2)]
 

@@ -44,6 +44,11 @@ BM, BN, BK = 64, 32, 32
 BIG_ROWS = 1024  # from this many rows on: BIG_BM x BIG_BN tiles (more work per program)
 BIG_BM, BIG_BN = 64, 64
 BR = 16  # rows per program of the output kernels
+# The rows path (_rows_kernel: the whole relaxation in one launch, one program per ROWS_BM rows,
+# no synchronisation between programs) for batches up to ROWS_MAX_ROWS; 0 = never. Not timed on
+# a GPU yet (bench/gpu.py's pc_relax[rows] rows and bench/gpu_tiles.py measure it), so off.
+ROWS_MAX_ROWS = 0
+ROWS_BM, ROWS_BN, ROWS_BK = 16, 64, 32
 NCOL = 9  # table columns: m0, n0, N, K, so, xo, wo, flags, rows
 NUM_WARPS = 4
 NUM_STAGES = 3  # software-pipelining depth of the K loops on the GPU (Triton's CUDA default)
@@ -211,11 +216,95 @@ def _out_update_kernel(S, E, T, BETA, gamma, so, R, N,
     tl.store(S + so + off, s + gamma * (-e - beta[:, None] * dl), mask=msk)
 
 
+@triton.jit
+def _rows_err_phase(LT, S, E, MUC, Fb, Wf, rm, mmask, L,
+                    PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """Errors of this program's rows for every layer; returns their energy sum(e^2) / 2."""
+    rn0 = tl.arange(0, BLOCK_N)
+    rk = tl.arange(0, BLOCK_K)
+    part = tl.zeros((1,), dtype=tl.float32)
+    for l in range(0, L):
+        n = tl.load(LT + 6 * l + 0)
+        K = tl.load(LT + 6 * l + 1)
+        so = tl.load(LT + 6 * l + 2)
+        fo = tl.load(LT + 6 * l + 3)
+        wo = tl.load(LT + 6 * l + 4)
+        for n0 in range(0, n, BLOCK_N):
+            rn = n0 + rn0
+            nmask = rn < n
+            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+            for k0 in range(0, K, BLOCK_K):
+                kk = k0 + rk
+                kmask = kk < K
+                a = tl.load(Fb + fo + rm[:, None] * K + kk[None, :], mask=mmask[:, None] & kmask[None, :], other=0.0)
+                w = tl.load(Wf + wo + rn[None, :] * K + kk[:, None], mask=kmask[:, None] & nmask[None, :], other=0.0)
+                acc += tl.dot(a, w, input_precision=PREC)
+            off = so + rm[:, None] * n + rn[None, :]
+            msk = mmask[:, None] & nmask[None, :]
+            e = tl.load(S + off, mask=msk, other=0.0) - (acc + tl.load(MUC + off, mask=msk, other=0.0))
+            tl.store(E + off, e, mask=msk)
+            part += tl.sum(tl.sum(tl.where(msk, 0.5 * e * e, 0.0), axis=1), axis=0)
+    return part
+
+
+@triton.jit
+def _rows_kernel(LT, S, E, MUC, Fb, D, Wf, Wb, EP, R, L, steps, gamma,
+                 PREC: tl.constexpr, ACT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                 BLOCK_K: tl.constexpr):
+    """The whole relaxation of BLOCK_M rows in one program (rows relax independently: no
+    synchronisation between programs). Clamped MSE output, predictions refreshed every step.
+    LT: per layer l = 1..L (row l-1): n_l, K (n_{l-1}, 0 for layer 1: its prediction is MUC),
+    the layer's offset in S/E/MUC/F/D, the previous layer's offset, W_l's offset in Wf, and
+    the next layer's (W_{l+1} / B_{l+1}) offset in Wb. Each step: the hidden states move on the
+    errors of the previous phase, then every layer's errors are recomputed (energy into
+    EP[step * P + pid]); a CTA barrier between the phases makes one phase's global stores
+    visible to the other threads of the program."""
+    pid = tl.program_id(0)
+    P = tl.num_programs(0)
+    rm = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+    mmask = rm < R
+    rn0 = tl.arange(0, BLOCK_N)
+    rk = tl.arange(0, BLOCK_K)
+    part = _rows_err_phase(LT, S, E, MUC, Fb, Wf, rm, mmask, L, PREC, BLOCK_M, BLOCK_N, BLOCK_K)
+    tl.store(EP + pid + tl.arange(0, 1), part)
+    for t in range(1, steps + 1):
+        tl.debug_barrier()
+        for l in range(0, L - 1):  # hidden layer l+1: x += gamma (f'(x) e_{l+2} B_{l+2} - e_{l+1})
+            n = tl.load(LT + 6 * l + 0)
+            so = tl.load(LT + 6 * l + 2)
+            K = tl.load(LT + 6 * (l + 1) + 0)
+            eo = tl.load(LT + 6 * (l + 1) + 2)
+            bo = tl.load(LT + 6 * l + 5)
+            for n0 in range(0, n, BLOCK_N):
+                rn = n0 + rn0
+                nmask = rn < n
+                acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+                for k0 in range(0, K, BLOCK_K):
+                    kk = k0 + rk
+                    kmask = kk < K
+                    a = tl.load(E + eo + rm[:, None] * K + kk[None, :], mask=mmask[:, None] & kmask[None, :], other=0.0)
+                    w = tl.load(Wb + bo + kk[:, None] * n + rn[None, :], mask=kmask[:, None] & nmask[None, :], other=0.0)
+                    acc += tl.dot(a, w, input_precision=PREC)
+                off = so + rm[:, None] * n + rn[None, :]
+                msk = mmask[:, None] & nmask[None, :]
+                s = tl.load(S + off, mask=msk, other=0.0)
+                e = tl.load(E + off, mask=msk, other=0.0)
+                d = tl.load(D + off, mask=msk, other=0.0)
+                s = s + gamma * (d * acc - e)
+                tl.store(S + off, s, mask=msk)
+                f, d2 = _act(s, ACT)
+                tl.store(Fb + off, f, mask=msk)
+                tl.store(D + off, d2, mask=msk)
+        tl.debug_barrier()
+        part = _rows_err_phase(LT, S, E, MUC, Fb, Wf, rm, mmask, L, PREC, BLOCK_M, BLOCK_N, BLOCK_K)
+        tl.store(EP + t * P + pid + tl.arange(0, 1), part)
+
+
 class _Plan:
     """Flat buffers, tile tables and launch sequence for one network configuration."""
 
     def __init__(self, device, R, widths, n_in, steps, activation, clamp, ce, fixed, shared_back,
-                 precision="fp32"):
+                 precision="fp32", rows=False):
         self.device, self.R, self.widths, self.steps = device, R, list(widths), steps
         self.precision = precision
         self.prec = TRITON_INPUT_PRECISION[precision]  # tl.dot's input_precision
@@ -268,6 +357,18 @@ class _Plan:
         self.BNL = max(16, triton.next_power_of_2(widths[-1]))
         self.graph = None
         self.seen = 0
+        self.rows = rows
+        if rows:
+            assert clamp and not ce and not fixed, "the rows path: clamped MSE output, live predictions"
+            lt = []
+            for i in range(L):  # layer i + 1
+                lt.append([widths[i], widths[i - 1] if i >= 1 else 0, self.off[i],
+                           self.off[i - 1] if i >= 1 else 0, self.woff[i] if i >= 1 else 0,
+                           self.woff[i + 1] if i + 1 < L else 0])
+            self.LT = torch.tensor(lt, dtype=torch.int32, device=device).reshape(-1)
+            self.rows_tiles = (ROWS_BM, ROWS_BN, ROWS_BK)  # fixed with the plan's buffers
+            self.n_rows = triton.cdiv(R, ROWS_BM)
+            self.EPR = torch.zeros((steps + 1) * self.n_rows, **f32)
 
     def load(self, weights, biases, feedback, x, target, states, beta_rows):
         """Copy one call's inputs into the static buffers (and compute the constant parts)."""
@@ -329,6 +430,14 @@ class _Plan:
 
     def run(self, gamma, tol):
         """All launches of one relaxation; returns steps_run (host sync per step only with tol)."""
+        if self.rows:
+            assert tol is None
+            _rows_kernel[(self.n_rows,)](self.LT, self.S, self.E, self.MUC, self.F, self.D, self.Wf,
+                                         self.Wb, self.EPR, self.R, self.L, self.steps, gamma,
+                                         PREC=self.prec, ACT=self.act, BLOCK_M=self.rows_tiles[0],
+                                         BLOCK_N=self.rows_tiles[1], BLOCK_K=self.rows_tiles[2],
+                                         num_warps=NUM_WARPS, num_stages=NUM_STAGES)
+            return self.steps
         self._errors(0)
         if tol is None:
             for t in range(1, self.steps + 1):
@@ -350,7 +459,10 @@ class _Plan:
         R = self.R
         states = [self.S[self.off[l]:self.off[l + 1]].view(R, self.widths[l]).clone() for l in range(self.L)]
         errors = [self.E[self.off[l]:self.off[l + 1]].view(R, self.widths[l]).clone() for l in range(self.L)]
-        energy = self.EP.view(self.steps + 1, self.NP)[1:n + 1].sum(1) / R
+        if self.rows:
+            energy = self.EPR.view(self.steps + 1, self.n_rows)[1:n + 1].sum(1) / R
+        else:
+            energy = self.EP.view(self.steps + 1, self.NP)[1:n + 1].sum(1) / R
         return states, errors, energy, n
 
 
@@ -368,8 +480,9 @@ def pc_relax(weights, biases, feedback, x, target, states, steps, step_size, act
     widths = tuple(W.shape[0] for W in weights)
     R = x.shape[0]
     shared_back = feedback is None
+    rows = (R <= ROWS_MAX_ROWS and clamp and not ce and not fixed_predictions and tol is None)
     key = (str(device), R, x.shape[1], widths, steps, activation, clamp, ce, bool(fixed_predictions),
-           shared_back, biases is not None, float(step_size), precision)
+           shared_back, biases is not None, float(step_size), precision, rows)
     capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
     if capturing and key in _plans:
         # recorded by an outer CUDA graph: plain launches on the cached buffers (no host sync,
@@ -380,14 +493,14 @@ def pc_relax(weights, biases, feedback, x, target, states, steps, step_size, act
         return plan.results(n)
     if device.type != "cuda" or tol is not None or capturing:
         plan = _Plan(device, R, widths, x.shape[1], steps, activation, clamp, ce, fixed_predictions, shared_back,
-                     precision)
+                     precision, rows)
         plan.load(weights, biases, feedback, x, target, states, beta_rows)
         n = plan.run(step_size, tol)
         return plan.results(n)
     plan = _plans.get(key)
     if plan is None:
         plan = _Plan(device, R, widths, x.shape[1], steps, activation, clamp, ce, fixed_predictions, shared_back,
-                     precision)
+                     precision, rows)
         _plans[key] = plan
         while len(_plans) > _CACHE_MAX:
             _plans.popitem(last=False)
