@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Everything a lent GPU machine should run, in one go, without installing the package:
 #   bash bench/gpu_session.sh OUTDIR
-# Steps (STEPS="gpu acc tiles compare" by default; each with its own time limit in seconds):
+# Steps (STEPS="new gpu tiles acc" by default, "compare" on request; each with its own time
+# limit in seconds):
+#   new      bench/gpu.py on the rows of paths no GPU has timed yet (NEW_ROWS), no torch.compile,
+#            first, so they are measured whatever happens later                (NEW_T, new.csv)
 #   gpu      bench/gpu.py $GPU_ARGS: every Triton kernel checked and timed   (GPU_T, gpu.csv)
 #   acc      bench/gpu_accuracy.py: Hebbian MNIST accuracy, fp32 vs tf32      (ACC_T, acc.csv)
 #   tiles    bench/gpu_tiles.py: tile-size sweep of the GEMM kernels         (TILES_T, tiles.csv)
@@ -10,8 +13,8 @@
 # C++ extension is not needed). MNIST: $BPALTS_DATA if set, else gzipped IDX files in .mnist/
 # (the four *-ubyte.gz; `gzip -c ~/.cache/bpalts/MNIST/raw/F > .mnist/F.gz`), unpacked to /tmp.
 # Every step writes its CSV as it goes, so a step cut off by its limit keeps what it measured.
-# The default limits add up to 11 minutes, which leaves room for the machine's start within a
-# 15-minute device budget.
+# The default steps' limits add up to 11.5 minutes, which leaves room for the machine's start
+# within a 15-minute device budget (compare, already run on an H200, adds CMP_T).
 set -u
 OUT_DIR=$(mkdir -p "${1:?usage: bash bench/gpu_session.sh OUTDIR}" && cd "$1" && pwd)
 ROOT=$(pwd)
@@ -28,10 +31,18 @@ fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1
 $PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
 
-for step in ${STEPS:-gpu acc tiles compare}; do
+# Rows of paths added since the last GPU session (2026-11-27): the tagged-state reservoir sync,
+# precision tf32x3 (and tf32 for the reservoir), the one-launch pc_relax rows path.
+# '|'-separated substrings of "name shape".
+NEW_ROWS=${NEW_ROWS:-"persistent-ll|tf32x3|pc_relax[rows]|reservoir_run tf32"}
+IFS='|' read -ra NEW_ONLY <<< "$NEW_ROWS"
+
+for step in ${STEPS:-new gpu tiles acc}; do
     case $step in
+    new) timeout "${NEW_T:-120}" $PY bench/gpu.py --csv "$OUT_DIR/new.csv" --quick --no-compile \
+            --only "${NEW_ONLY[@]}" > "$OUT_DIR/new.log" 2>&1 ;;
     gpu) # bench/ scripts put bench/ first on sys.path, so bpalts comes from $SITE
-        timeout "${GPU_T:-240}" $PY bench/gpu.py --csv "$OUT_DIR/gpu.csv" ${GPU_ARGS:---budget 140} \
+        timeout "${GPU_T:-210}" $PY bench/gpu.py --csv "$OUT_DIR/gpu.csv" ${GPU_ARGS:---budget 140} \
             > "$OUT_DIR/gpu.log" 2>&1 ;;
     acc) timeout "${ACC_T:-150}" $PY bench/gpu_accuracy.py --csv "$OUT_DIR/acc.csv" \
             > "$OUT_DIR/acc.log" 2>&1 ;;
@@ -44,6 +55,6 @@ for step in ${STEPS:-gpu acc tiles compare}; do
     esac
     echo "$step rc $?"
 done
-for f in gpu acc tiles compare; do
+for f in new gpu acc tiles compare; do
     [ -f "$OUT_DIR/$f.log" ] && { echo "=== $f"; grep -v '^  File\|^    \|^W1' "$OUT_DIR/$f.log" | tail -n 45; }
 done
