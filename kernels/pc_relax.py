@@ -78,6 +78,57 @@ def _act(x, ACT: tl.constexpr):
 
 
 @triton.jit
+def _fwd_tile(S, MUC, Fb, Wf, rm, mmask, n0, N, K, so, fo, wo,
+              PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """One (rows rm, units n0..n0+BLOCK_N) tile of layer l: ``mu = f(x_{l-1}) W_l^T + MUC``
+    (the GEMM skipped when K = 0) and ``e = x_l - mu``; returns (mu, e, offsets, mask)."""
+    rn = n0 + tl.arange(0, BLOCK_N)
+    rk = tl.arange(0, BLOCK_K)
+    nmask = rn < N
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        kk = k0 + rk
+        kmask = kk < K
+        a = tl.load(Fb + fo + rm[:, None] * K + kk[None, :], mask=mmask[:, None] & kmask[None, :], other=0.0)
+        w = tl.load(Wf + wo + rn[None, :] * K + kk[:, None], mask=kmask[:, None] & nmask[None, :], other=0.0)
+        acc += tl.dot(a, w, input_precision=PREC)
+    off = so + rm[:, None] * N + rn[None, :]
+    msk = mmask[:, None] & nmask[None, :]
+    mu = acc + tl.load(MUC + off, mask=msk, other=0.0)
+    e = tl.load(S + off, mask=msk, other=0.0) - mu
+    return mu, e, off, msk
+
+
+@triton.jit
+def _bwd_tile(S, E, Fb, D, Wb, gamma, rm, mmask, n0, N, K, so, eo, wo,
+              PREC: tl.constexpr, ACT: tl.constexpr, REFRESH: tl.constexpr,
+              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """One tile of hidden layer l: ``g = e_{l+1} B_{l+1}`` (K = n_{l+1}), then in place
+    ``x_l += gamma (f'(x_l) g - e_l)`` and (REFRESH) ``f(x_l)``, ``f'(x_l)``."""
+    rn = n0 + tl.arange(0, BLOCK_N)
+    rk = tl.arange(0, BLOCK_K)
+    nmask = rn < N
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        kk = k0 + rk
+        kmask = kk < K
+        a = tl.load(E + eo + rm[:, None] * K + kk[None, :], mask=mmask[:, None] & kmask[None, :], other=0.0)
+        w = tl.load(Wb + wo + kk[:, None] * N + rn[None, :], mask=kmask[:, None] & nmask[None, :], other=0.0)
+        acc += tl.dot(a, w, input_precision=PREC)
+    off = so + rm[:, None] * N + rn[None, :]
+    msk = mmask[:, None] & nmask[None, :]
+    s = tl.load(S + off, mask=msk, other=0.0)
+    e = tl.load(E + off, mask=msk, other=0.0)
+    d = tl.load(D + off, mask=msk, other=0.0)
+    s = s + gamma * (d * acc - e)
+    tl.store(S + off, s, mask=msk)
+    if REFRESH:
+        f, d2 = _act(s, ACT)
+        tl.store(Fb + off, f, mask=msk)
+        tl.store(D + off, d2, mask=msk)
+
+
+@triton.jit
 def _fwd_kernel(TAB, S, E, MUC, Fb, Wf, EP, ep_off,
                 PREC: tl.constexpr, NCOLS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     pid = tl.program_id(0)
@@ -92,22 +143,8 @@ def _fwd_kernel(TAB, S, E, MUC, Fb, Wf, EP, ep_off,
     flags = tl.load(base + 7)
     R = tl.load(base + 8)
     rm = m0 + tl.arange(0, BLOCK_M)
-    rn = n0 + tl.arange(0, BLOCK_N)
-    rk = tl.arange(0, BLOCK_K)
-    mmask = rm < R
-    nmask = rn < N
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        kk = k0 + rk
-        kmask = kk < K
-        a = tl.load(Fb + fo + rm[:, None] * K + kk[None, :], mask=mmask[:, None] & kmask[None, :], other=0.0)
-        w = tl.load(Wf + wo + rn[None, :] * K + kk[:, None], mask=kmask[:, None] & nmask[None, :], other=0.0)
-        acc += tl.dot(a, w, input_precision=PREC)
-    off = so + rm[:, None] * N + rn[None, :]
-    msk = mmask[:, None] & nmask[None, :]
-    mu = acc + tl.load(MUC + off, mask=msk, other=0.0)
-    s = tl.load(S + off, mask=msk, other=0.0)
-    e = s - mu
+    mu, e, off, msk = _fwd_tile(S, MUC, Fb, Wf, rm, rm < R, n0, N, K, so, fo, wo,
+                                PREC, BLOCK_M, BLOCK_N, BLOCK_K)
     write_mu = (flags & 1) != 0
     tl.store(E + off, tl.where(write_mu, mu, e), mask=msk)
     part = tl.sum(tl.sum(tl.where(msk, 0.5 * e * e, 0.0), axis=1), axis=0)
@@ -130,28 +167,8 @@ def _bwd_kernel(TAB, S, E, Fb, D, Wb, gamma,
     wo = tl.load(base + 6)
     R = tl.load(base + 8)
     rm = m0 + tl.arange(0, BLOCK_M)
-    rn = n0 + tl.arange(0, BLOCK_N)
-    rk = tl.arange(0, BLOCK_K)
-    mmask = rm < R
-    nmask = rn < N
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        kk = k0 + rk
-        kmask = kk < K
-        a = tl.load(E + eo + rm[:, None] * K + kk[None, :], mask=mmask[:, None] & kmask[None, :], other=0.0)
-        w = tl.load(Wb + wo + kk[:, None] * N + rn[None, :], mask=kmask[:, None] & nmask[None, :], other=0.0)
-        acc += tl.dot(a, w, input_precision=PREC)
-    off = so + rm[:, None] * N + rn[None, :]
-    msk = mmask[:, None] & nmask[None, :]
-    s = tl.load(S + off, mask=msk, other=0.0)
-    e = tl.load(E + off, mask=msk, other=0.0)
-    d = tl.load(D + off, mask=msk, other=0.0)
-    s = s + gamma * (d * acc - e)
-    tl.store(S + off, s, mask=msk)
-    if REFRESH:
-        f, d2 = _act(s, ACT)
-        tl.store(Fb + off, f, mask=msk)
-        tl.store(D + off, d2, mask=msk)
+    _bwd_tile(S, E, Fb, D, Wb, gamma, rm, rm < R, n0, N, K, so, eo, wo,
+              PREC, ACT, REFRESH, BLOCK_M, BLOCK_N, BLOCK_K)
 
 
 @triton.jit
@@ -220,8 +237,6 @@ def _out_update_kernel(S, E, T, BETA, gamma, so, R, N,
 def _rows_err_phase(LT, S, E, MUC, Fb, Wf, rm, mmask, L,
                     PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """Errors of this program's rows for every layer; returns their energy sum(e^2) / 2."""
-    rn0 = tl.arange(0, BLOCK_N)
-    rk = tl.arange(0, BLOCK_K)
     part = tl.zeros((1,), dtype=tl.float32)
     for l in range(0, L):
         n = tl.load(LT + 6 * l + 0)
@@ -230,18 +245,8 @@ def _rows_err_phase(LT, S, E, MUC, Fb, Wf, rm, mmask, L,
         fo = tl.load(LT + 6 * l + 3)
         wo = tl.load(LT + 6 * l + 4)
         for n0 in range(0, n, BLOCK_N):
-            rn = n0 + rn0
-            nmask = rn < n
-            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-            for k0 in range(0, K, BLOCK_K):
-                kk = k0 + rk
-                kmask = kk < K
-                a = tl.load(Fb + fo + rm[:, None] * K + kk[None, :], mask=mmask[:, None] & kmask[None, :], other=0.0)
-                w = tl.load(Wf + wo + rn[None, :] * K + kk[:, None], mask=kmask[:, None] & nmask[None, :], other=0.0)
-                acc += tl.dot(a, w, input_precision=PREC)
-            off = so + rm[:, None] * n + rn[None, :]
-            msk = mmask[:, None] & nmask[None, :]
-            e = tl.load(S + off, mask=msk, other=0.0) - (acc + tl.load(MUC + off, mask=msk, other=0.0))
+            mu, e, off, msk = _fwd_tile(S, MUC, Fb, Wf, rm, mmask, n0, n, K, so, fo, wo,
+                                        PREC, BLOCK_M, BLOCK_N, BLOCK_K)
             tl.store(E + off, e, mask=msk)
             part += tl.sum(tl.sum(tl.where(msk, 0.5 * e * e, 0.0), axis=1), axis=0)
     return part
@@ -263,8 +268,6 @@ def _rows_kernel(LT, S, E, MUC, Fb, D, Wf, Wb, EP, R, L, steps, gamma,
     P = tl.num_programs(0)
     rm = pid * BLOCK_M + tl.arange(0, BLOCK_M)
     mmask = rm < R
-    rn0 = tl.arange(0, BLOCK_N)
-    rk = tl.arange(0, BLOCK_K)
     part = _rows_err_phase(LT, S, E, MUC, Fb, Wf, rm, mmask, L, PREC, BLOCK_M, BLOCK_N, BLOCK_K)
     tl.store(EP + pid + tl.arange(0, 1), part)
     for t in range(1, steps + 1):
@@ -276,25 +279,8 @@ def _rows_kernel(LT, S, E, MUC, Fb, D, Wf, Wb, EP, R, L, steps, gamma,
             eo = tl.load(LT + 6 * (l + 1) + 2)
             bo = tl.load(LT + 6 * l + 5)
             for n0 in range(0, n, BLOCK_N):
-                rn = n0 + rn0
-                nmask = rn < n
-                acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-                for k0 in range(0, K, BLOCK_K):
-                    kk = k0 + rk
-                    kmask = kk < K
-                    a = tl.load(E + eo + rm[:, None] * K + kk[None, :], mask=mmask[:, None] & kmask[None, :], other=0.0)
-                    w = tl.load(Wb + bo + kk[:, None] * n + rn[None, :], mask=kmask[:, None] & nmask[None, :], other=0.0)
-                    acc += tl.dot(a, w, input_precision=PREC)
-                off = so + rm[:, None] * n + rn[None, :]
-                msk = mmask[:, None] & nmask[None, :]
-                s = tl.load(S + off, mask=msk, other=0.0)
-                e = tl.load(E + off, mask=msk, other=0.0)
-                d = tl.load(D + off, mask=msk, other=0.0)
-                s = s + gamma * (d * acc - e)
-                tl.store(S + off, s, mask=msk)
-                f, d2 = _act(s, ACT)
-                tl.store(Fb + off, f, mask=msk)
-                tl.store(D + off, d2, mask=msk)
+                _bwd_tile(S, E, Fb, D, Wb, gamma, rm, mmask, n0, n, K, so, eo, bo,
+                          PREC, ACT, True, BLOCK_M, BLOCK_N, BLOCK_K)
         tl.debug_barrier()
         part = _rows_err_phase(LT, S, E, MUC, Fb, Wf, rm, mmask, L, PREC, BLOCK_M, BLOCK_N, BLOCK_K)
         tl.store(EP + t * P + pid + tl.arange(0, 1), part)

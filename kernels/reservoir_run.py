@@ -174,6 +174,18 @@ def _gemv_step_kernel(
 
 
 @triton.jit
+def _out_slot(slots, t, T_run, KEEP: tl.constexpr):
+    """Output slot of step t, -1 if the step is not kept (KEEP: all, last, or the slots table)."""
+    if KEEP == 0:
+        slot = t
+    elif KEEP == 1:
+        slot = tl.where(t == T_run - 1, 0, -1)
+    else:
+        slot = tl.load(slots + t)
+    return slot
+
+
+@triton.jit
 def _persistent_kernel(
     W, s_wn, s_wk, U, s_ut, s_ub, s_un, leak, buf, out, slots, counter, T_run, B, N, n_prog,
     KEEP: tl.constexpr, BATCH: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
@@ -197,12 +209,7 @@ def _persistent_kernel(
     for t in range(0, T_run):
         src = buf + ((t + 1) % 2) * bn
         dst = buf + (t % 2) * bn
-        if KEEP == 0:
-            slot = t
-        elif KEEP == 1:
-            slot = tl.where(t == T_run - 1, 0, -1)
-        else:
-            slot = tl.load(slots + t)
+        slot = _out_slot(slots, t, T_run, KEEP)
         has_out = slot >= 0
         out_t = out + tl.maximum(slot, 0) * bn
         if RESIDENT:
@@ -277,12 +284,7 @@ def _ll_resident_kernel(
         tag = tl.full((BLOCK_N,), t + 1, dtype=tl.int64) << 32
         word = tag | (xn.to(tl.int32, bitcast=True).to(tl.int64) & 0xFFFFFFFF)
         tl.atomic_xchg(dst + rn, word, mask=mn, sem="relaxed", scope="gpu")
-        if KEEP == 0:
-            slot = t
-        elif KEEP == 1:
-            slot = tl.where(t == T_run - 1, 0, -1)
-        else:
-            slot = tl.load(slots + t)
+        slot = _out_slot(slots, t, T_run, KEEP)
         tl.store(out + tl.maximum(slot, 0) * N + rn, xn, mask=mn & (slot >= 0))
     tl.store(status + pid + tl.arange(0, 1), failed)
 

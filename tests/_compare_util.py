@@ -26,3 +26,21 @@ def train_epochs(model, x, y, epochs=1, batch_size=64, seed=0):
             idx = perm[i : i + batch_size]
             metrics = model.train_step(x[idx], y[idx])
     return metrics
+
+
+class LaunchSpy:
+    """Stands in for a Triton kernel object (``kernel[grid](*args, **kwargs)``): records each
+    launch's grid and keyword arguments, then launches the real kernel. Install it with
+    ``monkeypatch.setattr(module, name, LaunchSpy(getattr(module, name)))``."""
+
+    def __init__(self, kernel):
+        self.kernel = kernel
+        self.grids: list = []
+        self.kwargs: list[dict] = []
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            self.grids.append(grid)
+            self.kwargs.append(kwargs)
+            return self.kernel[grid](*args, **kwargs)
+        return launch

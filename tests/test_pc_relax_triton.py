@@ -17,7 +17,7 @@ import bpalts  # noqa: E402
 from bpalts._checks import DivergenceError  # noqa: E402
 from bpalts.ops.pc_relax import pc_relax  # noqa: E402
 from bpalts.ops.pc_weight_update import pc_weight_update  # noqa: E402
-from tests._compare_util import RTOL_REDUCTION, rel_err  # noqa: E402
+from tests._compare_util import RTOL_REDUCTION, LaunchSpy, rel_err  # noqa: E402
 from tests.test_pc_relax import make_net  # noqa: E402
 
 pytestmark = pytest.mark.skipif("triton" not in bpalts.available_backends("cpu"),
@@ -84,22 +84,15 @@ def test_triton_rows_path_matches_reference(case, precision, monkeypatch, poison
     from bpalts.kernels import pc_relax as tk
 
     monkeypatch.setattr(tk, "ROWS_MAX_ROWS", 1 << 30)
-    launched = []
-    orig = tk._rows_kernel
-
-    class Spy:
-        def __getitem__(self, grid):
-            launched.append(grid)
-            return orig[grid]
-
-    monkeypatch.setattr(tk, "_rows_kernel", Spy())
+    spy = LaunchSpy(tk._rows_kernel)
+    monkeypatch.setattr(tk, "_rows_kernel", spy)
     B, widths, act, init, fb, bias = case
     Ws, bs, Bs, x, t = make_net(widths, B, feedback=fb, seed=11)
     bs = bs if bias else None
     kw = dict(activation=act, init=init)
     r = _ref64(Ws, bs, Bs, x, t, 5, **kw)
     c = pc_relax(Ws, x, t, 5, 0.1, biases=bs, feedback=Bs, backend="triton", precision=precision, **kw)
-    assert launched == [(-(-B // tk.ROWS_BM),)]  # one launch for the whole relaxation
+    assert spy.grids == [(-(-B // tk.ROWS_BM),)]  # one launch for the whole relaxation
     assert c.steps_run == 5 and c.energy.shape == (5,)
     for got, want in zip(c.states + c.errors, r.states + r.errors):
         assert got.dtype == torch.float32 and got.shape == want.shape
@@ -170,22 +163,13 @@ def test_triton_tf32x3_within_fp32_tolerance(fixed, monkeypatch, poisoned_empty)
     bench/gpu.py checks the tensor-core numerics)."""
     from bpalts.kernels import pc_relax as tk
 
-    seen = []
-    orig = tk._fwd_kernel
-
-    class Spy:
-        def __getitem__(self, grid):
-            def launch(*args, **kwargs):
-                seen.append(kwargs["PREC"])
-                return orig[grid](*args, **kwargs)
-            return launch
-
-    monkeypatch.setattr(tk, "_fwd_kernel", Spy())
+    spy = LaunchSpy(tk._fwd_kernel)
+    monkeypatch.setattr(tk, "_fwd_kernel", spy)
     Ws, bs, _, x, t = make_net((19, 37, 11, 10), 33, seed=2)
     r = pc_relax(Ws, x, t, 5, 0.1, backend="reference", biases=bs, fixed_predictions=fixed)
     c = pc_relax(Ws, x, t, 5, 0.1, backend="triton", biases=bs, fixed_predictions=fixed,
                  precision="tf32x3")
-    assert seen and set(seen) == {"tf32x3"}
+    assert spy.kwargs and {k["PREC"] for k in spy.kwargs} == {"tf32x3"}
     for got, want in zip(c.states + c.errors, r.states + r.errors):
         assert _close(got, want)
     assert rel_err(c.energy, r.energy) < RTOL_REDUCTION

@@ -19,7 +19,7 @@ import torch  # noqa: E402
 
 import bpalts  # noqa: E402
 from bpalts.ops.reservoir_run import image_sequence, reservoir_run, reservoir_run_reference  # noqa: E402
-from tests._compare_util import RTOL_REDUCTION, rel_err  # noqa: E402
+from tests._compare_util import RTOL_REDUCTION, LaunchSpy, rel_err  # noqa: E402
 
 pytestmark = [
     pytest.mark.skipif("triton" not in bpalts.available_backends("cpu"),
@@ -144,17 +144,8 @@ def test_precision_reaches_the_gemm_kernel(B, precision, monkeypatch, poisoned_e
     the tf32 reference, tf32x3 to the fp32 tolerance of the fp32 reference."""
     from bpalts.kernels import reservoir_run as tk
 
-    seen = []
-    orig = tk._gemm_step_kernel
-
-    class Spy:
-        def __getitem__(self, grid):
-            def launch(*args, **kwargs):
-                seen.append(kwargs["PREC"])
-                return orig[grid](*args, **kwargs)
-            return launch
-
-    monkeypatch.setattr(tk, "_gemm_step_kernel", Spy())
+    spy = LaunchSpy(tk._gemm_step_kernel)
+    monkeypatch.setattr(tk, "_gemm_step_kernel", spy)
     W, W_in, inputs, leak, bias, x0 = _problem(40, B, 4, 6, 50 + B, True)
     got = reservoir_run(W, W_in, inputs, leak, bias, x0, backend="triton", precision=precision)
     if precision == "tf32":
@@ -163,7 +154,7 @@ def test_precision_reaches_the_gemm_kernel(B, precision, monkeypatch, poisoned_e
     else:
         want = reservoir_run_reference(W, W_in, inputs, leak, bias, x0)
         assert rel_err(got, want) < RTOL_REDUCTION
-    assert seen == ([precision] * 4 if B > tk.SMALL_BATCH_MAX else [])
+    assert [k["PREC"] for k in spy.kwargs] == ([precision] * 4 if B > tk.SMALL_BATCH_MAX else [])
 
 
 @pytest.mark.parametrize("B", [2, 11])
