@@ -129,19 +129,19 @@ def _bwd_tile(S, E, Fb, D, Wb, gamma, rm, mmask, n0, N, K, so, eo, wo,
 
 
 @triton.jit
+def _tile_row(base):
+    """A tile table row: m0, n0, N, K, the layer's offset, the GEMM input's offset, the weights'
+    offset, flags, R (rows)."""
+    return (tl.load(base + 0), tl.load(base + 1), tl.load(base + 2), tl.load(base + 3),
+            tl.load(base + 4), tl.load(base + 5), tl.load(base + 6), tl.load(base + 7),
+            tl.load(base + 8))
+
+
+@triton.jit
 def _fwd_kernel(TAB, S, E, MUC, Fb, Wf, EP, ep_off,
                 PREC: tl.constexpr, NCOLS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     pid = tl.program_id(0)
-    base = TAB + pid * NCOLS
-    m0 = tl.load(base + 0)
-    n0 = tl.load(base + 1)
-    N = tl.load(base + 2)
-    K = tl.load(base + 3)
-    so = tl.load(base + 4)
-    fo = tl.load(base + 5)
-    wo = tl.load(base + 6)
-    flags = tl.load(base + 7)
-    R = tl.load(base + 8)
+    m0, n0, N, K, so, fo, wo, flags, R = _tile_row(TAB + pid * NCOLS)
     rm = m0 + tl.arange(0, BLOCK_M)
     mu, e, off, msk = _fwd_tile(S, MUC, Fb, Wf, rm, rm < R, n0, N, K, so, fo, wo,
                                 PREC, BLOCK_M, BLOCK_N, BLOCK_K)
@@ -156,16 +156,7 @@ def _fwd_kernel(TAB, S, E, MUC, Fb, Wf, EP, ep_off,
 def _bwd_kernel(TAB, S, E, Fb, D, Wb, gamma,
                 PREC: tl.constexpr, ACT: tl.constexpr, REFRESH: tl.constexpr, NCOLS: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    pid = tl.program_id(0)
-    base = TAB + pid * NCOLS
-    m0 = tl.load(base + 0)
-    n0 = tl.load(base + 1)
-    N = tl.load(base + 2)
-    K = tl.load(base + 3)
-    so = tl.load(base + 4)
-    eo = tl.load(base + 5)
-    wo = tl.load(base + 6)
-    R = tl.load(base + 8)
+    m0, n0, N, K, so, eo, wo, _, R = _tile_row(TAB + tl.program_id(0) * NCOLS)
     rm = m0 + tl.arange(0, BLOCK_M)
     _bwd_tile(S, E, Fb, D, Wb, gamma, rm, rm < R, n0, N, K, so, eo, wo,
               PREC, ACT, REFRESH, BLOCK_M, BLOCK_N, BLOCK_K)
