@@ -68,6 +68,9 @@ NUM_WARPS = 4
 
 KEEP_ALL, KEEP_LAST, KEEP_TABLE = 0, 1, 2
 SYNCS = ("barrier", "ll")
+# How the resident kernel's programs meet between steps when the caller does not say: the grid
+# barrier until a GPU has timed sync="ll" (bench/gpu.py's reservoir_run[persistent-ll] row).
+DEFAULT_SYNC = "barrier"
 # sync="ll": spins (one L2 round trip each, about a microsecond) after which a program waiting for
 # one step stops waiting and reports failure instead of hanging.
 LL_MAX_SPINS = 1 << 22
@@ -358,7 +361,7 @@ def _small_blocks(B: int, N: int) -> tuple[int, int, int, int]:
 
 def reservoir_run(W, W_in, inputs, leak, bias=None, state0=None, *, keep="all",
                   persistent: bool | None = None, n_programs: int | None = None,
-                  resident: bool | None = None, sync: str = "barrier",
+                  resident: bool | None = None, sync: str | None = None,
                   precision: str = "fp32") -> torch.Tensor:
     """Triton backend of :func:`bpalts.ops.reservoir_run` (inputs already validated).
 
@@ -369,7 +372,8 @@ def reservoir_run(W, W_in, inputs, leak, bias=None, state0=None, *, keep="all",
     registers across steps (persistent kernel, B = 1, one unit block per program, N <=
     RESIDENT_MAX_K); None: whenever that applies. ``sync``: how the resident kernel's programs
     meet between steps: ``"barrier"`` (a grid barrier, ``_persistent_kernel``) or ``"ll"``
-    (tagged states, ``_ll_resident_kernel``; needs ``resident``). ``precision`` (checked by
+    (tagged states, ``_ll_resident_kernel``; needs ``resident``); None: ``DEFAULT_SYNC`` where
+    the resident kernel runs, else the barrier. ``precision`` (checked by
     the op): the batched path's ``tl.dot`` input precision and the input projection's operand
     rounding (``"tf32"``); the small-batch kernels multiply in fp32.
     """
@@ -433,6 +437,8 @@ def reservoir_run(W, W_in, inputs, leak, bias=None, state0=None, *, keep="all",
         elif resident and not can_reside:
             raise ValueError("resident W needs batch 1, one unit block per program "
                              f"(n_programs == {n_blocks}) and N <= {RESIDENT_MAX_K}")
+        if sync is None:
+            sync = DEFAULT_SYNC if resident else "barrier"
         if sync not in SYNCS:
             raise ValueError(f"sync must be one of {SYNCS}, got {sync!r}")
         if sync == "ll":

@@ -107,6 +107,22 @@ def test_persistent_resident_ll_sync(N, keep, with_x0, poisoned_empty):
                                              persistent=True, n_programs=1, resident=True))
 
 
+def test_default_sync_applies_to_the_resident_kernel_only(monkeypatch, poisoned_empty):
+    from bpalts.kernels import reservoir_run as tk
+
+    spy_ll = LaunchSpy(tk._ll_resident_kernel)
+    monkeypatch.setattr(tk, "_ll_resident_kernel", spy_ll)
+    monkeypatch.setattr(tk, "DEFAULT_SYNC", "ll")
+    W, W_in, inputs, leak, bias, x0 = _problem(13, 1, 4, 2, 61, True)
+    want = reservoir_run_reference(W, W_in, inputs, leak, bias, x0)
+    got = tk.reservoir_run(W, W_in, inputs, leak, bias, x0, persistent=True, n_programs=1)
+    assert len(spy_ll.grids) == 1 and rel_err(got, want) < RTOL_REDUCTION
+    W, W_in, inputs, leak, bias, x0 = _problem(37, 1, 4, 2, 62, True)  # 3 unit blocks: streamed
+    got = tk.reservoir_run(W, W_in, inputs, leak, bias, x0, persistent=True, n_programs=1)
+    assert len(spy_ll.grids) == 1  # the barrier kernel ran
+    assert rel_err(got, reservoir_run_reference(W, W_in, inputs, leak, bias, x0)) < RTOL_REDUCTION
+
+
 def test_ll_kernel_gives_up_instead_of_hanging():
     # x0 tagged 7 instead of 0: the only program never sees the tags it waits for, spins
     # max_spins times at step 0, reports it in status and runs on without waiting.
