@@ -5,6 +5,10 @@ nodes initialised by a feed-forward pass, step size 0.1), B256 T20, B256 T100, B
 reference is the eager plain-PyTorch specification (``pc_relax_reference``); both sides return
 the relaxed states and errors, flattened into one tensor.
 
+``... T3 relu ce`` rows: the PC learners' relaxation (``PCNetwork`` defaults: the shared 4-layer
+widths 784-861-645-484-10, 3 steps, relu, clamped cross-entropy output, step size 0.1), on both
+paths.
+
 ``pc_relax[rows]`` rows: the rows path (``kernels/pc_relax.py``'s ``_rows_kernel``: the whole
 relaxation in one launch, one program per 16 rows, no synchronisation between programs), which
 is off by default (``ROWS_MAX_ROWS = 0``) until these rows have timed it; the row switches it on
@@ -37,6 +41,8 @@ ANCHORS: dict = {
     ("pc_relax[rows]", f"{NET_LABEL} B256 T100"): (37.5, 12.2, None, 3.0),
     ("pc_relax[rows]", f"{NET_LABEL} B4096 T20"): (12.4, 11.5, 9.92, 8.0),
 }
+LEARNER_NET = (784, 861, 645, 484, 10)  # bpalts.learners.layer_sizes(4)
+LEARNER_LABEL = "784-861-645-484-10"
 TOL_TF32 = 3e-3  # gpu.TOL_TF32: the tf32 row against the fp32 reference
 
 
@@ -59,8 +65,10 @@ def ops(smoke: bool, Op) -> list:
     else:
         rows = [(NET, f"{NET_LABEL} B256 T20", 256, 20), (NET, f"{NET_LABEL} B256 T100", 256, 100),
                 (NET, f"{NET_LABEL} B4096 T20", 4096, 20)]
-    def row(widths, label, B, T, precision="fp32", rows_path=False):
+    def row(widths, label, B, T, precision="fp32", rows_path=False, activation="tanh",
+            output_energy="mse"):
         L = len(widths) - 1
+        kw = dict(activation=activation, output_energy=output_energy)
 
         def triton(*a):
             from bpalts.kernels import pc_relax as tk
@@ -69,7 +77,7 @@ def ops(smoke: bool, Op) -> list:
             tk.ROWS_MAX_ROWS = (1 << 30) if rows_path else 0
             try:
                 return _flat(pc_relax(list(a[:L]), a[L], a[L + 1], T, STEP_SIZE, precision=precision,
-                                      backend="triton", check_finite_input=False))
+                                      backend="triton", check_finite_input=False, **kw))
             finally:
                 tk.ROWS_MAX_ROWS = saved
 
@@ -78,7 +86,7 @@ def ops(smoke: bool, Op) -> list:
             name=name if precision == "fp32" else f"{name} {precision}",
             shape=label,
             make_inputs=_inputs(widths, B),
-            reference=lambda *a: _flat(pc_relax_reference(list(a[:L]), a[L], a[L + 1], T, STEP_SIZE)),
+            reference=lambda *a: _flat(pc_relax_reference(list(a[:L]), a[L], a[L + 1], T, STEP_SIZE, **kw)),
             triton=triton,
             tol=TOL_TF32 if precision == "tf32" else Op.tol,
         )
@@ -89,4 +97,8 @@ def ops(smoke: bool, Op) -> list:
     out += [row(*rows[0], precision="tf32x3"), row(*rows[-1], precision="tf32x3")]
     # the rows path: every shape at fp32, the first at tf32x3
     out += [row(*r, rows_path=True) for r in rows] + [row(*rows[0], precision="tf32x3", rows_path=True)]
+    # the learners' relaxation, tile path and rows path
+    learner = ((20, 37, 16, 10), "20-37-16-10 B8 T3 relu ce", 8, 3) if smoke else (
+        LEARNER_NET, f"{LEARNER_LABEL} B256 T3 relu ce", 256, 3)
+    out += [row(*learner, activation="relu", output_energy="ce", rows_path=p) for p in (False, True)]
     return out

@@ -34,7 +34,7 @@ $PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton
 # Rows of paths added since the last GPU session (2026-11-27): the tagged-state reservoir sync,
 # precision tf32x3 (and tf32 for the reservoir), the one-launch pc_relax rows path.
 # '|'-separated substrings of "name shape".
-NEW_ROWS=${NEW_ROWS:-"persistent-ll|tf32x3|pc_relax[rows]|reservoir_run tf32"}
+NEW_ROWS=${NEW_ROWS:-"persistent-ll|tf32x3|pc_relax[rows]|T3 relu ce|reservoir_run tf32"}
 IFS='|' read -ra NEW_ONLY <<< "$NEW_ROWS"
 
 for step in ${STEPS:-new gpu tiles acc}; do

@@ -15,6 +15,13 @@ every layer its offsets and sizes, so **one launch covers all the layers of a st
 3. Output rows (only when needed): ``_out_err_kernel`` (clamped cross-entropy errors and energy,
    or the nudging loss term) and ``_out_update_kernel`` (the nudged output's update).
 
+4. ``_rows_kernel`` (the rows path, off by default: ``ROWS_MAX_ROWS``): the whole relaxation
+   in ONE launch. Rows relax independently, so program ``p`` owns rows ``16p .. 16p + 15`` of
+   every layer and runs all steps and layers over them with the same tile routines
+   (``_fwd_tile``, ``_bwd_tile``, ``_out_rows``); a CTA barrier between the two phases of a step
+   is the only synchronisation. Clamped output (MSE or cross-entropy), live predictions, no
+   ``tol``; other configurations take the tile path.
+
 A clamped-MSE step is two launches. Tiles (64 x 32, or 64 x 64 from ``BIG_ROWS`` rows on) are
 ordered longest-K first. Energies are per-tile
 partial sums in a (steps + 1, tiles) buffer, summed once at the end (deterministic, no atomics).
@@ -165,10 +172,17 @@ def _bwd_kernel(TAB, S, E, Fb, D, Wb, gamma,
 @triton.jit
 def _out_err_kernel(S, E, T, BETA, EP, ep_off, so, R, N,
                     MODE: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr):
-    """MODE 0: clamped ce (E holds mu_L: e_L = t - softmax(mu_L), energy -t log softmax(mu_L));
-    1: nudge mse (energy += beta_b |x_L - t|^2 / 2); 2: nudge ce (+= -beta_b t log softmax(x_L))."""
+    """The output layer's error / energy term for BLOCK_R rows (see ``_out_rows``)."""
     pid = tl.program_id(0)
     rr = pid * BLOCK_R + tl.arange(0, BLOCK_R)
+    tl.store(EP + ep_off + pid, _out_rows(S, E, T, BETA, so, rr, R, N, MODE, BLOCK_N))
+
+
+@triton.jit
+def _out_rows(S, E, T, BETA, so, rr, R, N, MODE: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Rows rr of the output layer; returns their energy term. MODE 0: clamped ce (E holds mu_L:
+    e_L = t - softmax(mu_L), energy -t log softmax(mu_L)); 1: nudge mse (energy += beta_b
+    |x_L - t|^2 / 2); 2: nudge ce (+= -beta_b t log softmax(x_L))."""
     rn = tl.arange(0, BLOCK_N)
     rmask = rr < R
     nmask = rn < N
@@ -194,8 +208,7 @@ def _out_err_kernel(S, E, T, BETA, EP, ep_off, so, R, N,
     if MODE != 0:
         beta = tl.load(BETA + rr, mask=rmask, other=0.0)
         lossr = lossr * beta
-    part = tl.sum(tl.where(rmask, lossr, 0.0), axis=0)
-    tl.store(EP + ep_off + pid, part)
+    return tl.sum(tl.where(rmask, lossr, 0.0), axis=0)
 
 
 @triton.jit
@@ -225,10 +238,13 @@ def _out_update_kernel(S, E, T, BETA, gamma, so, R, N,
 
 
 @triton.jit
-def _rows_err_phase(LT, S, E, MUC, Fb, Wf, rm, mmask, L,
-                    PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    """Errors of this program's rows for every layer; returns their energy sum(e^2) / 2."""
+def _rows_err_phase(LT, S, E, MUC, Fb, Wf, T, rm, mmask, R, L,
+                    PREC: tl.constexpr, CE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                    BLOCK_K: tl.constexpr, BLOCK_NL: tl.constexpr):
+    """Errors of this program's rows for every layer; returns their energy (sum(e^2) / 2, and
+    with CE the output's cross-entropy -t log softmax(mu_L) instead of its square)."""
     part = tl.zeros((1,), dtype=tl.float32)
+    ce_layer = L - 1 if CE else -1  # its tiles store mu_L; _out_rows turns it into e_L
     for l in range(0, L):
         n = tl.load(LT + 6 * l + 0)
         K = tl.load(LT + 6 * l + 1)
@@ -238,17 +254,24 @@ def _rows_err_phase(LT, S, E, MUC, Fb, Wf, rm, mmask, L,
         for n0 in range(0, n, BLOCK_N):
             mu, e, off, msk = _fwd_tile(S, MUC, Fb, Wf, rm, mmask, n0, n, K, so, fo, wo,
                                         PREC, BLOCK_M, BLOCK_N, BLOCK_K)
-            tl.store(E + off, e, mask=msk)
-            part += tl.sum(tl.sum(tl.where(msk, 0.5 * e * e, 0.0), axis=1), axis=0)
+            write_mu = l == ce_layer
+            tl.store(E + off, tl.where(write_mu, mu, e), mask=msk)
+            part += tl.where(write_mu, 0.0, tl.sum(tl.sum(tl.where(msk, 0.5 * e * e, 0.0), axis=1), axis=0))
+    if CE:
+        tl.debug_barrier()  # mu_L stored by other threads of the program
+        so_out = tl.load(LT + 6 * (L - 1) + 2)
+        n_out = tl.load(LT + 6 * (L - 1) + 0)
+        part += _out_rows(S, E, T, T, so_out, rm, R, n_out, 0, BLOCK_NL)
     return part
 
 
 @triton.jit
-def _rows_kernel(LT, S, E, MUC, Fb, D, Wf, Wb, EP, R, L, steps, gamma,
-                 PREC: tl.constexpr, ACT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                 BLOCK_K: tl.constexpr):
+def _rows_kernel(LT, S, E, MUC, Fb, D, Wf, Wb, T, EP, R, L, steps, gamma,
+                 PREC: tl.constexpr, ACT: tl.constexpr, CE: tl.constexpr, BLOCK_M: tl.constexpr,
+                 BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_NL: tl.constexpr):
     """The whole relaxation of BLOCK_M rows in one program (rows relax independently: no
-    synchronisation between programs). Clamped MSE output, predictions refreshed every step.
+    synchronisation between programs). Clamped output (MSE, or cross-entropy with CE; T holds
+    the target, BLOCK_NL >= its width), predictions refreshed every step.
     LT: per layer l = 1..L (row l-1): n_l, K (n_{l-1}, 0 for layer 1: its prediction is MUC),
     the layer's offset in S/E/MUC/F/D, the previous layer's offset, W_l's offset in Wf, and
     the next layer's (W_{l+1} / B_{l+1}) offset in Wb. Each step: the hidden states move on the
@@ -259,7 +282,8 @@ def _rows_kernel(LT, S, E, MUC, Fb, D, Wf, Wb, EP, R, L, steps, gamma,
     P = tl.num_programs(0)
     rm = pid * BLOCK_M + tl.arange(0, BLOCK_M)
     mmask = rm < R
-    part = _rows_err_phase(LT, S, E, MUC, Fb, Wf, rm, mmask, L, PREC, BLOCK_M, BLOCK_N, BLOCK_K)
+    part = _rows_err_phase(LT, S, E, MUC, Fb, Wf, T, rm, mmask, R, L, PREC, CE, BLOCK_M, BLOCK_N,
+                           BLOCK_K, BLOCK_NL)
     tl.store(EP + pid + tl.arange(0, 1), part)
     for t in range(1, steps + 1):
         tl.debug_barrier()
@@ -273,7 +297,8 @@ def _rows_kernel(LT, S, E, MUC, Fb, D, Wf, Wb, EP, R, L, steps, gamma,
                 _bwd_tile(S, E, Fb, D, Wb, gamma, rm, mmask, n0, n, K, so, eo, bo,
                           PREC, ACT, True, BLOCK_M, BLOCK_N, BLOCK_K)
         tl.debug_barrier()
-        part = _rows_err_phase(LT, S, E, MUC, Fb, Wf, rm, mmask, L, PREC, BLOCK_M, BLOCK_N, BLOCK_K)
+        part = _rows_err_phase(LT, S, E, MUC, Fb, Wf, T, rm, mmask, R, L, PREC, CE, BLOCK_M, BLOCK_N,
+                           BLOCK_K, BLOCK_NL)
         tl.store(EP + t * P + pid + tl.arange(0, 1), part)
 
 
@@ -336,7 +361,7 @@ class _Plan:
         self.seen = 0
         self.rows = rows
         if rows:
-            assert clamp and not ce and not fixed, "the rows path: clamped MSE output, live predictions"
+            assert clamp and not fixed, "the rows path: clamped output, live predictions"
             lt = []
             for i in range(L):  # layer i + 1
                 lt.append([widths[i], widths[i - 1] if i >= 1 else 0, self.off[i],
@@ -410,9 +435,10 @@ class _Plan:
         if self.rows:
             assert tol is None
             _rows_kernel[(self.n_rows,)](self.LT, self.S, self.E, self.MUC, self.F, self.D, self.Wf,
-                                         self.Wb, self.EPR, self.R, self.L, self.steps, gamma,
-                                         PREC=self.prec, ACT=self.act, BLOCK_M=self.rows_tiles[0],
-                                         BLOCK_N=self.rows_tiles[1], BLOCK_K=self.rows_tiles[2],
+                                         self.Wb, self.T, self.EPR, self.R, self.L, self.steps, gamma,
+                                         PREC=self.prec, ACT=self.act, CE=self.ce,
+                                         BLOCK_M=self.rows_tiles[0], BLOCK_N=self.rows_tiles[1],
+                                         BLOCK_K=self.rows_tiles[2], BLOCK_NL=self.BNL,
                                          num_warps=NUM_WARPS, num_stages=NUM_STAGES)
             return self.steps
         self._errors(0)
@@ -457,7 +483,7 @@ def pc_relax(weights, biases, feedback, x, target, states, steps, step_size, act
     widths = tuple(W.shape[0] for W in weights)
     R = x.shape[0]
     shared_back = feedback is None
-    rows = (R <= ROWS_MAX_ROWS and clamp and not ce and not fixed_predictions and tol is None)
+    rows = R <= ROWS_MAX_ROWS and clamp and not fixed_predictions and tol is None
     key = (str(device), R, x.shape[1], widths, steps, activation, clamp, ce, bool(fixed_predictions),
            shared_back, biases is not None, float(step_size), precision, rows)
     capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()

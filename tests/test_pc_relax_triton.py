@@ -66,18 +66,21 @@ def test_triton_matches_reference(case, poisoned_empty):
 
 
 ROWS_CASES = [
-    # (B, widths, activation, init, feedback, bias): clamped MSE output, live predictions
-    (1, (1, 1), "tanh", "feedforward", False, True),
-    (33, (19, 37, 11, 10), "tanh", "feedforward", False, True),  # 3 row blocks, tiles of 64 / 32
-    (5, (9, 70, 31, 17, 4), "relu", "zeros", True, False),  # 2 column tiles in layer 1
-    (17, (6, 11, 7, 4), "leaky_relu", "feedforward", True, True),
-    (16, (6, 11, 4), "identity", "zeros", False, True),
-    (7, (7, 3), "tanh", "feedforward", False, True),  # no hidden layer
+    # (B, widths, activation, init, feedback, bias, output energy): clamped output, live predictions
+    (1, (1, 1), "tanh", "feedforward", False, True, "mse"),
+    (33, (19, 37, 11, 10), "tanh", "feedforward", False, True, "mse"),  # 3 row blocks
+    (5, (9, 70, 31, 17, 4), "relu", "zeros", True, False, "mse"),  # 2 column tiles in layer 1
+    (17, (6, 11, 7, 4), "leaky_relu", "feedforward", True, True, "mse"),
+    (16, (6, 11, 4), "identity", "zeros", False, True, "mse"),
+    (7, (7, 3), "tanh", "feedforward", False, True, "mse"),  # no hidden layer
+    (33, (19, 37, 11, 10), "relu", "feedforward", False, True, "ce"),  # the PC learners' setting
+    (5, (9, 70, 31, 17, 70), "tanh", "zeros", True, False, "ce"),  # a 70-wide softmax (2 tiles)
+    (7, (7, 3), "tanh", "feedforward", False, True, "ce"),
 ]
 
 
 @pytest.mark.parametrize("precision", ["fp32", "tf32x3"])
-@pytest.mark.parametrize("case", ROWS_CASES, ids=lambda c: f"B{c[0]}-{len(c[1]) - 1}L-{c[2]}-{c[3]}"
+@pytest.mark.parametrize("case", ROWS_CASES, ids=lambda c: f"B{c[0]}-{len(c[1]) - 1}L-{c[2]}-{c[3]}-{c[6]}"
                          + ("-fb" if c[4] else "") + ("" if c[5] else "-nobias"))
 def test_triton_rows_path_matches_reference(case, precision, monkeypatch, poisoned_empty):
     """The rows path (_rows_kernel: the whole relaxation of 16 rows per program, one launch)."""
@@ -86,10 +89,10 @@ def test_triton_rows_path_matches_reference(case, precision, monkeypatch, poison
     monkeypatch.setattr(tk, "ROWS_MAX_ROWS", 1 << 30)
     spy = LaunchSpy(tk._rows_kernel)
     monkeypatch.setattr(tk, "_rows_kernel", spy)
-    B, widths, act, init, fb, bias = case
+    B, widths, act, init, fb, bias, oe = case
     Ws, bs, Bs, x, t = make_net(widths, B, feedback=fb, seed=11)
     bs = bs if bias else None
-    kw = dict(activation=act, init=init)
+    kw = dict(activation=act, init=init, output_energy=oe)
     r = _ref64(Ws, bs, Bs, x, t, 5, **kw)
     c = pc_relax(Ws, x, t, 5, 0.1, biases=bs, feedback=Bs, backend="triton", precision=precision, **kw)
     assert spy.grids == [(-(-B // tk.ROWS_BM),)]  # one launch for the whole relaxation
@@ -101,14 +104,14 @@ def test_triton_rows_path_matches_reference(case, precision, monkeypatch, poison
 
 
 def test_triton_rows_path_only_where_it_applies(monkeypatch):
-    # nudged or cross-entropy outputs, fixed predictions and tol keep the tile path
+    # nudged outputs, fixed predictions and tol keep the tile path
     from bpalts.kernels import pc_relax as tk
 
     monkeypatch.setattr(tk, "ROWS_MAX_ROWS", 1 << 30)
     monkeypatch.setattr(tk, "_rows_kernel", None)  # any use would fail
     Ws, bs, _, x, t = make_net((6, 11, 7, 4), 5)
-    for kw in (dict(output="nudge_positive"), dict(output_energy="ce"), dict(fixed_predictions=True),
-               dict(tol=1e-3)):
+    for kw in (dict(output="nudge_positive"), dict(output="nudge_centred", output_energy="ce"),
+               dict(fixed_predictions=True), dict(tol=1e-3)):
         r = pc_relax(Ws, x, t, 3, 0.1, biases=bs, backend="reference", **kw)
         c = pc_relax(Ws, x, t, 3, 0.1, biases=bs, backend="triton", **kw)
         assert rel_err(c.energy, r.energy) < RTOL_REDUCTION
