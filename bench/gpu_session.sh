@@ -6,6 +6,7 @@
 #   new      bench/gpu.py on the rows of paths no GPU has timed yet (NEW_ROWS), no torch.compile,
 #            first, so they are measured whatever happens later                (NEW_T, new.csv)
 #   gpu      bench/gpu.py $GPU_ARGS: every Triton kernel checked and timed   (GPU_T, gpu.csv)
+#            (torch.compile off by default: its column was measured on 2026-11-27)
 #   acc      bench/gpu_accuracy.py: Hebbian MNIST accuracy, fp32 vs tf32      (ACC_T, acc.csv)
 #   tiles    bench/gpu_tiles.py: tile-size sweep of the GEMM kernels         (TILES_T, tiles.csv)
 #   compare  bpalts-compare --preset quick --device cuda: every learner runs  (CMP_T, compare/)
@@ -39,10 +40,10 @@ IFS='|' read -ra NEW_ONLY <<< "$NEW_ROWS"
 
 for step in ${STEPS:-new gpu tiles acc}; do
     case $step in
-    new) timeout "${NEW_T:-120}" $PY bench/gpu.py --csv "$OUT_DIR/new.csv" --quick --no-compile \
+    new) timeout "${NEW_T:-150}" $PY bench/gpu.py --csv "$OUT_DIR/new.csv" --quick --no-compile \
             --only "${NEW_ONLY[@]}" > "$OUT_DIR/new.log" 2>&1 ;;
     gpu) # bench/ scripts put bench/ first on sys.path, so bpalts comes from $SITE
-        timeout "${GPU_T:-210}" $PY bench/gpu.py --csv "$OUT_DIR/gpu.csv" ${GPU_ARGS:---budget 140} \
+        timeout "${GPU_T:-180}" $PY bench/gpu.py --csv "$OUT_DIR/gpu.csv" ${GPU_ARGS:---no-compile --budget 120} \
             > "$OUT_DIR/gpu.log" 2>&1 ;;
     acc) timeout "${ACC_T:-150}" $PY bench/gpu_accuracy.py --csv "$OUT_DIR/acc.csv" \
             > "$OUT_DIR/acc.log" 2>&1 ;;
