@@ -73,7 +73,7 @@ SYNCS = ("barrier", "ll")
 DEFAULT_SYNC = "barrier"
 # sync="ll": spins (one L2 round trip each, about a microsecond) after which a program waiting for
 # one step stops waiting and reports failure instead of hanging.
-LL_MAX_SPINS = 1 << 22
+LL_MAX_SPINS = 1 << 20
 
 
 @triton.jit
