@@ -375,7 +375,7 @@ def reservoir_run(W, W_in, inputs, leak, bias=None, state0=None, *, keep="all",
     (tagged states, ``_ll_resident_kernel``; needs ``resident``); None: ``DEFAULT_SYNC`` where
     the resident kernel runs, else the barrier. ``precision`` (checked by
     the op): the batched path's ``tl.dot`` input precision and the input projection's operand
-    rounding (``"tf32"``); the small-batch kernels multiply in fp32.
+    rounding (``"tf32"``); the small-batch kernels compute ``x_{t-1} W^T`` in fp32.
     """
     from bpalts.ops.reservoir_run import _input_projection, _keep_plan
 

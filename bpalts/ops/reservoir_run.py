@@ -331,7 +331,8 @@ def reservoir_run(
         precision: ``"fp32"``, ``"tf32"`` or ``"tf32x3"`` for the GEMMs (the input projection
             and ``x_{t-1} W^T``; see :mod:`bpalts._precision`); float32 and a dense ``W`` only.
             Triton: tensor cores in the batched path (batch > 8); the small-batch kernels
-            (GEMV-like, memory-bound) multiply in fp32 whatever it says. Reference and C++:
+            (GEMV-like, memory-bound) compute ``x_{t-1} W^T`` in fp32 whatever it says (the
+            input projection still follows it). Reference and C++:
             ``"tf32"`` emulated by rounding the operands (the C++ backend then runs every
             step's GEMM in torch), ``"tf32x3"`` as fp32.
 
