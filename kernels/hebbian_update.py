@@ -7,6 +7,9 @@ Dense rules, ``W += lr/B (G^T X - D W)`` with ``G = s(g(X W^T))`` and ``D`` = ``
    ``G = Y (Y - theta)`` and each batch tile's partial ``sum_b Y^2`` per unit.
 2. ``_matmul_kernel`` (lower-triangle mode): ``D = G^T G``; for the hierarchical rules only the
    tiles on or below the diagonal run their K loop, the rest store zeros. Skipped without decay.
+   For the subspace rules (full ``D``: oja, nlpca_sym) instead the residual mode:
+   ``R = X - G W`` (B x F), and step 3 computes ``G^T R`` with no decay term (the same update,
+   ``G^T X - G^T G W``, in about 2.4x fewer flops at B256 784->1024, as the C++ path does).
 3. ``_apply_kernel``: per (units, features) tile, ``acc = G^T X`` (K over the batch) then
    ``acc -= D W`` (K over units, stopping at the diagonal block when ``D`` is lower-triangular),
    and the epilogue writes ``W + lr/B * acc`` to a fresh buffer, copied back into ``W`` (tiles
@@ -74,12 +77,13 @@ def _tanh(x):
 def _matmul_kernel(
     A, Bm, Out, M, N, K,
     s_am, s_ak, s_bk, s_bn, s_om, s_on,
-    Theta, Sq, s_sq, pm1,
+    Theta, Sq, s_sq, pm1, C, s_cm, s_cn,
     GATE: tl.constexpr, LOWER: tl.constexpr, PRECISION: tl.constexpr,
-    BPOW: tl.constexpr, BCM: tl.constexpr,
+    BPOW: tl.constexpr, BCM: tl.constexpr, RESID: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    """Out[M, N] = s(gate(A[M, K] @ f(B[K, N]))); with LOWER, entries above the diagonal are 0.
+    """Out[M, N] = s(gate(A[M, K] @ f(B[K, N]))); with LOWER, entries above the diagonal are 0;
+    with RESID, Out = C[M, N] - A @ B (the residual X - G W of the subspace rules).
 
     f (BPOW): 0 identity, 1 sign(b), 2 sign(b) |b|^pm1. s (BCM): identity, or y (y - Theta[n])
     with Sq[pid_m, n] = sum over this tile's rows of y^2.
@@ -118,6 +122,8 @@ def _matmul_kernel(
         acc = acc * (acc - th[None, :])
     if LOWER:
         acc = tl.where(rm[:, None] >= rn[None, :], acc, 0.0)
+    if RESID:
+        acc = tl.load(C + rm[:, None] * s_cm + rn[None, :] * s_cn, mask=out_mask, other=0.0) - acc
     tl.store(Out + rm[:, None] * s_om + rn[None, :] * s_on, acc, mask=out_mask)
 
 
@@ -277,8 +283,9 @@ def _forward(X, W, gate: str = "identity", precision: str = "ieee", p: float = 2
         X, W, out, B, N, F,
         X.stride(0), X.stride(1), W.stride(1), W.stride(0), out.stride(0), out.stride(1),
         theta if theta is not None else out, sq if sq is not None else out,
-        sq.stride(0) if sq is not None else 0, float(p - 1.0),
+        sq.stride(0) if sq is not None else 0, float(p - 1.0), out, 0, 0,
         GATE=GATE_IDS[gate], LOWER=False, PRECISION=precision, BPOW=bpow, BCM=theta is not None,
+        RESID=False,
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=NUM_WARPS, num_stages=NUM_STAGES,
     )
     return out, sq
@@ -302,20 +309,33 @@ def hebbian_update(W: torch.Tensor, X: torch.Tensor, gate: str, decay: str, lr: 
     bm, bn, bk = _tiles(precision)
     decay_id = DECAY_IDS[decay]
     D = G  # unused placeholder when there is no decay
-    if decay_id != 0:
+    Xh = X  # what G^T multiplies: X, or the residual X - G W of the subspace rules
+    if decay_id == DECAY_IDS["full"]:
+        # G^T X - (G^T G) W = G^T (X - G W): a B x F residual instead of an N x N product, about
+        # 2.4x fewer flops at B256 784->1024, and the update is then in place (no decay term).
+        Xh = torch.empty((B, F), device=W.device, dtype=torch.float32)
+        _matmul_kernel[(triton.cdiv(B, bm), triton.cdiv(F, bn))](
+            G, W, Xh, B, F, N,
+            G.stride(0), G.stride(1), W.stride(0), W.stride(1), Xh.stride(0), Xh.stride(1),
+            G, G, 0, 0.0, X, X.stride(0), X.stride(1),
+            GATE=0, LOWER=False, PRECISION=precision, BPOW=0, BCM=False, RESID=True,
+            BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=NUM_WARPS, num_stages=NUM_STAGES,
+        )
+        decay_id = DECAY_IDS["none"]
+    elif decay_id != 0:
         D = torch.empty((N, N), device=W.device, dtype=torch.float32)
         _matmul_kernel[(triton.cdiv(N, bm), triton.cdiv(N, bn))](
             G, G, D, N, N, B,
             G.stride(1), G.stride(0), G.stride(0), G.stride(1), D.stride(0), D.stride(1),
-            G, G, 0, 0.0,
-            GATE=0, LOWER=decay_id == 1, PRECISION=precision, BPOW=0, BCM=False,
+            G, G, 0, 0.0, G, 0, 0,
+            GATE=0, LOWER=decay_id == 1, PRECISION=precision, BPOW=0, BCM=False, RESID=False,
             BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=NUM_WARPS, num_stages=NUM_STAGES,
         )
     # Without decay a tile reads only its own part of W: write in place.
     Wout = W if decay_id == 0 else torch.empty((N, F), device=W.device, dtype=torch.float32)
     _apply_kernel[(triton.cdiv(N, bm), triton.cdiv(F, bn))](
-        G, X, D, W, Wout, B, N, F, lr / B,
-        G.stride(0), G.stride(1), X.stride(0), X.stride(1), D.stride(0), D.stride(1),
+        G, Xh, D, W, Wout, B, N, F, lr / B,
+        G.stride(0), G.stride(1), Xh.stride(0), Xh.stride(1), D.stride(0), D.stride(1),
         W.stride(0), W.stride(1), Wout.stride(0), Wout.stride(1),
         DECAY=decay_id, PRECISION=precision,
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=NUM_WARPS, num_stages=NUM_STAGES,

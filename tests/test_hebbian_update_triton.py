@@ -17,7 +17,7 @@ import torch  # noqa: E402
 
 import bpalts  # noqa: E402
 from bpalts.ops import HEBBIAN_RULES, hebbian_update, hebbian_update_reference  # noqa: E402
-from tests._compare_util import RTOL_REDUCTION, rel_err  # noqa: E402
+from tests._compare_util import RTOL_REDUCTION, LaunchSpy, rel_err  # noqa: E402
 from tests.test_hebbian_update import (  # noqa: E402
     PARAM_CASES,
     _params_for,
@@ -120,3 +120,20 @@ def test_triton_rejects_float64():
     X = torch.rand(2, 3, dtype=torch.float64)
     with pytest.raises(TypeError, match="W must have dtype float32, got torch.float64"):
         hebbian_update(W, X, backend="triton")
+
+
+@pytest.mark.parametrize("rule", ["oja", "nlpca_sym", "gha"])
+def test_subspace_rules_take_the_residual_form(rule, monkeypatch, poisoned_empty):
+    # oja / nlpca_sym: G^T (X - G W) (a B x F residual, no N x N product); gha keeps tril(G^T G).
+    # Also with a transposed (non-contiguous) X, whose strides the residual kernel reads.
+    from bpalts.kernels import hebbian_update as tk
+
+    spy = LaunchSpy(tk._matmul_kernel)
+    monkeypatch.setattr(tk, "_matmul_kernel", spy)
+    W, X = _inputs(19, 23, 37)
+    Xt = X.T.contiguous().T
+    want = hebbian_update_reference(W.clone(), X, rule, 0.1) - W
+    got = hebbian_update(W.clone(), Xt, rule, 0.1, backend="triton") - W
+    assert rel_err(got, want) < RTOL_REDUCTION
+    resid = [k["RESID"] for k in spy.kwargs]
+    assert resid == ([False, True] if rule != "gha" else [False, False])
