@@ -190,3 +190,30 @@ def test_triton_tf32(fixed, poisoned_empty):
     for got, want in zip(c.states + c.errors, r.states + r.errors):
         assert _close(got, want, tol=3e-3)
     assert rel_err(c.energy, r.energy) < 3e-3
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_pc_learner_steps_agree_on_both_triton_paths(steps, monkeypatch, poisoned_empty):
+    """PCNetwork's relaxation defaults (relu, clamped cross-entropy) through the tile path and
+    the rows path: the same weights after three training steps, and the same as the reference
+    backend. Plain SGD: Adam's first steps are about sign(grad) * lr, which turns rounding-level
+    differences in near-zero gradients into whole steps."""
+    from bpalts.kernels import pc_relax as tk
+    from bpalts.learners.predictive_coding import PCNetwork
+
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(3, 20, 36, generator=g)
+    y = torch.randint(0, 10, (3, 20), generator=g)
+    weights = {}
+    for name, rows, backend in (("tiles", 0, "triton"), ("rows", 1 << 30, "triton"),
+                                ("reference", 0, "reference")):
+        monkeypatch.setattr(tk, "ROWS_MAX_ROWS", rows)
+        m = PCNetwork([36, 29, 17, 10], steps=steps, backend=backend, seed=3, optimizer="sgd", lr=0.5)
+        for i in range(3):
+            m.train_step(x[i], y[i])
+        weights[name] = [W.detach().clone() for W in m.weights]
+    init = [W.detach() for W in PCNetwork([36, 29, 17, 10], seed=3).weights]
+    # it trained (with one step only the top layers move: the error has not reached layer 1)
+    assert not torch.equal(weights["rows"][-1], init[-1])
+    for a, b, c, w0 in zip(weights["tiles"], weights["rows"], weights["reference"], init):
+        assert rel_err(b - w0, a - w0) < RTOL_REDUCTION and rel_err(b - w0, c - w0) < RTOL_REDUCTION
