@@ -5,6 +5,10 @@ and report each configuration's registers, spills and shared memory.
     python bench/sm90_compile.py --smoke      # its smoke shapes (what tests/ checks)
     python bench/sm90_compile.py --arch 80    # another target (80: A100)
     python bench/sm90_compile.py --only pc    # rows whose "name shape" contains the text
+    python bench/sm90_compile.py --compile-python /tmp/venv36/bin/python   # another Triton:
+
+(the last: a venv made with ``python -m venv --system-site-packages`` plus ``pip install --no-deps
+triton==3.6.0``, the GPU machine's release; recording still uses this Python's Triton.)
 
 Why: the interpreter that CI runs the kernels under executes their Python, not their
 compilation, so a kernel can pass every CPU test and still fail to compile for a GPU (an
@@ -67,6 +71,9 @@ def parse_args(argv=None):
     p.add_argument("--only", metavar="TEXT", default=None)
     p.add_argument("--exec", action="store_true", help="run the recorded launches (interpreter)")
     p.add_argument("--json", metavar="PATH", default=None, help="also write the results")
+    p.add_argument("--compile-python", metavar="PYTHON", default=sys.executable,
+                   help="the Python that compiles (default: this one), e.g. a venv with the GPU "
+                        "machine's Triton release")
     p.add_argument("--compile-configs", metavar="PATH", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -215,7 +222,9 @@ def main(argv=None) -> int:
     if args.compile_configs:  # phase 2, in the subprocess
         with open(args.compile_configs) as f:
             configs = json.load(f)
-        json.dump(compile_all(configs, args.arch), sys.stdout)
+        import triton
+
+        json.dump(dict(results=compile_all(configs, args.arch), triton=triton.__version__), sys.stdout)
         return 0
     os.environ["TRITON_INTERPRET"] = "1"
     configs, rows = record(args.smoke, args.only, args.exec)
@@ -225,14 +234,15 @@ def main(argv=None) -> int:
             json.dump(configs, f, default=str)
         env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
         env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(HERE), env.get("PYTHONPATH", "")])
-        proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--compile-configs", path,
-                               "--arch", str(args.arch)], capture_output=True, text=True, env=env)
+        proc = subprocess.run([args.compile_python, os.path.abspath(__file__), "--compile-configs",
+                               path, "--arch", str(args.arch)], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
         return 1
-    results = json.loads(proc.stdout)
-    print(f"sm_{args.arch}: {len(results)} kernel configurations from {len(rows)} rows "
-          f"({'smoke' if args.smoke else 'GPU'} shapes)\n")
+    out = json.loads(proc.stdout)
+    results, version = out["results"], out["triton"]
+    print(f"sm_{args.arch}, Triton {version}: {len(results)} kernel configurations from {len(rows)} "
+          f"rows ({'smoke' if args.smoke else 'GPU'} shapes)\n")
     print(f"{'kernel':26s} {'warps':>5s} {'stages':>6s} {'regs':>4s} {'spill B':>7s} {'shared B':>8s}  "
           "constexprs (first row that launched it)")
     failed = 0
@@ -257,7 +267,8 @@ def main(argv=None) -> int:
                 print(f"--- {r['kernel']} ({r['row']})\n{r['trace']}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(dict(arch=args.arch, results=results, rows=rows), f, indent=1, default=str)
+            json.dump(dict(arch=args.arch, triton=version, results=results, rows=rows), f, indent=1,
+                      default=str)
     return 1 if failed else 0
 
 
