@@ -114,11 +114,12 @@ def test_precision_errors(op):
         lambda **k: softwta_update(W.clone(), X, 0.1, 1.0, **k))
     with pytest.raises(ValueError, match="precision must be one of"):
         call(precision="bf17")
-    with pytest.raises(TypeError, match="precision='tf32' needs float32"):
-        if op == "hebbian":
-            hebbian_update(W.double(), X.double(), "gha", 0.1, precision="tf32")
-        else:
-            softwta_update(W.double(), X.double(), 0.1, 1.0, precision="tf32")
+    for precision in ("tf32", "tf32x3"):
+        with pytest.raises(TypeError, match=f"precision='{precision}' needs float32"):
+            if op == "hebbian":
+                hebbian_update(W.double(), X.double(), "gha", 0.1, precision=precision)
+            else:
+                softwta_update(W.double(), X.double(), 0.1, 1.0, precision=precision)
 
 
 # ----------------------------------------------------------------------------- currents=
