@@ -40,6 +40,7 @@ ANCHORS: dict = {
     ("pc_relax[rows] tf32x3", f"{NET_LABEL} B256 T20"): (7.26, 2.51, 3.46, 0.8),
     ("pc_relax[rows] tf32x3", f"{NET_LABEL} B256 T100"): (37.5, 12.2, None, 3.0),
     ("pc_relax[rows] tf32x3", f"{NET_LABEL} B4096 T20"): (12.4, 11.5, 9.92, 8.0),
+    ("pc_relax[rows] tf32", f"{NET_LABEL} B4096 T20"): (12.4, 11.5, 9.92, 2.5),
     ("pc_relax[rows]", f"{NET_LABEL} B256 T100"): (37.5, 12.2, None, 3.0),
     ("pc_relax[rows]", f"{NET_LABEL} B4096 T20"): (12.4, 11.5, 9.92, 8.0),
 }
@@ -97,8 +98,9 @@ def ops(smoke: bool, Op) -> list:
     # the baseline), then tf32x3 (fp32-level accuracy on tensor cores) at the first and last
     out = [row(*r) for r in rows] + [row(*rows[-1], precision="tf32")]
     out += [row(*rows[0], precision="tf32x3"), row(*rows[-1], precision="tf32x3")]
-    # the rows path: every shape at fp32 and at tf32x3
+    # the rows path: every shape at fp32 and at tf32x3, the largest batch at tf32 (its target)
     out += [row(*r, precision=p, rows_path=True) for p in ("fp32", "tf32x3") for r in rows]
+    out += [row(*rows[-1], precision="tf32", rows_path=True)]
     # the learners' relaxation, tile path and rows path
     learner = ((20, 37, 16, 10), "20-37-16-10 B8 T3 relu ce", 8, 3) if smoke else (
         LEARNER_NET, f"{LEARNER_LABEL} B256 T3 relu ce", 256, 3)
