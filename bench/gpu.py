@@ -86,6 +86,8 @@ def parse_args(argv=None):
     p.add_argument("--csv", metavar="PATH", default=None, help="save the table as CSV")
     p.add_argument("--only", metavar="TEXT", nargs="+", default=None,
                    help="run only ops whose 'name shape' contains one of the TEXTs (e.g. gha 4096)")
+    p.add_argument("--skip", metavar="TEXT", nargs="+", default=None,
+                   help="leave out ops whose 'name shape' contains one of the TEXTs")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     p.add_argument("--budget", type=float, default=270.0,
                    help="seconds; past this, torch.compile is skipped; past 1.5x this, every "
@@ -601,6 +603,8 @@ def main() -> int:
         return 1
     if ARGS.only:
         ops = [o for o in ops if any(text in f"{o.name} {o.shape}" for text in ARGS.only)]
+    if ARGS.skip:
+        ops = [o for o in ops if not any(text in f"{o.name} {o.shape}" for text in ARGS.skip)]
     print(f"{len(ops)} ops; timing: median of {reps} after {warmup} warm-up runs "
           f"({'time.perf_counter' if SMOKE else 'CUDA events'}); lr {LR_TIME} while timing; "
           f"budget {ARGS.budget:.0f}s\n", flush=True)

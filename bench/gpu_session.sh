@@ -43,7 +43,10 @@ for step in ${STEPS:-new gpu tiles acc}; do
     new) timeout "${NEW_T:-150}" $PY bench/gpu.py --csv "$OUT_DIR/new.csv" --quick --no-compile \
             --only "${NEW_ONLY[@]}" > "$OUT_DIR/new.log" 2>&1 ;;
     gpu) # bench/ scripts put bench/ first on sys.path, so bpalts comes from $SITE
-        timeout "${GPU_T:-180}" $PY bench/gpu.py --csv "$OUT_DIR/gpu.csv" ${GPU_ARGS:---no-compile --budget 120} \
+        # the rows the new step timed are left out here (GPU_ARGS replaces all of these options)
+        if [ -n "${GPU_ARGS:-}" ]; then read -ra GPU_OPTS <<< "$GPU_ARGS"
+        else GPU_OPTS=(--no-compile --budget 120 --skip "${NEW_ONLY[@]}"); fi
+        timeout "${GPU_T:-180}" $PY bench/gpu.py --csv "$OUT_DIR/gpu.csv" "${GPU_OPTS[@]}" \
             > "$OUT_DIR/gpu.log" 2>&1 ;;
     acc) timeout "${ACC_T:-150}" $PY bench/gpu_accuracy.py --csv "$OUT_DIR/acc.csv" \
             > "$OUT_DIR/acc.log" 2>&1 ;;
