@@ -59,6 +59,11 @@ for step in ${STEPS:-new gpu tiles acc}; do
     esac
     echo "$step rc $?"
 done
+if ls "$OUT_DIR"/new.csv "$OUT_DIR"/gpu.csv >/dev/null 2>&1; then
+    echo "=== decisions (bench/gpu_decide.py)"
+    $PY bench/gpu_decide.py $(ls "$OUT_DIR"/gpu.csv "$OUT_DIR"/new.csv 2>/dev/null) > "$OUT_DIR/decide.txt" 2>&1
+    sed -n '/^DEFAULT_SYNC\|^ROWS_MAX_ROWS\|^  pc_relax/p' "$OUT_DIR/decide.txt"
+fi
 for f in new gpu acc tiles compare; do
     [ -f "$OUT_DIR/$f.log" ] && { echo "=== $f"; grep -v '^  File\|^    \|^W1' "$OUT_DIR/$f.log" | tail -n 45; }
 done

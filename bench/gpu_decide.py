@@ -1,0 +1,165 @@
+"""Read bench/gpu.py CSVs from a GPU session and say which variant of each op is fastest, against
+the issues' targets, and what that means for the switches that wait on a GPU timing.
+
+    python bench/gpu_decide.py OUTDIR/new.csv OUTDIR/gpu.csv
+
+Rows are grouped by (op, shape), the op being the row name without its variant (``[rows]``,
+``[persistent-ll]``, ...) and precision (``tf32``, ``tf32x3``). For each group it prints every
+variant's plain-call and CUDA-graph Triton times, whether its correctness check passed, and the
+target. A row whose check did not pass never counts as the fastest.
+
+Then the decisions (each a suggestion, with the two times it rests on; the figures come from
+the CSVs, nothing is measured here):
+
+- ``kernels/reservoir_run.py`` ``DEFAULT_SYNC``: ``"ll"`` if ``reservoir_run[persistent-ll]``
+  beats the default row (grid barrier) at N2000 B1 T784, plain call and graph both.
+- ``kernels/pc_relax.py`` ``ROWS_MAX_ROWS``: the largest batch at which the rows path beat the
+  tile path at the same precision, plain call and graph both (0 if it never did).
+
+When the same (op, shape) row appears in several CSVs, the last file given wins.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import re
+import sys
+from dataclasses import dataclass
+
+PRECISIONS = ("tf32x3", "tf32")  # longest first: "tf32" is a prefix of "tf32x3"
+
+
+@dataclass
+class Row:
+    op: str  # full row name, e.g. "pc_relax[rows] tf32x3"
+    base: str  # "pc_relax"
+    variant: str  # "rows", "persistent-ll", or "" for the default path
+    precision: str  # "fp32", "tf32", "tf32x3"
+    shape: str
+    ok: bool
+    triton: float | None
+    graph: float | None
+    target: float | None
+
+    @property
+    def best(self) -> float | None:
+        times = [t for t in (self.triton, self.graph) if t is not None]
+        return min(times) if times else None
+
+
+def _ms(text: str) -> float | None:
+    m = re.search(r"[-+]?\d*\.?\d+(?:[eE][-+]?\d+)?", text or "")
+    return float(m.group(0)) if m and text.strip() not in ("", "-") else None
+
+
+def parse_name(op: str) -> tuple[str, str, str]:
+    """``"pc_relax[rows] tf32x3"`` -> ("pc_relax", "rows", "tf32x3")."""
+    name, _, rest = op.partition(" ")
+    precision = "fp32"
+    for p in PRECISIONS:
+        if rest.strip() == p:
+            precision = p
+    m = re.match(r"([^\[]+)(?:\[(.+)\])?$", name)
+    base, variant = (m.group(1), m.group(2) or "") if m else (name, "")
+    return base, variant, precision
+
+
+def read_rows(paths) -> list[Row]:
+    rows: dict[tuple[str, str], Row] = {}
+    for path in paths:
+        with open(path, newline="") as f:
+            for r in csv.DictReader(f):
+                base, variant, precision = parse_name(r["op"])
+                # gpu.py's hebbian rows carry the rule in brackets: part of the op, not a variant
+                if base in ("hebbian_update",) and variant:
+                    base, variant = f"{base}[{variant}]", ""
+                rows[(r["op"], r["shape"])] = Row(
+                    op=r["op"], base=base, variant=variant, precision=precision, shape=r["shape"],
+                    ok=r.get("check", "") == "ok", triton=_ms(r.get("triton ms", "")),
+                    graph=_ms(r.get("triton-graph ms", "")), target=_ms(r.get("target ms", "")))
+    return list(rows.values())
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def summary(rows: list[Row]) -> str:
+    groups: dict[tuple[str, str], list[Row]] = {}
+    for r in rows:
+        groups.setdefault((r.base, r.shape), []).append(r)
+    lines = [f"{'op, shape':52s} {'variant':22s} {'check':5s} {'triton':>8s} {'graph':>8s} "
+             f"{'target':>7s}  meets"]
+    for (base, shape), members in groups.items():
+        members.sort(key=lambda r: (r.precision != "fp32", r.precision, r.variant))
+        fastest = min((r for r in members if r.ok and r.best is not None), key=lambda r: r.best,
+                      default=None)
+        for r in members:
+            label = (r.variant or "default") + ("" if r.precision == "fp32" else f" {r.precision}")
+            meets = "-" if r.target is None or r.best is None else ("yes" if r.ok and r.best <= r.target else "no")
+            star = " *" if r is fastest else ""
+            lines.append(f"{base + ' ' + shape:52s} {label:22s} {'ok' if r.ok else 'FAIL':5s} "
+                         f"{_fmt(r.triton):>8s} {_fmt(r.graph):>8s} {_fmt(r.target):>7s}  {meets}{star}")
+    lines.append("* fastest passing variant of the group (min of plain call and graph)")
+    return "\n".join(lines)
+
+
+def _beats(a: Row | None, b: Row | None) -> bool:
+    """a is faster than b in both the plain call and the graph (where both were timed)."""
+    if a is None or b is None or not a.ok:
+        return False
+    pairs = [(x, y) for x, y in ((a.triton, b.triton), (a.graph, b.graph)) if x is not None and y is not None]
+    return bool(pairs) and all(x < y for x, y in pairs)
+
+
+def decisions(rows: list[Row]) -> list[str]:
+    by = {(r.op, r.shape): r for r in rows}
+    out = []
+    pixel = "N2000 B1 T784 D1"
+    ll, barrier = by.get(("reservoir_run[persistent-ll]", pixel)), by.get(("reservoir_run", pixel))
+    if ll is None or barrier is None:
+        out.append("DEFAULT_SYNC: no decision (the reservoir_run B1 T784 rows are missing)")
+    else:
+        choice = "ll" if _beats(ll, barrier) else "barrier"
+        out.append(f"DEFAULT_SYNC = {choice!r}: ll {_fmt(ll.triton)} / {_fmt(ll.graph)} ms "
+                   f"({'ok' if ll.ok else 'FAIL'}) against barrier {_fmt(barrier.triton)} / "
+                   f"{_fmt(barrier.graph)} ms (plain / graph)")
+    best_rows, detail = 0, []
+    for r in rows:
+        if r.base != "pc_relax" or r.variant != "rows":
+            continue
+        tiles = by.get((r.op.replace("[rows]", ""), r.shape))
+        if tiles is None:
+            continue
+        m = re.search(r"\bB(\d+)\b", r.shape)
+        batch = int(m.group(1)) if m else 0
+        win = _beats(r, tiles)
+        detail.append(f"  pc_relax {r.shape} {r.precision}: rows {_fmt(r.triton)} / {_fmt(r.graph)} ms, "
+                      f"tiles {_fmt(tiles.triton)} / {_fmt(tiles.graph)} ms -> {'rows' if win else 'tiles'}")
+        if win:
+            best_rows = max(best_rows, batch)
+    if detail:
+        out.append(f"ROWS_MAX_ROWS = {best_rows} (the largest batch where the rows path won; check "
+                   "below that it did not lose at a smaller one)")
+        out.extend(detail)
+    else:
+        out.append("ROWS_MAX_ROWS: no decision (no pc_relax[rows] rows with a tile-path twin)")
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("csv", nargs="+", help="bench/gpu.py --csv outputs (later files win)")
+    args = p.parse_args(argv)
+    rows = read_rows(args.csv)
+    if not rows:
+        print("no rows", file=sys.stderr)
+        return 1
+    print(summary(rows))
+    print()
+    print("\n".join(decisions(rows)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""bench/gpu_decide.py: grouping of bench/gpu.py rows and the decisions it suggests."""
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+import gpu_decide  # noqa: E402
+
+FIELDS = ["device", "op", "shape", "check", "triton ms", "triton-graph ms", "target ms"]
+
+
+def _write(path, rows):
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, FIELDS)
+        w.writeheader()
+        for op, shape, check, tri, graph, target in rows:
+            w.writerow({"device": "H200", "op": op, "shape": shape, "check": check, "triton ms": tri,
+                        "triton-graph ms": graph, "target ms": target})
+
+
+def test_parse_name():
+    assert gpu_decide.parse_name("pc_relax[rows] tf32x3") == ("pc_relax", "rows", "tf32x3")
+    assert gpu_decide.parse_name("pc_relax tf32") == ("pc_relax", "", "tf32")
+    assert gpu_decide.parse_name("reservoir_run[persistent-ll]") == ("reservoir_run", "persistent-ll", "fp32")
+
+
+def test_decisions_and_later_files_win(tmp_path, capsys):
+    net = "784-1000-500-250-10"
+    first, second = tmp_path / "gpu.csv", tmp_path / "new.csv"
+    _write(first, [
+        ("reservoir_run", "N2000 B1 T784 D1", "ok", "2.120", "2.110", "<= 2.0"),
+        ("reservoir_run[persistent-ll]", "N2000 B1 T784 D1", "ok", "9.0", "9.0", "<= 2.0"),  # replaced
+        ("pc_relax", f"{net} B256 T20", "ok", "4.79", "2.93", "<= 0.8"),
+        ("pc_relax", f"{net} B4096 T20", "ok", "17.77", "16.55", "<= 8.0"),
+    ])
+    _write(second, [
+        ("reservoir_run[persistent-ll]", "N2000 B1 T784 D1", "ok", "1.50", "1.48", "<= 2.0"),
+        ("pc_relax[rows]", f"{net} B256 T20", "ok", "1.20", "1.10", "<= 0.8"),
+        ("pc_relax[rows]", f"{net} B4096 T20", "ok", "20.0", "19.0", "<= 8.0"),  # loses
+        ("pc_relax[rows] tf32x3", f"{net} B256 T20", "FAIL", "0.10", "0.09", "<= 0.8"),  # no twin
+    ])
+    rows = gpu_decide.read_rows([first, second])
+    ll = [r for r in rows if r.variant == "persistent-ll"]
+    assert len(ll) == 1 and ll[0].triton == 1.5  # the later file's row
+    text = "\n".join(gpu_decide.decisions(rows))
+    assert "DEFAULT_SYNC = 'll'" in text
+    assert "ROWS_MAX_ROWS = 256" in text and "B4096 T20 fp32: rows 20.000 / 19.000 ms" in text
+    summary = gpu_decide.summary(rows)
+    # the failing row is never the fastest, and meets no target
+    failing = [ln for ln in summary.splitlines() if "FAIL" in ln]
+    assert failing and all(not ln.endswith("*") and " no" in ln for ln in failing)
+    assert gpu_decide.main([str(first), str(second)]) == 0
+    assert "DEFAULT_SYNC" in capsys.readouterr().out
+
+
+def test_no_decision_without_rows(tmp_path):
+    path = tmp_path / "g.csv"
+    _write(path, [("softwta_update", "B256 784->1024", "ok", "0.469", "0.098", "<= 0.04")])
+    text = "\n".join(gpu_decide.decisions(gpu_decide.read_rows([path])))
+    assert "DEFAULT_SYNC: no decision" in text and "ROWS_MAX_ROWS: no decision" in text
