@@ -26,7 +26,7 @@ import re
 import sys
 from dataclasses import dataclass
 
-PRECISIONS = ("tf32x3", "tf32")  # longest first: "tf32" is a prefix of "tf32x3"
+PRECISIONS = ("tf32", "tf32x3")  # row-name suffixes; no suffix: fp32
 
 
 @dataclass
@@ -55,10 +55,7 @@ def _ms(text: str) -> float | None:
 def parse_name(op: str) -> tuple[str, str, str]:
     """``"pc_relax[rows] tf32x3"`` -> ("pc_relax", "rows", "tf32x3")."""
     name, _, rest = op.partition(" ")
-    precision = "fp32"
-    for p in PRECISIONS:
-        if rest.strip() == p:
-            precision = p
+    precision = rest.strip() if rest.strip() in PRECISIONS else "fp32"
     m = re.match(r"([^\[]+)(?:\[(.+)\])?$", name)
     base, variant = (m.group(1), m.group(2) or "") if m else (name, "")
     return base, variant, precision
@@ -71,7 +68,7 @@ def read_rows(paths) -> list[Row]:
             for r in csv.DictReader(f):
                 base, variant, precision = parse_name(r["op"])
                 # gpu.py's hebbian rows carry the rule in brackets: part of the op, not a variant
-                if base in ("hebbian_update",) and variant:
+                if base == "hebbian_update" and variant:
                     base, variant = f"{base}[{variant}]", ""
                 rows[(r["op"], r["shape"])] = Row(
                     op=r["op"], base=base, variant=variant, precision=precision, shape=r["shape"],

@@ -45,7 +45,6 @@ from bpalts._precision import TENSOR_CORE_PRECISIONS
 
 GATE_IDS = {"identity": 0, "tanh": 1}
 DECAY_IDS = {"none": 0, "tril": 1, "full": 2}
-PRECISIONS = ("ieee", "tf32", "tf32x3")
 
 # Tile sizes. The interpreter (CPU) wants few, large programs; the GPU wants enough tiles to fill
 # the SMs. bench/gpu_tiles.py sweeps them on a GPU.

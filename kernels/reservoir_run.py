@@ -414,11 +414,7 @@ def reservoir_run(W, W_in, inputs, leak, bias=None, state0=None, *, keep="all",
                              "(programs run sequentially): use n_programs=1 there")
         if dev.type == "cuda" and n_programs > torch.cuda.get_device_properties(dev).multi_processor_count:
             raise ValueError("n_programs must not exceed the number of SMs (all programs must be resident)")
-        buf = torch.empty((2, B, N), dtype=torch.float32, device=dev)
-        if x0 is None:
-            buf[1].zero_()
-        else:
-            buf[1].copy_(x0)
+        # the barrier's counter; also the (unread) slots argument when no table is needed
         counter = torch.zeros((1,), dtype=torch.int32, device=dev)
         if len(steps) == T_run:
             mode, slots = KEEP_ALL, counter  # slots unused
@@ -447,6 +443,11 @@ def reservoir_run(W, W_in, inputs, leak, bias=None, state0=None, *, keep="all",
                                  f"program: n_programs == {n_blocks}, N <= {RESIDENT_MAX_K})")
             return _run_ll(W, U, a, x0, out, mode, slots, T_run, N, n_programs, block_n, k_pad,
                            order)
+        buf = torch.empty((2, B, N), dtype=torch.float32, device=dev)
+        if x0 is None:
+            buf[1].zero_()
+        else:
+            buf[1].copy_(x0)
         _persistent_kernel[(n_programs,)](
             W, W.stride(0), W.stride(1), U, s_ut, s_ub, s_un, a, buf, out, slots, counter,
             T_run, B, N, n_programs,
