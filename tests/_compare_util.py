@@ -28,6 +28,22 @@ def train_epochs(model, x, y, epochs=1, batch_size=64, seed=0):
     return metrics
 
 
+class CallSpy:
+    """Wraps a function: records each call's positional and keyword arguments (``args``,
+    ``kwargs``: one entry per call), then calls it. Install it with
+    ``monkeypatch.setattr(module, name, CallSpy(getattr(module, name)))``."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.args: list[tuple] = []
+        self.kwargs: list[dict] = []
+
+    def __call__(self, *args, **kwargs):
+        self.args.append(args)
+        self.kwargs.append(kwargs)
+        return self.fn(*args, **kwargs)
+
+
 class LaunchSpy:
     """Stands in for a Triton kernel object (``kernel[grid](*args, **kwargs)``): records each
     launch's grid and keyword arguments, then launches the real kernel. Install it with

@@ -10,6 +10,7 @@ import torch
 
 import bpalts
 from bpalts._backend import resolve_backend
+from tests._compare_util import CallSpy
 
 
 def test_auto_on_cpu_prefers_cpp_when_built(monkeypatch):
@@ -101,21 +102,15 @@ def test_triton_version_lookup_is_cached(monkeypatch):
 
     from bpalts import _backend
 
-    calls = []
-    real = importlib.metadata.version
-
-    def counting(name):
-        calls.append(name)
-        return real(name)
-
-    monkeypatch.setattr(importlib.metadata, "version", counting)
+    spy = CallSpy(importlib.metadata.version)
+    monkeypatch.setattr(importlib.metadata, "version", spy)
     _backend._triton_version.cache_clear()
     try:
         first = _backend._triton_version()
         for _ in range(5):
             assert _backend._triton_version() == first
             _backend._why_not("triton", torch.device("cpu"))
-        assert len(calls) <= 1
+        assert len(spy.args) <= 1
     finally:
         _backend._triton_version.cache_clear()
 

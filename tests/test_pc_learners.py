@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests._compare_util import train_epochs
+from tests._compare_util import CallSpy, train_epochs
 
 from bpalts import registry
 from bpalts.learners import DivergenceError, layer_sizes
@@ -260,20 +260,14 @@ def test_tf32_relaxation_is_passed_to_pc_relax(cls, backend, monkeypatch):
     fp32 step up to TF32 rounding."""
     import bpalts.learners.predictive_coding as pcl
 
-    seen = []
-    real = pcl.pc_relax
-
-    def spy(*a, **k):
-        seen.append(k.get("precision"))
-        return real(*a, **k)
-
+    spy = CallSpy(pcl.pc_relax)
     monkeypatch.setattr(pcl, "pc_relax", spy)
     x, y = _batch(32, 10, 3)
     a = cls((10, 8, 6, 3), activation="tanh", steps=4, optimizer="sgd", lr=0.1, backend=backend)
     b = cls((10, 8, 6, 3), activation="tanh", steps=4, optimizer="sgd", lr=0.1, backend=backend,
             precision="tf32")
     ma, mb = a.train_step(x, y), b.train_step(x, y)
-    assert seen and set(seen) == {"fp32", "tf32"}
+    assert spy.kwargs and {k.get("precision") for k in spy.kwargs} == {"fp32", "tf32"}
     for wa, wb in zip(a.weights, b.weights):
         assert 0 < float((wa - wb).abs().max()) < 1e-3 * float(wa.abs().max())
     assert abs(ma["energy"] - mb["energy"]) <= 3e-3 * abs(ma["energy"])

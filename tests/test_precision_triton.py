@@ -15,7 +15,7 @@ import torch  # noqa: E402
 
 import bpalts  # noqa: E402
 from bpalts.ops import hebbian_update, hebbian_update_reference, softwta_update, softwta_update_reference  # noqa: E402
-from tests._compare_util import RTOL_REDUCTION, rel_err  # noqa: E402
+from tests._compare_util import RTOL_REDUCTION, CallSpy, rel_err  # noqa: E402
 from tests.test_hebbian_update import clone_kwargs, rule_kwargs  # noqa: E402
 from tests.test_precision import RTOL_TF32, _inputs  # noqa: E402
 
@@ -48,26 +48,21 @@ def test_triton_tf32x3_within_fp32_tolerance(rule, monkeypatch, poisoned_empty):
 
     W, X = _inputs(33, 70, 67, seed=8)
     if rule == "softwta":
-        calls = []
-        orig = ts.softwta_update
-
-        def spy(*a, **k):
-            calls.append(k.get("precision"))
-            return orig(*a, **k)
+        spy = CallSpy(ts.softwta_update)
         monkeypatch.setattr(ts, "softwta_update", spy)
         want = softwta_update_reference(W.clone(), X, 0.05, 1.0) - W
         got = softwta_update(W.clone(), X, 0.05, 1.0, backend="triton", precision="tf32x3") - W
-        assert calls == ["tf32x3"]
+        assert [k.get("precision") for k in spy.kwargs] == ["tf32x3"]
     else:
         kw = rule_kwargs(rule, W.shape[0])
-        calls = []
-        orig = th._tiles
-        monkeypatch.setattr(th, "_tiles", lambda p: calls.append(p) or orig(p))
+        spy = CallSpy(th._tiles)
+        monkeypatch.setattr(th, "_tiles", spy)
         want = hebbian_update_reference(W.clone(), X, rule, 0.05, **clone_kwargs(kw)) - W
         got = hebbian_update(W.clone(), X, rule, 0.05, backend="triton", precision="tf32x3",
                              **clone_kwargs(kw)) - W
         if rule not in ("instar", "krotov"):  # the sparse path has one GEMM; dense ones use _tiles
-            assert calls and set(calls) == {"tf32x3"} and orig("tf32x3") == orig("tf32")
+            assert spy.args and {a[0] for a in spy.args} == {"tf32x3"}
+            assert spy.fn("tf32x3") == spy.fn("tf32")
     assert rel_err(got, want) <= RTOL_REDUCTION
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests._compare_util import train_epochs
+from tests._compare_util import CallSpy, train_epochs
 
 from bpalts import registry
 from bpalts.learners import layer_sizes
@@ -196,14 +196,13 @@ def test_bad_input():
 def test_precision_reaches_the_reservoir(precision, monkeypatch):
     import bpalts.learners.reservoir as mod
 
-    seen = []
-    orig = mod.reservoir_run
-    monkeypatch.setattr(mod, "reservoir_run", lambda *a, **k: seen.append(k["precision"]) or orig(*a, **k))
+    spy = CallSpy(mod.reservoir_run)
+    monkeypatch.setattr(mod, "reservoir_run", spy)
     m = EchoStateNetwork(SIZES, n_reservoir=12, steps=7, backend="reference", precision=precision)
     x, y = _toy(6)
     m.train_step(x, y)
     states = m.states(x)
-    assert seen and set(seen) == {precision}
+    assert spy.kwargs and {k["precision"] for k in spy.kwargs} == {precision}
     want = EchoStateNetwork(SIZES, n_reservoir=12, steps=7, backend="reference").states(x)
     if precision == "tf32x3":  # fp32 on the CPU backends
         assert torch.equal(states, want)
