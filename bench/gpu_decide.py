@@ -13,6 +13,8 @@ the CSVs, nothing is measured here):
 
 - ``kernels/reservoir_run.py`` ``DEFAULT_SYNC``: ``"ll"`` if ``reservoir_run[persistent-ll]``
   beats the default row (grid barrier) at N2000 B1 T784, plain call and graph both.
+- ``kernels/reservoir_run.py`` ``BATCHED_GEMM``: ``"cublas"`` if ``reservoir_run[cublas]`` beats
+  the default row (the fused Triton GEMM) at N2000 B256 T28, plain call and graph both.
 - ``kernels/pc_relax.py`` ``ROWS_MAX_ROWS``: the largest batch at which the rows path beat the
   tile path at the same precision, plain call and graph both (0 if it never did).
 
@@ -121,6 +123,15 @@ def decisions(rows: list[Row]) -> list[str]:
         out.append(f"DEFAULT_SYNC = {choice!r}: ll {_fmt(ll.triton)} / {_fmt(ll.graph)} ms "
                    f"({'ok' if ll.ok else 'FAIL'}) against barrier {_fmt(barrier.triton)} / "
                    f"{_fmt(barrier.graph)} ms (plain / graph)")
+    seq = "N2000 B256 T28 D28"
+    cub, fused = by.get(("reservoir_run[cublas]", seq)), by.get(("reservoir_run", seq))
+    if cub is None or fused is None:
+        out.append("BATCHED_GEMM: no decision (the reservoir_run B256 T28 rows are missing)")
+    else:
+        choice = "cublas" if _beats(cub, fused) else "triton"
+        out.append(f"BATCHED_GEMM = {choice!r}: cublas {_fmt(cub.triton)} / {_fmt(cub.graph)} ms "
+                   f"({'ok' if cub.ok else 'FAIL'}) against triton {_fmt(fused.triton)} / "
+                   f"{_fmt(fused.graph)} ms (plain / graph)")
     best_rows, detail = 0, []
     for r in rows:
         if r.base != "pc_relax" or r.variant != "rows":

@@ -16,6 +16,9 @@ Rows (DESIGN.md section 7 shapes):
   tanh and the leak in the epilogue.
 - ``reservoir_run tf32x3`` / ``tf32`` same shape: those GEMMs on tensor cores (``precision=``);
   tf32x3 is held to the fp32 tolerance, tf32 to the tf32 one (against the fp32 reference).
+- ``reservoir_run[cublas]`` (fp32 and tf32) same shape: each step's product by cuBLAS, then one
+  elementwise kernel for tanh and the leak (``gemm="cublas"``; ``BATCHED_GEMM`` makes it the
+  default once these rows have beaten the fused Triton GEMM).
 
 torch.compile of the reference is not timed for the 784-step row (Dynamo unrolls the loop into
 thousands of ops; DESIGN.md has no anchor there either): its compile column reports why.
@@ -37,6 +40,8 @@ ANCHORS: dict = {
     ("reservoir_run", "N2000 B256 T28 D28"): (3.44, 2.06, 2.49, 1.5),
     ("reservoir_run tf32x3", "N2000 B256 T28 D28"): (3.44, 2.06, 2.49, 1.5),
     ("reservoir_run tf32", "N2000 B256 T28 D28"): (3.44, 2.06, 2.49, None),
+    ("reservoir_run[cublas]", "N2000 B256 T28 D28"): (3.44, 2.06, 2.49, 1.5),
+    ("reservoir_run[cublas] tf32", "N2000 B256 T28 D28"): (3.44, 2.06, 2.49, None),
 }
 TOL_TF32 = 3e-3  # gpu.TOL_TF32
 
@@ -112,5 +117,13 @@ def ops(smoke: bool, Op) -> list:
             reference=lambda W, W_in, inputs: reservoir_run_reference(W, W_in, inputs, LEAK),
             triton=lambda W, W_in, inputs, p=precision: reservoir_run(
                 W, W_in, inputs, LEAK, backend="triton", check_finite_input=False, precision=p),
+            tol=TOL_TF32 if precision == "tf32" else Op.tol))
+    for precision in ("fp32", "tf32"):
+        out.append(Op(
+            name="reservoir_run[cublas]" + ("" if precision == "fp32" else f" {precision}"), shape=label,
+            make_inputs=_inputs(N, B, T, D),
+            reference=lambda W, W_in, inputs: reservoir_run_reference(W, W_in, inputs, LEAK),
+            triton=lambda W, W_in, inputs, p=precision: tk.reservoir_run(
+                W, W_in, inputs, LEAK, precision=p, gemm="cublas"),
             tol=TOL_TF32 if precision == "tf32" else Op.tol))
     return out

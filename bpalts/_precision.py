@@ -10,7 +10,8 @@ a_hi b_lo + a_lo b_hi``; relative error about 2^-21 per product against fp32's 2
 tensor-core products for one; the GPU's fp32 FMA units are about 7x slower than its TF32 tensor
 cores, so this can beat ``"fp32"`` where a GEMM is compute-bound.
 
-- Triton backend: ``tl.dot(..., input_precision="tf32")`` / ``"tf32x3"`` (tensor cores).
+- Triton backend: ``tl.dot(..., input_precision="tf32")`` / ``"tf32x3"`` (tensor cores). Its
+  cuBLAS paths (:func:`gemm_into`) take ``"fp32"`` or ``"tf32"`` (cuBLAS has no 3xTF32).
 - Reference and C++ backends: ``"tf32"`` is *emulated* -- each GEMM's operands are rounded to
   TF32 by :func:`round_tf32` and multiplied in float32. CPUs have no TF32 units, so this gives
   the GPU's numerics (to check that a method tolerates them, e.g. its MNIST accuracy) but no
@@ -19,6 +20,8 @@ float64 inputs ignore the switch only if it is ``"fp32"``; asking for ``"tf32"``
 with float64 is an error (a float64 run wants float64 products).
 """
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 import torch
 
@@ -67,3 +70,51 @@ def mm(a: torch.Tensor, b: torch.Tensor, precision: str = "fp32") -> torch.Tenso
     if precision == "tf32":
         return round_tf32(a) @ round_tf32(b)
     return a @ b
+
+
+# precisions cuBLAS can compute (gemm_into); it has no 3xTF32
+CUBLAS_PRECISIONS = ("fp32", "tf32")
+
+
+@contextmanager
+def cuda_matmul_precision(precision: str):
+    """Within the block, torch's float32 CUDA GEMMs (cuBLAS) use TF32 tensor cores for
+    ``"tf32"`` and full float32 for ``"fp32"``, whatever the caller's global setting
+    (``torch.set_float32_matmul_precision``), which is restored on exit. The setting is read
+    when a GEMM is launched, so a GEMM recorded into a CUDA graph keeps it."""
+    if precision not in CUBLAS_PRECISIONS:
+        raise ValueError(f"cuBLAS computes precision 'fp32' or 'tf32', got {precision!r}")
+    want = "high" if precision == "tf32" else "highest"
+    prev = torch.get_float32_matmul_precision()
+    if prev == want:
+        yield
+        return
+    torch.set_float32_matmul_precision(want)
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(prev)
+
+
+def gemm_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, precision: str = "fp32",
+              alpha: float = 1.0, accumulate: bool = False) -> torch.Tensor:
+    """``out = alpha * (a @ b)``, or ``out += alpha * (a @ b)`` with ``accumulate``, in place and
+    without a temporary: one ``torch.mm(out=)`` / ``addmm_`` (cuBLAS's ``beta`` does the
+    accumulation). On CUDA the GEMM runs at ``precision`` through :func:`cuda_matmul_precision`
+    (TF32 tensor cores for ``"tf32"``); on the CPU ``"tf32"`` is emulated by rounding the
+    operands, like :func:`mm`. ``precision`` is ``"fp32"`` or ``"tf32"``."""
+    if out.is_cuda:
+        with cuda_matmul_precision(precision):
+            return _gemm(out, a, b, alpha, accumulate)
+    if precision not in CUBLAS_PRECISIONS:
+        raise ValueError(f"gemm_into computes precision 'fp32' or 'tf32', got {precision!r}")
+    rnd = operand_rounder(precision)
+    return _gemm(out, rnd(a), rnd(b), alpha, accumulate)
+
+
+def _gemm(out, a, b, alpha, accumulate):
+    if accumulate:
+        return out.addmm_(a, b, alpha=alpha)
+    if alpha == 1.0:
+        return torch.mm(a, b, out=out)
+    return out.addmm_(a, b, beta=0.0, alpha=alpha)

@@ -37,6 +37,13 @@ once (N=2000, B=1: four 16 x 512 tiles, 185 registers, no spill on sm_90):
    ``x_{t-1}[BM, :] @ W^T[:, BN]`` (``input_precision="ieee"``, or ``"tf32"`` / ``"tf32x3"``
    with ``precision=``) with ``+ U_t``, tanh and the leak fused in its epilogue, written
    straight into the output slot of a kept step.
+4. ``gemm="cublas"`` (the batched path's alternative, ``BATCHED_GEMM``): each step's product
+   ``P = x_{t-1} W^T`` by cuBLAS (``torch.mm`` into one buffer, at ``precision`` "fp32" or
+   "tf32"), then ``_leak_tanh_kernel``: ``x_t = x_{t-1} + a (tanh(P + U_t) - x_{t-1})`` in one
+   elementwise pass. Two launches per step instead of one, but on an H200 Triton's fp32
+   (``ieee``) products ran at 0.58-0.88x cuBLAS at 4096 and this path's eager reference (cuBLAS
+   plus four elementwise kernels per step) beat ``_gemm_step_kernel`` at B256 T28 (1.85 ms in a
+   CUDA graph against 4.99), so the fused epilogue does not pay for the slower GEMM there.
 
 Per-step paths store each state once: into the output when the step is kept, else into a
 ping-pong buffer. The persistent kernel writes kept steps to the output in addition to its
@@ -49,7 +56,7 @@ import torch
 import triton
 import triton.language as tl
 
-from bpalts._precision import TRITON_INPUT_PRECISION
+from bpalts._precision import CUBLAS_PRECISIONS, TRITON_INPUT_PRECISION, gemm_into
 
 # Batches up to this size use the unit-block (broadcast) kernels; larger ones the tl.dot GEMM.
 SMALL_BATCH_MAX = 8
@@ -65,6 +72,12 @@ RESIDENT_MAX_K = 2048
 # GEMM tiles for the batched path.
 BM, BN, BK = 64, 64, 32
 NUM_WARPS = 4
+
+# The batched path's GEMM when the caller does not say: "triton" (_gemm_step_kernel) until a GPU
+# has timed "cublas" (bench/gpu.py's reservoir_run[cublas] rows; bench/gpu_decide.py says which).
+BATCHED_GEMM = "triton"
+GEMMS = ("triton", "cublas")
+EW_BLOCK = 1024  # units per program of _leak_tanh_kernel
 
 KEEP_ALL, KEEP_LAST, KEEP_TABLE = 0, 1, 2
 SYNCS = ("barrier", "ll")
@@ -322,6 +335,20 @@ def _gemm_step_kernel(
     tl.store(Xn + rm[:, None] * N + rn[None, :], xo + a[None, :] * (h - xo), mask=mo)
 
 
+@triton.jit
+def _leak_tanh_kernel(P, U_t, s_ub, s_un, X, leak, Xn, N, BLOCK_N: tl.constexpr):
+    """Row ``program_id(0)``, units ``program_id(1) * BLOCK_N ..``: ``Xn = X + a (tanh(P + U_t) -
+    X)``; P, X, Xn contiguous (B, N), U_t strided."""
+    b = tl.program_id(0)
+    rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    mn = rn < N
+    p = tl.load(P + b * N + rn, mask=mn, other=0.0)
+    u = tl.load(U_t + b * s_ub + rn * s_un, mask=mn, other=0.0)
+    x = tl.load(X + b * N + rn, mask=mn, other=0.0)
+    a = tl.load(leak + rn, mask=mn, other=1.0)
+    tl.store(Xn + b * N + rn, x + a * (_tanh(p + u) - x), mask=mn)
+
+
 def _run_ll(W, U, a, x0, out, mode, slots, T_run, N, n_programs, block_n, k_pad, order):
     """Launch ``_ll_resident_kernel``; raise if a program gave up waiting."""
     dev = U.device
@@ -362,7 +389,7 @@ def _small_blocks(B: int, N: int) -> tuple[int, int, int, int]:
 def reservoir_run(W, W_in, inputs, leak, bias=None, state0=None, *, keep="all",
                   persistent: bool | None = None, n_programs: int | None = None,
                   resident: bool | None = None, sync: str | None = None,
-                  precision: str = "fp32") -> torch.Tensor:
+                  precision: str = "fp32", gemm: str | None = None) -> torch.Tensor:
     """Triton backend of :func:`bpalts.ops.reservoir_run` (inputs already validated).
 
     ``persistent``: None picks the persistent kernel on CUDA for batches up to
@@ -376,6 +403,11 @@ def reservoir_run(W, W_in, inputs, leak, bias=None, state0=None, *, keep="all",
     the resident kernel runs, else the barrier. ``precision`` (checked by
     the op): the batched path's ``tl.dot`` input precision and the input projection's operand
     rounding (``"tf32"``); the small-batch kernels compute ``x_{t-1} W^T`` in fp32.
+    ``gemm``: the per-step product ``x_{t-1} W^T``: ``"triton"`` (``tl.dot`` with the tanh and
+    leak in its epilogue; ``_gemv_step_kernel`` for batches up to ``SMALL_BATCH_MAX``) or
+    ``"cublas"`` (``torch.mm``, then ``_leak_tanh_kernel``; any batch, "fp32" or "tf32", not
+    with the persistent kernel). None: ``BATCHED_GEMM`` for larger batches where cuBLAS can
+    compute ``precision``, else ``"triton"``.
     """
     from bpalts.ops.reservoir_run import _input_projection, _keep_plan
 
@@ -394,6 +426,16 @@ def reservoir_run(W, W_in, inputs, leak, bias=None, state0=None, *, keep="all",
     out = torch.empty((len(steps), B, N), dtype=torch.float32, device=dev)
     interp = _interpreted()
     small = B <= SMALL_BATCH_MAX
+    if gemm is not None and gemm not in GEMMS:
+        raise ValueError(f"gemm must be one of {GEMMS}, got {gemm!r}")
+    if gemm == "cublas":
+        if precision not in CUBLAS_PRECISIONS:
+            raise ValueError(f"gemm='cublas' computes precision 'fp32' or 'tf32', got {precision!r}")
+        if persistent:
+            raise ValueError("gemm='cublas' runs one step per launch: it cannot be persistent")
+        persistent = False
+    elif gemm is None:
+        gemm = BATCHED_GEMM if not small and precision in CUBLAS_PRECISIONS else "triton"
     if persistent is None:
         persistent = small and dev.type == "cuda" and not interp
     if persistent:
@@ -465,7 +507,11 @@ def reservoir_run(W, W_in, inputs, leak, bias=None, state0=None, *, keep="all",
         x.zero_()
     else:
         x = x0
-    if small:
+    if gemm == "cublas":
+        P = torch.empty((B, N), dtype=torch.float32, device=dev)
+        WT = W.t()
+        grid = (B, triton.cdiv(N, EW_BLOCK))
+    elif small:
         batch, block_n, block_k, k_tiles = _small_blocks(B, N)
         grid = (triton.cdiv(N, block_n),)
     else:
@@ -474,7 +520,10 @@ def reservoir_run(W, W_in, inputs, leak, bias=None, state0=None, *, keep="all",
         i = slot.get(t)
         dst = out[i] if i is not None else bufs[t & 1]
         U_t = U[t]
-        if small:
+        if gemm == "cublas":
+            gemm_into(P, x, WT, precision)
+            _leak_tanh_kernel[grid](P, U_t, s_ub, s_un, x, a, dst, N, BLOCK_N=EW_BLOCK, num_warps=4)
+        elif small:
             _gemv_step_kernel[grid](W, W.stride(0), W.stride(1), x, U_t, s_ub, s_un, a, dst, B, N,
                                     BATCH=batch, BLOCK_N=block_n, BLOCK_K=block_k,
                                     K_TILES=k_tiles, num_warps=NUM_WARPS_SMALL)

@@ -222,3 +222,57 @@ def test_runtime_k_loop(persistent, B, monkeypatch, poisoned_empty):
     got = tk.reservoir_run(W, W_in, inputs, leak, bias, x0, persistent=persistent,
                            n_programs=1 if persistent else None)
     assert rel_err(got, want) < RTOL_REDUCTION
+
+
+@pytest.mark.parametrize("keep", ["all", "last", [2, 0, 2]], ids=str)
+@pytest.mark.parametrize("precision", ["fp32", "tf32"])
+@pytest.mark.parametrize("shape", [(1, 1, 3, 1), (37, 3, 4, 5), (70, 67, 3, 28)], ids=str)
+def test_cublas_gemm_path(shape, precision, keep, monkeypatch, poisoned_empty):
+    """gemm="cublas": torch.mm for x_{t-1} W^T, then _leak_tanh_kernel (once per step); tf32
+    against the tf32 reference (operands rounded on both sides here, so fp32-level agreement)."""
+    from bpalts.kernels import reservoir_run as tk
+
+    spy = LaunchSpy(tk._leak_tanh_kernel)
+    monkeypatch.setattr(tk, "_leak_tanh_kernel", spy)
+    N, B, T, D = shape
+    W, W_in, inputs, leak, bias, x0 = _problem(N, B, T, D, 7 * N + B, per_unit_leak=B != 3)
+    W = W.T  # any strides
+    want = reservoir_run_reference(W.contiguous(), W_in, inputs, leak, bias, x0, precision=precision)
+    sel = keep if isinstance(keep, list) else (slice(None) if keep == "all" else slice(-1, None))
+    got = tk.reservoir_run(W, W_in, inputs, leak, bias, x0, keep=keep, precision=precision, gemm="cublas")
+    assert got.shape == want[sel].shape
+    assert rel_err(got, want[sel]) < RTOL_REDUCTION
+    assert len(spy.grids) == (3 if keep == [2, 0, 2] else T)  # steps up to the last kept one
+    assert spy.grids[0] == (B, -(-N // tk.EW_BLOCK))
+
+
+def test_batched_gemm_default(monkeypatch, poisoned_empty):
+    """BATCHED_GEMM picks the batched path's GEMM: "cublas" reaches _leak_tanh_kernel for
+    batches above SMALL_BATCH_MAX at fp32 / tf32, never for tf32x3 (cuBLAS has no 3xTF32) or
+    small batches."""
+    from bpalts.kernels import reservoir_run as tk
+
+    spy = LaunchSpy(tk._leak_tanh_kernel)
+    monkeypatch.setattr(tk, "_leak_tanh_kernel", spy)
+    monkeypatch.setattr(tk, "BATCHED_GEMM", "cublas")
+    for B, precision, used in ((11, "fp32", True), (11, "tf32", True), (11, "tf32x3", False),
+                               (3, "fp32", False)):
+        W, W_in, inputs, leak, bias, x0 = _problem(21, B, 2, 3, B, True)
+        n = len(spy.grids)
+        got = reservoir_run(W, W_in, inputs, leak, bias, x0, backend="triton", precision=precision)
+        want = reservoir_run_reference(W, W_in, inputs, leak, bias, x0,
+                                       precision="tf32" if precision == "tf32" else "fp32")
+        assert rel_err(got, want) < RTOL_REDUCTION
+        assert (len(spy.grids) > n) == used, (B, precision)
+
+
+def test_cublas_gemm_bad_requests():
+    from bpalts.kernels import reservoir_run as tk
+
+    W, W_in, inputs, leak, bias, x0 = _problem(9, 2, 2, 3, 1, False)
+    with pytest.raises(ValueError, match="gemm must be one of"):
+        tk.reservoir_run(W, W_in, inputs, 0.5, gemm="cudnn")
+    with pytest.raises(ValueError, match="gemm='cublas' computes precision 'fp32' or 'tf32'"):
+        tk.reservoir_run(W, W_in, inputs, 0.5, gemm="cublas", precision="tf32x3")
+    with pytest.raises(ValueError, match="cannot be persistent"):
+        tk.reservoir_run(W, W_in, inputs, 0.5, gemm="cublas", persistent=True, n_programs=1)

@@ -43,8 +43,9 @@ float32 and float64 (double uses ``std::tanh``).
 ``triton``: ``kernels/reservoir_run.py``: for batches up to 8 on CUDA a persistent kernel that
 runs the whole time loop in one launch (programs own slices of units and meet at a
 global-memory barrier per step); otherwise, and under ``TRITON_INTERPRET=1``, one launch per
-step (a fused GEMM/GEMV + tanh + leak). float32, dense ``W``; CUDA tensors, or CPU tensors
-under the interpreter.
+step (a fused GEMM/GEMV + tanh + leak), or, with ``BATCHED_GEMM = "cublas"`` there, each step's
+GEMM by cuBLAS and one fused tanh + leak kernel. float32, dense ``W``; CUDA tensors, or CPU
+tensors under the interpreter.
 """
 from __future__ import annotations
 
