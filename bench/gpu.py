@@ -85,7 +85,8 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=None, help="untimed runs before timing")
     p.add_argument("--csv", metavar="PATH", default=None, help="save the table as CSV")
     p.add_argument("--only", metavar="TEXT", nargs="+", default=None,
-                   help="run only ops whose 'name shape' contains one of the TEXTs (e.g. gha 4096)")
+                   help="run only ops whose 'name shape' contains one of the TEXTs (e.g. gha 4096), "
+                        "in the order of the first TEXT each matches")
     p.add_argument("--skip", metavar="TEXT", nargs="+", default=None,
                    help="leave out ops whose 'name shape' contains one of the TEXTs")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
@@ -602,7 +603,9 @@ def main() -> int:
         traceback.print_exc()
         return 1
     if ARGS.only:
-        ops = [o for o in ops if any(text in f"{o.name} {o.shape}" for text in ARGS.only)]
+        first = {id(o): next((k for k, text in enumerate(ARGS.only) if text in f"{o.name} {o.shape}"), None)
+                 for o in ops}
+        ops = sorted((o for o in ops if first[id(o)] is not None), key=lambda o: first[id(o)])
     if ARGS.skip:
         ops = [o for o in ops if not any(text in f"{o.name} {o.shape}" for text in ARGS.skip)]
     print(f"{len(ops)} ops; timing: median of {reps} after {warmup} warm-up runs "

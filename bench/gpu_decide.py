@@ -17,6 +17,9 @@ the CSVs, nothing is measured here):
   the default row (the fused Triton GEMM) at N2000 B256 T28, plain call and graph both.
 - ``kernels/pc_relax.py`` ``ROWS_MAX_ROWS``: the largest batch at which the rows path beat the
   tile path at the same precision, plain call and graph both (0 if it never did).
+- ``kernels/pc_relax.py`` ``CUBLAS_MIN_ROWS``: the smallest batch from which the cuBLAS path
+  beat the tile path in every row measured (same shape and precision, plain call and graph
+  both); 0 (never) if it lost at the largest batch.
 
 When the same (op, shape) row appears in several CSVs, the last file given wins.
 """
@@ -152,7 +155,37 @@ def decisions(rows: list[Row]) -> list[str]:
         out.extend(detail)
     else:
         out.append("ROWS_MAX_ROWS: no decision (no pc_relax[rows] rows with a tile-path twin)")
+    out.extend(_cublas_min_rows(rows, by))
     return out
+
+
+def _batch(shape: str) -> int:
+    m = re.search(r"\bB(\d+)\b", shape)
+    return int(m.group(1)) if m else 0
+
+
+def _cublas_min_rows(rows: list[Row], by: dict) -> list[str]:
+    results, detail = [], []  # (batch, won)
+    for r in rows:
+        if r.base != "pc_relax" or r.variant != "cublas":
+            continue
+        tiles = by.get((r.op.replace("[cublas]", ""), r.shape))
+        if tiles is None:
+            continue
+        win = _beats(r, tiles)
+        results.append((_batch(r.shape), win))
+        detail.append(f"  pc_relax {r.shape} {r.precision}: cublas {_fmt(r.triton)} / {_fmt(r.graph)} ms, "
+                      f"tiles {_fmt(tiles.triton)} / {_fmt(tiles.graph)} ms -> {'cublas' if win else 'tiles'}")
+    if not results:
+        return ["CUBLAS_MIN_ROWS: no decision (no pc_relax[cublas] rows with a tile-path twin)"]
+    choice = 0
+    for b in sorted({b for b, _ in results}, reverse=True):
+        if all(won for bb, won in results if bb >= b):
+            choice = b
+        else:
+            break
+    return [f"CUBLAS_MIN_ROWS = {choice} (the smallest batch from which the cuBLAS path won every "
+            "row; 0: never)"] + detail
 
 
 def main(argv=None) -> int:

@@ -13,6 +13,11 @@ paths.
 relaxation in one launch, one program per 16 rows, no synchronisation between programs), which
 is off by default (``ROWS_MAX_ROWS = 0``) until these rows have timed it; the row switches it on
 for its own calls only.
+
+``pc_relax[cublas]`` rows: the cuBLAS path (every GEMM by cuBLAS, the errors completed by its
+``beta = 1`` accumulation, one fused elementwise launch per step), off by default
+(``CUBLAS_MIN_ROWS = 0``) until these rows have timed it; at every shape in fp32, the largest
+batch also in tf32 (cuBLAS's tensor cores), and the learners' relaxation.
 """
 from __future__ import annotations
 
@@ -43,6 +48,10 @@ ANCHORS: dict = {
     ("pc_relax[rows] tf32", f"{NET_LABEL} B4096 T20"): (12.4, 11.5, 9.92, 2.5),
     ("pc_relax[rows]", f"{NET_LABEL} B256 T100"): (37.5, 12.2, None, 3.0),
     ("pc_relax[rows]", f"{NET_LABEL} B4096 T20"): (12.4, 11.5, 9.92, 8.0),
+    ("pc_relax[cublas]", f"{NET_LABEL} B256 T20"): (7.26, 2.51, 3.46, 0.8),
+    ("pc_relax[cublas]", f"{NET_LABEL} B256 T100"): (37.5, 12.2, None, 3.0),
+    ("pc_relax[cublas]", f"{NET_LABEL} B4096 T20"): (12.4, 11.5, 9.92, 8.0),
+    ("pc_relax[cublas] tf32", f"{NET_LABEL} B4096 T20"): (12.4, 11.5, 9.92, 2.5),
 }
 LEARNER_NET = (784, 861, 645, 484, 10)  # bpalts.learners.layer_sizes(4)
 LEARNER_LABEL = "784-861-645-484-10"
@@ -68,7 +77,7 @@ def ops(smoke: bool, Op) -> list:
     else:
         rows = [(NET, f"{NET_LABEL} B256 T20", 256, 20), (NET, f"{NET_LABEL} B256 T100", 256, 100),
                 (NET, f"{NET_LABEL} B4096 T20", 4096, 20)]
-    def row(widths, label, B, T, precision="fp32", rows_path=False, activation="tanh",
+    def row(widths, label, B, T, precision="fp32", path="tiles", activation="tanh",
             output_energy="mse"):
         L = len(widths) - 1
         kw = dict(activation=activation, output_energy=output_energy)
@@ -76,15 +85,16 @@ def ops(smoke: bool, Op) -> list:
         def triton(*a):
             from bpalts.kernels import pc_relax as tk
 
-            saved = tk.ROWS_MAX_ROWS
-            tk.ROWS_MAX_ROWS = (1 << 30) if rows_path else 0
+            saved = tk.ROWS_MAX_ROWS, tk.CUBLAS_MIN_ROWS
+            tk.ROWS_MAX_ROWS = (1 << 30) if path == "rows" else 0
+            tk.CUBLAS_MIN_ROWS = 1 if path == "cublas" else 0
             try:
                 return _flat(pc_relax(list(a[:L]), a[L], a[L + 1], T, STEP_SIZE, precision=precision,
                                       backend="triton", check_finite_input=False, **kw))
             finally:
-                tk.ROWS_MAX_ROWS = saved
+                tk.ROWS_MAX_ROWS, tk.CUBLAS_MIN_ROWS = saved
 
-        name = "pc_relax[rows]" if rows_path else "pc_relax"
+        name = "pc_relax" if path == "tiles" else f"pc_relax[{path}]"
         return Op(
             name=name if precision == "fp32" else f"{name} {precision}",
             shape=label,
@@ -99,10 +109,12 @@ def ops(smoke: bool, Op) -> list:
     out = [row(*r) for r in rows] + [row(*rows[-1], precision="tf32")]
     out += [row(*rows[0], precision="tf32x3"), row(*rows[-1], precision="tf32x3")]
     # the rows path: every shape at fp32 and at tf32x3, the largest batch at tf32 (its target)
-    out += [row(*r, precision=p, rows_path=True) for p in ("fp32", "tf32x3") for r in rows]
-    out += [row(*rows[-1], precision="tf32", rows_path=True)]
-    # the learners' relaxation, tile path and rows path
+    out += [row(*r, precision=p, path="rows") for p in ("fp32", "tf32x3") for r in rows]
+    out += [row(*rows[-1], precision="tf32", path="rows")]
+    # the cuBLAS path: every shape at fp32, the largest batch at tf32 (its target)
+    out += [row(*r, path="cublas") for r in rows] + [row(*rows[-1], precision="tf32", path="cublas")]
+    # the learners' relaxation on each path
     learner = ((20, 37, 16, 10), "20-37-16-10 B8 T3 relu ce", 8, 3) if smoke else (
         LEARNER_NET, f"{LEARNER_LABEL} B256 T3 relu ce", 256, 3)
-    out += [row(*learner, activation="relu", output_energy="ce", rows_path=p) for p in (False, True)]
+    out += [row(*learner, activation="relu", output_energy="ce", path=p) for p in ("tiles", "rows", "cublas")]
     return out

@@ -32,15 +32,18 @@ fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1
 $PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
 
-# Rows of paths added since the last GPU session (2026-11-27): the tagged-state reservoir sync,
-# precision tf32x3 (and tf32 for the reservoir), the one-launch pc_relax rows path.
-# '|'-separated substrings of "name shape".
-NEW_ROWS=${NEW_ROWS:-"persistent-ll|tf32x3|pc_relax[rows]|T3 relu ce|reservoir_run tf32"}
+# Rows of paths added since the last GPU session (2026-11-27), most decisive first: the cuBLAS
+# paths of pc_relax and reservoir_run, the default rows they (and the next ones) are decided
+# against, the tagged-state reservoir sync, the one-launch pc_relax rows path, precision tf32x3
+# (and tf32 for the reservoir). '|'-separated substrings of "name shape"; gpu.py runs the rows
+# in the order of the first substring each matches, so a step cut off by its limit loses the
+# last ones.
+NEW_ROWS=${NEW_ROWS:-"[cublas]|pc_relax 784|reservoir_run N2000|persistent-ll|pc_relax[rows]|tf32x3|T3 relu ce|reservoir_run tf32"}
 IFS='|' read -ra NEW_ONLY <<< "$NEW_ROWS"
 
 for step in ${STEPS:-new gpu tiles acc}; do
     case $step in
-    new) timeout "${NEW_T:-150}" $PY bench/gpu.py --csv "$OUT_DIR/new.csv" --quick --no-compile \
+    new) timeout "${NEW_T:-240}" $PY bench/gpu.py --csv "$OUT_DIR/new.csv" --quick --no-compile \
             --only "${NEW_ONLY[@]}" > "$OUT_DIR/new.log" 2>&1 ;;
     gpu) # bench/ scripts put bench/ first on sys.path, so bpalts comes from $SITE
         # the rows the new step timed are left out here (GPU_ARGS replaces all of these options)
@@ -48,9 +51,9 @@ for step in ${STEPS:-new gpu tiles acc}; do
         else GPU_OPTS=(--no-compile --budget 120 --skip "${NEW_ONLY[@]}"); fi
         timeout "${GPU_T:-180}" $PY bench/gpu.py --csv "$OUT_DIR/gpu.csv" "${GPU_OPTS[@]}" \
             > "$OUT_DIR/gpu.log" 2>&1 ;;
-    acc) timeout "${ACC_T:-150}" $PY bench/gpu_accuracy.py --csv "$OUT_DIR/acc.csv" \
+    acc) timeout "${ACC_T:-120}" $PY bench/gpu_accuracy.py --csv "$OUT_DIR/acc.csv" \
             > "$OUT_DIR/acc.log" 2>&1 ;;
-    tiles) timeout "${TILES_T:-210}" $PY bench/gpu_tiles.py --csv "$OUT_DIR/tiles.csv" \
+    tiles) timeout "${TILES_T:-150}" $PY bench/gpu_tiles.py --csv "$OUT_DIR/tiles.csv" \
             > "$OUT_DIR/tiles.log" 2>&1 ;;
     compare) # run from $SITE: `python -m` would import bpalts from the checkout (no kernels)
         (cd "$SITE" && timeout "${CMP_T:-60}" $PY -m bpalts.compare --preset quick --device cuda \
@@ -59,10 +62,10 @@ for step in ${STEPS:-new gpu tiles acc}; do
     esac
     echo "$step rc $?"
 done
-if ls "$OUT_DIR"/new.csv "$OUT_DIR"/gpu.csv >/dev/null 2>&1; then
+if [ -f "$OUT_DIR/new.csv" ] || [ -f "$OUT_DIR/gpu.csv" ]; then
     echo "=== decisions (bench/gpu_decide.py)"
     $PY bench/gpu_decide.py $(ls "$OUT_DIR"/gpu.csv "$OUT_DIR"/new.csv 2>/dev/null) > "$OUT_DIR/decide.txt" 2>&1
-    sed -n '/^DEFAULT_SYNC\|^ROWS_MAX_ROWS\|^  pc_relax/p' "$OUT_DIR/decide.txt"
+    sed -n '/^DEFAULT_SYNC\|^BATCHED_GEMM\|^ROWS_MAX_ROWS\|^CUBLAS_MIN_ROWS\|^  pc_relax/p' "$OUT_DIR/decide.txt"
 fi
 for f in new gpu acc tiles compare; do
     [ -f "$OUT_DIR/$f.log" ] && { echo "=== $f"; grep -v '^  File\|^    \|^W1' "$OUT_DIR/$f.log" | tail -n 45; }

@@ -22,6 +22,19 @@ every layer its offsets and sizes, so **one launch covers all the layers of a st
    is the only synchronisation. Clamped output (MSE or cross-entropy), live predictions, no
    ``tol``; other configurations take the tile path.
 
+5. The cuBLAS path (off by default: ``CUBLAS_MIN_ROWS``; clamped output, ``precision`` "fp32"
+   or "tf32", no ``tol``): the GEMMs by cuBLAS through :func:`bpalts._precision.gemm_into`,
+   everything else in one flat elementwise launch per step (``_cublas_ew_kernel``). The
+   forward GEMMs accumulate into the errors: the elementwise pass leaves ``E_l = x_l - MUC_l``
+   (``MUC_l`` = ``b_l``, or ``x_0 W_1^T + b_1`` for layer 1), and ``E_l += -f(x_{l-1}) W_l^T``
+   (cuBLAS's ``beta = 1``: one ``addmm_``) completes ``e_l``. A step: the feedback GEMMs
+   ``G_l = e_{l+1} B_{l+1}``; ``_cublas_ew_kernel`` (energy of the errors it is about to
+   replace, the state update, ``f``, ``f'``, the new ``x_l - MUC_l``); the forward GEMMs (and
+   ``_out_err_kernel`` for a cross-entropy output). That is ``2 (L - 1) + 1`` launches. For large
+   batches: on an H200 Triton's fp32 ``ieee`` products ran at 0.58-0.88x cuBLAS, and the tile
+   path at B4096 T20 took 16.5 ms in a CUDA graph against 10.5 for the eager reference
+   (cuBLAS plus about 10 elementwise kernels per layer and step), which this path improves on.
+
 A clamped-MSE step is two launches. Tiles (64 x 32, or 64 x 64 from ``BIG_ROWS`` rows on) are
 ordered longest-K first. Energies are per-tile
 partial sums in a (steps + 1, tiles) buffer, summed once at the end (deterministic, no atomics).
@@ -41,7 +54,7 @@ import torch
 import triton
 import triton.language as tl
 
-from bpalts._precision import TRITON_INPUT_PRECISION, mm
+from bpalts._precision import CUBLAS_PRECISIONS, TRITON_INPUT_PRECISION, gemm_into, mm
 
 # tiles (rows, units, K) for small batches. bench/gpu_tiles.py on an H200 (torch 2.11, Triton 3.6,
 # median of 20): 784-1000-500-250-10 B256 T20 4.05 ms at 64 x 32 against 4.65 ms at 32 x 32 (the
@@ -56,6 +69,12 @@ BR = 16  # rows per program of the output kernels
 # a GPU yet (bench/gpu.py's pc_relax[rows] rows and bench/gpu_tiles.py measure it), so off.
 ROWS_MAX_ROWS = 0
 ROWS_BM, ROWS_BN, ROWS_BK = 16, 64, 32
+# The cuBLAS path (cuBLAS GEMMs + one elementwise launch per step) for batches of at least this
+# many rows at precision fp32 / tf32; 0 = never. Not timed on a GPU yet (bench/gpu.py's
+# pc_relax[cublas] rows), so off.
+CUBLAS_MIN_ROWS = 0
+EW_BLOCK = 1024  # elements per program of _cublas_ew_kernel
+PATHS = ("tiles", "rows", "cublas")
 NCOL = 9  # table columns: m0, n0, N, K, so, xo, wo, flags, rows
 NUM_WARPS = 4
 NUM_STAGES = 3  # software-pipelining depth of the K loops on the GPU (Triton's CUDA default)
@@ -302,11 +321,48 @@ def _rows_kernel(LT, S, E, MUC, Fb, D, Wf, Wb, T, EP, R, L, steps, gamma,
         tl.store(EP + t * P + pid + tl.arange(0, 1), part)
 
 
+@triton.jit
+def _cublas_ew_kernel(S, E, G, MUC, Fb, D, T, EP, ep_off, gamma, n_hid, n_all,
+                      ACT: tl.constexpr, UPDATE: tl.constexpr, REFRESH: tl.constexpr,
+                      ENERGY: tl.constexpr, PRE: tl.constexpr, CE: tl.constexpr, BLOCK: tl.constexpr):
+    """The cuBLAS path's elementwise pass over the flat buffers: elements ``[0, n_hid)`` are the
+    hidden layers', ``[n_hid, n_all)`` the output layer's (R x n_L, like T). In order:
+    ENERGY: ``EP[ep_off + pid] = sum e^2 / 2`` of the errors in E (the output's only for MSE);
+    UPDATE: ``x += gamma (f'(x) g - e)`` (G holds ``e_{l+1} B_{l+1}``), with REFRESH ``f(x)``,
+    ``f'(x)``; PRE: E = what the forward GEMMs complete into errors: ``x - MUC`` (hidden),
+    ``t - MUC`` (MSE output) or ``MUC`` (CE output: the GEMM adds up to ``mu_L``)."""
+    pid = tl.program_id(0)
+    i = pid * BLOCK + tl.arange(0, BLOCK)
+    hid = i < n_hid
+    allm = i < n_all
+    e = tl.load(E + i, mask=allm, other=0.0)
+    if ENERGY:
+        em = hid if CE else allm
+        tl.store(EP + ep_off + pid, tl.sum(tl.where(em, 0.5 * e * e, 0.0), axis=0))
+    s = tl.load(S + i, mask=hid, other=0.0)
+    if UPDATE:
+        d = tl.load(D + i, mask=hid, other=0.0)
+        g = tl.load(G + i, mask=hid, other=0.0)
+        s = s + gamma * (d * g - e)
+        tl.store(S + i, s, mask=hid)
+        if REFRESH:
+            f, d2 = _act(s, ACT)
+            tl.store(Fb + i, f, mask=hid)
+            tl.store(D + i, d2, mask=hid)
+    if PRE:
+        muc = tl.load(MUC + i, mask=allm, other=0.0)
+        if CE:
+            o = muc
+        else:
+            o = tl.load(T + (i - n_hid), mask=allm & (i >= n_hid), other=0.0) - muc
+        tl.store(E + i, tl.where(hid, s - muc, o), mask=allm)
+
+
 class _Plan:
     """Flat buffers, tile tables and launch sequence for one network configuration."""
 
     def __init__(self, device, R, widths, n_in, steps, activation, clamp, ce, fixed, shared_back,
-                 precision="fp32", rows=False):
+                 precision="fp32", path="tiles"):
         self.device, self.R, self.widths, self.steps = device, R, list(widths), steps
         self.precision = precision
         self.prec = TRITON_INPUT_PRECISION[precision]  # tl.dot's input_precision
@@ -359,8 +415,15 @@ class _Plan:
         self.BNL = max(16, triton.next_power_of_2(widths[-1]))
         self.graph = None
         self.seen = 0
-        self.rows = rows
-        if rows:
+        self.path = path
+        self.rows = path == "rows"
+        if path == "cublas":
+            assert clamp and precision in CUBLAS_PRECISIONS, "the cuBLAS path: clamped output, fp32 / tf32"
+            self.G = torch.empty(max(self.off[-2], 1), **f32)  # e_{l+1} B_{l+1}, hidden layers
+            self.n_ew = triton.cdiv(tot, EW_BLOCK)
+            self.NP = self.n_ew + self.n_out
+            self.EP = torch.zeros((steps + 1) * self.NP, **f32)
+        if self.rows:
             assert clamp and not fixed, "the rows path: clamped output, live predictions"
             lt = []
             for i in range(L):  # layer i + 1
@@ -430,8 +493,50 @@ class _Plan:
                                                           self.off[-2], self.R, self.widths[-1],
                                                           CE=self.ce, BLOCK_R=BR, BLOCK_N=self.BNL)
 
+    def _view(self, buf, l):
+        """Layer l's (R, n_l) block of a flat buffer."""
+        return buf[self.off[l - 1]:self.off[l]].view(self.R, self.widths[l - 1])
+
+    def _weights(self, buf, l):
+        """W_l (or B_l), (n_l, n_{l-1}), l >= 2."""
+        return buf[self.woff[l - 1]:self.woff[l]].view(self.widths[l - 1], self.widths[l - 2])
+
+    def _cublas_ew(self, gamma, slot, update, energy, pre):
+        _cublas_ew_kernel[(self.n_ew,)](self.S, self.E, self.G, self.MUC, self.F, self.D, self.T,
+                                        self.EP, slot * self.NP, gamma, self.off[-2], self.off[-1],
+                                        ACT=self.act, UPDATE=update, REFRESH=not self.fixed,
+                                        ENERGY=energy, PRE=pre, CE=self.ce, BLOCK=EW_BLOCK,
+                                        num_warps=4)
+
+    def _cublas_errors(self, slot):
+        """Complete E: e_l += -f(x_{l-1}) W_l^T (mu_L += ... for a CE output, then its errors)."""
+        L = self.L
+        if not self.fixed:
+            for l in range(2, L + 1):
+                gemm_into(self._view(self.E, l), self._view(self.F, l - 1), self._weights(self.Wf, l).T,
+                          self.precision, alpha=1.0 if (l == L and self.ce) else -1.0, accumulate=True)
+        if self.ce:
+            _out_err_kernel[(self.n_out,)](self.S, self.E, self.T, self.BETA, self.EP,
+                                           slot * self.NP + self.n_ew, self.off[-2], self.R,
+                                           self.widths[-1], MODE=0, BLOCK_R=BR, BLOCK_N=self.BNL)
+
+    def _run_cublas(self, gamma):
+        self._cublas_ew(gamma, 0, update=False, energy=False, pre=True)
+        self._cublas_errors(0)
+        for t in range(1, self.steps + 1):
+            for l in range(1, self.L):  # G_l = e_{l+1} B_{l+1}
+                gemm_into(self._view(self.G, l), self._view(self.E, l + 1), self._weights(self.Wb, l + 1),
+                          self.precision)
+            self._cublas_ew(gamma, t - 1, update=True, energy=True, pre=True)
+            self._cublas_errors(t)
+        self._cublas_ew(gamma, self.steps, update=False, energy=True, pre=False)
+        return self.steps
+
     def run(self, gamma, tol):
         """All launches of one relaxation; returns steps_run (host sync per step only with tol)."""
+        if self.path == "cublas":
+            assert tol is None
+            return self._run_cublas(gamma)
         if self.rows:
             assert tol is None
             _rows_kernel[(self.n_rows,)](self.LT, self.S, self.E, self.MUC, self.F, self.D, self.Wf,
@@ -476,6 +581,16 @@ def _act_name(code):
 _plans: "OrderedDict[tuple, _Plan]" = OrderedDict()
 
 
+def _path(R, clamp, fixed, tol, precision):
+    """Which path runs a relaxation of R rows: "rows" (R <= ROWS_MAX_ROWS), "cublas"
+    (R >= CUBLAS_MIN_ROWS > 0), else "tiles"; the first two only where they apply."""
+    if R <= ROWS_MAX_ROWS and clamp and not fixed and tol is None:
+        return "rows"
+    if 0 < CUBLAS_MIN_ROWS <= R and clamp and tol is None and precision in CUBLAS_PRECISIONS:
+        return "cublas"
+    return "tiles"
+
+
 def pc_relax(weights, biases, feedback, x, target, states, steps, step_size, activation, clamp,
              beta_rows, ce, tol, fixed_predictions, precision="fp32"):
     """Triton backend of :func:`bpalts.ops.pc_relax` (same arguments as its reference loop)."""
@@ -483,9 +598,9 @@ def pc_relax(weights, biases, feedback, x, target, states, steps, step_size, act
     widths = tuple(W.shape[0] for W in weights)
     R = x.shape[0]
     shared_back = feedback is None
-    rows = R <= ROWS_MAX_ROWS and clamp and not fixed_predictions and tol is None
+    path = _path(R, clamp, fixed_predictions, tol, precision)
     key = (str(device), R, x.shape[1], widths, steps, activation, clamp, ce, bool(fixed_predictions),
-           shared_back, biases is not None, float(step_size), precision, rows)
+           shared_back, biases is not None, float(step_size), precision, path)
     capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
     if capturing and key in _plans:
         # recorded by an outer CUDA graph: plain launches on the cached buffers (no host sync,
@@ -496,14 +611,14 @@ def pc_relax(weights, biases, feedback, x, target, states, steps, step_size, act
         return plan.results(n)
     if device.type != "cuda" or tol is not None or capturing:
         plan = _Plan(device, R, widths, x.shape[1], steps, activation, clamp, ce, fixed_predictions, shared_back,
-                     precision, rows)
+                     precision, path)
         plan.load(weights, biases, feedback, x, target, states, beta_rows)
         n = plan.run(step_size, tol)
         return plan.results(n)
     plan = _plans.get(key)
     if plan is None:
         plan = _Plan(device, R, widths, x.shape[1], steps, activation, clamp, ce, fixed_predictions, shared_back,
-                     precision, rows)
+                     precision, path)
         _plans[key] = plan
         while len(_plans) > _CACHE_MAX:
             _plans.popitem(last=False)

@@ -41,6 +41,10 @@ def test_decisions_and_later_files_win(tmp_path, capsys):
         ("pc_relax[rows]", f"{net} B256 T20", "ok", "1.20", "1.10", "<= 0.8"),
         ("pc_relax[rows]", f"{net} B4096 T20", "ok", "20.0", "19.0", "<= 8.0"),  # loses
         ("pc_relax[rows] tf32x3", f"{net} B256 T20", "FAIL", "0.10", "0.09", "<= 0.8"),  # no twin
+        ("pc_relax[cublas]", f"{net} B256 T20", "ok", "3.00", "3.50", "<= 0.8"),  # loses in a graph
+        ("pc_relax[cublas]", f"{net} B4096 T20", "ok", "6.00", "5.00", "<= 8.0"),
+        ("reservoir_run", "N2000 B256 T28 D28", "ok", "5.01", "4.99", "<= 1.5"),
+        ("reservoir_run[cublas]", "N2000 B256 T28 D28", "ok", "1.60", "1.40", "<= 1.5"),
     ])
     rows = gpu_decide.read_rows([first, second])
     ll = [r for r in rows if r.variant == "persistent-ll"]
@@ -48,6 +52,8 @@ def test_decisions_and_later_files_win(tmp_path, capsys):
     text = "\n".join(gpu_decide.decisions(rows))
     assert "DEFAULT_SYNC = 'll'" in text
     assert "ROWS_MAX_ROWS = 256" in text and "B4096 T20 fp32: rows 20.000 / 19.000 ms" in text
+    assert "CUBLAS_MIN_ROWS = 4096" in text and "B256 T20 fp32: cublas 3.000 / 3.500 ms" in text
+    assert "BATCHED_GEMM = 'cublas'" in text
     summary = gpu_decide.summary(rows)
     # the failing row is never the fastest, and meets no target
     failing = [ln for ln in summary.splitlines() if "FAIL" in ln]
@@ -61,3 +67,4 @@ def test_no_decision_without_rows(tmp_path):
     _write(path, [("softwta_update", "B256 784->1024", "ok", "0.469", "0.098", "<= 0.04")])
     text = "\n".join(gpu_decide.decisions(gpu_decide.read_rows([path])))
     assert "DEFAULT_SYNC: no decision" in text and "ROWS_MAX_ROWS: no decision" in text
+    assert "BATCHED_GEMM: no decision" in text and "CUBLAS_MIN_ROWS: no decision" in text

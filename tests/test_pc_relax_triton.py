@@ -217,3 +217,73 @@ def test_pc_learner_steps_agree_on_both_triton_paths(steps, monkeypatch, poisone
     assert not torch.equal(weights["rows"][-1], init[-1])
     for a, b, c, w0 in zip(weights["tiles"], weights["rows"], weights["reference"], init):
         assert rel_err(b - w0, a - w0) < RTOL_REDUCTION and rel_err(b - w0, c - w0) < RTOL_REDUCTION
+
+
+CUBLAS_CASES = [
+    # (B, widths, activation, init, feedback, bias, output energy, fixed): clamped output
+    (1, (1, 1), "tanh", "feedforward", False, True, "mse", False),
+    (33, (19, 37, 11, 10), "tanh", "feedforward", False, True, "mse", False),
+    (5, (9, 70, 31, 17, 4), "relu", "zeros", True, False, "mse", False),
+    (17, (6, 11, 7, 4), "leaky_relu", "feedforward", True, True, "mse", True),
+    (16, (6, 11, 4), "identity", "zeros", False, True, "mse", False),
+    (7, (7, 3), "tanh", "feedforward", False, True, "mse", False),  # no hidden layer
+    (33, (19, 37, 11, 10), "relu", "feedforward", False, True, "ce", False),  # the PC learners'
+    (5, (9, 70, 31, 17, 70), "tanh", "zeros", True, False, "ce", True),
+    (7, (7, 3), "tanh", "feedforward", False, True, "ce", False),
+]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "tf32"])
+@pytest.mark.parametrize("case", CUBLAS_CASES, ids=lambda c: f"B{c[0]}-{len(c[1]) - 1}L-{c[2]}-{c[3]}-{c[6]}"
+                         + ("-fb" if c[4] else "") + ("" if c[5] else "-nobias") + ("-fixed" if c[7] else ""))
+def test_triton_cublas_path_matches_reference(case, precision, monkeypatch, poisoned_empty):
+    """The cuBLAS path (GEMMs by torch, one _cublas_ew_kernel per step; on the CPU the GEMMs are
+    MKL's and tf32 is emulated by rounding on both sides, so it is held to fp32 tolerance)."""
+    from bpalts.kernels import pc_relax as tk
+
+    monkeypatch.setattr(tk, "CUBLAS_MIN_ROWS", 1)
+    spy = LaunchSpy(tk._cublas_ew_kernel)
+    monkeypatch.setattr(tk, "_cublas_ew_kernel", spy)
+    monkeypatch.setattr(tk, "_fwd_kernel", None)  # the tile path's kernels must not run
+    monkeypatch.setattr(tk, "_bwd_kernel", None)
+    B, widths, act, init, fb, bias, oe, fixed = case
+    Ws, bs, Bs, x, t = make_net(widths, B, feedback=fb, seed=13)
+    bs = bs if bias else None
+    kw = dict(activation=act, init=init, output_energy=oe, fixed_predictions=fixed)
+    steps = 5
+    if precision == "fp32":
+        r = _ref64(Ws, bs, Bs, x, t, steps, **kw)
+    else:
+        r = pc_relax(Ws, x, t, steps, 0.1, biases=bs, feedback=Bs, backend="reference", precision="tf32", **kw)
+    c = pc_relax(Ws, x, t, steps, 0.1, biases=bs, feedback=Bs, backend="triton", precision=precision, **kw)
+    assert len(spy.grids) == steps + 2  # the first errors, one per step, the last energy
+    assert c.steps_run == steps and c.energy.shape == (steps,)
+    for got, want in zip(c.states + c.errors, r.states + r.errors):
+        assert got.dtype == torch.float32 and got.shape == want.shape
+        assert _close(got, want)
+    assert rel_err(c.energy, r.energy) < RTOL_REDUCTION
+
+
+def test_triton_cublas_path_only_where_it_applies(monkeypatch):
+    """CUBLAS_MIN_ROWS: from that batch on; nudged outputs, tol and tf32x3 keep the tile path,
+    and the rows path (ROWS_MAX_ROWS) comes first."""
+    from bpalts.kernels import pc_relax as tk
+
+    monkeypatch.setattr(tk, "CUBLAS_MIN_ROWS", 6)
+    assert tk._path(6, True, False, None, "fp32") == "cublas"
+    assert tk._path(6, True, True, None, "tf32") == "cublas"  # fixed predictions: no forward GEMMs
+    assert tk._path(5, True, False, None, "fp32") == "tiles"
+    assert tk._path(6, False, False, None, "fp32") == "tiles"  # nudged
+    assert tk._path(6, True, False, 1e-3, "fp32") == "tiles"
+    assert tk._path(6, True, False, None, "tf32x3") == "tiles"
+    monkeypatch.setattr(tk, "ROWS_MAX_ROWS", 64)
+    assert tk._path(6, True, False, None, "fp32") == "rows"
+    monkeypatch.setattr(tk, "ROWS_MAX_ROWS", 0)
+    monkeypatch.setattr(tk, "_cublas_ew_kernel", None)  # any use would fail
+    Ws, bs, _, x, t = make_net((6, 11, 7, 4), 5)
+    for kw in (dict(output="nudge_positive"), dict(tol=1e-3), dict(precision="tf32x3")):
+        r = pc_relax(Ws, x, t, 3, 0.1, biases=bs, backend="reference", **kw)
+        c = pc_relax(Ws, x, t, 3, 0.1, biases=bs, backend="triton", **kw)
+        assert rel_err(c.energy, r.energy) < RTOL_REDUCTION
+    Ws, bs, _, x, t = make_net((6, 11, 7, 4), 4)
+    pc_relax(Ws, x, t, 3, 0.1, biases=bs, backend="triton")  # below CUBLAS_MIN_ROWS: tiles
