@@ -67,6 +67,11 @@ ANCHORS = {
     # against the fp32 reference; shown against the fp32 targets of the same shape.
     ("hebbian_update[gha] tf32x3", "B256 784->1024"): (0.170, 0.121, 0.161, 0.08),
     ("softwta_update tf32x3", "B256 784->1024"): (0.113, 0.063, 0.140, 0.04),
+    # the cuBLAS paths (CUBLAS_MIN_MACS, off until these rows have timed them)
+    ("hebbian_update[gha,cublas]", "B256 784->1024"): (0.170, 0.121, 0.161, 0.08),
+    ("hebbian_update[gha,cublas] tf32", "B1024 4096->4096"): (4.91, 4.89, 4.91, 4.91 / 4),
+    ("softwta_update[cublas]", "B256 784->1024"): (0.113, 0.063, 0.140, 0.04),
+    ("softwta_update[cublas] tf32", "B1024 4096->4096"): (1.62, 1.59, 1.52, 1.62 / 4),
 }
 
 
@@ -166,6 +171,17 @@ def _hebbian_inputs(B: int, D: int, N: int):
     return make
 
 
+def _with_cublas(module: str, call: Callable[[], Any]):
+    """``call()`` with ``bpalts.kernels.<module>.CUBLAS_MIN_MACS = 1`` (its cuBLAS path on)."""
+    tk = importlib.import_module(f"bpalts.kernels.{module}")
+    saved = tk.CUBLAS_MIN_MACS
+    tk.CUBLAS_MIN_MACS = 1
+    try:
+        return call()
+    finally:
+        tk.CUBLAS_MIN_MACS = saved
+
+
 def build_ops(smoke: bool) -> list[Op]:
     """Every row, in order. To add an op, append its ``Op`` entries here."""
     if smoke:
@@ -229,6 +245,27 @@ def build_ops(smoke: bool) -> list[Op]:
                                                precision="tf32x3"),
         inplace_arg=0,
     ))
+    # The cuBLAS paths (cuBLAS GEMMs, fused elementwise passes: CUBLAS_MIN_MACS in
+    # kernels/hebbian_update.py and kernels/softwta_update.py, off by default) at the shapes of
+    # the targets: fp32 at B256, tf32 at the largest shape. The row switches the path on for its
+    # own calls only.
+    for (label, B, D, N), precision in ((hebb_shapes[0], "fp32"), (hebb_shapes[-1], "tf32")):
+        suffix = "" if precision == "fp32" else f" {precision}"
+        tol = TOL_TF32 if precision == "tf32" else TOL
+        ops.append(Op(
+            name=f"hebbian_update[gha,cublas]{suffix}", shape=label, make_inputs=_hebbian_inputs(B, D, N),
+            reference=lambda W, X, lr: hebbian_update_reference(W, X, "gha", lr),
+            triton=lambda W, X, lr, p=precision: _with_cublas("hebbian_update", lambda: hebbian_update(
+                W, X, "gha", lr, backend="triton", check_finite_input=False, precision=p)),
+            inplace_arg=0, tol=tol,
+        ))
+        ops.append(Op(
+            name=f"softwta_update[cublas]{suffix}", shape=label, make_inputs=_hebbian_inputs(B, D, N),
+            reference=lambda W, X, lr: softwta_update_reference(W, X, lr),
+            triton=lambda W, X, lr, p=precision: _with_cublas("softwta_update", lambda: softwta_update(
+                W, X, lr, backend="triton", check_finite_input=False, precision=p)),
+            inplace_arg=0, tol=tol,
+        ))
     # Convolutional SoftHebb: the two layers of the softhebb-conv network at batch 64.
     conv_shapes = ([("B2 1x9x9 k3->5", 2, 1, 9, 5, 3, 1)] if smoke else
                    [("B64 1x28x28 k5->96", 64, 1, 28, 96, 5, 2), ("B64 96x14x14 k3->384", 64, 96, 14, 384, 3, 1)])

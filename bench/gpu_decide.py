@@ -20,6 +20,9 @@ the CSVs, nothing is measured here):
 - ``kernels/pc_relax.py`` ``CUBLAS_MIN_ROWS``: the smallest batch from which the cuBLAS path
   beat the tile path in every row measured (same shape and precision, plain call and graph
   both); 0 (never) if it lost at the largest batch.
+- ``kernels/hebbian_update.py`` and ``kernels/softwta_update.py`` ``CUBLAS_MIN_MACS``: likewise
+  in ``B * N * F`` (``hebbian_update[gha,cublas]`` against ``hebbian_update[gha]``,
+  ``softwta_update[cublas]`` against ``softwta_update``).
 
 When the same (op, shape) row appears in several CSVs, the last file given wins.
 """
@@ -72,9 +75,11 @@ def read_rows(paths) -> list[Row]:
         with open(path, newline="") as f:
             for r in csv.DictReader(f):
                 base, variant, precision = parse_name(r["op"])
-                # gpu.py's hebbian rows carry the rule in brackets: part of the op, not a variant
+                # gpu.py's hebbian rows carry the rule in brackets: part of the op; a variant
+                # follows it after a comma ("hebbian_update[gha,cublas]")
                 if base == "hebbian_update" and variant:
-                    base, variant = f"{base}[{variant}]", ""
+                    rule, _, variant = variant.partition(",")
+                    base = f"{base}[{rule}]"
                 rows[(r["op"], r["shape"])] = Row(
                     op=r["op"], base=base, variant=variant, precision=precision, shape=r["shape"],
                     ok=r.get("check", "") == "ok", triton=_ms(r.get("triton ms", "")),
@@ -156,7 +161,45 @@ def decisions(rows: list[Row]) -> list[str]:
     else:
         out.append("ROWS_MAX_ROWS: no decision (no pc_relax[rows] rows with a tile-path twin)")
     out.extend(_cublas_min_rows(rows, by))
+    out.extend(_cublas_min_macs(rows, by, "hebbian_update[gha]", "kernels/hebbian_update.py"))
+    out.extend(_cublas_min_macs(rows, by, "softwta_update", "kernels/softwta_update.py"))
     return out
+
+
+def _macs(shape: str) -> int:
+    """``"B256 784->1024"`` -> 256 * 784 * 1024."""
+    m = re.search(r"B(\d+) (\d+)->(\d+)", shape)
+    return int(m.group(1)) * int(m.group(2)) * int(m.group(3)) if m else 0
+
+
+def _smallest_winning(results: list[tuple[int, bool]]) -> int:
+    """The smallest size from which every result at that size or larger is a win; 0 if none."""
+    choice = 0
+    for b in sorted({b for b, _ in results}, reverse=True):
+        if all(won for bb, won in results if bb >= b):
+            choice = b
+        else:
+            break
+    return choice
+
+
+def _cublas_min_macs(rows: list[Row], by: dict, base: str, where: str) -> list[str]:
+    results, detail = [], []
+    for r in rows:
+        if r.base != base or r.variant != "cublas":
+            continue
+        twin_name = base + ("" if r.precision == "fp32" else f" {r.precision}")
+        twin = by.get((twin_name, r.shape))
+        if twin is None:
+            continue
+        win = _beats(r, twin)
+        results.append((_macs(r.shape), win))
+        detail.append(f"  {base} {r.shape} {r.precision}: cublas {_fmt(r.triton)} / {_fmt(r.graph)} ms, "
+                      f"triton {_fmt(twin.triton)} / {_fmt(twin.graph)} ms -> {'cublas' if win else 'triton'}")
+    if not results:
+        return [f"{where} CUBLAS_MIN_MACS: no decision (no {base} cuBLAS rows with a Triton twin)"]
+    return [f"{where} CUBLAS_MIN_MACS = {_smallest_winning(results)} (B * N * F from which the cuBLAS "
+            "path won every row; 0: never)"] + detail
 
 
 def _batch(shape: str) -> int:
@@ -178,13 +221,7 @@ def _cublas_min_rows(rows: list[Row], by: dict) -> list[str]:
                       f"tiles {_fmt(tiles.triton)} / {_fmt(tiles.graph)} ms -> {'cublas' if win else 'tiles'}")
     if not results:
         return ["CUBLAS_MIN_ROWS: no decision (no pc_relax[cublas] rows with a tile-path twin)"]
-    choice = 0
-    for b in sorted({b for b, _ in results}, reverse=True):
-        if all(won for bb, won in results if bb >= b):
-            choice = b
-        else:
-            break
-    return [f"CUBLAS_MIN_ROWS = {choice} (the smallest batch from which the cuBLAS path won every "
+    return [f"CUBLAS_MIN_ROWS = {_smallest_winning(results)} (the smallest batch from which the cuBLAS path won every "
             "row; 0: never)"] + detail
 
 

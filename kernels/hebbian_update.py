@@ -31,6 +31,22 @@ Competitive rules (instar = top-k winners, krotov = +1 winner / -delta k-th), sp
    ``w + lr/B (sum g x_b - (sum h) w)`` in place. Only selected rows are written; no atomics, so
    the result is deterministic.
 
+The cuBLAS path (dense rules without BCM's threshold, ``precision`` "ieee" or "tf32"; off by
+default: ``CUBLAS_MIN_MACS``): the GEMMs by cuBLAS (:func:`bpalts._precision.gemm_into`), the
+gate and the rest as torch elementwise passes. ``G = g(X W^T)``; then
+
+* subspace rules (full ``D``): ``R = X - G W`` (cuBLAS ``beta = 1`` into a copy of X) and
+  ``W += lr/B G^T R`` in place (``W`` is not an operand of that product);
+* hierarchical rules (``tril``): ``T = G^T X``, then by row panels of ``TRIL_PANELS``
+  (``C_i = G_i^T G_{:i}``, its diagonal block made lower-triangular, ``T_i -= C_i W_{:i}``),
+  so the triangular products skip most of the upper triangle (``(P + 1) / 2P`` of the flops of
+  the full ``G^T G`` and ``D W``: 5/8 with 4 panels), then ``W += lr/B T``;
+* no decay: ``W += lr/B G^T X`` in place.
+
+On an H200 the fused Triton kernels reached 0.58-0.88x cuBLAS in fp32 at B1024 4096->4096,
+and with tf32 about 60-90 TFLOP/s against cuBLAS's several hundred (gha 1.66 ms for about 154
+GFLOP): this path is for the shapes where the GEMMs dominate.
+
 All strides are passed, so transposed and non-contiguous inputs need no copies. fp32 in and out;
 ``precision="ieee"`` (default) keeps fp32 products, ``"tf32"`` and ``"tf32x3"`` (fp32-level
 accuracy, three products) use tensor cores and the tensor-core tiles.
@@ -41,7 +57,7 @@ import torch
 import triton
 import triton.language as tl
 
-from bpalts._precision import TENSOR_CORE_PRECISIONS
+from bpalts._precision import TENSOR_CORE_PRECISIONS, gemm_into
 
 GATE_IDS = {"identity": 0, "tanh": 1}
 DECAY_IDS = {"none": 0, "tril": 1, "full": 2}
@@ -57,6 +73,11 @@ NUM_WARPS = 4
 NUM_STAGES = 3  # software-pipelining depth of the K loops on the GPU (Triton's CUDA default)
 RANK_BLOCK = 256  # row chunk of the ranking kernel
 SPARSE_BD = 128  # feature block of the sparse apply kernel
+# The cuBLAS path for dense updates with B * N * F >= CUBLAS_MIN_MACS (0 = never). Not timed on a
+# GPU yet (bench/gpu.py's hebbian_update[gha,cublas] rows; bench/gpu_decide.py says which).
+CUBLAS_MIN_MACS = 0
+TRIL_PANELS = 4  # row panels of the cuBLAS path's triangular products (fewer when N is small)
+TRIL_PANEL_MIN = 256
 
 
 def _tiles(precision: str) -> tuple[int, int, int]:
@@ -301,6 +322,9 @@ def hebbian_update(W: torch.Tensor, X: torch.Tensor, gate: str, decay: str, lr: 
     N = W.shape[0]
     if theta is not None and theta.stride(0) == 0:
         raise ValueError("theta must not be a broadcast (stride-0) view: it is updated in place")
+    if theta is None and precision in ("ieee", "tf32") and 0 < CUBLAS_MIN_MACS <= B * N * F:
+        _hebbian_update_cublas(W, X, gate, decay, lr, "fp32" if precision == "ieee" else precision)
+        return
     th_in = None
     if theta is not None:
         th_in = theta if theta.is_contiguous() else theta.contiguous()
@@ -348,6 +372,39 @@ def hebbian_update(W: torch.Tensor, X: torch.Tensor, gate: str, decay: str, lr: 
         )
         if th_in is not theta:
             theta.copy_(th_in)
+
+
+def _hebbian_update_cublas(W, X, gate: str, decay: str, lr: float, precision: str) -> None:
+    """The cuBLAS path of :func:`hebbian_update` (see the module docs); ``precision`` "fp32" or
+    "tf32" (cuBLAS's)."""
+    B, F = X.shape
+    N = W.shape[0]
+    f32 = dict(device=W.device, dtype=torch.float32)
+    scale = lr / B
+    G = torch.empty((B, N), **f32)
+    gemm_into(G, X, W.t(), precision)
+    if gate == "tanh":
+        torch.tanh(G, out=G)
+    if decay == "full":  # G^T X - (G^T G) W = G^T (X - G W)
+        R = torch.empty((B, F), **f32)
+        R.copy_(X)
+        gemm_into(R, G, W, precision, alpha=-1.0, accumulate=True)
+        gemm_into(W, G.t(), R, precision, alpha=scale, accumulate=True)
+        return
+    if decay == "none":
+        gemm_into(W, G.t(), X, precision, alpha=scale, accumulate=True)
+        return
+    T = torch.empty((N, F), **f32)
+    gemm_into(T, G.t(), X, precision)
+    panel = max(TRIL_PANEL_MIN, triton.cdiv(triton.cdiv(N, TRIL_PANELS), 64) * 64)
+    work = torch.empty(min(panel, N) * N, **f32)
+    for i0 in range(0, N, panel):
+        i1 = min(N, i0 + panel)
+        C = work[:(i1 - i0) * i1].view(i1 - i0, i1)  # rows i0..i1 of G^T G, columns < i1
+        gemm_into(C, G[:, i0:i1].t(), G[:, :i1], precision)
+        C[:, i0:i1].tril_()
+        gemm_into(T[i0:i1], C, W[:i1], precision, alpha=-1.0, accumulate=True)
+    W.add_(T, alpha=scale)
 
 
 def hebbian_sparse_update(W: torch.Tensor, X: torch.Tensor, select: str, k: int, delta: float,

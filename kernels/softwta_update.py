@@ -19,6 +19,17 @@ r"""Triton kernels for :func:`bpalts.ops.softwta_update` (math: see that module)
 3. ``_apply_kernel`` (max-abs scaling only): folds the tile maxima and applies
    ``W += rate * dW / (max + 1e-30)``, rate from the squared norms of kernel 1 (the old W).
 
+The cuBLAS path (``precision`` "ieee" or "tf32"; off by default: ``CUBLAS_MIN_MACS``) runs
+both GEMMs in cuBLAS (:func:`bpalts._precision.gemm_into`) and the rest in three Triton passes:
+``U = X W^T`` (cuBLAS); ``_cublas_gate_kernel`` (``GATE_ROWS`` rows per program: the row
+softmax's max, first argmax and sum in one online pass, then ``Y~`` and the program's partial
+column sums of ``Y~ U``); ``H = Y~^T X`` (cuBLAS); ``_cublas_dw_kernel`` (``DW_UNITS`` units per
+program over all features: ``d`` from the partials, ``dW = H - d W`` in place of ``H``, the old
+rows' squared norms and the program's ``max|dW|``; without max-abs scaling it applies the update
+itself); then ``_apply_kernel`` as above. On an H200 the tf32 Triton GEMMs of this op ran at
+about 60 TFLOP/s (1.16 ms for 69 GFLOP at B1024 4096->4096), far below cuBLAS's tensor-core
+rate; this path is for the shapes where the GEMMs dominate.
+
 Everything is deterministic (no atomics): partial results go to small buffers that the next
 kernel reduces in a fixed order. fp32 throughout; the GEMMs use ``input_precision=precision``
 (``"ieee"``: fp32 products, the default; ``"tf32"`` / ``"tf32x3"``: tensor cores, tensor-core
@@ -31,7 +42,7 @@ import torch
 import triton
 import triton.language as tl
 
-from bpalts._precision import TENSOR_CORE_PRECISIONS
+from bpalts._precision import TENSOR_CORE_PRECISIONS, gemm_into
 
 # Tiles. Forward GEMM: (batch, units, features); update GEMM: (units, features, batch).
 # bench/gpu_tiles.py sweeps them on a GPU; tl.dot needs every block dimension >= 16.
@@ -51,6 +62,11 @@ BA_M, BA_N = 32, 128  # apply tiles (units, features)
 BT = 1024  # tile maxima folded per step in _apply_kernel
 NUM_WARPS = 4
 NUM_STAGES = 3  # software-pipelining depth of the K loops on the GPU (Triton's CUDA default)
+# The cuBLAS path for B * N * F >= CUBLAS_MIN_MACS (0 = never). Not timed on a GPU yet
+# (bench/gpu.py's softwta_update[cublas] rows; bench/gpu_decide.py says which).
+CUBLAS_MIN_MACS = 0
+GATE_ROWS, GATE_BN = 4, 512  # _cublas_gate_kernel: rows per program, units per chunk
+DW_UNITS, DW_BF, DW_BP = 16, 256, 32  # _cublas_dw_kernel: units per program, feature chunk, partials chunk
 # With at most this many unit tiles per row, _update_kernel folds the partial row statistics
 # itself (cheap) instead of a separate _rowstats_kernel launch.
 STATS_INLINE_MAX_TILES = 16
@@ -211,6 +227,118 @@ def _apply_kernel(
     tl.store(wp, w + rate[:, None] * (dw * inv), mask=mask)
 
 
+@triton.jit
+def _cublas_gate_kernel(U, Y, DP, B, N, inv_tau, ANTI: tl.constexpr, BLOCK_R: tl.constexpr,
+                        BLOCK_N: tl.constexpr):
+    """Rows ``pid * BLOCK_R ..`` of U (B x N, contiguous): ``Y = sign * softmax(U / tau)`` (the
+    first argmax +, the rest -, with ANTI) and ``DP[pid, n] = sum over the rows of Y U``."""
+    pid = tl.program_id(0)
+    rb = pid * BLOCK_R + tl.arange(0, BLOCK_R)
+    bmask = rb < B
+    m = tl.full((BLOCK_R,), float("-inf"), tl.float32)
+    ssum = tl.zeros((BLOCK_R,), tl.float32)
+    win = tl.zeros((BLOCK_R,), tl.int32)
+    for n0 in range(0, N, BLOCK_N):  # online max / first argmax / sum exp
+        rn = n0 + tl.arange(0, BLOCK_N)
+        nmask = rn < N
+        u = tl.load(U + rb[:, None] * N + rn[None, :], mask=bmask[:, None] & nmask[None, :], other=0.0)
+        u = tl.where(nmask[None, :], u, float("-inf"))
+        cm = tl.max(u, axis=1)
+        carg = tl.argmax(u, axis=1).to(tl.int32) + n0
+        newm = tl.maximum(m, cm)
+        ssum = ssum * tl.exp((m - newm) * inv_tau) + tl.sum(tl.exp((u - newm[:, None]) * inv_tau), axis=1)
+        win = tl.where(cm > m, carg, win)  # strictly greater: the first maximum wins
+        m = newm
+    inv_s = 1.0 / ssum
+    for n0 in range(0, N, BLOCK_N):
+        rn = n0 + tl.arange(0, BLOCK_N)
+        nmask = rn < N
+        msk = bmask[:, None] & nmask[None, :]
+        u = tl.load(U + rb[:, None] * N + rn[None, :], mask=msk, other=0.0)
+        y = tl.exp((u - m[:, None]) * inv_tau) * inv_s[:, None]
+        if ANTI:
+            y = tl.where(rn[None, :] == win[:, None], y, -y)
+        y = tl.where(msk, y, 0.0)
+        tl.store(Y + rb[:, None] * N + rn[None, :], y, mask=msk)
+        tl.store(DP + pid * N + rn, tl.sum(y * u, axis=0), mask=nmask)
+
+
+@triton.jit
+def _cublas_dw_kernel(H, W, DP, NSQ, TMAX, N, F, n_parts, coef, s_wn, s_wf,
+                      MAXNORM: tl.constexpr, ADAPTIVE: tl.constexpr, BLOCK_M: tl.constexpr,
+                      BLOCK_F: tl.constexpr, BLOCK_P: tl.constexpr):
+    """Units ``pid * BLOCK_M ..``, every feature: ``d = sum_p DP[p]``, ``dW = H - d W``. MAXNORM:
+    H <- dW, NSQ <- |w|^2 of the old rows, TMAX[pid] <- max|dW|; else W += rate * dW in place
+    (rate = coef |norm - 1|^0.5 or coef; coef includes 1/B)."""
+    pid = tl.program_id(0)
+    rm = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+    nmask = rm < N
+    dacc = tl.zeros((BLOCK_P, BLOCK_M), tl.float32)
+    for p0 in range(0, n_parts, BLOCK_P):
+        rp = p0 + tl.arange(0, BLOCK_P)
+        dacc += tl.load(DP + rp[:, None] * N + rm[None, :], mask=(rp[:, None] < n_parts) & nmask[None, :],
+                        other=0.0)
+    d = tl.sum(dacc, axis=0)
+    nsq = tl.zeros((BLOCK_M,), tl.float32)
+    if MAXNORM:
+        tmax = tl.zeros((BLOCK_M,), tl.float32)
+        for f0 in range(0, F, BLOCK_F):
+            rf = f0 + tl.arange(0, BLOCK_F)
+            msk = nmask[:, None] & (rf[None, :] < F)
+            w = tl.load(W + rm[:, None] * s_wn + rf[None, :] * s_wf, mask=msk, other=0.0)
+            h = tl.load(H + rm[:, None] * F + rf[None, :], mask=msk, other=0.0)
+            dw = h - d[:, None] * w
+            tl.store(H + rm[:, None] * F + rf[None, :], dw, mask=msk)
+            tmax = tl.maximum(tmax, tl.max(tl.abs(dw), axis=1))
+            nsq += tl.sum(w * w, axis=1)
+        tl.store(NSQ + rm, nsq, mask=nmask)
+        tl.store(TMAX + pid, tl.max(tmax, axis=0))
+    else:
+        if ADAPTIVE:
+            for f0 in range(0, F, BLOCK_F):
+                rf = f0 + tl.arange(0, BLOCK_F)
+                w = tl.load(W + rm[:, None] * s_wn + rf[None, :] * s_wf,
+                            mask=nmask[:, None] & (rf[None, :] < F), other=0.0)
+                nsq += tl.sum(w * w, axis=1)
+            rate = coef * tl.sqrt(tl.abs(tl.sqrt(nsq) - 1.0))
+        else:
+            rate = tl.zeros((BLOCK_M,), tl.float32) + coef
+        for f0 in range(0, F, BLOCK_F):
+            rf = f0 + tl.arange(0, BLOCK_F)
+            msk = nmask[:, None] & (rf[None, :] < F)
+            wp = W + rm[:, None] * s_wn + rf[None, :] * s_wf
+            w = tl.load(wp, mask=msk, other=0.0)
+            h = tl.load(H + rm[:, None] * F + rf[None, :], mask=msk, other=0.0)
+            tl.store(wp, w + rate[:, None] * (h - d[:, None] * w), mask=msk)
+
+
+def _softwta_update_cublas(W, X, lr, temperature, anti_hebbian, adaptive_lr, max_normalize,
+                           precision):
+    """The cuBLAS path of :func:`softwta_update` (module docs); ``precision`` "fp32" / "tf32"."""
+    B, F = X.shape
+    N = W.shape[0]
+    dev = W.device
+    n_parts = triton.cdiv(B, GATE_ROWS)
+    n_prog = triton.cdiv(N, DW_UNITS)
+    sizes = [B * N, B * N, n_parts * N, N * F, N, n_prog]
+    U, Y, DP, H, NSQ, TMAX = torch.empty(sum(sizes), device=dev, dtype=torch.float32).split(sizes)
+    U, Y, H = U.view(B, N), Y.view(B, N), H.view(N, F)
+    gemm_into(U, X, W.t(), precision)
+    _cublas_gate_kernel[(n_parts,)](U, Y, DP, B, N, 1.0 / temperature, ANTI=bool(anti_hebbian),
+                                    BLOCK_R=GATE_ROWS, BLOCK_N=GATE_BN, num_warps=NUM_WARPS)
+    gemm_into(H, Y.t(), X, precision)
+    _cublas_dw_kernel[(n_prog,)](H, W, DP, NSQ, TMAX, N, F, n_parts, lr if max_normalize else lr / B,
+                                 W.stride(0), W.stride(1), MAXNORM=bool(max_normalize),
+                                 ADAPTIVE=bool(adaptive_lr), BLOCK_M=DW_UNITS, BLOCK_F=DW_BF,
+                                 BLOCK_P=DW_BP, num_warps=NUM_WARPS)
+    if max_normalize:
+        _apply_kernel[(triton.cdiv(N, BA_M), triton.cdiv(F, BA_N))](
+            W, H, TMAX, NSQ, N, F, n_prog, lr, W.stride(0), W.stride(1),
+            ADAPTIVE=bool(adaptive_lr), BLOCK_M=BA_M, BLOCK_N=BA_N, BLOCK_T=BT,
+            num_warps=NUM_WARPS, num_stages=NUM_STAGES,
+        )
+
+
 def softwta_update(W: torch.Tensor, X: torch.Tensor, lr: float, temperature: float,
                    anti_hebbian: bool = True, adaptive_lr: bool = True,
                    max_normalize: bool = True, precision: str = "ieee") -> None:
@@ -218,6 +346,10 @@ def softwta_update(W: torch.Tensor, X: torch.Tensor, lr: float, temperature: flo
     B, F = X.shape
     N = W.shape[0]
     dev = W.device
+    if precision in ("ieee", "tf32") and 0 < CUBLAS_MIN_MACS <= B * N * F:
+        _softwta_update_cublas(W, X, lr, temperature, anti_hebbian, adaptive_lr, max_normalize,
+                               "fp32" if precision == "ieee" else precision)
+        return
     inv_tau = 1.0 / temperature
     if precision == "tf32x3":
         bm1, bn1, bk1, bm2, bn2, bk2 = BM1_TF32X3, BN1_TF32X3, BK1_TF32X3, BM2_TF32, BN2_TF32, BK2_TF32

@@ -45,6 +45,12 @@ def test_decisions_and_later_files_win(tmp_path, capsys):
         ("pc_relax[cublas]", f"{net} B4096 T20", "ok", "6.00", "5.00", "<= 8.0"),
         ("reservoir_run", "N2000 B256 T28 D28", "ok", "5.01", "4.99", "<= 1.5"),
         ("reservoir_run[cublas]", "N2000 B256 T28 D28", "ok", "1.60", "1.40", "<= 1.5"),
+        ("hebbian_update[gha]", "B256 784->1024", "ok", "0.862", "0.165", "<= 0.08"),
+        ("hebbian_update[gha,cublas]", "B256 784->1024", "ok", "0.50", "0.10", "<= 0.08"),
+        ("hebbian_update[gha] tf32", "B1024 4096->4096", "ok", "1.70", "1.66", "<= 1.23"),
+        ("hebbian_update[gha,cublas] tf32", "B1024 4096->4096", "ok", "0.90", "0.80", "<= 1.23"),
+        ("softwta_update tf32", "B1024 4096->4096", "ok", "1.20", "1.16", "<= 0.41"),
+        ("softwta_update[cublas] tf32", "B1024 4096->4096", "FAIL", "0.30", "0.30", "<= 0.41"),
     ])
     rows = gpu_decide.read_rows([first, second])
     ll = [r for r in rows if r.variant == "persistent-ll"]
@@ -54,6 +60,11 @@ def test_decisions_and_later_files_win(tmp_path, capsys):
     assert "ROWS_MAX_ROWS = 256" in text and "B4096 T20 fp32: rows 20.000 / 19.000 ms" in text
     assert "CUBLAS_MIN_ROWS = 4096" in text and "B256 T20 fp32: cublas 3.000 / 3.500 ms" in text
     assert "BATCHED_GEMM = 'cublas'" in text
+    assert "hebbian_update.py CUBLAS_MIN_MACS = 205520896" in text  # 256 * 784 * 1024
+    assert "softwta_update.py CUBLAS_MIN_MACS = 0" in text  # its only cuBLAS row failed its check
+    assert gpu_decide.parse_name("hebbian_update[gha,cublas] tf32") == ("hebbian_update", "gha,cublas", "tf32")
+    heb = [r for r in rows if r.op == "hebbian_update[gha,cublas] tf32"]
+    assert heb[0].base == "hebbian_update[gha]" and heb[0].variant == "cublas"
     summary = gpu_decide.summary(rows)
     # the failing row is never the fastest, and meets no target
     failing = [ln for ln in summary.splitlines() if "FAIL" in ln]

@@ -137,3 +137,52 @@ def test_subspace_rules_take_the_residual_form(rule, monkeypatch, poisoned_empty
     assert rel_err(got, want) < RTOL_REDUCTION
     resid = [k["RESID"] for k in spy.kwargs]
     assert resid == ([False, True] if rule != "gha" else [False, False])
+
+
+@pytest.mark.parametrize("precision", ["fp32", "tf32"])
+@pytest.mark.parametrize("shape", [(1, 1, 1), (7, 13, 67), (5, 9, 700)])  # 700 units: 3 tril panels
+@pytest.mark.parametrize("rule", ["gha", "hpca", "oja", "nlpca_sym"])
+def test_cublas_path_matches_reference(rule, shape, precision, monkeypatch, poisoned_empty):
+    """CUBLAS_MIN_MACS: the dense rules' cuBLAS path (torch GEMMs; tf32 emulated on the CPU, on
+    both sides). The subspace rules' residual form rounds different products to TF32 than the
+    reference's G^T X - (G^T G) W, so tf32 is held to the tf32 tolerance there."""
+    from bpalts.kernels import hebbian_update as tk
+
+    monkeypatch.setattr(tk, "CUBLAS_MIN_MACS", 1)
+    monkeypatch.setattr(tk, "_matmul_kernel", None)  # the Triton GEMMs must not run
+    monkeypatch.setattr(tk, "_apply_kernel", None)
+    W, X = _inputs(*shape)
+    if shape[2] < min_units(rule):
+        return
+    want = hebbian_update_reference(W.clone(), X, rule, 0.1, precision=precision) - W
+    got = hebbian_update(W.clone(), X, rule, 0.1, backend="triton", precision=precision) - W
+    tol = 3e-3 if precision == "tf32" and rule in ("oja", "nlpca_sym") else RTOL_REDUCTION
+    assert rel_err(got, want) < tol
+
+
+def test_cublas_path_only_where_it_applies(monkeypatch, poisoned_empty):
+    """From CUBLAS_MIN_MACS = B * N * F on, for fp32 / tf32 (not tf32x3) and not for bcm (its
+    threshold) or the sparse rules; strided W and X."""
+    from bpalts.kernels import hebbian_update as tk
+
+    calls = []
+    real = tk._hebbian_update_cublas
+    monkeypatch.setattr(tk, "_hebbian_update_cublas", lambda *a: (calls.append(a[4:]), real(*a)))
+    g = torch.Generator().manual_seed(3)
+    W = torch.randn(70, 40, generator=g).t()  # (40, 70) view, column-major
+    X = torch.rand(19, 140, generator=g)[:, ::2]
+    monkeypatch.setattr(tk, "CUBLAS_MIN_MACS", 19 * 40 * 70)
+    for rule, precision, used in (("gha", "fp32", True), ("oja", "tf32", True),
+                                  ("gha", "tf32x3", False), ("bcm", "fp32", False),
+                                  ("instar", "fp32", False)):
+        kw = rule_kwargs(rule, 40)
+        want = hebbian_update_reference(W.clone(), X, rule, 0.1, **clone_kwargs(kw)) - W
+        got = W.clone(memory_format=torch.preserve_format)
+        n = len(calls)
+        hebbian_update(got, X, rule, 0.1, backend="triton", precision=precision, **clone_kwargs(kw))
+        assert rel_err(got - W, want) < (3e-3 if precision == "tf32" else RTOL_REDUCTION)
+        assert (len(calls) > n) == used, (rule, precision)
+    assert calls[0] == (0.1, "fp32") and calls[1] == (0.1, "tf32")
+    monkeypatch.setattr(tk, "CUBLAS_MIN_MACS", 19 * 40 * 70 + 1)  # one short: the Triton path
+    hebbian_update(W.clone(), X, "gha", 0.1, backend="triton")
+    assert len(calls) == 2

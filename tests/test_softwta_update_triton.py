@@ -87,3 +87,62 @@ def test_triton_rejects_float64():
     X = torch.rand(2, 3, dtype=torch.float64)
     with pytest.raises(TypeError, match="W must have dtype float32, got torch.float64"):
         softwta_update(W, X, backend="triton")
+
+
+@pytest.mark.parametrize("precision", ["fp32", "tf32"])
+@pytest.mark.parametrize("flags", FLAGS, ids=_flag_id)
+@pytest.mark.parametrize("shape", [(1, 1, 1), (7, 13, 5), (9, 300, 1100)], ids=lambda s: "x".join(map(str, s)))
+def test_cublas_path_matches_reference(shape, flags, precision, monkeypatch, poisoned_empty):
+    """CUBLAS_MIN_MACS: both GEMMs in torch (cuBLAS on a GPU; tf32 emulated on both sides here),
+    _cublas_gate_kernel (1100 units: 3 chunks of the online softmax; 9 rows: 3 programs of 4
+    rows, the last one partial), _cublas_dw_kernel (300 features: 2 chunks)."""
+    from bpalts.kernels import softwta_update as tk
+
+    monkeypatch.setattr(tk, "CUBLAS_MIN_MACS", 1)
+    monkeypatch.setattr(tk, "_forward_kernel", None)  # the fused Triton GEMMs must not run
+    monkeypatch.setattr(tk, "_update_kernel", None)
+    W, X = _inputs(*shape, seed=shape[0] * 1000 + shape[1] * 10 + shape[2] + 1)
+    kw = dict(lr=0.05, temperature=0.7, anti_hebbian=flags[0], adaptive_lr=flags[1],
+              max_normalize=flags[2], precision=precision)
+    want = softwta_update_reference(W.clone(), X, **kw)
+    got = W.clone()
+    softwta_update(got, X, backend="triton", **kw)
+    assert rel_err(got - W, want - W) <= RTOL_REDUCTION
+
+
+def test_cublas_path_ties_strides_and_where_it_applies(monkeypatch, poisoned_empty):
+    """Ties in U go to the first unit (as torch.argmax), across the gate kernel's chunks;
+    strided W and X; from CUBLAS_MIN_MACS = B * N * F on, fp32 / tf32 only."""
+    from bpalts.kernels import softwta_update as tk
+
+    calls = []
+    real = tk._softwta_update_cublas
+    monkeypatch.setattr(tk, "_softwta_update_cublas", lambda *a: (calls.append(a[-1]), real(*a)))
+    monkeypatch.setattr(tk, "GATE_BN", 16)  # 3 chunks of 16 units over 40
+    W = torch.zeros(40, 3)
+    W[[5, 21, 37], 0] = 1.0  # three tied winners for every sample, in different chunks
+    W[:, 1:] = 0.01 * torch.arange(80.0).view(40, 2).sin()
+    X = torch.zeros(6, 3)
+    X[:, 0] = 1.0
+    monkeypatch.setattr(tk, "CUBLAS_MIN_MACS", 1)
+    want = softwta_update_reference(W.clone(), X, lr=0.1)
+    got = W.clone()
+    softwta_update(got, X, lr=0.1, backend="triton")
+    assert rel_err(got - W, want - W) <= RTOL_REDUCTION
+    g = torch.Generator().manual_seed(1)
+    W = (torch.randn(70, 40, generator=g) / math.sqrt(70) * 1.7).t()  # (40, 70) view, column-major
+    X = torch.rand(19, 140, generator=g)[:, ::2]
+    monkeypatch.setattr(tk, "CUBLAS_MIN_MACS", 19 * 40 * 70)
+    for precision, used in (("fp32", True), ("tf32", True), ("tf32x3", False)):
+        n = len(calls)
+        for mx in (True, False):
+            want = softwta_update_reference(W.clone(), X, lr=0.1, max_normalize=mx,
+                                            precision="tf32" if precision == "tf32" else "fp32")
+            got = W.clone(memory_format=torch.preserve_format)
+            softwta_update(got, X, lr=0.1, max_normalize=mx, backend="triton", precision=precision)
+            assert rel_err(got - W, want - W) <= RTOL_REDUCTION
+        assert (len(calls) > n) == used, precision
+    assert calls == ["fp32"] * 3 + ["tf32"] * 2  # the ties' call, then fp32 and tf32
+    monkeypatch.setattr(tk, "CUBLAS_MIN_MACS", 19 * 40 * 70 + 1)
+    softwta_update(W.clone(), X, lr=0.1, backend="triton")
+    assert len(calls) == 5

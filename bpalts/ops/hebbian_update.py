@@ -87,7 +87,8 @@ when it is ``tril``, and one fused apply kernel. Competitive rules: the forward 
 transform of ``W`` on load), a row-wise ranking kernel, a stable ``torch.argsort`` of the selected
 (sample, unit) pairs by unit (plus ``bincount``/``cumsum`` for the segment offsets), and a scatter
 kernel in which each program owns one unit's row: only touched rows are written, no atomics,
-deterministic.
+deterministic. For large dense updates a cuBLAS path (cuBLAS GEMMs, triangular products by row
+panels) waits on a GPU timing (``CUBLAS_MIN_MACS`` in ``kernels/hebbian_update.py``, off).
 """
 from __future__ import annotations
 
