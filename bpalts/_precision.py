@@ -21,7 +21,7 @@ with float64 is an error (a float64 run wants float64 products).
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 
@@ -79,21 +79,58 @@ CUBLAS_PRECISIONS = ("fp32", "tf32")
 @contextmanager
 def cuda_matmul_precision(precision: str):
     """Within the block, torch's float32 CUDA GEMMs (cuBLAS) use TF32 tensor cores for
-    ``"tf32"`` and full float32 for ``"fp32"``, whatever the caller's global setting
-    (``torch.set_float32_matmul_precision``), which is restored on exit. The setting is read
-    when a GEMM is launched, so a GEMM recorded into a CUDA graph keeps it."""
+    ``"tf32"`` and full float32 for ``"fp32"``, whatever the caller's global setting, which is
+    restored on exit. Both of torch's switches are set, so they agree inside the block: the
+    per-backend ``torch.backends.cuda.matmul.fp32_precision`` (torch >= 2.9) and the legacy
+    ``torch.set_float32_matmul_precision`` (torch raises where they disagree and a GEMM or a
+    getter reads the legacy one). The setting is read when a GEMM is launched, so a GEMM
+    recorded into a CUDA graph keeps it."""
     if precision not in CUBLAS_PRECISIONS:
         raise ValueError(f"cuBLAS computes precision 'fp32' or 'tf32', got {precision!r}")
-    want = "high" if precision == "tf32" else "highest"
-    prev = torch.get_float32_matmul_precision()
-    if prev == want:
+    if _active and _active[-1] == precision:  # inside a block that set it already: no-op
         yield
         return
-    torch.set_float32_matmul_precision(want)
+    _active.append(precision)
+    try:
+        with _set_cuda_matmul_precision(precision):
+            yield
+    finally:
+        _active.pop()
+
+
+_active: list = []  # precisions of the enclosing cuda_matmul_precision blocks (innermost last)
+
+
+def gemm_precision(t: torch.Tensor, precision: str):
+    """A context for a sequence of :func:`gemm_into` calls on ``t``'s device: on CUDA
+    :func:`cuda_matmul_precision` (entered once for the whole sequence, so the calls inside
+    skip it), elsewhere nothing."""
+    return cuda_matmul_precision(precision) if t.is_cuda else nullcontext()
+
+
+@contextmanager
+def _set_cuda_matmul_precision(precision: str):
+    matmul = torch.backends.cuda.matmul
+    new_api = hasattr(matmul, "fp32_precision")
+    want_new, want_legacy = ("tf32", "high") if precision == "tf32" else ("ieee", "highest")
+    prev_new = matmul.fp32_precision if new_api else None
+    try:
+        prev_legacy = torch.get_float32_matmul_precision()
+    except RuntimeError:  # the caller's two switches disagree (torch refuses to read the legacy
+        prev_legacy = None  # one then): it keeps the block's value afterwards
+    if prev_legacy == want_legacy and prev_new in (None, want_new):
+        yield
+        return
+    torch.set_float32_matmul_precision(want_legacy)
+    if new_api:
+        matmul.fp32_precision = want_new
     try:
         yield
     finally:
-        torch.set_float32_matmul_precision(prev)
+        if prev_legacy is not None:
+            torch.set_float32_matmul_precision(prev_legacy)
+        if new_api:
+            matmul.fp32_precision = prev_new
 
 
 def gemm_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, precision: str = "fp32",

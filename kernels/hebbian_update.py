@@ -57,7 +57,7 @@ import torch
 import triton
 import triton.language as tl
 
-from bpalts._precision import TENSOR_CORE_PRECISIONS, gemm_into
+from bpalts._precision import TENSOR_CORE_PRECISIONS, gemm_into, gemm_precision
 
 GATE_IDS = {"identity": 0, "tanh": 1}
 DECAY_IDS = {"none": 0, "tril": 1, "full": 2}
@@ -323,7 +323,9 @@ def hebbian_update(W: torch.Tensor, X: torch.Tensor, gate: str, decay: str, lr: 
     if theta is not None and theta.stride(0) == 0:
         raise ValueError("theta must not be a broadcast (stride-0) view: it is updated in place")
     if theta is None and precision in ("ieee", "tf32") and 0 < CUBLAS_MIN_MACS <= B * N * F:
-        _hebbian_update_cublas(W, X, gate, decay, lr, "fp32" if precision == "ieee" else precision)
+        cublas_precision = "fp32" if precision == "ieee" else precision
+        with gemm_precision(W, cublas_precision):
+            _hebbian_update_cublas(W, X, gate, decay, lr, cublas_precision)
         return
     th_in = None
     if theta is not None:

@@ -56,7 +56,7 @@ import torch
 import triton
 import triton.language as tl
 
-from bpalts._precision import CUBLAS_PRECISIONS, TRITON_INPUT_PRECISION, gemm_into, mm
+from bpalts._precision import CUBLAS_PRECISIONS, TRITON_INPUT_PRECISION, gemm_into, gemm_precision, mm
 
 # tiles (rows, units, K) for small batches. bench/gpu_tiles.py on an H200 (torch 2.11, Triton 3.6,
 # median of 20): 784-1000-500-250-10 B256 T20 4.05 ms at 64 x 32 against 4.65 ms at 32 x 32 (the
@@ -536,15 +536,16 @@ class _Plan:
                                            self.widths[-1], MODE=0, BLOCK_R=BR, BLOCK_N=self.BNL)
 
     def _run_cublas(self, gamma):
-        self._cublas_ew(gamma, 0, update=False, energy=False, pre=True)
-        self._cublas_errors(0)
-        for t in range(1, self.steps + 1):
-            for l in range(1, self.L):  # G_l = e_{l+1} B_{l+1}
-                gemm_into(self._view(self.G, l), self._view(self.E, l + 1), self._weights(self.Wb, l + 1),
-                          self.precision)
-            self._cublas_ew(gamma, t - 1, update=True, energy=True, pre=True)
-            self._cublas_errors(t)
-        self._cublas_ew(gamma, self.steps, update=False, energy=True, pre=False, final=True)
+        with gemm_precision(self.S, self.precision):
+            self._cublas_ew(gamma, 0, update=False, energy=False, pre=True)
+            self._cublas_errors(0)
+            for t in range(1, self.steps + 1):
+                for l in range(1, self.L):  # G_l = e_{l+1} B_{l+1}
+                    gemm_into(self._view(self.G, l), self._view(self.E, l + 1),
+                              self._weights(self.Wb, l + 1), self.precision)
+                self._cublas_ew(gamma, t - 1, update=True, energy=True, pre=True)
+                self._cublas_errors(t)
+            self._cublas_ew(gamma, self.steps, update=False, energy=True, pre=False, final=True)
         return self.steps
 
     def run(self, gamma, tol):

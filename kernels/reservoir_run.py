@@ -52,11 +52,13 @@ for ``keep="all"`` / ``"last"``, no host-to-device copy.
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 import triton
 import triton.language as tl
 
-from bpalts._precision import CUBLAS_PRECISIONS, TRITON_INPUT_PRECISION, gemm_into
+from bpalts._precision import CUBLAS_PRECISIONS, TRITON_INPUT_PRECISION, gemm_into, gemm_precision
 
 # Batches up to this size use the unit-block (broadcast) kernels; larger ones the tl.dot GEMM.
 SMALL_BATCH_MAX = 8
@@ -516,20 +518,21 @@ def reservoir_run(W, W_in, inputs, leak, bias=None, state0=None, *, keep="all",
         grid = (triton.cdiv(N, block_n),)
     else:
         grid = (triton.cdiv(B, BM), triton.cdiv(N, BN))
-    for t in range(T_run):
-        i = slot.get(t)
-        dst = out[i] if i is not None else bufs[t & 1]
-        U_t = U[t]
-        if gemm == "cublas":
-            gemm_into(P, x, WT, precision)
-            _leak_tanh_kernel[grid](P, U_t, s_ub, s_un, x, a, dst, N, BLOCK_N=EW_BLOCK, num_warps=4)
-        elif small:
-            _gemv_step_kernel[grid](W, W.stride(0), W.stride(1), x, U_t, s_ub, s_un, a, dst, B, N,
-                                    BATCH=batch, BLOCK_N=block_n, BLOCK_K=block_k,
-                                    K_TILES=k_tiles, num_warps=NUM_WARPS_SMALL)
-        else:
-            _gemm_step_kernel[grid](x, W, W.stride(0), W.stride(1), U_t, s_ub, s_un, a, dst, B, N,
-                                    BLOCK_M=BM, BLOCK_N=BN, BLOCK_K=BK,
-                                    PREC=TRITON_INPUT_PRECISION[precision], num_warps=NUM_WARPS)
-        x = dst
+    with gemm_precision(W, precision) if gemm == "cublas" else nullcontext():
+        for t in range(T_run):
+            i = slot.get(t)
+            dst = out[i] if i is not None else bufs[t & 1]
+            U_t = U[t]
+            if gemm == "cublas":
+                gemm_into(P, x, WT, precision)
+                _leak_tanh_kernel[grid](P, U_t, s_ub, s_un, x, a, dst, N, BLOCK_N=EW_BLOCK, num_warps=4)
+            elif small:
+                _gemv_step_kernel[grid](W, W.stride(0), W.stride(1), x, U_t, s_ub, s_un, a, dst, B, N,
+                                        BATCH=batch, BLOCK_N=block_n, BLOCK_K=block_k,
+                                        K_TILES=k_tiles, num_warps=NUM_WARPS_SMALL)
+            else:
+                _gemm_step_kernel[grid](x, W, W.stride(0), W.stride(1), U_t, s_ub, s_un, a, dst, B, N,
+                                        BLOCK_M=BM, BLOCK_N=BN, BLOCK_K=BK,
+                                        PREC=TRITON_INPUT_PRECISION[precision], num_warps=NUM_WARPS)
+            x = dst
     return out if order is None else out.index_select(0, order)

@@ -42,7 +42,7 @@ import torch
 import triton
 import triton.language as tl
 
-from bpalts._precision import TENSOR_CORE_PRECISIONS, gemm_into
+from bpalts._precision import TENSOR_CORE_PRECISIONS, gemm_into, gemm_precision
 
 # Tiles. Forward GEMM: (batch, units, features); update GEMM: (units, features, batch).
 # bench/gpu_tiles.py sweeps them on a GPU; tl.dot needs every block dimension >= 16.
@@ -347,8 +347,10 @@ def softwta_update(W: torch.Tensor, X: torch.Tensor, lr: float, temperature: flo
     N = W.shape[0]
     dev = W.device
     if precision in ("ieee", "tf32") and 0 < CUBLAS_MIN_MACS <= B * N * F:
-        _softwta_update_cublas(W, X, lr, temperature, anti_hebbian, adaptive_lr, max_normalize,
-                               "fp32" if precision == "ieee" else precision)
+        cublas_precision = "fp32" if precision == "ieee" else precision
+        with gemm_precision(W, cublas_precision):
+            _softwta_update_cublas(W, X, lr, temperature, anti_hebbian, adaptive_lr, max_normalize,
+                                   cublas_precision)
         return
     inv_tau = 1.0 / temperature
     if precision == "tf32x3":

@@ -150,3 +150,75 @@ def test_currents_errors():
     bad[0, 0] = float("nan")
     with pytest.raises(ValueError, match="currents"):
         hebbian_update(W.clone(), X, "instar", 0.1, currents=bad)
+
+
+# ----------------------------------------------------------------- cuBLAS precision switch
+_NEW_API = hasattr(torch.backends.cuda.matmul, "fp32_precision")
+
+
+@pytest.fixture
+def matmul_settings_restored():
+    yield
+    torch.set_float32_matmul_precision("highest")
+    if _NEW_API:
+        torch.backends.cuda.matmul.fp32_precision = "none"
+
+
+def _settings():
+    """(legacy getter, new switch, what a GEMM's legacy check says) -- 'ERR' where torch raises."""
+    def read(f):
+        try:
+            return f()
+        except RuntimeError:
+            return "ERR"
+    return (read(torch.get_float32_matmul_precision),
+            torch.backends.cuda.matmul.fp32_precision if _NEW_API else None,
+            read(torch._C._get_cublas_allow_tf32))
+
+
+@pytest.mark.parametrize("user", ["default", "legacy high", "legacy medium", "new tf32"])
+def test_cuda_matmul_precision_sets_both_switches_and_restores(user, matmul_settings_restored):
+    from bpalts._precision import cuda_matmul_precision
+
+    if user.startswith("legacy"):
+        torch.set_float32_matmul_precision(user.split()[1])
+    elif user == "new tf32":
+        if not _NEW_API:
+            pytest.skip("torch without torch.backends.cuda.matmul.fp32_precision")
+        torch.backends.cuda.matmul.fp32_precision = "tf32"
+    before = _settings()
+    for precision, inside in (("fp32", ("highest", "ieee", False)), ("tf32", ("high", "tf32", True))):
+        with cuda_matmul_precision(precision):
+            got = _settings()
+            assert got == (inside if _NEW_API else (inside[0], None, inside[2]))
+            with cuda_matmul_precision(precision):  # nested, same: nothing changes
+                assert _settings() == got
+            other = "tf32" if precision == "fp32" else "fp32"
+            with cuda_matmul_precision(other):  # nested, different: switched, then back
+                assert _settings()[0] != got[0]
+            assert _settings() == got
+        after = _settings()
+        if user == "new tf32":
+            # torch refuses to read the legacy switch while the two disagree; the new one is restored
+            assert after[1] == "tf32"
+        else:
+            assert after == before
+
+
+def test_gemm_into_on_the_cpu():
+    from bpalts._precision import gemm_into
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(5, 7, generator=g), torch.randn(9, 7, generator=g).T  # b transposed view
+    out = torch.full((5, 9), float("nan"))
+    assert gemm_into(out, a, b) is out and torch.allclose(out, a @ b)  # NaN in out ignored
+    gemm_into(out, a, b, alpha=-2.0, accumulate=True)
+    assert torch.allclose(out, -(a @ b), atol=1e-6)
+    gemm_into(out, a, b, "tf32", alpha=0.5)
+    assert torch.equal(out, 0.5 * (round_tf32(a) @ round_tf32(b)))
+    with pytest.raises(ValueError, match="precision 'fp32' or 'tf32', got 'tf32x3'"):
+        gemm_into(out, a, b, "tf32x3")
+    from bpalts._precision import cuda_matmul_precision
+    with pytest.raises(ValueError, match="precision 'fp32' or 'tf32', got 'bf16'"):
+        with cuda_matmul_precision("bf16"):
+            pass
