@@ -38,7 +38,7 @@ $PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton
 # (and tf32 for the reservoir). '|'-separated substrings of "name shape"; gpu.py runs the rows
 # in the order of the first substring each matches, so a step cut off by its limit loses the
 # last ones.
-NEW_ROWS=${NEW_ROWS:-"cublas|pc_relax 784|reservoir_run N2000|hebbian_update[gha] |softwta_update B|softwta_update tf32 |persistent-ll|pc_relax[rows]|tf32x3|T3 relu ce|reservoir_run tf32"}
+NEW_ROWS=${NEW_ROWS:-"cublas|pc_relax 784|pc_relax tf32 |reservoir_run N2000|hebbian_update[gha] |softwta_update B|softwta_update tf32 |persistent-ll|pc_relax[rows]|tf32x3|T3 relu ce|reservoir_run tf32"}
 IFS='|' read -ra NEW_ONLY <<< "$NEW_ROWS"
 
 for step in ${STEPS:-new gpu tiles acc}; do
