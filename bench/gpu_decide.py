@@ -17,6 +17,8 @@ the CSVs, nothing is measured here):
   the default row (the fused Triton GEMM) at N2000 B256 T28, plain call and graph both.
 - ``kernels/pc_relax.py`` ``ROWS_MAX_ROWS``: the largest batch at which the rows path beat the
   tile path at the same precision, plain call and graph both (0 if it never did).
+- ``kernels/pc_relax.py`` ``PERSISTENT_MAX_ROWS``: the same for the persistent path
+  (``pc_relax[persistent]``).
 - ``kernels/pc_relax.py`` ``CUBLAS_MIN_ROWS``: the smallest batch from which the cuBLAS path
   beat the tile path in every row measured (same shape and precision, plain call and graph
   both); 0 (never) if it lost at the largest batch.
@@ -140,26 +142,8 @@ def decisions(rows: list[Row]) -> list[str]:
         out.append(f"BATCHED_GEMM = {choice!r}: cublas {_fmt(cub.triton)} / {_fmt(cub.graph)} ms "
                    f"({'ok' if cub.ok else 'FAIL'}) against triton {_fmt(fused.triton)} / "
                    f"{_fmt(fused.graph)} ms (plain / graph)")
-    best_rows, detail = 0, []
-    for r in rows:
-        if r.base != "pc_relax" or r.variant != "rows":
-            continue
-        tiles = by.get((r.op.replace("[rows]", ""), r.shape))
-        if tiles is None:
-            continue
-        m = re.search(r"\bB(\d+)\b", r.shape)
-        batch = int(m.group(1)) if m else 0
-        win = _beats(r, tiles)
-        detail.append(f"  pc_relax {r.shape} {r.precision}: rows {_fmt(r.triton)} / {_fmt(r.graph)} ms, "
-                      f"tiles {_fmt(tiles.triton)} / {_fmt(tiles.graph)} ms -> {'rows' if win else 'tiles'}")
-        if win:
-            best_rows = max(best_rows, batch)
-    if detail:
-        out.append(f"ROWS_MAX_ROWS = {best_rows} (the largest batch where the rows path won; check "
-                   "below that it did not lose at a smaller one)")
-        out.extend(detail)
-    else:
-        out.append("ROWS_MAX_ROWS: no decision (no pc_relax[rows] rows with a tile-path twin)")
+    out.extend(_max_rows(rows, by, "rows", "ROWS_MAX_ROWS"))
+    out.extend(_max_rows(rows, by, "persistent", "PERSISTENT_MAX_ROWS"))
     out.extend(_cublas_min_rows(rows, by))
     out.extend(_cublas_min_macs(rows, by, "hebbian_update[gha]", "kernels/hebbian_update.py"))
     out.extend(_cublas_min_macs(rows, by, "softwta_update", "kernels/softwta_update.py"))
@@ -200,6 +184,26 @@ def _cublas_min_macs(rows: list[Row], by: dict, base: str, where: str) -> list[s
         return [f"{where} CUBLAS_MIN_MACS: no decision (no {base} cuBLAS rows with a Triton twin)"]
     return [f"{where} CUBLAS_MIN_MACS = {_smallest_winning(results)} (B * N * F from which the cuBLAS "
             "path won every row; 0: never)"] + detail
+
+
+def _max_rows(rows: list[Row], by: dict, variant: str, switch: str) -> list[str]:
+    """The largest batch at which pc_relax[variant] beat the tile path (same shape, precision)."""
+    best, detail = 0, []
+    for r in rows:
+        if r.base != "pc_relax" or r.variant != variant:
+            continue
+        tiles = by.get((r.op.replace(f"[{variant}]", ""), r.shape))
+        if tiles is None:
+            continue
+        win = _beats(r, tiles)
+        detail.append(f"  pc_relax {r.shape} {r.precision}: {variant} {_fmt(r.triton)} / {_fmt(r.graph)} ms, "
+                      f"tiles {_fmt(tiles.triton)} / {_fmt(tiles.graph)} ms -> {variant if win else 'tiles'}")
+        if win:
+            best = max(best, _batch(r.shape))
+    if not detail:
+        return [f"{switch}: no decision (no pc_relax[{variant}] rows with a tile-path twin)"]
+    return [f"{switch} = {best} (the largest batch where the {variant} path won; check below that "
+            "it did not lose at a smaller one)"] + detail
 
 
 def _batch(shape: str) -> int:

@@ -38,7 +38,7 @@ $PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton
 # (and tf32 for the reservoir). '|'-separated substrings of "name shape"; gpu.py runs the rows
 # in the order of the first substring each matches, so a step cut off by its limit loses the
 # last ones.
-NEW_ROWS=${NEW_ROWS:-"cublas|pc_relax 784|pc_relax tf32 |reservoir_run N2000|hebbian_update[gha] |softwta_update B|softwta_update tf32 |persistent-ll|pc_relax[rows]|tf32x3|T3 relu ce|reservoir_run tf32"}
+NEW_ROWS=${NEW_ROWS:-"cublas|pc_relax 784|pc_relax tf32 |reservoir_run N2000|hebbian_update[gha] |softwta_update B|softwta_update tf32 |pc_relax[persistent]|persistent-ll|pc_relax[rows]|tf32x3|T3 relu ce|reservoir_run tf32"}
 IFS='|' read -ra NEW_ONLY <<< "$NEW_ROWS"
 
 for step in ${STEPS:-new gpu tiles acc}; do
@@ -65,7 +65,7 @@ done
 if [ -f "$OUT_DIR/new.csv" ] || [ -f "$OUT_DIR/gpu.csv" ]; then
     echo "=== decisions (bench/gpu_decide.py)"
     $PY bench/gpu_decide.py $(ls "$OUT_DIR"/gpu.csv "$OUT_DIR"/new.csv 2>/dev/null) > "$OUT_DIR/decide.txt" 2>&1
-    sed -n '/^DEFAULT_SYNC\|^BATCHED_GEMM\|^ROWS_MAX_ROWS\|^CUBLAS_MIN\|CUBLAS_MIN_MACS\|^  /p' "$OUT_DIR/decide.txt"
+    sed -n '/^DEFAULT_SYNC\|^BATCHED_GEMM\|_MAX_ROWS\|CUBLAS_MIN\|^  /p' "$OUT_DIR/decide.txt"
 fi
 for f in new gpu acc tiles compare; do
     [ -f "$OUT_DIR/$f.log" ] && { echo "=== $f"; grep -v '^  File\|^    \|^W1' "$OUT_DIR/$f.log" | tail -n 45; }

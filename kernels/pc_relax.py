@@ -37,6 +37,13 @@ every layer its offsets and sizes, so **one launch covers all the layers of a st
    path at B4096 T20 took 16.5 ms in a CUDA graph against 10.5 for the eager reference
    (cuBLAS plus about 10 elementwise kernels per layer and step), which this path improves on.
 
+6. ``_persistent_kernel`` (the persistent path, off by default: ``PERSISTENT_MAX_ROWS``;
+   clamped output, live predictions, no ``tol``): the whole relaxation in ONE launch of at most
+   one program per SM. The programs share the tile path's tiles (32 x 32 here, so that they
+   spread over the SMs) and meet at grid barriers where the tile path has kernel boundaries
+   (2 per step, 3 with a cross-entropy output). Unlike the rows path it uses every SM at small
+   batches (B256: 16 row blocks for the rows path, 132 programs here on an H100).
+
 A clamped-MSE step is two launches. Tiles (64 x 32, or 64 x 64 from ``BIG_ROWS`` rows on) are
 ordered longest-K first. Energies are per-tile
 partial sums in a (steps + 1, tiles) buffer, summed once at the end (deterministic, no atomics).
@@ -76,7 +83,13 @@ ROWS_BM, ROWS_BN, ROWS_BK = 16, 64, 32
 # pc_relax[cublas] rows), so off.
 CUBLAS_MIN_ROWS = 0
 EW_BLOCK = 1024  # elements per program of _cublas_ew_kernel
-PATHS = ("tiles", "rows", "cublas")
+# The persistent path (_persistent_kernel: the whole relaxation in one launch, at most one
+# program per SM, grid barriers between the phases of a step) for batches up to this many rows;
+# 0 = never. Not timed on a GPU yet (bench/gpu.py's pc_relax[persistent] rows), so off.
+PERSISTENT_MAX_ROWS = 0
+PERSISTENT_BM, PERSISTENT_BN = 32, 32  # its tiles (more, smaller tiles: better balance over SMs)
+PERSISTENT_MAX_SPINS = 1 << 20  # spins at one barrier after which a program gives up (see _grid_sync)
+PATHS = ("tiles", "rows", "persistent", "cublas")
 NCOL = 9  # table columns: m0, n0, N, K, so, xo, wo, flags, rows
 NUM_WARPS = 4
 NUM_STAGES = 3  # software-pipelining depth of the K loops on the GPU (Triton's CUDA default)
@@ -107,9 +120,12 @@ def _act(x, ACT: tl.constexpr):
 
 @triton.jit
 def _fwd_tile(S, MUC, Fb, Wf, rm, mmask, n0, N, K, so, fo, wo,
-              PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+              PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+              CACHE: tl.constexpr):
     """One (rows rm, units n0..n0+BLOCK_N) tile of layer l: ``mu = f(x_{l-1}) W_l^T + MUC``
-    (the GEMM skipped when K = 0) and ``e = x_l - mu``; returns (mu, e, offsets, mask)."""
+    (the GEMM skipped when K = 0) and ``e = x_l - mu``; returns (mu, e, offsets, mask). CACHE:
+    the cache modifier of the loads of what other programs wrote ("" or ".cg": L2, for the
+    persistent kernel, whose programs meet at grid barriers instead of kernel boundaries)."""
     rn = n0 + tl.arange(0, BLOCK_N)
     rk = tl.arange(0, BLOCK_K)
     nmask = rn < N
@@ -117,20 +133,21 @@ def _fwd_tile(S, MUC, Fb, Wf, rm, mmask, n0, N, K, so, fo, wo,
     for k0 in range(0, K, BLOCK_K):
         kk = k0 + rk
         kmask = kk < K
-        a = tl.load(Fb + fo + rm[:, None] * K + kk[None, :], mask=mmask[:, None] & kmask[None, :], other=0.0)
+        a = tl.load(Fb + fo + rm[:, None] * K + kk[None, :], mask=mmask[:, None] & kmask[None, :], other=0.0,
+                    cache_modifier=CACHE)
         w = tl.load(Wf + wo + rn[None, :] * K + kk[:, None], mask=kmask[:, None] & nmask[None, :], other=0.0)
         acc += tl.dot(a, w, input_precision=PREC)
     off = so + rm[:, None] * N + rn[None, :]
     msk = mmask[:, None] & nmask[None, :]
     mu = acc + tl.load(MUC + off, mask=msk, other=0.0)
-    e = tl.load(S + off, mask=msk, other=0.0) - mu
+    e = tl.load(S + off, mask=msk, other=0.0, cache_modifier=CACHE) - mu
     return mu, e, off, msk
 
 
 @triton.jit
 def _bwd_tile(S, E, Fb, D, Wb, gamma, rm, mmask, n0, N, K, so, eo, wo,
               PREC: tl.constexpr, ACT: tl.constexpr, REFRESH: tl.constexpr,
-              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, CACHE: tl.constexpr):
     """One tile of hidden layer l: ``g = e_{l+1} B_{l+1}`` (K = n_{l+1}), then in place
     ``x_l += gamma (f'(x_l) g - e_l)`` and (REFRESH) ``f(x_l)``, ``f'(x_l)``."""
     rn = n0 + tl.arange(0, BLOCK_N)
@@ -140,14 +157,15 @@ def _bwd_tile(S, E, Fb, D, Wb, gamma, rm, mmask, n0, N, K, so, eo, wo,
     for k0 in range(0, K, BLOCK_K):
         kk = k0 + rk
         kmask = kk < K
-        a = tl.load(E + eo + rm[:, None] * K + kk[None, :], mask=mmask[:, None] & kmask[None, :], other=0.0)
+        a = tl.load(E + eo + rm[:, None] * K + kk[None, :], mask=mmask[:, None] & kmask[None, :], other=0.0,
+                    cache_modifier=CACHE)
         w = tl.load(Wb + wo + kk[:, None] * N + rn[None, :], mask=kmask[:, None] & nmask[None, :], other=0.0)
         acc += tl.dot(a, w, input_precision=PREC)
     off = so + rm[:, None] * N + rn[None, :]
     msk = mmask[:, None] & nmask[None, :]
-    s = tl.load(S + off, mask=msk, other=0.0)
-    e = tl.load(E + off, mask=msk, other=0.0)
-    d = tl.load(D + off, mask=msk, other=0.0)
+    s = tl.load(S + off, mask=msk, other=0.0, cache_modifier=CACHE)
+    e = tl.load(E + off, mask=msk, other=0.0, cache_modifier=CACHE)
+    d = tl.load(D + off, mask=msk, other=0.0, cache_modifier=CACHE)
     s = s + gamma * (d * acc - e)
     tl.store(S + off, s, mask=msk)
     if REFRESH:
@@ -172,7 +190,7 @@ def _fwd_kernel(TAB, S, E, MUC, Fb, Wf, EP, ep_off,
     m0, n0, N, K, so, fo, wo, flags, R = _tile_row(TAB + pid * NCOLS)
     rm = m0 + tl.arange(0, BLOCK_M)
     mu, e, off, msk = _fwd_tile(S, MUC, Fb, Wf, rm, rm < R, n0, N, K, so, fo, wo,
-                                PREC, BLOCK_M, BLOCK_N, BLOCK_K)
+                                PREC, BLOCK_M, BLOCK_N, BLOCK_K, "")
     write_mu = (flags & 1) != 0
     tl.store(E + off, tl.where(write_mu, mu, e), mask=msk)
     part = tl.sum(tl.sum(tl.where(msk, 0.5 * e * e, 0.0), axis=1), axis=0)
@@ -187,7 +205,7 @@ def _bwd_kernel(TAB, S, E, Fb, D, Wb, gamma,
     m0, n0, N, K, so, eo, wo, _, R = _tile_row(TAB + tl.program_id(0) * NCOLS)
     rm = m0 + tl.arange(0, BLOCK_M)
     _bwd_tile(S, E, Fb, D, Wb, gamma, rm, rm < R, n0, N, K, so, eo, wo,
-              PREC, ACT, REFRESH, BLOCK_M, BLOCK_N, BLOCK_K)
+              PREC, ACT, REFRESH, BLOCK_M, BLOCK_N, BLOCK_K, "")
 
 
 @triton.jit
@@ -196,11 +214,12 @@ def _out_err_kernel(S, E, T, BETA, EP, ep_off, so, R, N,
     """The output layer's error / energy term for BLOCK_R rows (see ``_out_rows``)."""
     pid = tl.program_id(0)
     rr = pid * BLOCK_R + tl.arange(0, BLOCK_R)
-    tl.store(EP + ep_off + pid, _out_rows(S, E, T, BETA, so, rr, R, N, MODE, BLOCK_N))
+    tl.store(EP + ep_off + pid, _out_rows(S, E, T, BETA, so, rr, R, N, MODE, BLOCK_N, ""))
 
 
 @triton.jit
-def _out_rows(S, E, T, BETA, so, rr, R, N, MODE: tl.constexpr, BLOCK_N: tl.constexpr):
+def _out_rows(S, E, T, BETA, so, rr, R, N, MODE: tl.constexpr, BLOCK_N: tl.constexpr,
+              CACHE: tl.constexpr):
     """Rows rr of the output layer; returns their energy term. MODE 0: clamped ce (E holds mu_L:
     e_L = t - softmax(mu_L), energy -t log softmax(mu_L)); 1: nudge mse (energy += beta_b
     |x_L - t|^2 / 2); 2: nudge ce (+= -beta_b t log softmax(x_L))."""
@@ -211,9 +230,9 @@ def _out_rows(S, E, T, BETA, so, rr, R, N, MODE: tl.constexpr, BLOCK_N: tl.const
     off = rr[:, None] * N + rn[None, :]
     t = tl.load(T + off, mask=msk, other=0.0)
     if MODE == 0:
-        u = tl.load(E + so + off, mask=msk, other=0.0)
+        u = tl.load(E + so + off, mask=msk, other=0.0, cache_modifier=CACHE)
     else:
-        u = tl.load(S + so + off, mask=msk, other=0.0)
+        u = tl.load(S + so + off, mask=msk, other=0.0, cache_modifier=CACHE)
     if MODE == 1:
         dlt = u - t
         lossr = tl.sum(tl.where(msk, 0.5 * dlt * dlt, 0.0), axis=1)
@@ -274,7 +293,7 @@ def _rows_err_phase(LT, S, E, MUC, Fb, Wf, T, rm, mmask, R, L,
         wo = tl.load(LT + 6 * l + 4)
         for n0 in range(0, n, BLOCK_N):
             mu, e, off, msk = _fwd_tile(S, MUC, Fb, Wf, rm, mmask, n0, n, K, so, fo, wo,
-                                        PREC, BLOCK_M, BLOCK_N, BLOCK_K)
+                                        PREC, BLOCK_M, BLOCK_N, BLOCK_K, "")
             write_mu = l == ce_layer
             tl.store(E + off, tl.where(write_mu, mu, e), mask=msk)
             part += tl.where(write_mu, 0.0, tl.sum(tl.sum(tl.where(msk, 0.5 * e * e, 0.0), axis=1), axis=0))
@@ -282,7 +301,7 @@ def _rows_err_phase(LT, S, E, MUC, Fb, Wf, T, rm, mmask, R, L,
         tl.debug_barrier()  # mu_L stored by other threads of the program
         so_out = tl.load(LT + 6 * (L - 1) + 2)
         n_out = tl.load(LT + 6 * (L - 1) + 0)
-        part += _out_rows(S, E, T, T, so_out, rm, R, n_out, 0, BLOCK_NL)
+        part += _out_rows(S, E, T, T, so_out, rm, R, n_out, 0, BLOCK_NL, "")
     return part
 
 
@@ -316,7 +335,7 @@ def _rows_kernel(LT, S, E, MUC, Fb, D, Wf, Wb, T, EP, R, L, steps, gamma,
             bo = tl.load(LT + 6 * l + 5)
             for n0 in range(0, n, BLOCK_N):
                 _bwd_tile(S, E, Fb, D, Wb, gamma, rm, mmask, n0, n, K, so, eo, bo,
-                          PREC, ACT, True, BLOCK_M, BLOCK_N, BLOCK_K)
+                          PREC, ACT, True, BLOCK_M, BLOCK_N, BLOCK_K, "")
         tl.debug_barrier()
         part = _rows_err_phase(LT, S, E, MUC, Fb, Wf, T, rm, mmask, R, L, PREC, CE, BLOCK_M, BLOCK_N,
                            BLOCK_K, BLOCK_NL)
@@ -371,6 +390,91 @@ def _cublas_ew_kernel(S, E, G, MUC, Fb, D, T, EP, ep_off, gamma, n_first, n_hid,
         tl.store(E + i, s - muc, mask=first)
 
 
+@triton.jit
+def _grid_sync(counter, k, P, failed, max_spins):
+    """The k-th grid barrier of ``_persistent_kernel`` (``counter`` zeroed per launch, P
+    programs, all resident): every thread's global stores are issued (bar.sync), one release
+    ``atomic_add``, then acquire loads of the counter until it reaches ``k * P`` (the pattern of
+    ``kernels/reservoir_run.py``'s persistent kernel). After ``max_spins`` spins for one barrier
+    (not all programs resident: a launch problem, not a slow step) the program stops waiting,
+    from then on, and returns failed = 1 for the host to report, instead of hanging the GPU."""
+    tl.debug_barrier()
+    tl.atomic_add(counter, 1, sem="release", scope="gpu")
+    target = k * P
+    seen = tl.atomic_add(counter, 0, sem="acquire", scope="gpu")
+    spins = 0
+    while (seen < target) & (tl.max(failed, axis=0) == 0):
+        seen = tl.atomic_add(counter, 0, sem="acquire", scope="gpu")
+        spins += 1
+        failed = tl.where(spins > max_spins, 1, failed)
+    tl.debug_barrier()
+    return failed
+
+
+@triton.jit
+def _persistent_errors(TF, n_fwd, S, E, MUC, Fb, Wf, T, counter, k, P, failed, max_spins, R,
+                       so_out, n_out, PREC: tl.constexpr, CE: tl.constexpr, NCOLS: tl.constexpr,
+                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                       BLOCK_R: tl.constexpr, BLOCK_NL: tl.constexpr):
+    """The error phase of one step: this program's forward tiles (``pid, pid + P, ...`` of TF),
+    then with CE a barrier and its blocks of output rows; returns (energy partial, k, failed)."""
+    pid = tl.program_id(0)
+    part = tl.zeros((1,), dtype=tl.float32)
+    for i in range(pid, n_fwd, P):
+        m0, n0, N, K, so, fo, wo, flags, Rt = _tile_row(TF + i * NCOLS)
+        rm = m0 + tl.arange(0, BLOCK_M)
+        mu, e, off, msk = _fwd_tile(S, MUC, Fb, Wf, rm, rm < Rt, n0, N, K, so, fo, wo,
+                                    PREC, BLOCK_M, BLOCK_N, BLOCK_K, ".cg")
+        write_mu = (flags & 1) != 0
+        tl.store(E + off, tl.where(write_mu, mu, e), mask=msk)
+        tpart = tl.sum(tl.sum(tl.where(msk, 0.5 * e * e, 0.0), axis=1), axis=0)
+        part += tl.where((flags & 2) != 0, tpart, 0.0)
+    if CE:  # the output rows need every tile of mu_L
+        k += 1
+        failed = _grid_sync(counter, k, P, failed, max_spins)
+        for j in range(pid, tl.cdiv(R, BLOCK_R), P):
+            rr = j * BLOCK_R + tl.arange(0, BLOCK_R)
+            part += _out_rows(S, E, T, T, so_out, rr, R, n_out, 0, BLOCK_NL, ".cg")
+    return part, k, failed
+
+
+@triton.jit
+def _persistent_kernel(TF, n_fwd, TB, n_bwd, S, E, MUC, Fb, D, Wf, Wb, T, EP, counter, status,
+                       max_spins, R, so_out, n_out, steps, gamma,
+                       PREC: tl.constexpr, ACT: tl.constexpr, CE: tl.constexpr, NCOLS: tl.constexpr,
+                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                       BLOCK_R: tl.constexpr, BLOCK_NL: tl.constexpr):
+    """The persistent path: the whole relaxation in ONE launch of P programs (at most one per
+    SM, all resident), which share the tile path's tiles (TF, TB: tile ``i`` goes to program
+    ``i % P``) and meet at grid barriers where the tile path has kernel boundaries: per step,
+    the feedback tiles (state updates), a barrier, the forward tiles (errors), a barrier (with
+    CE a third one before the output rows). Loads of what other programs wrote go through L2
+    (``.cg``). Energy partials into ``EP[step * P + pid]``; ``status[pid]`` = 1 if a barrier
+    gave up (see ``_grid_sync``)."""
+    pid = tl.program_id(0)
+    P = tl.num_programs(0)
+    failed = tl.zeros((1,), dtype=tl.int32)
+    part, k, failed = _persistent_errors(TF, n_fwd, S, E, MUC, Fb, Wf, T, counter, 0, P, failed,
+                                         max_spins, R, so_out, n_out, PREC, CE, NCOLS, BLOCK_M,
+                                         BLOCK_N, BLOCK_K, BLOCK_R, BLOCK_NL)
+    tl.store(EP + pid + tl.arange(0, 1), part)
+    for t in range(1, steps + 1):
+        k += 1
+        failed = _grid_sync(counter, k, P, failed, max_spins)
+        for i in range(pid, n_bwd, P):
+            m0, n0, N, K, so, eo, wo, _, Rt = _tile_row(TB + i * NCOLS)
+            rm = m0 + tl.arange(0, BLOCK_M)
+            _bwd_tile(S, E, Fb, D, Wb, gamma, rm, rm < Rt, n0, N, K, so, eo, wo,
+                      PREC, ACT, True, BLOCK_M, BLOCK_N, BLOCK_K, ".cg")
+        k += 1
+        failed = _grid_sync(counter, k, P, failed, max_spins)
+        part, k, failed = _persistent_errors(TF, n_fwd, S, E, MUC, Fb, Wf, T, counter, k, P, failed,
+                                             max_spins, R, so_out, n_out, PREC, CE, NCOLS, BLOCK_M,
+                                             BLOCK_N, BLOCK_K, BLOCK_R, BLOCK_NL)
+        tl.store(EP + t * P + pid + tl.arange(0, 1), part)
+    tl.store(status + pid + tl.arange(0, 1), failed)
+
+
 class _Plan:
     """Flat buffers, tile tables and launch sequence for one network configuration."""
 
@@ -399,7 +503,10 @@ class _Plan:
         self.T = torch.empty(R, widths[-1], **f32)
         self.BETA = torch.zeros(R, **f32)
         out_ce = clamp and ce
-        self.bm, self.bn = (BIG_BM, BIG_BN) if R >= BIG_ROWS else (BM, BN)
+        if path == "persistent":
+            self.bm, self.bn = PERSISTENT_BM, PERSISTENT_BN
+        else:
+            self.bm, self.bn = (BIG_BM, BIG_BN) if R >= BIG_ROWS else (BM, BN)
         bm, bn = self.bm, self.bn
         fwd = []
         for l in range(1, L + 1):
@@ -430,6 +537,16 @@ class _Plan:
         self.seen = 0
         self.path = path
         self.rows = path == "rows"
+        if path == "persistent":
+            assert clamp and not fixed, "the persistent path: clamped output, live predictions"
+            if _interpreted():
+                self.n_prog = 1  # the spin barrier deadlocks with more (programs run in turn)
+            else:
+                sms = torch.cuda.get_device_properties(device).multi_processor_count
+                self.n_prog = max(1, min(sms, max(self.n_fwd, self.n_bwd)))
+            self.counter = torch.zeros(1, dtype=torch.int32, device=device)
+            self.status = torch.zeros(self.n_prog, dtype=torch.int32, device=device)
+            self.EPP = torch.zeros((steps + 1) * self.n_prog, **f32)
         if path == "cublas":
             assert clamp and precision in CUBLAS_PRECISIONS, "the cuBLAS path: clamped output, fp32 / tf32"
             self.G = torch.empty(max(self.off[-2], 1), **f32)  # e_{l+1} B_{l+1}, hidden layers
@@ -535,6 +652,22 @@ class _Plan:
                                            slot * self.NP + self.n_ew, self.off[-2], self.R,
                                            self.widths[-1], MODE=0, BLOCK_R=BR, BLOCK_N=self.BNL)
 
+    def _run_persistent(self, gamma):
+        self.counter.zero_()
+        _persistent_kernel[(self.n_prog,)](
+            self.TF, self.n_fwd, self.TB if self.TB is not None else self.TF, self.n_bwd, self.S,
+            self.E, self.MUC, self.F, self.D, self.Wf, self.Wb, self.T, self.EPP, self.counter,
+            self.status, PERSISTENT_MAX_SPINS, self.R, self.off[-2], self.widths[-1], self.steps,
+            gamma, PREC=self.prec, ACT=self.act, CE=self.ce, NCOLS=NCOL, BLOCK_M=self.bm,
+            BLOCK_N=self.bn, BLOCK_K=BK, BLOCK_R=BR, BLOCK_NL=self.BNL, num_warps=NUM_WARPS,
+            num_stages=NUM_STAGES)
+        capturing = self.S.is_cuda and torch.cuda.is_current_stream_capturing()
+        if not capturing and bool(self.status.any()):
+            raise RuntimeError("pc_relax's persistent kernel: a program gave up waiting at a grid "
+                               "barrier (were all programs resident?); use the tile path "
+                               "(PERSISTENT_MAX_ROWS = 0)")
+        return self.steps
+
     def _run_cublas(self, gamma):
         with gemm_precision(self.S, self.precision):
             self._cublas_ew(gamma, 0, update=False, energy=False, pre=True)
@@ -553,6 +686,9 @@ class _Plan:
         if self.path == "cublas":
             assert tol is None
             return self._run_cublas(gamma)
+        if self.path == "persistent":
+            assert tol is None
+            return self._run_persistent(gamma)
         if self.rows:
             assert tol is None
             _rows_kernel[(self.n_rows,)](self.LT, self.S, self.E, self.MUC, self.F, self.D, self.Wf,
@@ -585,9 +721,17 @@ class _Plan:
         errors = [self.E[self.off[l]:self.off[l + 1]].view(R, self.widths[l]).clone() for l in range(self.L)]
         if self.rows:
             energy = self.EPR.view(self.steps + 1, self.n_rows)[1:n + 1].sum(1) / R
+        elif self.path == "persistent":
+            energy = self.EPP.view(self.steps + 1, self.n_prog)[1:n + 1].sum(1) / R
         else:
             energy = self.EP.view(self.steps + 1, self.NP)[1:n + 1].sum(1) / R
         return states, errors, energy, n
+
+
+def _interpreted() -> bool:
+    import os
+
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 def _act_name(code):
@@ -598,10 +742,13 @@ _plans: "OrderedDict[tuple, _Plan]" = OrderedDict()
 
 
 def _path(R, clamp, fixed, tol, precision):
-    """Which path runs a relaxation of R rows: "rows" (R <= ROWS_MAX_ROWS), "cublas"
-    (R >= CUBLAS_MIN_ROWS > 0), else "tiles"; the first two only where they apply."""
+    """Which path runs a relaxation of R rows: "rows" (R <= ROWS_MAX_ROWS), "persistent"
+    (R <= PERSISTENT_MAX_ROWS), "cublas" (R >= CUBLAS_MIN_ROWS > 0), else "tiles"; each of the
+    first three only where it applies."""
     if R <= ROWS_MAX_ROWS and clamp and not fixed and tol is None:
         return "rows"
+    if R <= PERSISTENT_MAX_ROWS and clamp and not fixed and tol is None:
+        return "persistent"
     if 0 < CUBLAS_MIN_ROWS <= R and clamp and tol is None and precision in CUBLAS_PRECISIONS:
         return "cublas"
     return "tiles"

@@ -41,6 +41,7 @@ def test_decisions_and_later_files_win(tmp_path, capsys):
         ("pc_relax[rows]", f"{net} B256 T20", "ok", "1.20", "1.10", "<= 0.8"),
         ("pc_relax[rows]", f"{net} B4096 T20", "ok", "20.0", "19.0", "<= 8.0"),  # loses
         ("pc_relax[rows] tf32x3", f"{net} B256 T20", "FAIL", "0.10", "0.09", "<= 0.8"),  # no twin
+        ("pc_relax[persistent]", f"{net} B256 T20", "ok", "0.70", "0.65", "<= 0.8"),
         ("pc_relax[cublas]", f"{net} B256 T20", "ok", "3.00", "3.50", "<= 0.8"),  # loses in a graph
         ("pc_relax[cublas]", f"{net} B4096 T20", "ok", "6.00", "5.00", "<= 8.0"),
         ("reservoir_run", "N2000 B256 T28 D28", "ok", "5.01", "4.99", "<= 1.5"),
@@ -58,6 +59,7 @@ def test_decisions_and_later_files_win(tmp_path, capsys):
     text = "\n".join(gpu_decide.decisions(rows))
     assert "DEFAULT_SYNC = 'll'" in text
     assert "ROWS_MAX_ROWS = 256" in text and "B4096 T20 fp32: rows 20.000 / 19.000 ms" in text
+    assert "PERSISTENT_MAX_ROWS = 256" in text and "persistent 0.700 / 0.650 ms" in text
     assert "CUBLAS_MIN_ROWS = 4096" in text and "B256 T20 fp32: cublas 3.000 / 3.500 ms" in text
     assert "BATCHED_GEMM = 'cublas'" in text
     assert "hebbian_update.py CUBLAS_MIN_MACS = 205520896" in text  # 256 * 784 * 1024
@@ -79,3 +81,4 @@ def test_no_decision_without_rows(tmp_path):
     text = "\n".join(gpu_decide.decisions(gpu_decide.read_rows([path])))
     assert "DEFAULT_SYNC: no decision" in text and "ROWS_MAX_ROWS: no decision" in text
     assert "BATCHED_GEMM: no decision" in text and "CUBLAS_MIN_ROWS: no decision" in text
+    assert "PERSISTENT_MAX_ROWS: no decision" in text

@@ -287,3 +287,77 @@ def test_triton_cublas_path_only_where_it_applies(monkeypatch):
         assert rel_err(c.energy, r.energy) < RTOL_REDUCTION
     Ws, bs, _, x, t = make_net((6, 11, 7, 4), 4)
     pc_relax(Ws, x, t, 3, 0.1, biases=bs, backend="triton")  # below CUBLAS_MIN_ROWS: tiles
+
+
+@pytest.mark.parametrize("precision", ["fp32", "tf32x3"])
+@pytest.mark.parametrize("case", ROWS_CASES, ids=lambda c: f"B{c[0]}-{len(c[1]) - 1}L-{c[2]}-{c[3]}-{c[6]}"
+                         + ("-fb" if c[4] else "") + ("" if c[5] else "-nobias"))
+def test_triton_persistent_path_matches_reference(case, precision, monkeypatch, poisoned_empty):
+    """The persistent path (_persistent_kernel: one launch, the tile tables shared out over the
+    programs, grid barriers between phases) with one program, as the interpreter runs it (more
+    would deadlock at the first barrier: programs run one after another there)."""
+    from bpalts.kernels import pc_relax as tk
+
+    monkeypatch.setattr(tk, "PERSISTENT_MAX_ROWS", 1 << 30)
+    spy = LaunchSpy(tk._persistent_kernel)
+    monkeypatch.setattr(tk, "_persistent_kernel", spy)
+    monkeypatch.setattr(tk, "_fwd_kernel", None)  # the tile path's kernels must not run
+    monkeypatch.setattr(tk, "_bwd_kernel", None)
+    B, widths, act, init, fb, bias, oe = case
+    Ws, bs, Bs, x, t = make_net(widths, B, feedback=fb, seed=17)
+    bs = bs if bias else None
+    kw = dict(activation=act, init=init, output_energy=oe)
+    r = _ref64(Ws, bs, Bs, x, t, 4, **kw)
+    c = pc_relax(Ws, x, t, 4, 0.1, biases=bs, feedback=Bs, backend="triton", precision=precision, **kw)
+    assert spy.grids == [(1,)] and spy.kwargs[0]["BLOCK_M"] == tk.PERSISTENT_BM
+    assert c.steps_run == 4 and c.energy.shape == (4,)
+    for got, want in zip(c.states + c.errors, r.states + r.errors):
+        assert got.dtype == torch.float32 and got.shape == want.shape
+        assert _close(got, want)
+    assert rel_err(c.energy, r.energy) < RTOL_REDUCTION
+
+
+def test_triton_persistent_path_where_it_applies_and_gives_up(monkeypatch):
+    """PERSISTENT_MAX_ROWS after the rows path and before the cuBLAS path; not for nudging,
+    fixed predictions or tol. A barrier that never fills (a counter not zeroed: one program
+    waits for k * P arrivals that never come) gives up after max_spins and sets status."""
+    from bpalts.kernels import pc_relax as tk
+
+    monkeypatch.setattr(tk, "PERSISTENT_MAX_ROWS", 8)
+    monkeypatch.setattr(tk, "CUBLAS_MIN_ROWS", 1)
+    assert tk._path(8, True, False, None, "fp32") == "persistent"
+    assert tk._path(9, True, False, None, "fp32") == "cublas"
+    assert tk._path(8, True, True, None, "fp32") == "cublas"  # fixed predictions
+    assert tk._path(8, False, False, None, "fp32") == "tiles"  # nudged
+    assert tk._path(8, True, False, 1e-3, "fp32") == "tiles"
+    monkeypatch.setattr(tk, "ROWS_MAX_ROWS", 8)
+    assert tk._path(8, True, False, None, "fp32") == "rows"
+    # give-up: run the kernel by hand with its counter starting at -100
+    monkeypatch.setattr(tk, "ROWS_MAX_ROWS", 0)
+    Ws, bs, _, x, t = make_net((6, 11, 7, 4), 5)
+    plan = tk._Plan(x.device, 5, (11, 7, 4), 6, 2, "tanh", True, False, False, True, "fp32", "persistent")
+    states = [torch.zeros(5, 11), torch.zeros(5, 7), t]
+    plan.load(Ws, bs, None, x, t, states, None)
+    plan.counter.fill_(-100)
+    tk._persistent_kernel[(1,)](
+        plan.TF, plan.n_fwd, plan.TB, plan.n_bwd, plan.S, plan.E, plan.MUC, plan.F, plan.D, plan.Wf,
+        plan.Wb, plan.T, plan.EPP, plan.counter, plan.status, 3, plan.R, plan.off[-2], 4, 2, 0.1,
+        PREC="ieee", ACT=0, CE=False, NCOLS=tk.NCOL, BLOCK_M=tk.PERSISTENT_BM, BLOCK_N=tk.PERSISTENT_BN,
+        BLOCK_K=tk.BK, BLOCK_R=tk.BR, BLOCK_NL=plan.BNL)
+    assert plan.status.tolist() == [1]
+    assert torch.isfinite(plan.S).all()  # it ran on without waiting
+
+    real = tk._persistent_kernel
+
+    class StuckCounter:  # the public op's launch, with the counter left at -100 and 3 spins
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                args = list(args)
+                args[13].fill_(-100)
+                args[15] = 3
+                return real[grid](*args, **kwargs)
+            return launch
+
+    monkeypatch.setattr(tk, "_persistent_kernel", StuckCounter())
+    with pytest.raises(RuntimeError, match="gave up waiting at a grid barrier"):
+        pc_relax(Ws, x, t, 2, 0.1, biases=bs, backend="triton")
