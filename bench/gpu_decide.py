@@ -124,24 +124,10 @@ def _beats(a: Row | None, b: Row | None) -> bool:
 def decisions(rows: list[Row]) -> list[str]:
     by = {(r.op, r.shape): r for r in rows}
     out = []
-    pixel = "N2000 B1 T784 D1"
-    ll, barrier = by.get(("reservoir_run[persistent-ll]", pixel)), by.get(("reservoir_run", pixel))
-    if ll is None or barrier is None:
-        out.append("DEFAULT_SYNC: no decision (the reservoir_run B1 T784 rows are missing)")
-    else:
-        choice = "ll" if _beats(ll, barrier) else "barrier"
-        out.append(f"DEFAULT_SYNC = {choice!r}: ll {_fmt(ll.triton)} / {_fmt(ll.graph)} ms "
-                   f"({'ok' if ll.ok else 'FAIL'}) against barrier {_fmt(barrier.triton)} / "
-                   f"{_fmt(barrier.graph)} ms (plain / graph)")
-    seq = "N2000 B256 T28 D28"
-    cub, fused = by.get(("reservoir_run[cublas]", seq)), by.get(("reservoir_run", seq))
-    if cub is None or fused is None:
-        out.append("BATCHED_GEMM: no decision (the reservoir_run B256 T28 rows are missing)")
-    else:
-        choice = "cublas" if _beats(cub, fused) else "triton"
-        out.append(f"BATCHED_GEMM = {choice!r}: cublas {_fmt(cub.triton)} / {_fmt(cub.graph)} ms "
-                   f"({'ok' if cub.ok else 'FAIL'}) against triton {_fmt(fused.triton)} / "
-                   f"{_fmt(fused.graph)} ms (plain / graph)")
+    out.append(_either(by, "DEFAULT_SYNC", "reservoir_run", "N2000 B1 T784 D1", "persistent-ll",
+                       "ll", "barrier"))
+    out.append(_either(by, "BATCHED_GEMM", "reservoir_run", "N2000 B256 T28 D28", "cublas",
+                       "cublas", "triton"))
     out.extend(_max_rows(rows, by, "rows", "ROWS_MAX_ROWS"))
     out.extend(_max_rows(rows, by, "persistent", "PERSISTENT_MAX_ROWS"))
     out.extend(_cublas_min_rows(rows, by))
@@ -184,6 +170,17 @@ def _cublas_min_macs(rows: list[Row], by: dict, base: str, where: str) -> list[s
         return [f"{where} CUBLAS_MIN_MACS: no decision (no {base} cuBLAS rows with a Triton twin)"]
     return [f"{where} CUBLAS_MIN_MACS = {_smallest_winning(results)} (B * N * F from which the cuBLAS "
             "path won every row; 0: never)"] + detail
+
+
+def _either(by: dict, switch: str, op: str, shape: str, variant: str, yes: str, no: str) -> str:
+    """``switch = yes`` if ``op[variant]`` beat the default ``op`` row at ``shape``, else ``no``."""
+    new, default = by.get((f"{op}[{variant}]", shape)), by.get((op, shape))
+    if new is None or default is None:
+        return f"{switch}: no decision (the {op} {shape} rows are missing)"
+    choice = yes if _beats(new, default) else no
+    return (f"{switch} = {choice!r}: {yes} {_fmt(new.triton)} / {_fmt(new.graph)} ms "
+            f"({'ok' if new.ok else 'FAIL'}) against {no} {_fmt(default.triton)} / "
+            f"{_fmt(default.graph)} ms (plain / graph)")
 
 
 def _max_rows(rows: list[Row], by: dict, variant: str, switch: str) -> list[str]:

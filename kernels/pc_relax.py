@@ -184,17 +184,37 @@ def _tile_row(base):
 
 
 @triton.jit
-def _fwd_kernel(TAB, S, E, MUC, Fb, Wf, EP, ep_off,
-                PREC: tl.constexpr, NCOLS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    pid = tl.program_id(0)
-    m0, n0, N, K, so, fo, wo, flags, R = _tile_row(TAB + pid * NCOLS)
+def _fwd_table_tile(TAB, i, S, E, MUC, Fb, Wf, PREC: tl.constexpr, NCOLS: tl.constexpr,
+                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                    CACHE: tl.constexpr):
+    """Forward tile ``i`` of table TAB: its errors (or ``mu_L`` for a cross-entropy output, flag
+    bit 0) into E; returns its energy partial (0 without flag bit 1)."""
+    m0, n0, N, K, so, fo, wo, flags, R = _tile_row(TAB + i * NCOLS)
     rm = m0 + tl.arange(0, BLOCK_M)
     mu, e, off, msk = _fwd_tile(S, MUC, Fb, Wf, rm, rm < R, n0, N, K, so, fo, wo,
-                                PREC, BLOCK_M, BLOCK_N, BLOCK_K, "")
+                                PREC, BLOCK_M, BLOCK_N, BLOCK_K, CACHE)
     write_mu = (flags & 1) != 0
     tl.store(E + off, tl.where(write_mu, mu, e), mask=msk)
     part = tl.sum(tl.sum(tl.where(msk, 0.5 * e * e, 0.0), axis=1), axis=0)
-    part = tl.where((flags & 2) != 0, part, 0.0)
+    return tl.where((flags & 2) != 0, part, 0.0)
+
+
+@triton.jit
+def _bwd_table_tile(TAB, i, S, E, Fb, D, Wb, gamma, PREC: tl.constexpr, ACT: tl.constexpr,
+                    REFRESH: tl.constexpr, NCOLS: tl.constexpr, BLOCK_M: tl.constexpr,
+                    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, CACHE: tl.constexpr):
+    """Feedback tile ``i`` of table TAB: the state update of its (rows, units) (``_bwd_tile``)."""
+    m0, n0, N, K, so, eo, wo, _, R = _tile_row(TAB + i * NCOLS)
+    rm = m0 + tl.arange(0, BLOCK_M)
+    _bwd_tile(S, E, Fb, D, Wb, gamma, rm, rm < R, n0, N, K, so, eo, wo,
+              PREC, ACT, REFRESH, BLOCK_M, BLOCK_N, BLOCK_K, CACHE)
+
+
+@triton.jit
+def _fwd_kernel(TAB, S, E, MUC, Fb, Wf, EP, ep_off,
+                PREC: tl.constexpr, NCOLS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    pid = tl.program_id(0)
+    part = _fwd_table_tile(TAB, pid, S, E, MUC, Fb, Wf, PREC, NCOLS, BLOCK_M, BLOCK_N, BLOCK_K, "")
     tl.store(EP + ep_off + pid, part)
 
 
@@ -202,10 +222,8 @@ def _fwd_kernel(TAB, S, E, MUC, Fb, Wf, EP, ep_off,
 def _bwd_kernel(TAB, S, E, Fb, D, Wb, gamma,
                 PREC: tl.constexpr, ACT: tl.constexpr, REFRESH: tl.constexpr, NCOLS: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    m0, n0, N, K, so, eo, wo, _, R = _tile_row(TAB + tl.program_id(0) * NCOLS)
-    rm = m0 + tl.arange(0, BLOCK_M)
-    _bwd_tile(S, E, Fb, D, Wb, gamma, rm, rm < R, n0, N, K, so, eo, wo,
-              PREC, ACT, REFRESH, BLOCK_M, BLOCK_N, BLOCK_K, "")
+    _bwd_table_tile(TAB, tl.program_id(0), S, E, Fb, D, Wb, gamma, PREC, ACT, REFRESH, NCOLS,
+                    BLOCK_M, BLOCK_N, BLOCK_K, "")
 
 
 @triton.jit
@@ -421,14 +439,7 @@ def _persistent_errors(TF, n_fwd, S, E, MUC, Fb, Wf, T, counter, k, P, failed, m
     pid = tl.program_id(0)
     part = tl.zeros((1,), dtype=tl.float32)
     for i in range(pid, n_fwd, P):
-        m0, n0, N, K, so, fo, wo, flags, Rt = _tile_row(TF + i * NCOLS)
-        rm = m0 + tl.arange(0, BLOCK_M)
-        mu, e, off, msk = _fwd_tile(S, MUC, Fb, Wf, rm, rm < Rt, n0, N, K, so, fo, wo,
-                                    PREC, BLOCK_M, BLOCK_N, BLOCK_K, ".cg")
-        write_mu = (flags & 1) != 0
-        tl.store(E + off, tl.where(write_mu, mu, e), mask=msk)
-        tpart = tl.sum(tl.sum(tl.where(msk, 0.5 * e * e, 0.0), axis=1), axis=0)
-        part += tl.where((flags & 2) != 0, tpart, 0.0)
+        part += _fwd_table_tile(TF, i, S, E, MUC, Fb, Wf, PREC, NCOLS, BLOCK_M, BLOCK_N, BLOCK_K, ".cg")
     if CE:  # the output rows need every tile of mu_L
         k += 1
         failed = _grid_sync(counter, k, P, failed, max_spins)
@@ -462,10 +473,8 @@ def _persistent_kernel(TF, n_fwd, TB, n_bwd, S, E, MUC, Fb, D, Wf, Wb, T, EP, co
         k += 1
         failed = _grid_sync(counter, k, P, failed, max_spins)
         for i in range(pid, n_bwd, P):
-            m0, n0, N, K, so, eo, wo, _, Rt = _tile_row(TB + i * NCOLS)
-            rm = m0 + tl.arange(0, BLOCK_M)
-            _bwd_tile(S, E, Fb, D, Wb, gamma, rm, rm < Rt, n0, N, K, so, eo, wo,
-                      PREC, ACT, True, BLOCK_M, BLOCK_N, BLOCK_K, ".cg")
+            _bwd_table_tile(TB, i, S, E, Fb, D, Wb, gamma, PREC, ACT, True, NCOLS, BLOCK_M, BLOCK_N,
+                            BLOCK_K, ".cg")
         k += 1
         failed = _grid_sync(counter, k, P, failed, max_spins)
         part, k, failed = _persistent_errors(TF, n_fwd, S, E, MUC, Fb, Wf, T, counter, k, P, failed,

@@ -79,23 +79,34 @@ ROWS_CASES = [
 ]
 
 
+@pytest.mark.parametrize("path", ["rows", "persistent"])
 @pytest.mark.parametrize("precision", ["fp32", "tf32x3"])
 @pytest.mark.parametrize("case", ROWS_CASES, ids=lambda c: f"B{c[0]}-{len(c[1]) - 1}L-{c[2]}-{c[3]}-{c[6]}"
                          + ("-fb" if c[4] else "") + ("" if c[5] else "-nobias"))
-def test_triton_rows_path_matches_reference(case, precision, monkeypatch, poisoned_empty):
-    """The rows path (_rows_kernel: the whole relaxation of 16 rows per program, one launch)."""
+def test_triton_one_launch_paths_match_reference(case, precision, path, monkeypatch, poisoned_empty):
+    """The two one-launch paths: rows (_rows_kernel: the whole relaxation of 16 rows per
+    program) and persistent (_persistent_kernel: the tile tables shared out over the programs,
+    grid barriers between phases; one program, as the interpreter runs it: more would deadlock
+    at the first barrier, programs running one after another there)."""
     from bpalts.kernels import pc_relax as tk
 
-    monkeypatch.setattr(tk, "ROWS_MAX_ROWS", 1 << 30)
-    spy = LaunchSpy(tk._rows_kernel)
-    monkeypatch.setattr(tk, "_rows_kernel", spy)
+    if path == "rows":
+        monkeypatch.setattr(tk, "ROWS_MAX_ROWS", 1 << 30)
+    else:
+        monkeypatch.setattr(tk, "PERSISTENT_MAX_ROWS", 1 << 30)
+    name = "_rows_kernel" if path == "rows" else "_persistent_kernel"
+    spy = LaunchSpy(getattr(tk, name))
+    monkeypatch.setattr(tk, name, spy)
+    monkeypatch.setattr(tk, "_fwd_kernel", None)  # the tile path's kernels must not run
+    monkeypatch.setattr(tk, "_bwd_kernel", None)
     B, widths, act, init, fb, bias, oe = case
     Ws, bs, Bs, x, t = make_net(widths, B, feedback=fb, seed=11)
     bs = bs if bias else None
     kw = dict(activation=act, init=init, output_energy=oe)
     r = _ref64(Ws, bs, Bs, x, t, 5, **kw)
     c = pc_relax(Ws, x, t, 5, 0.1, biases=bs, feedback=Bs, backend="triton", precision=precision, **kw)
-    assert spy.grids == [(-(-B // tk.ROWS_BM),)]  # one launch for the whole relaxation
+    # one launch for the whole relaxation
+    assert spy.grids == ([(-(-B // tk.ROWS_BM),)] if path == "rows" else [(1,)])
     assert c.steps_run == 5 and c.energy.shape == (5,)
     for got, want in zip(c.states + c.errors, r.states + r.errors):
         assert got.dtype == torch.float32 and got.shape == want.shape
@@ -193,10 +204,10 @@ def test_triton_tf32(fixed, poisoned_empty):
 
 
 @pytest.mark.parametrize("steps", [1, 3])
-def test_pc_learner_steps_agree_on_both_triton_paths(steps, monkeypatch, poisoned_empty):
-    """PCNetwork's relaxation defaults (relu, clamped cross-entropy) through the tile path and
-    the rows path: the same weights after three training steps, and the same as the reference
-    backend. Plain SGD: Adam's first steps are about sign(grad) * lr, which turns rounding-level
+def test_pc_learner_steps_agree_on_every_triton_path(steps, monkeypatch, poisoned_empty):
+    """PCNetwork's relaxation defaults (relu, clamped cross-entropy) through the tile, rows,
+    persistent and cuBLAS paths: the same weights after three training steps, and the same as
+    the reference backend. Plain SGD: Adam's first steps are about sign(grad) * lr, which turns rounding-level
     differences in near-zero gradients into whole steps."""
     from bpalts.kernels import pc_relax as tk
     from bpalts.learners.predictive_coding import PCNetwork
@@ -205,18 +216,21 @@ def test_pc_learner_steps_agree_on_both_triton_paths(steps, monkeypatch, poisone
     x = torch.rand(3, 20, 36, generator=g)
     y = torch.randint(0, 10, (3, 20), generator=g)
     weights = {}
-    for name, rows, backend in (("tiles", 0, "triton"), ("rows", 1 << 30, "triton"),
-                                ("reference", 0, "reference")):
-        monkeypatch.setattr(tk, "ROWS_MAX_ROWS", rows)
+    for name, backend in (("tiles", "triton"), ("rows", "triton"), ("persistent", "triton"),
+                          ("cublas", "triton"), ("reference", "reference")):
+        monkeypatch.setattr(tk, "ROWS_MAX_ROWS", 1 << 30 if name == "rows" else 0)
+        monkeypatch.setattr(tk, "PERSISTENT_MAX_ROWS", 1 << 30 if name == "persistent" else 0)
+        monkeypatch.setattr(tk, "CUBLAS_MIN_ROWS", 1 if name == "cublas" else 0)
         m = PCNetwork([36, 29, 17, 10], steps=steps, backend=backend, seed=3, optimizer="sgd", lr=0.5)
         for i in range(3):
             m.train_step(x[i], y[i])
         weights[name] = [W.detach().clone() for W in m.weights]
     init = [W.detach() for W in PCNetwork([36, 29, 17, 10], seed=3).weights]
     # it trained (with one step only the top layers move: the error has not reached layer 1)
-    assert not torch.equal(weights["rows"][-1], init[-1])
-    for a, b, c, w0 in zip(weights["tiles"], weights["rows"], weights["reference"], init):
-        assert rel_err(b - w0, a - w0) < RTOL_REDUCTION and rel_err(b - w0, c - w0) < RTOL_REDUCTION
+    assert not torch.equal(weights["tiles"][-1], init[-1])
+    for name in ("tiles", "rows", "persistent", "cublas"):
+        for got, want, w0 in zip(weights[name], weights["reference"], init):
+            assert rel_err(got - w0, want - w0) < RTOL_REDUCTION, name
 
 
 CUBLAS_CASES = [
@@ -287,34 +301,6 @@ def test_triton_cublas_path_only_where_it_applies(monkeypatch):
         assert rel_err(c.energy, r.energy) < RTOL_REDUCTION
     Ws, bs, _, x, t = make_net((6, 11, 7, 4), 4)
     pc_relax(Ws, x, t, 3, 0.1, biases=bs, backend="triton")  # below CUBLAS_MIN_ROWS: tiles
-
-
-@pytest.mark.parametrize("precision", ["fp32", "tf32x3"])
-@pytest.mark.parametrize("case", ROWS_CASES, ids=lambda c: f"B{c[0]}-{len(c[1]) - 1}L-{c[2]}-{c[3]}-{c[6]}"
-                         + ("-fb" if c[4] else "") + ("" if c[5] else "-nobias"))
-def test_triton_persistent_path_matches_reference(case, precision, monkeypatch, poisoned_empty):
-    """The persistent path (_persistent_kernel: one launch, the tile tables shared out over the
-    programs, grid barriers between phases) with one program, as the interpreter runs it (more
-    would deadlock at the first barrier: programs run one after another there)."""
-    from bpalts.kernels import pc_relax as tk
-
-    monkeypatch.setattr(tk, "PERSISTENT_MAX_ROWS", 1 << 30)
-    spy = LaunchSpy(tk._persistent_kernel)
-    monkeypatch.setattr(tk, "_persistent_kernel", spy)
-    monkeypatch.setattr(tk, "_fwd_kernel", None)  # the tile path's kernels must not run
-    monkeypatch.setattr(tk, "_bwd_kernel", None)
-    B, widths, act, init, fb, bias, oe = case
-    Ws, bs, Bs, x, t = make_net(widths, B, feedback=fb, seed=17)
-    bs = bs if bias else None
-    kw = dict(activation=act, init=init, output_energy=oe)
-    r = _ref64(Ws, bs, Bs, x, t, 4, **kw)
-    c = pc_relax(Ws, x, t, 4, 0.1, biases=bs, feedback=Bs, backend="triton", precision=precision, **kw)
-    assert spy.grids == [(1,)] and spy.kwargs[0]["BLOCK_M"] == tk.PERSISTENT_BM
-    assert c.steps_run == 4 and c.energy.shape == (4,)
-    for got, want in zip(c.states + c.errors, r.states + r.errors):
-        assert got.dtype == torch.float32 and got.shape == want.shape
-        assert _close(got, want)
-    assert rel_err(c.energy, r.energy) < RTOL_REDUCTION
 
 
 def test_triton_persistent_path_where_it_applies_and_gives_up(monkeypatch):
