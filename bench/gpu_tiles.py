@@ -14,8 +14,9 @@ and replayed (so Python launch overhead is not counted; pc_relax, which graphs i
 itself, is timed as plain calls). The winner of a case is what the module's defaults should be.
 
 Time: on an H200 (2026-11-27) the first version (the last seven cases) and the quick comparison
-took 190 s together. With the six cases added since, allow about 5 minutes, or pick cases with
-``--only``.
+took 190 s together. With the cases added since, allow about 6 minutes, or pick cases with
+``--only``. The cases never swept come first: the persistent and cuBLAS paths of ``pc_relax``
+(their first config is the module's defaults, i.e. the tile path, as the baseline), then tf32x3.
 """
 from __future__ import annotations
 
@@ -231,16 +232,44 @@ def pc_cfgs(big):
             dict(NUM_WARPS=2), dict(NUM_STAGES=2)]
 
 
+def pc_persistent_cfgs():
+    """The persistent path (PERSISTENT_MAX_ROWS on) at several tiles; the first config (the
+    module's defaults: the tile path) is the baseline."""
+    on = dict(PERSISTENT_MAX_ROWS=1 << 30)
+    if SMOKE:
+        return [{}, on, dict(on, PERSISTENT_BM=16, PERSISTENT_BN=16)]
+    return [{}, on, dict(on, PERSISTENT_BM=16, PERSISTENT_BN=32), dict(on, PERSISTENT_BM=32, PERSISTENT_BN=16),
+            dict(on, PERSISTENT_BM=64, PERSISTENT_BN=32), dict(on, PERSISTENT_BM=32, PERSISTENT_BN=64),
+            dict(on, PERSISTENT_BM=16, PERSISTENT_BN=64), dict(on, NUM_WARPS=8), dict(on, BK=64, NUM_STAGES=2),
+            dict(on, NUM_WARPS=2)]
+
+
+def pc_cublas_cfgs():
+    """The cuBLAS path (CUBLAS_MIN_ROWS on) at several elementwise block sizes."""
+    on = dict(CUBLAS_MIN_ROWS=1)
+    if SMOKE:
+        return [{}, on, dict(on, EW_BLOCK=256)]
+    return [{}, on, dict(on, EW_BLOCK=512), dict(on, EW_BLOCK=2048), dict(on, EW_BLOCK=4096)]
+
+
 def cases():
     if SMOKE:
         return [hebb_case("gha fp32 B9 20->24", 9, 20, 24, "gha", "fp32", hebb_cfgs(False)),
                 swta_case("softwta fp32 B9 20->24", 9, 20, 24, "fp32", swta_cfgs(False)),
                 swta_case("softwta tf32x3 B9 20->24", 9, 20, 24, "tf32x3", swta_cfgs(False)),
                 pc_case("pc fp32 20-37-16-10 B8 T3", (20, 37, 16, 10), 8, 3, "fp32", pc_cfgs(False)),
+                pc_case("pc persistent fp32 20-37-16-10 B8 T3", (20, 37, 16, 10), 8, 3, "fp32",
+                        pc_persistent_cfgs()),
+                pc_case("pc cublas fp32 20-37-16-10 B8 T3", (20, 37, 16, 10), 8, 3, "fp32", pc_cublas_cfgs()),
                 res_case("reservoir N45 B9 T4", 45, 9, 4, 5, res_cfgs()),
                 ff_case("ff B5 13->37", 5, 13, 37, ff_cfgs())]
     net = (784, 1000, 500, 250, 10)
     return [
+        # the persistent and cuBLAS paths of pc_relax (seventh session, no GPU timing yet)
+        pc_case("pc persistent fp32 B256 T20", net, 256, 20, "fp32", pc_persistent_cfgs()),
+        pc_case("pc persistent tf32x3 B256 T20", net, 256, 20, "tf32x3", pc_persistent_cfgs()),
+        pc_case("pc cublas fp32 B4096 T20", net, 4096, 20, "fp32", pc_cublas_cfgs()),
+        pc_case("pc cublas tf32 B4096 T20", net, 4096, 20, "tf32", pc_cublas_cfgs()),
         # precision="tf32x3" (fp32-level accuracy on tensor cores) at the fp32 targets' shapes:
         # no tile has been timed for it yet (2026-11-27, third session without a sweep)
         hebb_case("gha tf32x3 B256 784->1024", 256, 784, 1024, "gha", "tf32x3", hebb_cfgs(False)),
