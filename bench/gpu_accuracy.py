@@ -10,6 +10,11 @@ shuffle, and reports the test accuracy after the method's ``full_epochs``:
     python bench/gpu_accuracy.py --csv acc.csv            # also write one CSV row per run, as made
     python bench/gpu_accuracy.py --methods softhebb       # one method
     python bench/gpu_accuracy.py --smoke                  # CPU, 2000 samples: proves it runs
+    python bench/gpu_accuracy.py --cpu                    # CPU, full budgets: tf32 emulated
+
+On the CPU (``--cpu``) the backend is ``auto`` (C++ where built) and ``"tf32"`` is emulated by
+rounding each GEMM operand as the GPU does (``bpalts/_precision.py``): the numerics of the
+tensor-core path, without a GPU.
 
 Each run goes through the harness's training loop (``bpalts.compare.run_one``: its shuffle, batch
 size and widths ``layer_sizes(4)``), evaluated once at the end, so an fp32 run here repeats
@@ -42,6 +47,8 @@ def parse_args(argv=None):
     p.add_argument("--smoke", action="store_true",
                    help="CPU, reference backend, 1 epoch of 2000 samples (timings and accuracy "
                         "mean nothing)")
+    p.add_argument("--cpu", action="store_true",
+                   help="CPU, backend auto, full budgets (tf32 emulated by operand rounding)")
     return p.parse_args(argv)
 
 
@@ -78,12 +85,13 @@ def main(argv=None) -> int:
     from bpalts import registry
     from bpalts.data import mnist
 
-    smoke = args.smoke or not torch.cuda.is_available()
+    smoke = args.smoke or (not torch.cuda.is_available() and not args.cpu)
     if smoke and not args.smoke:
-        print("NOTICE: no CUDA: running the CPU smoke version", flush=True)
-    device = torch.device("cpu") if smoke else torch.device("cuda")
+        print("NOTICE: no CUDA: running the CPU smoke version (--cpu: full budgets on the CPU)",
+              flush=True)
+    device = torch.device("cpu") if smoke or args.cpu else torch.device("cuda")
     # "auto" picks Triton for CUDA tensors (a learner checks its backend name against CPU
-    # tensors when it is built, before it is moved to the GPU)
+    # tensors when it is built, before it is moved to the GPU), C++ for CPU tensors
     backend = "reference" if smoke else "auto"
     max_samples = 2000 if smoke and args.max_samples is None else args.max_samples
     torch.backends.cuda.matmul.allow_tf32 = False  # the readout and the reference stay fp32
