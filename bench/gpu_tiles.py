@@ -15,8 +15,9 @@ itself, is timed as plain calls). The winner of a case is what the module's defa
 
 Time: on an H200 (2026-11-27) the first version (the last seven cases) and the quick comparison
 took 190 s together. With the cases added since, allow about 6 minutes, or pick cases with
-``--only``. The cases never swept come first: the persistent and cuBLAS paths of ``pc_relax``
-(their first config is the module's defaults, i.e. the tile path, as the baseline), then tf32x3.
+``--only``. The cases never swept come first: the persistent and cuBLAS paths of ``pc_relax``,
+the cuBLAS paths of gha and softwta (their first config is the module's defaults, i.e. the
+Triton path, as the baseline), then tf32x3.
 """
 from __future__ import annotations
 
@@ -232,6 +233,24 @@ def pc_cfgs(big):
             dict(NUM_WARPS=2), dict(NUM_STAGES=2)]
 
 
+def cublas_case(case, configs):
+    """A hebb_case / swta_case with configs of its cuBLAS path (CUBLAS_MIN_MACS on; the first
+    config, the module's defaults, is the Triton path as the baseline). Not renamed for the
+    precision: these constants have no tf32 twins."""
+    return dict(case, configs=configs)
+
+
+def hebb_cublas_cfgs():
+    on = dict(CUBLAS_MIN_MACS=1)
+    return [{}, on] + [dict(on, TRIL_PANELS=p, TRIL_PANEL_MIN=16) for p in (1, 2, 8)]
+
+
+def swta_cublas_cfgs():
+    on = dict(CUBLAS_MIN_MACS=1)
+    return [{}, on, dict(on, GATE_ROWS=1), dict(on, GATE_ROWS=8), dict(on, GATE_BN=1024),
+            dict(on, DW_UNITS=8), dict(on, DW_UNITS=32, DW_BF=128)]
+
+
 def pc_persistent_cfgs():
     """The persistent path (PERSISTENT_MAX_ROWS on) at several tiles; the first config (the
     module's defaults: the tile path) is the baseline."""
@@ -256,6 +275,10 @@ def cases():
     if SMOKE:
         return [hebb_case("gha fp32 B9 20->24", 9, 20, 24, "gha", "fp32", hebb_cfgs(False)),
                 swta_case("softwta fp32 B9 20->24", 9, 20, 24, "fp32", swta_cfgs(False)),
+                cublas_case(hebb_case("gha cublas tf32 B9 20->70", 9, 20, 70, "gha", "tf32", []),
+                            hebb_cublas_cfgs()),
+                cublas_case(swta_case("softwta cublas fp32 B9 20->24", 9, 20, 24, "fp32", []),
+                            swta_cublas_cfgs()),
                 swta_case("softwta tf32x3 B9 20->24", 9, 20, 24, "tf32x3", swta_cfgs(False)),
                 pc_case("pc fp32 20-37-16-10 B8 T3", (20, 37, 16, 10), 8, 3, "fp32", pc_cfgs(False)),
                 pc_case("pc persistent fp32 20-37-16-10 B8 T3", (20, 37, 16, 10), 8, 3, "fp32",
@@ -270,6 +293,14 @@ def cases():
         pc_case("pc persistent tf32x3 B256 T20", net, 256, 20, "tf32x3", pc_persistent_cfgs()),
         pc_case("pc cublas fp32 B4096 T20", net, 4096, 20, "fp32", pc_cublas_cfgs()),
         pc_case("pc cublas tf32 B4096 T20", net, 4096, 20, "tf32", pc_cublas_cfgs()),
+        cublas_case(hebb_case("gha cublas tf32 B1024 4096->4096", 1024, 4096, 4096, "gha", "tf32", []),
+                    hebb_cublas_cfgs()),
+        cublas_case(hebb_case("gha cublas fp32 B256 784->1024", 256, 784, 1024, "gha", "fp32", []),
+                    hebb_cublas_cfgs()),
+        cublas_case(swta_case("softwta cublas tf32 B1024 4096->4096", 1024, 4096, 4096, "tf32", []),
+                    swta_cublas_cfgs()),
+        cublas_case(swta_case("softwta cublas fp32 B256 784->1024", 256, 784, 1024, "fp32", []),
+                    swta_cublas_cfgs()),
         # precision="tf32x3" (fp32-level accuracy on tensor cores) at the fp32 targets' shapes:
         # no tile has been timed for it yet (2026-11-27, third session without a sweep)
         hebb_case("gha tf32x3 B256 784->1024", 256, 784, 1024, "gha", "tf32x3", hebb_cfgs(False)),
