@@ -84,7 +84,8 @@ def cuda_matmul_precision(precision: str):
     per-backend ``torch.backends.cuda.matmul.fp32_precision`` (torch >= 2.9) and the legacy
     ``torch.set_float32_matmul_precision`` (torch raises where they disagree and a GEMM or a
     getter reads the legacy one). The setting is read when a GEMM is launched, so a GEMM
-    recorded into a CUDA graph keeps it."""
+    recorded into a CUDA graph keeps it. Like torch's switches themselves, it is process-wide:
+    not for threads that run GEMMs at different precisions at the same time."""
     if precision not in CUBLAS_PRECISIONS:
         raise ValueError(f"cuBLAS computes precision 'fp32' or 'tf32', got {precision!r}")
     if _active and _active[-1] == precision:  # inside a block that set it already: no-op
