@@ -153,23 +153,30 @@ def _smallest_winning(results: list[tuple[int, bool]]) -> int:
     return choice
 
 
-def _cublas_min_macs(rows: list[Row], by: dict, base: str, where: str) -> list[str]:
-    results, detail = [], []
+def _contests(rows: list[Row], by: dict, base: str, variant: str, default: str) -> list[tuple]:
+    """``(row, won, detail line)`` for every ``base[variant]`` row whose default-path twin (same
+    op, shape and precision) was measured; ``default`` names that path in the line."""
+    out = []
     for r in rows:
-        if r.base != base or r.variant != "cublas":
+        if r.base != base or r.variant != variant:
             continue
-        twin_name = base + ("" if r.precision == "fp32" else f" {r.precision}")
-        twin = by.get((twin_name, r.shape))
+        twin = by.get((r.base + ("" if r.precision == "fp32" else f" {r.precision}"), r.shape))
         if twin is None:
             continue
-        win = _beats(r, twin)
-        results.append((_macs(r.shape), win))
-        detail.append(f"  {base} {r.shape} {r.precision}: cublas {_fmt(r.triton)} / {_fmt(r.graph)} ms, "
-                      f"triton {_fmt(twin.triton)} / {_fmt(twin.graph)} ms -> {'cublas' if win else 'triton'}")
-    if not results:
+        won = _beats(r, twin)
+        out.append((r, won, f"  {base} {r.shape} {r.precision}: {variant} {_fmt(r.triton)} / "
+                            f"{_fmt(r.graph)} ms, {default} {_fmt(twin.triton)} / {_fmt(twin.graph)} ms "
+                            f"-> {variant if won else default}"))
+    return out
+
+
+def _cublas_min_macs(rows: list[Row], by: dict, base: str, where: str) -> list[str]:
+    contests = _contests(rows, by, base, "cublas", "triton")
+    if not contests:
         return [f"{where} CUBLAS_MIN_MACS: no decision (no {base} cuBLAS rows with a Triton twin)"]
-    return [f"{where} CUBLAS_MIN_MACS = {_smallest_winning(results)} (B * N * F from which the cuBLAS "
-            "path won every row; 0: never)"] + detail
+    best = _smallest_winning([(_macs(r.shape), won) for r, won, _ in contests])
+    return [f"{where} CUBLAS_MIN_MACS = {best} (B * N * F from which the cuBLAS path won every row; "
+            "0: never)"] + [line for _, _, line in contests]
 
 
 def _either(by: dict, switch: str, op: str, shape: str, variant: str, yes: str, no: str) -> str:
@@ -185,22 +192,12 @@ def _either(by: dict, switch: str, op: str, shape: str, variant: str, yes: str, 
 
 def _max_rows(rows: list[Row], by: dict, variant: str, switch: str) -> list[str]:
     """The largest batch at which pc_relax[variant] beat the tile path (same shape, precision)."""
-    best, detail = 0, []
-    for r in rows:
-        if r.base != "pc_relax" or r.variant != variant:
-            continue
-        tiles = by.get((r.op.replace(f"[{variant}]", ""), r.shape))
-        if tiles is None:
-            continue
-        win = _beats(r, tiles)
-        detail.append(f"  pc_relax {r.shape} {r.precision}: {variant} {_fmt(r.triton)} / {_fmt(r.graph)} ms, "
-                      f"tiles {_fmt(tiles.triton)} / {_fmt(tiles.graph)} ms -> {variant if win else 'tiles'}")
-        if win:
-            best = max(best, _batch(r.shape))
-    if not detail:
+    contests = _contests(rows, by, "pc_relax", variant, "tiles")
+    if not contests:
         return [f"{switch}: no decision (no pc_relax[{variant}] rows with a tile-path twin)"]
+    best = max([_batch(r.shape) for r, won, _ in contests if won], default=0)
     return [f"{switch} = {best} (the largest batch where the {variant} path won; check below that "
-            "it did not lose at a smaller one)"] + detail
+            "it did not lose at a smaller one)"] + [line for _, _, line in contests]
 
 
 def _batch(shape: str) -> int:
@@ -209,21 +206,12 @@ def _batch(shape: str) -> int:
 
 
 def _cublas_min_rows(rows: list[Row], by: dict) -> list[str]:
-    results, detail = [], []  # (batch, won)
-    for r in rows:
-        if r.base != "pc_relax" or r.variant != "cublas":
-            continue
-        tiles = by.get((r.op.replace("[cublas]", ""), r.shape))
-        if tiles is None:
-            continue
-        win = _beats(r, tiles)
-        results.append((_batch(r.shape), win))
-        detail.append(f"  pc_relax {r.shape} {r.precision}: cublas {_fmt(r.triton)} / {_fmt(r.graph)} ms, "
-                      f"tiles {_fmt(tiles.triton)} / {_fmt(tiles.graph)} ms -> {'cublas' if win else 'tiles'}")
-    if not results:
+    contests = _contests(rows, by, "pc_relax", "cublas", "tiles")
+    if not contests:
         return ["CUBLAS_MIN_ROWS: no decision (no pc_relax[cublas] rows with a tile-path twin)"]
-    return [f"CUBLAS_MIN_ROWS = {_smallest_winning(results)} (the smallest batch from which the cuBLAS path won every "
-            "row; 0: never)"] + detail
+    best = _smallest_winning([(_batch(r.shape), won) for r, won, _ in contests])
+    return [f"CUBLAS_MIN_ROWS = {best} (the smallest batch from which the cuBLAS path won every "
+            "row; 0: never)"] + [line for _, _, line in contests]
 
 
 def main(argv=None) -> int:
