@@ -539,8 +539,7 @@ class _Plan:
         self.TB = torch.tensor(bwd, dtype=torch.int32, device=device).reshape(-1) if bwd else None
         self.out_mode = 0 if out_ce else (None if clamp else (2 if ce else 1))
         self.n_out = triton.cdiv(R, BR) if self.out_mode is not None else 0
-        self.NP = self.n_fwd + self.n_out
-        self.EP = torch.zeros((steps + 1) * self.NP, **f32)
+        self.NP = self.n_fwd + self.n_out  # energy partials per step (each path sets its own)
         self.BNL = max(16, triton.next_power_of_2(widths[-1]))
         self.graph = None
         self.seen = 0
@@ -555,13 +554,12 @@ class _Plan:
                 self.n_prog = max(1, min(sms, max(self.n_fwd, self.n_bwd)))
             self.counter = torch.zeros(1, dtype=torch.int32, device=device)
             self.status = torch.zeros(self.n_prog, dtype=torch.int32, device=device)
-            self.EPP = torch.zeros((steps + 1) * self.n_prog, **f32)
+            self.NP = self.n_prog
         if path == "cublas":
             assert clamp and precision in CUBLAS_PRECISIONS, "the cuBLAS path: clamped output, fp32 / tf32"
             self.G = torch.empty(max(self.off[-2], 1), **f32)  # e_{l+1} B_{l+1}, hidden layers
             self.n_ew = triton.cdiv(tot, EW_BLOCK)
             self.NP = self.n_ew + self.n_out
-            self.EP = torch.zeros((steps + 1) * self.NP, **f32)
         if self.rows:
             assert clamp and not fixed, "the rows path: clamped output, live predictions"
             lt = []
@@ -572,7 +570,9 @@ class _Plan:
             self.LT = torch.tensor(lt, dtype=torch.int32, device=device).reshape(-1)
             self.rows_tiles = (ROWS_BM, ROWS_BN, ROWS_BK)  # fixed with the plan's buffers
             self.n_rows = triton.cdiv(R, ROWS_BM)
-            self.EPR = torch.zeros((steps + 1) * self.n_rows, **f32)
+            self.NP = self.n_rows
+        # EP[step * NP + i]: the energy partials of each step, summed once at the end
+        self.EP = torch.zeros((steps + 1) * self.NP, **f32)
 
     def load(self, weights, biases, feedback, x, target, states, beta_rows):
         """Copy one call's inputs into the static buffers (and compute the constant parts)."""
@@ -665,7 +665,7 @@ class _Plan:
         self.counter.zero_()
         _persistent_kernel[(self.n_prog,)](
             self.TF, self.n_fwd, self.TB if self.TB is not None else self.TF, self.n_bwd, self.S,
-            self.E, self.MUC, self.F, self.D, self.Wf, self.Wb, self.T, self.EPP, self.counter,
+            self.E, self.MUC, self.F, self.D, self.Wf, self.Wb, self.T, self.EP, self.counter,
             self.status, PERSISTENT_MAX_SPINS, self.R, self.off[-2], self.widths[-1], self.steps,
             gamma, PREC=self.prec, ACT=self.act, CE=self.ce, NCOLS=NCOL, BLOCK_M=self.bm,
             BLOCK_N=self.bn, BLOCK_K=BK, BLOCK_R=BR, BLOCK_NL=self.BNL, num_warps=NUM_WARPS,
@@ -701,7 +701,7 @@ class _Plan:
         if self.rows:
             assert tol is None
             _rows_kernel[(self.n_rows,)](self.LT, self.S, self.E, self.MUC, self.F, self.D, self.Wf,
-                                         self.Wb, self.T, self.EPR, self.R, self.L, self.steps, gamma,
+                                         self.Wb, self.T, self.EP, self.R, self.L, self.steps, gamma,
                                          PREC=self.prec, ACT=self.act, CE=self.ce,
                                          BLOCK_M=self.rows_tiles[0], BLOCK_N=self.rows_tiles[1],
                                          BLOCK_K=self.rows_tiles[2], BLOCK_NL=self.BNL,
@@ -728,12 +728,7 @@ class _Plan:
         R = self.R
         states = [self.S[self.off[l]:self.off[l + 1]].view(R, self.widths[l]).clone() for l in range(self.L)]
         errors = [self.E[self.off[l]:self.off[l + 1]].view(R, self.widths[l]).clone() for l in range(self.L)]
-        if self.rows:
-            energy = self.EPR.view(self.steps + 1, self.n_rows)[1:n + 1].sum(1) / R
-        elif self.path == "persistent":
-            energy = self.EPP.view(self.steps + 1, self.n_prog)[1:n + 1].sum(1) / R
-        else:
-            energy = self.EP.view(self.steps + 1, self.NP)[1:n + 1].sum(1) / R
+        energy = self.EP.view(self.steps + 1, self.NP)[1:n + 1].sum(1) / R
         return states, errors, energy, n
 
 

@@ -327,7 +327,7 @@ def test_triton_persistent_path_where_it_applies_and_gives_up(monkeypatch):
     plan.counter.fill_(-100)
     tk._persistent_kernel[(1,)](
         plan.TF, plan.n_fwd, plan.TB, plan.n_bwd, plan.S, plan.E, plan.MUC, plan.F, plan.D, plan.Wf,
-        plan.Wb, plan.T, plan.EPP, plan.counter, plan.status, 3, plan.R, plan.off[-2], 4, 2, 0.1,
+        plan.Wb, plan.T, plan.EP, plan.counter, plan.status, 3, plan.R, plan.off[-2], 4, 2, 0.1,
         PREC="ieee", ACT=0, CE=False, NCOLS=tk.NCOL, BLOCK_M=tk.PERSISTENT_BM, BLOCK_N=tk.PERSISTENT_BN,
         BLOCK_K=tk.BK, BLOCK_R=tk.BR, BLOCK_NL=plan.BNL)
     assert plan.status.tolist() == [1]
