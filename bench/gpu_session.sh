@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Everything a lent GPU machine should run, in one go, without installing the package:
 #   bash bench/gpu_session.sh OUTDIR
-# Steps (STEPS="new gpu tiles acc" by default, "compare" on request; each with its own time
-# limit in seconds):
+# Steps (STEPS="new gpu acc tiles" by default, "compare" on request; each with its own time
+# limit in seconds, cut to what is left of SESSION_T):
 #   new      bench/gpu.py on the rows of paths no GPU has timed yet (NEW_ROWS), no torch.compile,
 #            first, so they are measured whatever happens later                (NEW_T, new.csv)
 #   gpu      bench/gpu.py $GPU_ARGS: every Triton kernel checked and timed   (GPU_T, gpu.csv)
@@ -14,8 +14,11 @@
 # C++ extension is not needed). MNIST: $BPALTS_DATA if set, else gzipped IDX files in .mnist/
 # (the four *-ubyte.gz; `gzip -c ~/.cache/bpalts/MNIST/raw/F > .mnist/F.gz`), unpacked to /tmp.
 # Every step writes its CSV as it goes, so a step cut off by its limit keeps what it measured.
-# The default steps' limits add up to 11.5 minutes, which leaves room for the machine's start
-# within a 15-minute device budget (compare, already run on an H200, adds CMP_T).
+# The whole script stays within SESSION_T seconds (default 570), so that it fits in one device
+# call (at most 600 s) and, with the machine's start, in a 15-minute device budget: each step's
+# limit is cut to what is left of SESSION_T less RESERVE_T (20 s for the decisions and the log
+# tails), and a step with under MIN_STEP_T (20 s) left is skipped. The default limits add up to 570 s
+# (compare, already run on an H200, adds CMP_T).
 set -u
 OUT_DIR=$(mkdir -p "${1:?usage: bash bench/gpu_session.sh OUTDIR}" && cd "$1" && pwd)
 ROOT=$(pwd)
@@ -41,26 +44,43 @@ $PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton
 NEW_ROWS=${NEW_ROWS:-"cublas|pc_relax 784|pc_relax tf32 |reservoir_run N2000|hebbian_update[gha] |softwta_update B|softwta_update tf32 |pc_relax[persistent]|persistent-ll|pc_relax[rows]|tf32x3|T3 relu ce|reservoir_run tf32"}
 IFS='|' read -ra NEW_ONLY <<< "$NEW_ROWS"
 
-for step in ${STEPS:-new gpu tiles acc}; do
+SESSION_T=${SESSION_T:-570}
+RESERVE_T=${RESERVE_T:-20}
+MIN_STEP_T=${MIN_STEP_T:-20}
+# limit STEP_LIMIT: prints the step's limit cut to what is left of SESSION_T (0: skip the step).
+limit() {
+    local left=$((SESSION_T - RESERVE_T - SECONDS))
+    local t=$(( $1 < left ? $1 : left ))
+    echo $(( t < MIN_STEP_T ? 0 : t ))
+}
+for step in ${STEPS:-new gpu acc tiles}; do
     case $step in
-    new) timeout "${NEW_T:-240}" $PY bench/gpu.py --csv "$OUT_DIR/new.csv" --quick --no-compile \
+    new) T=$(limit "${NEW_T:-220}") ;;
+    gpu) T=$(limit "${GPU_T:-170}") ;;
+    acc) T=$(limit "${ACC_T:-100}") ;;
+    tiles) T=$(limit "${TILES_T:-80}") ;;
+    compare) T=$(limit "${CMP_T:-60}") ;;
+    *) echo "unknown step $step"; continue ;;
+    esac
+    if [ "$T" -eq 0 ]; then echo "$step skipped: ${SECONDS}s of SESSION_T=${SESSION_T}s used"; continue; fi
+    case $step in
+    new) timeout "$T" $PY bench/gpu.py --csv "$OUT_DIR/new.csv" --quick --no-compile \
             --only "${NEW_ONLY[@]}" > "$OUT_DIR/new.log" 2>&1 ;;
     gpu) # bench/ scripts put bench/ first on sys.path, so bpalts comes from $SITE
         # the rows the new step timed are left out here (GPU_ARGS replaces all of these options)
         if [ -n "${GPU_ARGS:-}" ]; then read -ra GPU_OPTS <<< "$GPU_ARGS"
         else GPU_OPTS=(--no-compile --budget 120 --skip "${NEW_ONLY[@]}"); fi
-        timeout "${GPU_T:-180}" $PY bench/gpu.py --csv "$OUT_DIR/gpu.csv" "${GPU_OPTS[@]}" \
+        timeout "$T" $PY bench/gpu.py --csv "$OUT_DIR/gpu.csv" "${GPU_OPTS[@]}" \
             > "$OUT_DIR/gpu.log" 2>&1 ;;
-    acc) timeout "${ACC_T:-120}" $PY bench/gpu_accuracy.py --csv "$OUT_DIR/acc.csv" \
+    acc) timeout "$T" $PY bench/gpu_accuracy.py --csv "$OUT_DIR/acc.csv" \
             > "$OUT_DIR/acc.log" 2>&1 ;;
-    tiles) timeout "${TILES_T:-150}" $PY bench/gpu_tiles.py --csv "$OUT_DIR/tiles.csv" \
+    tiles) timeout "$T" $PY bench/gpu_tiles.py --csv "$OUT_DIR/tiles.csv" \
             > "$OUT_DIR/tiles.log" 2>&1 ;;
     compare) # run from $SITE: `python -m` would import bpalts from the checkout (no kernels)
-        (cd "$SITE" && timeout "${CMP_T:-60}" $PY -m bpalts.compare --preset quick --device cuda \
+        (cd "$SITE" && timeout "$T" $PY -m bpalts.compare --preset quick --device cuda \
             --no-progress --no-plots --out "$OUT_DIR/compare") > "$OUT_DIR/compare.log" 2>&1 ;;
-    *) echo "unknown step $step"; continue ;;
     esac
-    echo "$step rc $?"
+    echo "$step rc $? (limit ${T}s, ${SECONDS}s used)"
 done
 if [ -f "$OUT_DIR/new.csv" ] || [ -f "$OUT_DIR/gpu.csv" ]; then
     echo "=== decisions (bench/gpu_decide.py)"
@@ -70,3 +90,4 @@ fi
 for f in new gpu acc tiles compare; do
     [ -f "$OUT_DIR/$f.log" ] && { echo "=== $f"; grep -v '^  File\|^    \|^W1' "$OUT_DIR/$f.log" | tail -n 45; }
 done
+exit 0

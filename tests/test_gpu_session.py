@@ -1,0 +1,35 @@
+"""bench/gpu_session.sh keeps within SESSION_T: a step's limit is cut to what is left, and a step
+with too little left is skipped (a fake interpreter stands in for python: no GPU needed)."""
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "bench" / "gpu_session.sh"
+
+FAKE_PY = """#!/usr/bin/env bash
+case "$1" in bench/gpu*.py) sleep 30;; esac
+"""
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None,
+                    reason="needs bash and coreutils' timeout")
+def test_steps_cut_to_session_budget(tmp_path):
+    fake = tmp_path / "fakepy"
+    fake.write_text(FAKE_PY)
+    fake.chmod(0o755)
+    env = dict(os.environ, PYTHON=str(fake), SESSION_T="6", RESERVE_T="0", MIN_STEP_T="1",
+               NEW_T="2", GPU_T="100", BPALTS_DATA=str(tmp_path))
+    out = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "out")], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    new = next(line for line in lines if line.startswith("new rc"))
+    gpu = next(line for line in lines if line.startswith("gpu rc"))
+    assert new.startswith("new rc 124 (limit 2s"), new  # killed at its own limit
+    assert gpu.startswith("gpu rc 124 (limit 4s"), gpu  # cut to what was left of SESSION_T
+    assert any(line.startswith("acc skipped") for line in lines), out.stdout
+    assert any(line.startswith("tiles skipped") for line in lines), out.stdout
