@@ -45,6 +45,8 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from gpu_warm import pick, shard_arg  # bench/, first on sys.path
+
 TOL = 1e-4  # relative error above which a row FAILs (DESIGN.md section 4: reductions)
 TOL_TF32 = 3e-3  # the same for rows timed at precision="tf32" against the fp32 reference
 LR_CHECK = 1.0  # correctness: an update much larger than W, so after - before keeps its digits
@@ -94,6 +96,14 @@ def parse_args(argv=None):
                         "in the order of the first TEXT each matches")
     p.add_argument("--skip", metavar="TEXT", nargs="+", default=None,
                    help="leave out ops whose 'name shape' contains one of the TEXTs")
+    p.add_argument("--first", metavar="TEXT", nargs="+", default=None,
+                   help="run the ops whose 'name shape' contains one of the TEXTs first (in the "
+                        "order of the first TEXT each matches), then the rest")
+    p.add_argument("--warm-only", action="store_true",
+                   help="launch each selected op's Triton call once, unchecked and untimed, to "
+                        "fill Triton's compile cache (bench/gpu_warm.py)")
+    p.add_argument("--shard", metavar="K/N", type=shard_arg, default=None,
+                   help="only every N-th selected op, from op K (for parallel --warm-only)")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     p.add_argument("--budget", type=float, default=270.0,
                    help="seconds; past this, torch.compile is skipped; past 1.5x this, every "
@@ -612,6 +622,25 @@ def disable_tf32():
             print(f"WARNING: could not disable TF32 ({_short(exc)})", flush=True)
 
 
+def warm(ops: list[Op], t_start: float) -> int:
+    """--warm-only: each op's Triton call once (compiles its kernels into Triton's cache)."""
+    print(f"warming {len(ops)} ops", flush=True)
+    failed = 0
+    for i, op in enumerate(ops):
+        label = f"{op.name} {op.shape}"
+        try:
+            args = op.make_inputs(DEVICE, torch.Generator().manual_seed(i), LR_CHECK)
+            with torch.no_grad():
+                op.triton(*args)
+            _sync()
+            what = "ok"
+        except Exception as exc:  # the timed run reports it properly
+            failed += 1
+            what = f"failed: {_short(exc)}"
+        print(f"[{i + 1}/{len(ops)} {time.perf_counter() - t_start:5.1f}s] {label}: {what}", flush=True)
+    return 1 if failed else 0
+
+
 def main() -> int:
     t_start = time.perf_counter()
     disable_tf32()
@@ -645,6 +674,13 @@ def main() -> int:
         ops = sorted((o for o in ops if first[id(o)] is not None), key=lambda o: first[id(o)])
     if ARGS.skip:
         ops = [o for o in ops if not any(text in f"{o.name} {o.shape}" for text in ARGS.skip)]
+    if ARGS.first:
+        rank = {id(o): next((k for k, text in enumerate(ARGS.first) if text in f"{o.name} {o.shape}"),
+                            len(ARGS.first)) for o in ops}
+        ops = sorted(ops, key=lambda o: rank[id(o)])  # stable: the rest keep their order
+    ops = pick(ops, ARGS.shard)
+    if ARGS.warm_only:
+        return warm(ops, t_start)
     print(f"{len(ops)} ops; timing: median of {reps} after {warmup} warm-up runs "
           f"({'time.perf_counter' if SMOKE else 'CUDA events'}); lr {LR_TIME} while timing; "
           f"budget {ARGS.budget:.0f}s\n", flush=True)

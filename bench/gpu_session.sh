@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Everything a lent GPU machine should run, in one go, without installing the package:
 #   bash bench/gpu_session.sh OUTDIR
-# Steps (STEPS="new gpu acc tiles" by default, "compare" on request; each with its own time
+# Steps (STEPS="warm new gpu acc tiles" by default, "compare" on request; each with its own time
 # limit in seconds, cut to what is left of SESSION_T):
+#   warm     compile ahead: WARM_GPU processes of `gpu.py --warm-only` and WARM_TILES of
+#            `gpu_tiles.py --warm-only`, each launching its share of the rows / tile configs
+#            once, all at once, to fill Triton's on-disk cache for the timed steps   (WARM_T)
 #   new      bench/gpu.py on the rows of paths no GPU has timed yet (NEW_ROWS), no torch.compile,
 #            first, so they are measured whatever happens later                (NEW_T, new.csv)
 #   gpu      bench/gpu.py $GPU_ARGS: every Triton kernel checked and timed   (GPU_T, gpu.csv)
@@ -14,17 +17,20 @@
 # C++ extension is not needed). MNIST: $BPALTS_DATA if set, else gzipped IDX files in .mnist/
 # (the four *-ubyte.gz; `gzip -c ~/.cache/bpalts/MNIST/raw/F > .mnist/F.gz`), unpacked to /tmp.
 # Every step writes its CSV as it goes, so a step cut off by its limit keeps what it measured.
+# The logs and CSVs are written to a work folder and packed into OUTDIR/gpu_session.tgz after
+# every step (the device tool brings back at most 8 files; `tar xzf` it), with the suggested
+# switches also in OUTDIR/decide.txt.
 # The whole script stays within SESSION_T seconds (default 570), so that it fits in one device
 # call (at most 600 s) and, with the machine's start, in a 15-minute device budget: each step's
 # limit is cut to what is left of SESSION_T less RESERVE_T (20 s for the decisions and the log
-# tails), and a step with under MIN_STEP_T (20 s) left is skipped. The default limits add up to 570 s
-# (compare, already run on an H200, adds CMP_T).
+# tails), and a step with under MIN_STEP_T (20 s) left is skipped. The default limits add up to
+# 570 s (compare, already run on an H200, adds CMP_T).
 set -u
 OUT_DIR=$(mkdir -p "${1:?usage: bash bench/gpu_session.sh OUTDIR}" && cd "$1" && pwd)
-ROOT=$(pwd)
 export PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
 SITE=$(mktemp -d)
+WORK=$(mktemp -d)
 cp -r bpalts "$SITE/" && cp -r kernels "$SITE/bpalts/kernels" || exit 1
 export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
 if [ -z "${BPALTS_DATA:-}" ] && ls .mnist/*.gz >/dev/null 2>&1; then
@@ -47,47 +53,67 @@ IFS='|' read -ra NEW_ONLY <<< "$NEW_ROWS"
 SESSION_T=${SESSION_T:-570}
 RESERVE_T=${RESERVE_T:-20}
 MIN_STEP_T=${MIN_STEP_T:-20}
+WARM_GPU=${WARM_GPU:-6}
+WARM_TILES=${WARM_TILES:-4}
 # limit STEP_LIMIT: prints the step's limit cut to what is left of SESSION_T (0: skip the step).
 limit() {
     local left=$((SESSION_T - RESERVE_T - SECONDS))
     local t=$(( $1 < left ? $1 : left ))
     echo $(( t < MIN_STEP_T ? 0 : t ))
 }
-for step in ${STEPS:-new gpu acc tiles}; do
+pack() { tar czf "$OUT_DIR/gpu_session.tgz" -C "$WORK" . ; }
+for step in ${STEPS:-warm new gpu acc tiles}; do
     case $step in
-    new) T=$(limit "${NEW_T:-220}") ;;
-    gpu) T=$(limit "${GPU_T:-170}") ;;
-    acc) T=$(limit "${ACC_T:-100}") ;;
-    tiles) T=$(limit "${TILES_T:-80}") ;;
+    warm) T=$(limit "${WARM_T:-60}") ;;
+    new) T=$(limit "${NEW_T:-200}") ;;
+    gpu) T=$(limit "${GPU_T:-150}") ;;
+    acc) T=$(limit "${ACC_T:-90}") ;;
+    tiles) T=$(limit "${TILES_T:-70}") ;;
     compare) T=$(limit "${CMP_T:-60}") ;;
     *) echo "unknown step $step"; continue ;;
     esac
     if [ "$T" -eq 0 ]; then echo "$step skipped: ${SECONDS}s of SESSION_T=${SESSION_T}s used"; continue; fi
     case $step in
-    new) timeout "$T" $PY bench/gpu.py --csv "$OUT_DIR/new.csv" --quick --no-compile \
-            --only "${NEW_ONLY[@]}" > "$OUT_DIR/new.log" 2>&1 ;;
+    warm) # the shards of both scripts at once, then one log: every shard's lines, in turn
+        for ((k = 0; k < WARM_GPU; k++)); do
+            timeout "$T" $PY bench/gpu.py --warm-only --shard "$k/$WARM_GPU" --first "${NEW_ONLY[@]}" \
+                > "$WORK/warm_gpu_$k.log" 2>&1 &
+        done
+        for ((k = 0; k < WARM_TILES; k++)); do
+            timeout "$T" $PY bench/gpu_tiles.py --warm-only --shard "$k/$WARM_TILES" \
+                > "$WORK/warm_tiles_$k.log" 2>&1 &
+        done
+        wait
+        for f in "$WORK"/warm_*_*.log; do [ -f "$f" ] && { echo "--- $(basename "$f")"; cat "$f"; rm "$f"; }; done \
+            > "$WORK/warm.log"
+        grep -c ": ok$" "$WORK/warm.log" | sed 's/^/warm: launches compiled and run: /' ;;
+    new) timeout "$T" $PY bench/gpu.py --csv "$WORK/new.csv" --quick --no-compile \
+            --only "${NEW_ONLY[@]}" > "$WORK/new.log" 2>&1 ;;
     gpu) # bench/ scripts put bench/ first on sys.path, so bpalts comes from $SITE
         # the rows the new step timed are left out here (GPU_ARGS replaces all of these options)
         if [ -n "${GPU_ARGS:-}" ]; then read -ra GPU_OPTS <<< "$GPU_ARGS"
         else GPU_OPTS=(--no-compile --budget 120 --skip "${NEW_ONLY[@]}"); fi
-        timeout "$T" $PY bench/gpu.py --csv "$OUT_DIR/gpu.csv" "${GPU_OPTS[@]}" \
-            > "$OUT_DIR/gpu.log" 2>&1 ;;
-    acc) timeout "$T" $PY bench/gpu_accuracy.py --csv "$OUT_DIR/acc.csv" \
-            > "$OUT_DIR/acc.log" 2>&1 ;;
-    tiles) timeout "$T" $PY bench/gpu_tiles.py --csv "$OUT_DIR/tiles.csv" \
-            > "$OUT_DIR/tiles.log" 2>&1 ;;
+        timeout "$T" $PY bench/gpu.py --csv "$WORK/gpu.csv" "${GPU_OPTS[@]}" \
+            > "$WORK/gpu.log" 2>&1 ;;
+    acc) timeout "$T" $PY bench/gpu_accuracy.py --csv "$WORK/acc.csv" \
+            > "$WORK/acc.log" 2>&1 ;;
+    tiles) timeout "$T" $PY bench/gpu_tiles.py --csv "$WORK/tiles.csv" \
+            > "$WORK/tiles.log" 2>&1 ;;
     compare) # run from $SITE: `python -m` would import bpalts from the checkout (no kernels)
         (cd "$SITE" && timeout "$T" $PY -m bpalts.compare --preset quick --device cuda \
-            --no-progress --no-plots --out "$OUT_DIR/compare") > "$OUT_DIR/compare.log" 2>&1 ;;
+            --no-progress --no-plots --out "$WORK/compare") > "$WORK/compare.log" 2>&1 ;;
     esac
     echo "$step rc $? (limit ${T}s, ${SECONDS}s used)"
+    pack
 done
-if [ -f "$OUT_DIR/new.csv" ] || [ -f "$OUT_DIR/gpu.csv" ]; then
+if [ -f "$WORK/new.csv" ] || [ -f "$WORK/gpu.csv" ]; then
     echo "=== decisions (bench/gpu_decide.py)"
-    $PY bench/gpu_decide.py $(ls "$OUT_DIR"/gpu.csv "$OUT_DIR"/new.csv 2>/dev/null) > "$OUT_DIR/decide.txt" 2>&1
-    sed -n '/^DEFAULT_SYNC\|^BATCHED_GEMM\|_MAX_ROWS\|CUBLAS_MIN\|^  /p' "$OUT_DIR/decide.txt"
+    $PY bench/gpu_decide.py $(ls "$WORK"/gpu.csv "$WORK"/new.csv 2>/dev/null) > "$WORK/decide.txt" 2>&1
+    cp "$WORK/decide.txt" "$OUT_DIR/"
+    sed -n '/^DEFAULT_SYNC\|^BATCHED_GEMM\|_MAX_ROWS\|CUBLAS_MIN\|^  /p' "$WORK/decide.txt"
 fi
+pack
 for f in new gpu acc tiles compare; do
-    [ -f "$OUT_DIR/$f.log" ] && { echo "=== $f"; grep -v '^  File\|^    \|^W1' "$OUT_DIR/$f.log" | tail -n 45; }
+    [ -f "$WORK/$f.log" ] && { echo "=== $f"; grep -v '^  File\|^    \|^W1' "$WORK/$f.log" | tail -n 45; }
 done
 exit 0

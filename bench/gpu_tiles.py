@@ -29,11 +29,18 @@ import statistics
 import sys
 import time
 
+from gpu_warm import pick, shard_arg  # bench/, first on sys.path
+
 p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 p.add_argument("--smoke", action="store_true")
 p.add_argument("--reps", type=int, default=20)
 p.add_argument("--csv", default=None)
 p.add_argument("--only", default=None)
+p.add_argument("--warm-only", action="store_true",
+               help="launch each (case, config) once, unchecked and untimed, to fill Triton's "
+                    "compile cache (bench/gpu_warm.py)")
+p.add_argument("--shard", metavar="K/N", type=shard_arg, default=None,
+               help="only every N-th (case, config) pair, from pair K (for parallel --warm-only)")
 ARGS = p.parse_args()
 
 import torch  # noqa: E402
@@ -364,7 +371,58 @@ def graphed(fn):
     return g.replay
 
 
+class _Config:
+    """A config's tile constants set on its kernel module for a ``with`` block (the plan cache
+    cleared on entry and exit, since plans hold the constants they were made with)."""
+
+    def __init__(self, mod, cfg):
+        self.mod, self.cfg = mod, cfg
+
+    def _clear(self):
+        if hasattr(self.mod, "_plans"):
+            self.mod._plans.clear()
+
+    def __enter__(self):
+        self.saved = {k: getattr(self.mod, k) for k in self.cfg}
+        for k, v in self.cfg.items():
+            setattr(self.mod, k, v)
+        self._clear()
+
+    def __exit__(self, *exc):
+        for k, v in self.saved.items():
+            setattr(self.mod, k, v)
+        self._clear()
+        if DEV.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def describe(cfg):
+    return " ".join(f"{k}={v}" for k, v in cfg.items()) or "defaults"
+
+
+def warm(selected):
+    """--warm-only: each (case, config) of this shard launched once (compiles its kernels)."""
+    pairs = pick([(case, cfg) for case in selected for cfg in case["configs"]], ARGS.shard)
+    print(f"warming {len(pairs)} (case, config) pairs", flush=True)
+    t0, failed = time.perf_counter(), 0
+    for i, (case, cfg) in enumerate(pairs):
+        try:
+            with _Config(case["module"], cfg):
+                case["tri"]()
+                sync()
+            what = "ok"
+        except Exception as exc:  # the sweep reports it properly
+            failed += 1
+            what = f"failed: {type(exc).__name__}: {str(exc)[:120]}"
+        print(f"[{i + 1}/{len(pairs)} {time.perf_counter() - t0:5.1f}s] {case['label']} / "
+              f"{describe(cfg)}: {what}", flush=True)
+    return 1 if failed else 0
+
+
 def main():
+    selected = [case for case in cases() if not ARGS.only or ARGS.only in case["label"]]
+    if ARGS.warm_only:
+        return warm(selected)
     name = torch.cuda.get_device_name() if DEV.type == "cuda" else "CPU (interpreter)"
     import triton
     print(f"{name} | torch {torch.__version__} | triton {triton.__version__} | median of {ARGS.reps}",
@@ -374,10 +432,7 @@ def main():
         out = open(ARGS.csv, "w", newline="")
         w = csv.writer(out)
         w.writerow(["case", "config", "rel_err", "ok", "ms"])
-    for case in cases():
-        if ARGS.only and ARGS.only not in case["label"]:
-            continue
-        mod = case["module"]
+    for case in selected:
         print(f"\n== {case['label']}", flush=True)
         try:
             want = case["ref"]()
@@ -386,18 +441,14 @@ def main():
             continue
         best = None
         for cfg in case["configs"]:
-            saved = {k: getattr(mod, k) for k in cfg}
-            desc = " ".join(f"{k}={v}" for k, v in cfg.items()) or "defaults"
+            desc = describe(cfg)
             try:
-                for k, v in cfg.items():
-                    setattr(mod, k, v)
-                if hasattr(mod, "_plans"):
-                    mod._plans.clear()
-                got = case["tri"]()
-                err = float((got.double() - want.double()).norm() / want.double().norm())
-                ok = err <= case["tol"]
-                fn = case["timed"]()
-                ms = time_ms(graphed(fn) if case["graph"] else fn, ARGS.reps)
+                with _Config(case["module"], cfg):
+                    got = case["tri"]()
+                    err = float((got.double() - want.double()).norm() / want.double().norm())
+                    ok = err <= case["tol"]
+                    fn = case["timed"]()
+                    ms = time_ms(graphed(fn) if case["graph"] else fn, ARGS.reps)
                 print(f"  {desc:60s} rel err {err:.1e} {'ok' if ok else 'FAIL'}  {ms:8.3f} ms", flush=True)
                 if w:
                     w.writerow([case["label"], desc, f"{err:.2e}", ok, f"{ms:.4f}"])
@@ -406,13 +457,6 @@ def main():
                     best = (desc, ms)
             except Exception as exc:
                 print(f"  {desc:60s} FAILED: {type(exc).__name__}: {str(exc)[:200]}", flush=True)
-            finally:
-                for k, v in saved.items():
-                    setattr(mod, k, v)
-                if hasattr(mod, "_plans"):
-                    mod._plans.clear()
-                if DEV.type == "cuda":
-                    torch.cuda.empty_cache()
         if best:
             print(f"  best: {best[0]} ({best[1]:.3f} ms)", flush=True)
     if out:

@@ -3,6 +3,7 @@ with too little left is skipped (a fake interpreter stands in for python: no GPU
 import os
 import shutil
 import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -21,15 +22,22 @@ def test_steps_cut_to_session_budget(tmp_path):
     fake = tmp_path / "fakepy"
     fake.write_text(FAKE_PY)
     fake.chmod(0o755)
-    env = dict(os.environ, PYTHON=str(fake), SESSION_T="6", RESERVE_T="0", MIN_STEP_T="1",
-               NEW_T="2", GPU_T="100", BPALTS_DATA=str(tmp_path))
+    env = dict(os.environ, PYTHON=str(fake), SESSION_T="8", RESERVE_T="0", MIN_STEP_T="1",
+               WARM_T="2", WARM_GPU="2", WARM_TILES="1", NEW_T="2", GPU_T="100",
+               BPALTS_DATA=str(tmp_path))
     out = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "out")], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
+    assert any(line.startswith("warm rc 0 (limit 2s") for line in lines), out.stdout
     new = next(line for line in lines if line.startswith("new rc"))
     gpu = next(line for line in lines if line.startswith("gpu rc"))
     assert new.startswith("new rc 124 (limit 2s"), new  # killed at its own limit
     assert gpu.startswith("gpu rc 124 (limit 4s"), gpu  # cut to what was left of SESSION_T
     assert any(line.startswith("acc skipped") for line in lines), out.stdout
     assert any(line.startswith("tiles skipped") for line in lines), out.stdout
+    # everything comes back as one archive (the device tool returns at most 8 files)
+    with tarfile.open(tmp_path / "out" / "gpu_session.tgz") as tar:
+        names = {Path(n).name for n in tar.getnames()}
+    assert {"warm.log", "new.log", "gpu.log"} <= names, names
+    assert not any(n.startswith("warm_") for n in names), names  # the shard logs, merged

@@ -1,0 +1,57 @@
+"""bench/gpu.py and bench/gpu_tiles.py in --warm-only mode (the compile-ahead step of
+bench/gpu_session.sh), on the CPU: their smoke shapes under the Triton interpreter."""
+import argparse
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from gpu_warm import pick, shard_arg  # noqa: E402
+
+
+def test_shard_arg_and_pick():
+    assert shard_arg("2/5") == (2, 5)
+    for bad in ("5/5", "-1/3", "1", "a/b", "1/0"):
+        with pytest.raises(argparse.ArgumentTypeError, match="--shard"):
+            shard_arg(bad)
+    items = list(range(10))
+    assert pick(items, None) == items
+    shards = [pick(items, (k, 3)) for k in range(3)]
+    assert shards == [[0, 3, 6, 9], [1, 4, 7], [2, 5, 8]]
+
+
+def _run(script, *args):
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONUNBUFFERED="1")
+    out = subprocess.run([sys.executable, f"bench/{script}", "--smoke", "--warm-only", *args],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    return out.returncode, out.stdout + out.stderr
+
+
+def _listed(script, *args):
+    rc, text = _run(script, *args)
+    assert rc == 0, text
+    n = int(re.search(r"warming (\d+)", text).group(1))
+    done = re.findall(r"^\[\d+/\d+ +[\d.]+s\] (.*): ok$", text, flags=re.M)
+    assert len(done) == n, text  # every item of the shard launched, none failed
+    return done
+
+
+def test_gpu_py_shards_cover_the_rows_once_new_rows_first():
+    shards = [_listed("gpu.py", "--shard", f"{k}/3", "--first", "pc_relax[rows]", "--only", "pc_relax")
+              for k in range(3)]
+    every = [row for shard in shards for row in shard]
+    assert len(every) == len(set(every)) > 3
+    assert shards[0][0].startswith("pc_relax[rows]")  # --first: those rows lead
+    rc, text = _run("gpu.py", "--only", "pc_relax")
+    assert rc == 0, text
+    assert int(re.search(r"warming (\d+)", text).group(1)) == len(every)
+
+
+def test_gpu_tiles_shard():
+    rows = _listed("gpu_tiles.py", "--shard", "1/4", "--only", "softwta")
+    assert rows and all(r.startswith("softwta") for r in rows)
