@@ -622,6 +622,11 @@ def disable_tf32():
             print(f"WARNING: could not disable TF32 ({_short(exc)})", flush=True)
 
 
+def _first_match(op: Op, texts: list[str], default: int | None = None) -> int | None:
+    """Index of the first TEXT that op's 'name shape' contains (``default`` if none does)."""
+    return next((k for k, text in enumerate(texts) if text in f"{op.name} {op.shape}"), default)
+
+
 def warm(ops: list[Op], t_start: float) -> int:
     """--warm-only: each op's Triton call once (compiles its kernels into Triton's cache)."""
     print(f"warming {len(ops)} ops", flush=True)
@@ -669,15 +674,12 @@ def main() -> int:
         traceback.print_exc()
         return 1
     if ARGS.only:
-        first = {id(o): next((k for k, text in enumerate(ARGS.only) if text in f"{o.name} {o.shape}"), None)
-                 for o in ops}
-        ops = sorted((o for o in ops if first[id(o)] is not None), key=lambda o: first[id(o)])
+        ops = sorted((o for o in ops if _first_match(o, ARGS.only) is not None),
+                     key=lambda o: _first_match(o, ARGS.only))
     if ARGS.skip:
         ops = [o for o in ops if not any(text in f"{o.name} {o.shape}" for text in ARGS.skip)]
-    if ARGS.first:
-        rank = {id(o): next((k for k, text in enumerate(ARGS.first) if text in f"{o.name} {o.shape}"),
-                            len(ARGS.first)) for o in ops}
-        ops = sorted(ops, key=lambda o: rank[id(o)])  # stable: the rest keep their order
+    if ARGS.first:  # sorted() is stable: the rest keep their order
+        ops = sorted(ops, key=lambda o: _first_match(o, ARGS.first, default=len(ARGS.first)))
     ops = pick(ops, ARGS.shard)
     if ARGS.warm_only:
         return warm(ops, t_start)
