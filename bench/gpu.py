@@ -102,6 +102,10 @@ def parse_args(argv=None):
     p.add_argument("--warm-only", action="store_true",
                    help="launch each selected op's Triton call once, unchecked and untimed, to "
                         "fill Triton's compile cache (bench/gpu_warm.py)")
+    p.add_argument("--profile", action="store_true",
+                   help="instead of the table: each selected op's Triton call and its eager "
+                        "reference under torch.profiler, the kernels each launches with their "
+                        "device time per call")
     p.add_argument("--shard", metavar="K/N", type=shard_arg, default=None,
                    help="only every N-th selected op, from op K (for parallel --warm-only)")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
@@ -646,6 +650,61 @@ def warm(ops: list[Op], t_start: float) -> int:
     return 1 if failed else 0
 
 
+PROFILE_CALLS = 5  # profiled calls per op and side (after 3 untimed ones)
+
+
+def _self_time_us(event) -> float:
+    """An averaged profiler event's self time on the device (CUDA) or the CPU (smoke mode), us."""
+    names = ("self_device_time_total", "self_cuda_time_total") if DEVICE.type == "cuda" \
+        else ("self_cpu_time_total",)
+    for name in names:
+        v = getattr(event, name, None)
+        if v is not None:
+            return float(v)
+    return 0.0
+
+
+def profile_ops(ops: list[Op]) -> int:
+    """--profile: for each op, its Triton call and its eager reference, PROFILE_CALLS calls each
+    under torch.profiler: wall time per call and the top kernels by device time per call (name,
+    launches per call, us per call). Where the time goes inside a fused path: which kernel, and
+    how much is gaps between launches (wall minus the kernels' sum)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if DEVICE.type == "cuda" else [])
+    failed = 0
+    for i, op in enumerate(ops):
+        for side, fn in (("triton", op.triton), ("eager", op.reference)):
+            label = f"{op.name} {op.shape} [{side}]"
+            try:
+                args = op.make_inputs(DEVICE, torch.Generator().manual_seed(i), LR_TIME)
+                with torch.no_grad():
+                    for _ in range(3):
+                        fn(*args)
+                    _sync()
+                    with torch_profile(activities=activities) as prof:
+                        t0 = time.perf_counter()
+                        for _ in range(PROFILE_CALLS):
+                            fn(*args)
+                        _sync()
+                        wall = (time.perf_counter() - t0) / PROFILE_CALLS * 1e3
+                events = [e for e in prof.key_averages() if _self_time_us(e) > 0]
+                if DEVICE.type == "cuda":  # kernels and copies only: they run on the device
+                    events = [e for e in events if str(getattr(e, "device_type", "")).endswith("CUDA")]
+                events.sort(key=_self_time_us, reverse=True)
+                busy = sum(_self_time_us(e) for e in events) / PROFILE_CALLS / 1e3
+                print(f"\n== {label}: wall {wall:.3f} ms per call (profiled), "
+                      f"{'device' if DEVICE.type == 'cuda' else 'CPU'} busy {busy:.3f} ms", flush=True)
+                for e in events[:10]:
+                    print(f"  {e.key[:70]:70s} {e.count / PROFILE_CALLS:7.1f} x  "
+                          f"{_self_time_us(e) / PROFILE_CALLS:9.1f} us", flush=True)
+            except Exception as exc:
+                failed += 1
+                print(f"\n== {label}: failed: {_short(exc, 200)}", flush=True)
+    return 1 if failed else 0
+
+
 def main() -> int:
     t_start = time.perf_counter()
     disable_tf32()
@@ -683,6 +742,8 @@ def main() -> int:
     ops = pick(ops, ARGS.shard)
     if ARGS.warm_only:
         return warm(ops, t_start)
+    if ARGS.profile:
+        return profile_ops(ops)
     print(f"{len(ops)} ops; timing: median of {reps} after {warmup} warm-up runs "
           f"({'time.perf_counter' if SMOKE else 'CUDA events'}); lr {LR_TIME} while timing; "
           f"budget {ARGS.budget:.0f}s\n", flush=True)

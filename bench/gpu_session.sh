@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Everything a lent GPU machine should run, in one go, without installing the package:
 #   bash bench/gpu_session.sh OUTDIR
-# Steps (STEPS="warm new gpu acc tiles" by default, "compare" on request; each with its own time
+# Steps (STEPS="warm new profile gpu tiles acc" by default, "compare" on request; each with its own time
 # limit in seconds, cut to what is left of SESSION_T):
 #   warm     compile ahead: WARM_GPU processes of `gpu.py --warm-only` and WARM_TILES of
 #            `gpu_tiles.py --warm-only`, each launching its share of the rows / tile configs
 #            once, all at once, to fill Triton's on-disk cache for the timed steps   (WARM_T)
 #   new      bench/gpu.py on the rows of paths no GPU has timed yet (NEW_ROWS), no torch.compile,
 #            first, so they are measured whatever happens later                (NEW_T, new.csv)
+#   profile  bench/gpu.py --profile on PROFILE_ROWS: the kernels of each Triton path and of its
+#            eager reference, with device time per call (torch.profiler)   (PROFILE_T, profile.log)
 #   gpu      bench/gpu.py $GPU_ARGS: every Triton kernel checked and timed   (GPU_T, gpu.csv)
 #            (torch.compile off by default: its column was measured on 2026-11-27)
-#   acc      bench/gpu_accuracy.py: Hebbian MNIST accuracy, fp32 vs tf32      (ACC_T, acc.csv)
+#   acc      bench/gpu_accuracy.py $ACC_ARGS: Hebbian MNIST accuracy, fp32 vs tf32 (ACC_T, acc.csv)
+#            (hebbian-wta and hebbian-pca: softhebb's was measured on the H200 on 2026-11-27)
 #   tiles    bench/gpu_tiles.py: tile-size sweep of the GEMM kernels         (TILES_T, tiles.csv)
 #   compare  bpalts-compare --preset quick --device cuda: every learner runs  (CMP_T, compare/)
 # The package is put on PYTHONPATH from a copy of bpalts/ with kernels/ as bpalts/kernels (the
@@ -49,6 +52,9 @@ $PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton
 # last ones.
 NEW_ROWS=${NEW_ROWS:-"cublas|pc_relax 784|pc_relax tf32 |reservoir_run N2000|hebbian_update[gha] |softwta_update B|softwta_update tf32 |pc_relax[persistent]|persistent-ll|pc_relax[rows]|tf32x3|T3 relu ce|reservoir_run tf32"}
 IFS='|' read -ra NEW_ONLY <<< "$NEW_ROWS"
+# Rows to profile: the issues' fp32 target shapes, the default path against its candidates.
+PROFILE_ROWS=${PROFILE_ROWS:-"pc_relax 784-1000-500-250-10 B256 T20|pc_relax[persistent] 784-1000-500-250-10 B256 T20|pc_relax[cublas] 784-1000-500-250-10 B4096|hebbian_update[gha] B256|hebbian_update[gha,cublas] B256|softwta_update B256|softwta_update[cublas] B256|reservoir_run N2000 B256 T28 D28|reservoir_run[cublas] N2000 B256"}
+IFS='|' read -ra PROFILE_ONLY <<< "$PROFILE_ROWS"
 
 SESSION_T=${SESSION_T:-570}
 RESERVE_T=${RESERVE_T:-20}
@@ -62,13 +68,14 @@ limit() {
     echo $(( t < MIN_STEP_T ? 0 : t ))
 }
 pack() { tar czf "$OUT_DIR/gpu_session.tgz" -C "$WORK" . ; }
-for step in ${STEPS:-warm new gpu acc tiles}; do
+for step in ${STEPS:-warm new profile gpu tiles acc}; do
     case $step in
     warm) T=$(limit "${WARM_T:-60}") ;;
     new) T=$(limit "${NEW_T:-200}") ;;
-    gpu) T=$(limit "${GPU_T:-150}") ;;
-    acc) T=$(limit "${ACC_T:-90}") ;;
+    profile) T=$(limit "${PROFILE_T:-45}") ;;
+    gpu) T=$(limit "${GPU_T:-125}") ;;
     tiles) T=$(limit "${TILES_T:-70}") ;;
+    acc) T=$(limit "${ACC_T:-70}") ;;
     compare) T=$(limit "${CMP_T:-60}") ;;
     *) echo "unknown step $step"; continue ;;
     esac
@@ -89,13 +96,16 @@ for step in ${STEPS:-warm new gpu acc tiles}; do
         grep -c ": ok$" "$WORK/warm.log" | sed 's/^/warm: launches compiled and run: /' ;;
     new) timeout "$T" $PY bench/gpu.py --csv "$WORK/new.csv" --quick --no-compile \
             --only "${NEW_ONLY[@]}" > "$WORK/new.log" 2>&1 ;;
+    profile) timeout "$T" $PY bench/gpu.py --profile --only "${PROFILE_ONLY[@]}" \
+            > "$WORK/profile.log" 2>&1 ;;
     gpu) # bench/ scripts put bench/ first on sys.path, so bpalts comes from $SITE
         # the rows the new step timed are left out here (GPU_ARGS replaces all of these options)
         if [ -n "${GPU_ARGS:-}" ]; then read -ra GPU_OPTS <<< "$GPU_ARGS"
         else GPU_OPTS=(--no-compile --budget 120 --skip "${NEW_ONLY[@]}"); fi
         timeout "$T" $PY bench/gpu.py --csv "$WORK/gpu.csv" "${GPU_OPTS[@]}" \
             > "$WORK/gpu.log" 2>&1 ;;
-    acc) timeout "$T" $PY bench/gpu_accuracy.py --csv "$WORK/acc.csv" \
+    acc) read -ra ACC_OPTS <<< "${ACC_ARGS:---methods hebbian-wta hebbian-pca}"
+        timeout "$T" $PY bench/gpu_accuracy.py --csv "$WORK/acc.csv" "${ACC_OPTS[@]}" \
             > "$WORK/acc.log" 2>&1 ;;
     tiles) timeout "$T" $PY bench/gpu_tiles.py --csv "$WORK/tiles.csv" \
             > "$WORK/tiles.log" 2>&1 ;;
@@ -113,7 +123,7 @@ if [ -f "$WORK/new.csv" ] || [ -f "$WORK/gpu.csv" ]; then
     sed -n '/^DEFAULT_SYNC\|^BATCHED_GEMM\|_MAX_ROWS\|CUBLAS_MIN\|^  /p' "$WORK/decide.txt"
 fi
 pack
-for f in new gpu acc tiles compare; do
+for f in new profile gpu tiles acc compare; do
     [ -f "$WORK/$f.log" ] && { echo "=== $f"; grep -v '^  File\|^    \|^W1' "$WORK/$f.log" | tail -n 45; }
 done
 exit 0

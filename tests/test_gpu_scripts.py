@@ -1,5 +1,6 @@
-"""bench/gpu.py and bench/gpu_tiles.py in --warm-only mode (the compile-ahead step of
-bench/gpu_session.sh), on the CPU: their smoke shapes under the Triton interpreter."""
+"""bench/gpu.py's and bench/gpu_tiles.py's session modes (--warm-only, the compile-ahead step of
+bench/gpu_session.sh, and gpu.py --profile), on the CPU: smoke shapes under the Triton
+interpreter."""
 import argparse
 import os
 import re
@@ -25,9 +26,9 @@ def test_shard_arg_and_pick():
     assert shards == [[0, 3, 6, 9], [1, 4, 7], [2, 5, 8]]
 
 
-def _run(script, *args):
+def _run(script, *args, mode="--warm-only"):
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONUNBUFFERED="1")
-    out = subprocess.run([sys.executable, f"bench/{script}", "--smoke", "--warm-only", *args],
+    out = subprocess.run([sys.executable, f"bench/{script}", "--smoke", mode, *args],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     return out.returncode, out.stdout + out.stderr
 
@@ -55,3 +56,15 @@ def test_gpu_py_shards_cover_the_rows_once_new_rows_first():
 def test_gpu_tiles_shard():
     rows = _listed("gpu_tiles.py", "--shard", "1/4", "--only", "softwta")
     assert rows and all(r.startswith("softwta") for r in rows)
+
+
+def test_gpu_py_profile_lists_each_sides_work():
+    rc, text = _run("gpu.py", "--only", "hebbian_update[gha] B8", mode="--profile")
+    assert rc == 0, text
+    for side in ("triton", "eager"):
+        m = re.search(rf"== hebbian_update\[gha\] B8 20->24 \[{side}\]: wall ([\d.]+) ms per call "
+                      rf"\(profiled\), CPU busy ([\d.]+) ms\n((?:  .*\n)+)", text)
+        assert m, text
+        assert float(m.group(1)) > 0 and float(m.group(2)) > 0
+    # the eager reference's GEMMs are among its ops (4 products: Y, Y^T X, Y^T Y, tril(.) W)
+    assert re.search(r"\[eager\]:.*\n(?:  .*\n)*  aten::mm +4\.0 x", text), text
