@@ -58,6 +58,7 @@ import triton
 import triton.language as tl
 
 from bpalts._precision import TENSOR_CORE_PRECISIONS, gemm_into, gemm_precision
+from bpalts.kernels._math import tanh as _tanh
 
 GATE_IDS = {"identity": 0, "tanh": 1}
 DECAY_IDS = {"none": 0, "tril": 1, "full": 2}
@@ -83,14 +84,6 @@ TRIL_PANEL_MIN = 256
 def _tiles(precision: str) -> tuple[int, int, int]:
     """(BLOCK_M, BLOCK_N, BLOCK_K) of every GEMM launch at this ``input_precision``."""
     return (BM_TF32, BN_TF32, BK_TF32) if precision in TENSOR_CORE_PRECISIONS else (BM, BN, BK)
-
-
-@triton.jit
-def _tanh(x):
-    # tanh via exp, stable for large |x| (tl.math.tanh is not in every Triton release).
-    e = tl.exp(-2.0 * tl.abs(x))
-    t = (1.0 - e) / (1.0 + e)
-    return tl.where(x >= 0, t, -t)
 
 
 @triton.jit

@@ -59,6 +59,7 @@ import triton
 import triton.language as tl
 
 from bpalts._precision import CUBLAS_PRECISIONS, TRITON_INPUT_PRECISION, gemm_into, gemm_precision
+from bpalts.kernels._math import tanh as _tanh
 
 # Batches up to this size use the unit-block (broadcast) kernels; larger ones the tl.dot GEMM.
 SMALL_BATCH_MAX = 8
@@ -89,14 +90,6 @@ DEFAULT_SYNC = "barrier"
 # sync="ll": spins (one L2 round trip each, about a microsecond) after which a program waiting for
 # one step stops waiting and reports failure instead of hanging.
 LL_MAX_SPINS = 1 << 20
-
-
-@triton.jit
-def _tanh(x):
-    # tanh via exp, stable for large |x| (tl.math.tanh is not in every Triton release).
-    e = tl.exp(-2.0 * tl.abs(x))
-    t = (1.0 - e) / (1.0 + e)
-    return tl.where(x >= 0, t, -t)
 
 
 @triton.jit
