@@ -217,6 +217,12 @@ def _persistent_kernel(
         w_res = tl.load(W + rn[:, None] * s_wn + rkf[None, :] * s_wk,
                         mask=mn[:, None] & (rkf[None, :] < N), other=0.0)
         a_res = tl.load(leak + rn, mask=mn, other=1.0)
+        # Carried in registers from step to step: the program's own units of x_{t-1} (it wrote
+        # them itself; x0 from buf[1]) and U_t (loaded one step ahead, before the barrier, so
+        # its latency hides behind the wait). A step's critical path is then the barrier, one
+        # load of x_{t-1}, the dot products and the store.
+        xo = tl.load(buf + bn + rn, mask=mn, other=0.0)
+        u = tl.load(U + rn * s_un, mask=mn, other=0.0)
     for t in range(0, T_run):
         src = buf + ((t + 1) % 2) * bn
         dst = buf + (t % 2) * bn
@@ -227,12 +233,12 @@ def _persistent_kernel(
             kx = tl.arange(0, K_PAD)
             x = tl.load(src + kx, mask=kx < N, other=0.0, cache_modifier=".cg")
             pre = tl.sum(w_res * x[None, :], axis=1)
-            u = tl.load(U + t * s_ut + rn * s_un, mask=mn, other=0.0)
-            xo = tl.load(src + rn, mask=mn, other=0.0, cache_modifier=".cg")
             xn = xo + a_res * (_tanh(pre + u) - xo)
             tl.store(dst + rn, xn, mask=mn)
             if has_out:
                 tl.store(out_t + rn, xn, mask=mn)
+            xo = xn
+            u = tl.load(U + (t + 1) * s_ut + rn * s_un, mask=mn & (t + 1 < T_run), other=0.0)
         else:
             for blk in range(pid, n_blocks, n_prog):
                 _unit_block(W, s_wn, s_wk, src, U + t * s_ut, s_ub, s_un, leak, dst, out_t,
@@ -273,6 +279,10 @@ def _ll_resident_kernel(
     w_res = tl.load(W + rn[:, None] * s_wn + rk[None, :] * s_wk,
                     mask=mn[:, None] & mk[None, :], other=0.0)
     a_res = tl.load(leak + rn, mask=mn, other=1.0)
+    # Carried in registers, as in _persistent_kernel: the program's own units of x_{t-1} (x0:
+    # buf[1]'s low words) and U_t, loaded one step ahead, before the wait.
+    xo = tl.load(buf + N + rn, mask=mn, other=0).to(tl.int32).to(tl.float32, bitcast=True)
+    u = tl.load(U + rn * s_un, mask=mn, other=0.0)
     failed = tl.zeros((1,), dtype=tl.int32)
     for t in range(0, T_run):
         src = buf + ((t + 1) % 2) * N
@@ -287,16 +297,15 @@ def _ll_resident_kernel(
             spins += 1
             failed = tl.where(spins > max_spins, 1, failed)
         x = words.to(tl.int32).to(tl.float32, bitcast=True)  # the low 32 bits
-        own = tl.load(src + rn, mask=mn, other=0, volatile=True)
-        xo = own.to(tl.int32).to(tl.float32, bitcast=True)
         pre = tl.sum(w_res * x[None, :], axis=1)
-        u = tl.load(U + t * s_ut + rn * s_un, mask=mn, other=0.0)
         xn = xo + a_res * (_tanh(pre + u) - xo)
         tag = tl.full((BLOCK_N,), t + 1, dtype=tl.int64) << 32
         word = tag | (xn.to(tl.int32, bitcast=True).to(tl.int64) & 0xFFFFFFFF)
         tl.atomic_xchg(dst + rn, word, mask=mn, sem="relaxed", scope="gpu")
         slot = _out_slot(slots, t, T_run, KEEP)
         tl.store(out + tl.maximum(slot, 0) * N + rn, xn, mask=mn & (slot >= 0))
+        xo = xn
+        u = tl.load(U + (t + 1) * s_ut + rn * s_un, mask=mn & (t + 1 < T_run), other=0.0)
     tl.store(status + pid + tl.arange(0, 1), failed)
 
 
