@@ -24,7 +24,11 @@ unsupported op, a layout the backend rejects) or spill registers there. Triton's
    launches it recorded and is listed as such.
 2. Compiling (a subprocess, interpreter off): every distinct configuration through
    ``triton.compile`` for ``GPUTarget("cuda", arch, 32)``; ``cuobjdump --dump-resource-usage``
-   gives registers per thread, the spill stack and local memory; the metadata the shared memory.
+   gives registers per thread, the spill stack and local memory; the metadata the shared memory;
+   ``cuobjdump --dump-sass`` the instruction mix (static counts of the opcodes in ``MIX``). A
+   tensor-core kernel whose SASS shows ``HMMA`` but no ``HGMMA`` runs on the pre-Hopper
+   ``mma.sync`` path, not ``wgmma``; an fp32 (``ieee``) product is ``FFMA``, and its ratio to
+   the shared-memory loads (``LDS``) feeding it hints at whether it is bound by shared memory.
 
 Coverage: the paths a CPU tensor takes. The GPU-only choices of ``reservoir_run`` (persistent
 kernel with one program per SM, the register-resident W slice, ``sync="ll"``) are added as
@@ -59,6 +63,11 @@ EXTRA = [
      dict(W="*fp32", U="*fp32", leak="*fp32", buf="*i64", out="*fp32", slots="*i32",
           status="*i32"), 8, 3, "reservoir_run sync=ll N2000 B1"),
 ]
+
+# Opcodes counted in the SASS (static counts, loops not unrolled by the count): tensor-core
+# products (wgmma, mma.sync), fp32 FMAs, shared-memory loads (plain, ldmatrix), async copies
+# global -> shared (cp.async, TMA).
+MIX = ("HGMMA", "HMMA", "FFMA", "LDS", "LDSM", "LDGSTS", "UTMALDG")
 
 _DTYPES = {"float32": "fp32", "float64": "fp64", "int32": "i32", "int64": "i64", "bool": "i1",
            "uint8": "u8", "int8": "i8", "float16": "fp16", "bfloat16": "bf16"}
@@ -201,6 +210,9 @@ def compile_all(configs, arch: int):
                 f.flush()
                 usage = subprocess.run([os.path.join(tools, "cuobjdump"), "--dump-resource-usage",
                                         f.name], capture_output=True, text=True, check=True).stdout
+                sass = subprocess.run([os.path.join(tools, "cuobjdump"), "--dump-sass", f.name],
+                                      capture_output=True, text=True, check=True).stdout
+            res["mix"] = _mix(sass)
             line = next(ln for ln in usage.splitlines() if "REG:" in ln)
             fields = dict(tok.split(":") for tok in line.split() if ":" in tok)
             res.update(ok=True, regs=int(fields["REG"]), stack=int(fields["STACK"]),
@@ -211,6 +223,26 @@ def compile_all(configs, arch: int):
             res["trace"] = traceback.format_exc()[-2000:]
         results.append(res)
     return results
+
+
+def _mix(sass: str) -> dict:
+    """Static counts of the MIX opcodes in a ``cuobjdump --dump-sass`` listing."""
+    counts = dict.fromkeys(MIX, 0)
+    for line in sass.splitlines():
+        # "        /*0120*/                   FFMA R4, R2, R3, R4 ;  /* 0x... */" (maybe "@P0 " first)
+        code = line.split("*/", 1)[1].strip() if line.lstrip().startswith("/*") and "*/" in line else ""
+        words = code.split()
+        if words and words[0].startswith("@"):
+            words = words[1:]
+        if words:
+            op = words[0].split(".")[0]
+            if op in counts:
+                counts[op] += 1
+    return counts
+
+
+def _mix_text(mix: dict) -> str:
+    return " ".join(f"{k}:{v}" for k, v in mix.items() if v) or "-"
 
 
 def _short(const: dict) -> str:
@@ -244,13 +276,14 @@ def main(argv=None) -> int:
     print(f"sm_{args.arch}, Triton {version}: {len(results)} kernel configurations from {len(rows)} "
           f"rows ({'smoke' if args.smoke else 'GPU'} shapes)\n")
     print(f"{'kernel':26s} {'warps':>5s} {'stages':>6s} {'regs':>4s} {'spill B':>7s} {'shared B':>8s}  "
-          "constexprs (first row that launched it)")
+          "constexprs (first row that launched it)  [SASS: static opcode counts]")
     failed = 0
     for r in results:
         if r["ok"]:
             spill = r["stack"] + r["local"]
             print(f"{r['kernel']:26s} {r['num_warps']:5d} {r['num_stages']:6d} {r['regs']:4d} "
-                  f"{spill:7d} {r['shared']:8d}  {_short(r['constexprs'])} ({r['row']})")
+                  f"{spill:7d} {r['shared']:8d}  {_short(r['constexprs'])} ({r['row']})  "
+                  f"[{_mix_text(r.get('mix', {}))}]")
         else:
             failed += 1
             print(f"{r['kernel']:26s} FAILED: {r['error']}  {_short(r['constexprs'])} ({r['row']})")

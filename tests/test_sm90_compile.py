@@ -49,3 +49,10 @@ def test_every_kernel_compiles_for_sm90(tmp_path):
     # the register-resident reservoir kernels keep W's 16 x 2048 slice without spilling
     resident = [r for r in results if r["kernel"] == "_ll_resident_kernel" and r["constexprs"]["K_PAD"] == 2048]
     assert resident and resident[0]["stack"] == 0 and resident[0]["local"] == 0
+    # the SASS instruction mix: fp32 (ieee) products are FFMA, tensor-core ones HMMA / HGMMA
+    def mix(kernel, **constexprs):
+        return next(r["mix"] for r in results if r["kernel"] == kernel
+                    and all(r["constexprs"].get(k) == v for k, v in constexprs.items()))
+    assert mix("_gemm_step_kernel", PREC="ieee")["FFMA"] > 0
+    tc = mix("_gemm_step_kernel", PREC="tf32x3")
+    assert tc["HMMA"] + tc["HGMMA"] > 0
