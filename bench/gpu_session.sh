@@ -46,11 +46,13 @@ $PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton
 
 # Rows of paths added since the last GPU session (2026-11-27), most decisive first: the cuBLAS
 # paths (pc_relax, reservoir_run, gha, softwta), the default rows they (and the next ones) are
-# decided against, the tagged-state reservoir sync, the one-launch pc_relax rows path, precision tf32x3
-# (and tf32 for the reservoir). '|'-separated substrings of "name shape"; gpu.py runs the rows
+# decided against, precision tf32x3 (fp32-level accuracy on tensor cores: the likeliest route
+# to the fp32 targets at B256, where the fp32 FMA products ran far below their rate), the
+# persistent pc_relax, the tagged-state reservoir sync, the one-launch pc_relax rows path (and
+# tf32 for the reservoir). '|'-separated substrings of "name shape"; gpu.py runs the rows
 # in the order of the first substring each matches, so a step cut off by its limit loses the
 # last ones.
-NEW_ROWS=${NEW_ROWS:-"cublas|pc_relax 784|pc_relax tf32 |reservoir_run N2000|hebbian_update[gha] |softwta_update B|softwta_update tf32 |pc_relax[persistent]|persistent-ll|pc_relax[rows]|tf32x3|T3 relu ce|reservoir_run tf32"}
+NEW_ROWS=${NEW_ROWS:-"cublas|pc_relax 784|pc_relax tf32 |reservoir_run N2000|hebbian_update[gha] |softwta_update B|softwta_update tf32 |tf32x3|pc_relax[persistent]|persistent-ll|pc_relax[rows]|T3 relu ce|reservoir_run tf32"}
 IFS='|' read -ra NEW_ONLY <<< "$NEW_ROWS"
 # Rows to profile: the issues' fp32 target shapes, the default path against its candidates.
 PROFILE_ROWS=${PROFILE_ROWS:-"pc_relax 784-1000-500-250-10 B256 T20|pc_relax[persistent] 784-1000-500-250-10 B256 T20|pc_relax[cublas] 784-1000-500-250-10 B4096|hebbian_update[gha] B256|hebbian_update[gha,cublas] B256|softwta_update B256|softwta_update[cublas] B256|reservoir_run N2000 B256 T28 D28|reservoir_run[cublas] N2000 B256"}
