@@ -4,6 +4,8 @@
     python bench/gpu.py --quick         # fewer repetitions
     python bench/gpu.py --csv out.csv   # also save the table (rewritten after every op)
     python bench/gpu.py --smoke         # CPU smoke test: tiny shapes, Triton interpreter
+    python bench/gpu.py --profile --only "pc_relax 784"   # kernels and device time per call
+    python bench/gpu.py --warm-only --shard 0/6           # compile ahead (bench/gpu_session.sh)
 
 For each hot op (the OPS list built by ``build_ops``):
 
