@@ -208,12 +208,12 @@ def compile_all(configs, arch: int):
             with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
                 f.write(c.asm["cubin"])
                 f.flush()
-                usage = subprocess.run([os.path.join(tools, "cuobjdump"), "--dump-resource-usage",
-                                        f.name], capture_output=True, text=True, check=True).stdout
-                sass = subprocess.run([os.path.join(tools, "cuobjdump"), "--dump-sass", f.name],
-                                      capture_output=True, text=True, check=True).stdout
-            res["mix"] = _mix(sass)
-            line = next(ln for ln in usage.splitlines() if "REG:" in ln)
+                # one listing: the resource usage line ("REG:...") and the SASS
+                dump = subprocess.run([os.path.join(tools, "cuobjdump"), "--dump-resource-usage",
+                                       "--dump-sass", f.name], capture_output=True, text=True,
+                                      check=True).stdout
+            res["mix"] = _mix(dump)
+            line = next(ln for ln in dump.splitlines() if "REG:" in ln)
             fields = dict(tok.split(":") for tok in line.split() if ":" in tok)
             res.update(ok=True, regs=int(fields["REG"]), stack=int(fields["STACK"]),
                        local=int(fields["LOCAL"]), shared=int(getattr(c.metadata, "shared", 0)))
