@@ -12,9 +12,11 @@ Then the decisions (each a suggestion, with the two times it rests on; the figur
 the CSVs, nothing is measured here):
 
 - ``kernels/reservoir_run.py`` ``DEFAULT_SYNC``: ``"ll"`` if ``reservoir_run[persistent-ll]``
-  beats the default row (grid barrier) at N2000 B1 T784, plain call and graph both.
-- ``kernels/reservoir_run.py`` ``BATCHED_GEMM``: ``"cublas"`` if ``reservoir_run[cublas]`` beats
-  the default row (the fused Triton GEMM) at N2000 B256 T28, plain call and graph both.
+  beats ``reservoir_run[persistent-barrier]`` (or, in older CSVs without it, the default row)
+  at N2000 B1 T784, plain call and graph both.
+- ``kernels/reservoir_run.py`` ``BATCHED_GEMM``: ``"cublas"`` if ``reservoir_run[cublas-gemm]``
+  beats ``reservoir_run[triton-gemm]`` at N2000 B256 T28 (older CSVs: ``[cublas]`` against the
+  default row), plain call and graph both.
 - ``kernels/pc_relax.py`` ``ROWS_MAX_ROWS``: the largest batch at which the rows path beat the
   tile path at the same precision, plain call and graph both (0 if it never did).
 - ``kernels/pc_relax.py`` ``PERSISTENT_MAX_ROWS``: the same for the persistent path
@@ -22,9 +24,11 @@ the CSVs, nothing is measured here):
 - ``kernels/pc_relax.py`` ``CUBLAS_MIN_ROWS``: the smallest batch from which the cuBLAS path
   beat the tile path in every row measured (same shape and precision, plain call and graph
   both); 0 (never) if it lost at the largest batch.
-- ``kernels/hebbian_update.py`` and ``kernels/softwta_update.py`` ``CUBLAS_MIN_MACS``: likewise
-  in ``B * N * F`` (``hebbian_update[gha,cublas]`` against ``hebbian_update[gha]``,
-  ``softwta_update[cublas]`` against ``softwta_update``).
+- ``kernels/hebbian_update.py`` and ``kernels/softwta_update.py`` ``CUBLAS_MIN_MACS`` (fp32)
+  and ``CUBLAS_MIN_MACS_TF32`` (tf32): likewise in ``B * N * F``, from the rows at that
+  precision (``hebbian_update[<rule>,cublas]`` against ``hebbian_update[<rule>]``, one line per
+  rule measured: the switch is shared by the dense rules; ``softwta_update[cublas]`` against
+  ``softwta_update``).
 
 When the same (op, shape) row appears in several CSVs, the last file given wins.
 """
@@ -124,15 +128,26 @@ def _beats(a: Row | None, b: Row | None) -> bool:
 def decisions(rows: list[Row]) -> list[str]:
     by = {(r.op, r.shape): r for r in rows}
     out = []
-    out.append(_either(by, "DEFAULT_SYNC", "reservoir_run", "N2000 B1 T784 D1", "persistent-ll",
-                       "ll", "barrier"))
-    out.append(_either(by, "BATCHED_GEMM", "reservoir_run", "N2000 B256 T28 D28", "cublas",
-                       "cublas", "triton"))
+    shape = "N2000 B1 T784 D1"
+    if ("reservoir_run[persistent-barrier]", shape) in by:
+        out.append(_either(by, "DEFAULT_SYNC", "reservoir_run", shape, "persistent-ll", "ll",
+                           "barrier", against="persistent-barrier"))
+    else:
+        out.append(_either(by, "DEFAULT_SYNC", "reservoir_run", shape, "persistent-ll", "ll", "barrier"))
+    shape = "N2000 B256 T28 D28"
+    if ("reservoir_run[cublas-gemm]", shape) in by:
+        out.append(_either(by, "BATCHED_GEMM", "reservoir_run", shape, "cublas-gemm", "cublas",
+                           "triton", against="triton-gemm"))
+    else:
+        out.append(_either(by, "BATCHED_GEMM", "reservoir_run", shape, "cublas", "cublas", "triton"))
     out.extend(_max_rows(rows, by, "rows", "ROWS_MAX_ROWS"))
     out.extend(_max_rows(rows, by, "persistent", "PERSISTENT_MAX_ROWS"))
     out.extend(_cublas_min_rows(rows, by))
-    out.extend(_cublas_min_macs(rows, by, "hebbian_update[gha]", "kernels/hebbian_update.py"))
-    out.extend(_cublas_min_macs(rows, by, "softwta_update", "kernels/softwta_update.py"))
+    rules = sorted({r.base for r in rows if r.base.startswith("hebbian_update[") and r.variant == "cublas"})
+    for precision, switch in (("fp32", "CUBLAS_MIN_MACS"), ("tf32", "CUBLAS_MIN_MACS_TF32")):
+        for base in rules or ["hebbian_update[gha]"]:
+            out.extend(_cublas_min_macs(rows, by, base, "kernels/hebbian_update.py", precision, switch))
+        out.extend(_cublas_min_macs(rows, by, "softwta_update", "kernels/softwta_update.py", precision, switch))
     return out
 
 
@@ -170,18 +185,25 @@ def _contests(rows: list[Row], by: dict, base: str, variant: str, default: str) 
     return out
 
 
-def _cublas_min_macs(rows: list[Row], by: dict, base: str, where: str) -> list[str]:
-    contests = _contests(rows, by, base, "cublas", "triton")
+def _cublas_min_macs(rows: list[Row], by: dict, base: str, where: str, precision: str = "fp32",
+                     switch: str = "CUBLAS_MIN_MACS") -> list[str]:
+    """``switch`` (the threshold at ``precision``) from ``base``'s cuBLAS rows at that precision
+    against their Triton twins; a hebbian ``base`` names its rule (the switch is shared by the
+    dense rules: take the largest of the rules' figures)."""
+    contests = [c for c in _contests(rows, by, base, "cublas", "triton") if c[0].precision == precision]
     if not contests:
-        return [f"{where} CUBLAS_MIN_MACS: no decision (no {base} cuBLAS rows with a Triton twin)"]
+        return [f"{where} {switch}: no decision for {base} (no {precision} cuBLAS rows with a Triton twin)"]
     best = _smallest_winning([(_macs(r.shape), won) for r, won, _ in contests])
-    return [f"{where} CUBLAS_MIN_MACS = {best} (B * N * F from which the cuBLAS path won every row; "
-            "0: never)"] + [line for _, _, line in contests]
+    return [f"{where} {switch} = {best} for {base} (B * N * F from which the cuBLAS path won every "
+            f"{precision} row; 0: never)"] + [line for _, _, line in contests]
 
 
-def _either(by: dict, switch: str, op: str, shape: str, variant: str, yes: str, no: str) -> str:
-    """``switch = yes`` if ``op[variant]`` beat the default ``op`` row at ``shape``, else ``no``."""
-    new, default = by.get((f"{op}[{variant}]", shape)), by.get((op, shape))
+def _either(by: dict, switch: str, op: str, shape: str, variant: str, yes: str, no: str,
+            against: str = "") -> str:
+    """``switch = yes`` if ``op[variant]`` beat the ``op[against]`` row (the default ``op`` row
+    without ``against``) at ``shape``, else ``no``."""
+    new = by.get((f"{op}[{variant}]", shape))
+    default = by.get((f"{op}[{against}]" if against else op, shape))
     if new is None or default is None:
         return f"{switch}: no decision (the {op} {shape} rows are missing)"
     choice = yes if _beats(new, default) else no

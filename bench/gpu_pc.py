@@ -111,6 +111,8 @@ def ops(smoke: bool, Op) -> list:
             reference=lambda *a: _flat(pc_relax_reference(list(a[:L]), a[L], a[L + 1], T, STEP_SIZE, **kw)),
             triton=triton,
             tol=TOL_TF32 if precision == "tf32" else Op.tol,
+            spec=None if precision != "tf32" else (lambda *a: _flat(pc_relax_reference(
+                list(a[:L]), a[L], a[L + 1], T, STEP_SIZE, precision="tf32", **kw))),
         )
 
     # every shape at fp32, then the largest batch again on tensor cores (the fp32 reference stays

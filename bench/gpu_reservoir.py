@@ -3,22 +3,25 @@
 Rows (DESIGN.md section 7 shapes):
 
 - ``reservoir_run`` N2000 B1 T784 D1: the pixel sequence, batch 1. On CUDA the public op picks
-  the persistent kernel (one launch for all 784 steps, a grid barrier per step) with each
-  program's 16 x 2000 slice of W resident in registers.
-- ``reservoir_run[persistent-ll]`` same shape: the same resident kernel with its programs
-  synchronised by tagged states (``sync="ll"``: value and step tag in one 64-bit word, one L2
-  round trip per step) instead of the grid barrier.
+  the persistent kernel (one launch for all 784 steps) with each program's 16 x 2000 slice of W
+  resident in registers, its programs synchronised by tagged states (``DEFAULT_SYNC = "ll"``:
+  value and step tag in one 64-bit word, one L2 round trip per step).
+- ``reservoir_run[persistent-ll]`` / ``[persistent-barrier]`` same shape: that resident kernel
+  with each of the two syncs named (``sync="ll"`` / ``"barrier"``, a grid barrier per step):
+  what ``DEFAULT_SYNC`` is decided on.
 - ``reservoir_run[persistent-stream]`` same shape: the persistent kernel re-reading W from L2
   at every step (``resident=False``), the path for N > 2048 or batches 2..8.
 - ``reservoir_run[per-step]`` same shape: one launch per step (``persistent=False``), to see
   what the persistent kernel buys.
-- ``reservoir_run`` N2000 B256 T28 D28: the row sequence, batch 256: per-step GEMM kernels with
-  tanh and the leak in the epilogue.
-- ``reservoir_run tf32x3`` / ``tf32`` same shape: those GEMMs on tensor cores (``precision=``);
-  tf32x3 is held to the fp32 tolerance, tf32 to the tf32 one (against the fp32 reference).
-- ``reservoir_run[cublas]`` (fp32 and tf32) same shape: each step's product by cuBLAS, then one
-  elementwise kernel for tanh and the leak (``gemm="cublas"``; ``BATCHED_GEMM`` makes it the
-  default once these rows have beaten the fused Triton GEMM).
+- ``reservoir_run`` N2000 B256 T28 D28: the row sequence, batch 256, the default path: each
+  step's product by cuBLAS, then one elementwise kernel for tanh and the leak
+  (``BATCHED_GEMM = "cublas"``).
+- ``reservoir_run tf32x3`` / ``tf32`` same shape: tf32x3 runs the fused Triton GEMM step on
+  tensor cores (cuBLAS has no 3xTF32) and is held to the fp32 tolerance; tf32 (cuBLAS) to the
+  tf32 one (against the fp32 reference).
+- ``reservoir_run[cublas-gemm]`` / ``[triton-gemm]`` (fp32 and tf32) same shape: each of
+  ``BATCHED_GEMM``'s choices named (``gemm=``): cuBLAS, or the fused Triton GEMM step (tanh and
+  the leak in its epilogue).
 
 torch.compile of the reference is not timed for the 784-step row (Dynamo unrolls the loop into
 thousands of ops; DESIGN.md has no anchor there either): its compile column reports why.
@@ -40,8 +43,11 @@ ANCHORS: dict = {
     ("reservoir_run", "N2000 B256 T28 D28"): (3.44, 2.06, 2.49, 1.5),
     ("reservoir_run tf32x3", "N2000 B256 T28 D28"): (3.44, 2.06, 2.49, 1.5),
     ("reservoir_run tf32", "N2000 B256 T28 D28"): (3.44, 2.06, 2.49, None),
-    ("reservoir_run[cublas]", "N2000 B256 T28 D28"): (3.44, 2.06, 2.49, 1.5),
-    ("reservoir_run[cublas] tf32", "N2000 B256 T28 D28"): (3.44, 2.06, 2.49, None),
+    ("reservoir_run[persistent-barrier]", "N2000 B1 T784 D1"): (82.0, 15.0, None, 2.0),
+    ("reservoir_run[cublas-gemm]", "N2000 B256 T28 D28"): (3.44, 2.06, 2.49, 1.5),
+    ("reservoir_run[cublas-gemm] tf32", "N2000 B256 T28 D28"): (3.44, 2.06, 2.49, None),
+    ("reservoir_run[triton-gemm]", "N2000 B256 T28 D28"): (3.44, 2.06, 2.49, 1.5),
+    ("reservoir_run[triton-gemm] tf32", "N2000 B256 T28 D28"): (3.44, 2.06, 2.49, None),
 }
 TOL_TF32 = 3e-3  # gpu.TOL_TF32
 
@@ -93,6 +99,10 @@ def ops(smoke: bool, Op) -> list:
         return tk.reservoir_run(W, W_in, inputs, LEAK, persistent=True, sync="ll",
                                 n_programs=1 if smoke else None)
 
+    def triton_barrier(W, W_in, inputs):  # the resident kernel with the grid barrier
+        return tk.reservoir_run(W, W_in, inputs, LEAK, persistent=True, sync="barrier",
+                                n_programs=1 if smoke else None)
+
     def triton_per_step(W, W_in, inputs):
         return tk.reservoir_run(W, W_in, inputs, LEAK, persistent=False)
 
@@ -102,6 +112,8 @@ def ops(smoke: bool, Op) -> list:
            reference=_reference_no_compile, triton=triton_op),
         Op(name="reservoir_run[persistent-ll]", shape=pixel_ll[0], make_inputs=_inputs(*pixel_ll[1:]),
            reference=_reference_no_compile, triton=triton_ll),
+        Op(name="reservoir_run[persistent-barrier]", shape=pixel_ll[0], make_inputs=_inputs(*pixel_ll[1:]),
+           reference=_reference_no_compile, triton=triton_barrier),
         Op(name="reservoir_run[persistent-stream]", shape=label, make_inputs=_inputs(N, B, T, D),
            reference=_reference_no_compile, triton=triton_stream),
         Op(name="reservoir_run[per-step]", shape=label, make_inputs=_inputs(N, B, T, D),
@@ -117,13 +129,18 @@ def ops(smoke: bool, Op) -> list:
             reference=lambda W, W_in, inputs: reservoir_run_reference(W, W_in, inputs, LEAK),
             triton=lambda W, W_in, inputs, p=precision: reservoir_run(
                 W, W_in, inputs, LEAK, backend="triton", check_finite_input=False, precision=p),
-            tol=TOL_TF32 if precision == "tf32" else Op.tol))
-    for precision in ("fp32", "tf32"):
-        out.append(Op(
-            name="reservoir_run[cublas]" + ("" if precision == "fp32" else f" {precision}"), shape=label,
-            make_inputs=_inputs(N, B, T, D),
-            reference=lambda W, W_in, inputs: reservoir_run_reference(W, W_in, inputs, LEAK),
-            triton=lambda W, W_in, inputs, p=precision: tk.reservoir_run(
-                W, W_in, inputs, LEAK, precision=p, gemm="cublas"),
-            tol=TOL_TF32 if precision == "tf32" else Op.tol))
+            tol=TOL_TF32 if precision == "tf32" else Op.tol,
+            spec=None if precision != "tf32" else
+            (lambda W, W_in, inputs: reservoir_run_reference(W, W_in, inputs, LEAK, precision="tf32"))))
+    for gemm in ("cublas", "triton"):  # BATCHED_GEMM's two choices, each named
+        for precision in ("fp32", "tf32"):
+            out.append(Op(
+                name=f"reservoir_run[{gemm}-gemm]" + ("" if precision == "fp32" else f" {precision}"),
+                shape=label, make_inputs=_inputs(N, B, T, D),
+                reference=lambda W, W_in, inputs: reservoir_run_reference(W, W_in, inputs, LEAK),
+                triton=lambda W, W_in, inputs, p=precision, g=gemm: tk.reservoir_run(
+                    W, W_in, inputs, LEAK, precision=p, gemm=g),
+                tol=TOL_TF32 if precision == "tf32" else Op.tol,
+                spec=None if precision == "fp32" else
+                (lambda W, W_in, inputs: reservoir_run_reference(W, W_in, inputs, LEAK, precision="tf32"))))
     return out

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Everything a lent GPU machine should run, in one go, without installing the package:
 #   bash bench/gpu_session.sh OUTDIR
-# Steps (STEPS="warm new profile gpu tiles acc" by default, "compare" on request; each with its own time
+# Steps (STEPS="warm new host profile gpu tiles acc" by default, "compare" on request; each with its own time
 # limit in seconds, cut to what is left of SESSION_T):
 #   warm     compile ahead: WARM_GPU processes of `gpu.py --warm-only` and WARM_TILES of
 #            `gpu_tiles.py --warm-only`, each launching its share of the rows / tile configs
 #            once, all at once, to fill Triton's on-disk cache for the timed steps   (WARM_T)
 #   new      bench/gpu.py on the rows of paths no GPU has timed yet (NEW_ROWS), no torch.compile,
 #            first, so they are measured whatever happens later                (NEW_T, new.csv)
+#   host     bench/gpu.py --host on HOST_ROWS: a plain call's host time per call, and the Python
+#            functions that cost it (cProfile)                              (HOST_T, host.log)
 #   profile  bench/gpu.py --profile on PROFILE_ROWS: the kernels of each Triton path and of its
 #            eager reference, with device time per call (torch.profiler)   (PROFILE_T, profile.log)
 #   gpu      bench/gpu.py $GPU_ARGS: every Triton kernel checked and timed   (GPU_T, gpu.csv)
@@ -44,19 +46,21 @@ fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1
 $PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
 
-# Rows of paths added since the last GPU session (2026-11-27), most decisive first: the cuBLAS
-# paths (pc_relax, reservoir_run, gha, softwta), the default rows they (and the next ones) are
-# decided against, precision tf32x3 (fp32-level accuracy on tensor cores: the likeliest route
-# to the fp32 targets at B256, where the fp32 FMA products ran far below their rate), the
-# persistent pc_relax, the tagged-state reservoir sync, the one-launch pc_relax rows path (and
-# tf32 for the reservoir). '|'-separated substrings of "name shape"; gpu.py runs the rows
-# in the order of the first substring each matches, so a step cut off by its limit loses the
-# last ones.
-NEW_ROWS=${NEW_ROWS:-"cublas|pc_relax 784|pc_relax tf32 |reservoir_run N2000|hebbian_update[gha] |softwta_update B|softwta_update tf32 |tf32x3|pc_relax[persistent]|persistent-ll|pc_relax[rows]|T3 relu ce|reservoir_run tf32"}
+# Rows that the last GPU session (2026-11-27, H100) left open or that changed after it, most
+# decisive first: the cuBLAS paths of the Hebbian ops at fp32 and tf32 on the large shape (GHA,
+# Oja, instar: CUBLAS_MIN_MACS / CUBLAS_MIN_MACS_TF32) with their Triton twins, the new tf32x3
+# tiles (softwta, reservoir), the reservoir's named choices (sync, batched GEMM), then every
+# reservoir row. '|'-separated substrings of "name shape"; gpu.py runs the rows in the order of
+# the first substring each matches, so a step cut off by its limit loses the last ones.
+NEW_ROWS=${NEW_ROWS:-"cublas] B1024|hebbian_update[gha] B1024|hebbian_update[oja] B1024|hebbian_update[instar] B1024|softwta_update B1024|hebbian_update[gha] tf32 |softwta_update tf32 |cublas] B256|softwta_update tf32x3|reservoir_run tf32x3|reservoir_run["}
 IFS='|' read -ra NEW_ONLY <<< "$NEW_ROWS"
-# Rows to profile: the issues' fp32 target shapes, the default path against its candidates.
-PROFILE_ROWS=${PROFILE_ROWS:-"pc_relax 784-1000-500-250-10 B256 T20|pc_relax[persistent] 784-1000-500-250-10 B256 T20|pc_relax[cublas] 784-1000-500-250-10 B4096|hebbian_update[gha] B256|hebbian_update[gha,cublas] B256|softwta_update B256|softwta_update[cublas] B256|reservoir_run N2000 B256 T28 D28|reservoir_run[cublas] N2000 B256"}
+# Rows to profile: the issues' fp32 target shapes on their default paths.
+PROFILE_ROWS=${PROFILE_ROWS:-"pc_relax[cublas] 784-1000-500-250-10 B256 T20|pc_relax[cublas] 784-861-645-484-10 B256 T3|hebbian_update[gha] tf32x3 B256|softwta_update[cublas] B256|softwta_update tf32x3 B256|reservoir_run N2000 B256 T28 D28|reservoir_run tf32x3 N2000 B256"}
 IFS='|' read -ra PROFILE_ONLY <<< "$PROFILE_ROWS"
+# Rows whose plain call's host time is broken down (gpu.py --host): on the H100 the plain calls
+# of the cuBLAS paths took 0.50 ms against 0.05-0.13 in a CUDA graph.
+HOST_ROWS=${HOST_ROWS:-"softwta_update B256|softwta_update[cublas] B256|hebbian_update[gha] B256|hebbian_update[gha,cublas] B256|pc_relax[cublas] 784-861-645-484-10 B256 T3|reservoir_run N2000 B256 T28 D28"}
+IFS='|' read -ra HOST_ONLY <<< "$HOST_ROWS"
 
 SESSION_T=${SESSION_T:-570}
 RESERVE_T=${RESERVE_T:-20}
@@ -70,11 +74,12 @@ limit() {
     echo $(( t < MIN_STEP_T ? 0 : t ))
 }
 pack() { tar czf "$OUT_DIR/gpu_session.tgz" -C "$WORK" . ; }
-for step in ${STEPS:-warm new profile gpu tiles acc}; do
+for step in ${STEPS:-warm new host profile gpu tiles acc}; do
     case $step in
     warm) T=$(limit "${WARM_T:-60}") ;;
-    new) T=$(limit "${NEW_T:-200}") ;;
+    new) T=$(limit "${NEW_T:-160}") ;;
     profile) T=$(limit "${PROFILE_T:-45}") ;;
+    host) T=$(limit "${HOST_T:-40}") ;;
     gpu) T=$(limit "${GPU_T:-125}") ;;
     tiles) T=$(limit "${TILES_T:-70}") ;;
     acc) T=$(limit "${ACC_T:-70}") ;;
@@ -100,6 +105,7 @@ for step in ${STEPS:-warm new profile gpu tiles acc}; do
             --only "${NEW_ONLY[@]}" > "$WORK/new.log" 2>&1 ;;
     profile) timeout "$T" $PY bench/gpu.py --profile --only "${PROFILE_ONLY[@]}" \
             > "$WORK/profile.log" 2>&1 ;;
+    host) timeout "$T" $PY bench/gpu.py --host --only "${HOST_ONLY[@]}" > "$WORK/host.log" 2>&1 ;;
     gpu) # bench/ scripts put bench/ first on sys.path, so bpalts comes from $SITE
         # the rows the new step timed are left out here (GPU_ARGS replaces all of these options)
         if [ -n "${GPU_ARGS:-}" ]; then read -ra GPU_OPTS <<< "$GPU_ARGS"
@@ -125,7 +131,7 @@ if [ -f "$WORK/new.csv" ] || [ -f "$WORK/gpu.csv" ]; then
     sed -n '/^DEFAULT_SYNC\|^BATCHED_GEMM\|_MAX_ROWS\|CUBLAS_MIN\|^  /p' "$WORK/decide.txt"
 fi
 pack
-for f in new profile gpu tiles acc compare; do
+for f in new profile host gpu tiles acc compare; do
     [ -f "$WORK/$f.log" ] && { echo "=== $f"; grep -v '^  File\|^    \|^W1' "$WORK/$f.log" | tail -n 45; }
 done
 exit 0

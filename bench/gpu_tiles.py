@@ -243,17 +243,17 @@ def pc_cfgs(big):
 def cublas_case(case, configs):
     """A hebb_case / swta_case with configs of its cuBLAS path (CUBLAS_MIN_MACS on; the first
     config, the module's defaults, is the Triton path as the baseline). Not renamed for the
-    precision: these constants have no tf32 twins."""
+    precision: both thresholds are set."""
     return dict(case, configs=configs)
 
 
 def hebb_cublas_cfgs():
-    on = dict(CUBLAS_MIN_MACS=1)
+    on = dict(CUBLAS_MIN_MACS=1, CUBLAS_MIN_MACS_TF32=1)
     return [{}, on] + [dict(on, TRIL_PANELS=p, TRIL_PANEL_MIN=16) for p in (1, 2, 8)]
 
 
 def swta_cublas_cfgs():
-    on = dict(CUBLAS_MIN_MACS=1)
+    on = dict(CUBLAS_MIN_MACS=1, CUBLAS_MIN_MACS_TF32=1)
     return [{}, on, dict(on, GATE_ROWS=1), dict(on, GATE_ROWS=8), dict(on, GATE_BN=1024),
             dict(on, DW_UNITS=8), dict(on, DW_UNITS=32, DW_BF=128)]
 
@@ -371,12 +371,21 @@ def graphed(fn):
     return g.replay
 
 
+# Path switches that send a call away from the fused Triton kernels (cuBLAS), set to "off" under
+# every config unless the config sets them: the sweep times the tiles of the Triton path, and a
+# config's defaults ({}) are that path, whatever the modules now pick by default.
+TRITON_PATH = dict(CUBLAS_MIN_ROWS=0, CUBLAS_MIN_MACS=0, CUBLAS_MIN_MACS_TF32=0, BATCHED_GEMM="triton")
+
+
 class _Config:
-    """A config's tile constants set on its kernel module for a ``with`` block (the plan cache
-    cleared on entry and exit, since plans hold the constants they were made with)."""
+    """A config's tile constants set on its kernel module for a ``with`` block, over
+    ``TRITON_PATH`` (the plan cache cleared on entry and exit, since plans hold the constants
+    they were made with)."""
 
     def __init__(self, mod, cfg):
-        self.mod, self.cfg = mod, cfg
+        self.mod = mod
+        self.cfg = {k: v for k, v in TRITON_PATH.items() if hasattr(mod, k)}
+        self.cfg.update(cfg)
 
     def _clear(self):
         if hasattr(self.mod, "_plans"):

@@ -31,9 +31,10 @@ Competitive rules (instar = top-k winners, krotov = +1 winner / -delta k-th), sp
    ``w + lr/B (sum g x_b - (sum h) w)`` in place. Only selected rows are written; no atomics, so
    the result is deterministic.
 
-The cuBLAS path (dense rules without BCM's threshold, ``precision`` "ieee" or "tf32"; off by
-default: ``CUBLAS_MIN_MACS``): the GEMMs by cuBLAS (:func:`bpalts._precision.gemm_into`), the
-gate and the rest as torch elementwise passes. ``G = g(X W^T)``; then
+The cuBLAS path (dense rules without BCM's threshold, ``precision`` "ieee" or "tf32"; from
+``CUBLAS_MIN_MACS_TF32`` multiply-adds per update at tf32, off at fp32: ``CUBLAS_MIN_MACS``):
+the GEMMs by cuBLAS (:func:`bpalts._precision.gemm_into`), the gate and the rest as torch
+elementwise passes. ``G = g(X W^T)``; then
 
 * subspace rules (full ``D``): ``R = X - G W`` (cuBLAS ``beta = 1`` into a copy of X) and
   ``W += lr/B G^T R`` in place (``W`` is not an operand of that product);
@@ -74,10 +75,18 @@ NUM_WARPS = 4
 NUM_STAGES = 3  # software-pipelining depth of the K loops on the GPU (Triton's CUDA default)
 RANK_BLOCK = 256  # row chunk of the ranking kernel
 SPARSE_BD = 128  # feature block of the sparse apply kernel
-# The cuBLAS path for dense updates with B * N * F >= CUBLAS_MIN_MACS (0 = never). Not timed on a
-# GPU yet (bench/gpu.py's hebbian_update[gha,cublas] rows; bench/gpu_decide.py says which).
+# The cuBLAS path for dense updates with B * N * F >= CUBLAS_MIN_MACS at precision "ieee" (fp32),
+# >= CUBLAS_MIN_MACS_TF32 at "tf32"; 0 = never. bench/gpu.py on an H100 (torch 2.11, Triton 3.6;
+# plain call / CUDA graph), GHA: B1024 4096->4096 tf32 0.87 / 0.77 ms against 1.73 / 1.74 for the
+# Triton GEMMs; B256 784->1024 fp32 0.53 / 0.13 against 0.27 / 0.16 (the plain call loses).
+# fp32 at the large shape was not timed on this path (the fp32 eager reference, cuBLAS GEMMs,
+# took 4.88 ms there against 5.55 for Triton's GHA but 4.07 for Triton's Oja), so off for fp32.
 CUBLAS_MIN_MACS = 0
-TRIL_PANELS = 4  # row panels of the cuBLAS path's triangular products (fewer when N is small)
+CUBLAS_MIN_MACS_TF32 = 1024 * 4096 * 4096
+# Row panels of the cuBLAS path's triangular products (fewer when N is small). bench/gpu_tiles.py
+# on an H100 (CUDA graph replay), GHA: B256 784->1024 fp32 1 / 2 / 4 / 8 panels 0.115 / 0.118 /
+# 0.134 / 0.195 ms; B1024 4096->4096 tf32 0.901 / 0.798 / 0.808 / 0.866 ms.
+TRIL_PANELS = 2
 TRIL_PANEL_MIN = 256
 
 
@@ -315,7 +324,8 @@ def hebbian_update(W: torch.Tensor, X: torch.Tensor, gate: str, decay: str, lr: 
     N = W.shape[0]
     if theta is not None and theta.stride(0) == 0:
         raise ValueError("theta must not be a broadcast (stride-0) view: it is updated in place")
-    if theta is None and precision in ("ieee", "tf32") and 0 < CUBLAS_MIN_MACS <= B * N * F:
+    min_macs = {"ieee": CUBLAS_MIN_MACS, "tf32": CUBLAS_MIN_MACS_TF32}.get(precision, 0)
+    if theta is None and 0 < min_macs <= B * N * F:
         cublas_precision = "fp32" if precision == "ieee" else precision
         with gemm_precision(W, cublas_precision):
             _hebbian_update_cublas(W, X, gate, decay, lr, cublas_precision)

@@ -22,8 +22,8 @@ every layer its offsets and sizes, so **one launch covers all the layers of a st
    is the only synchronisation. Clamped output (MSE or cross-entropy), live predictions, no
    ``tol``; other configurations take the tile path.
 
-5. The cuBLAS path (off by default: ``CUBLAS_MIN_ROWS``; clamped output, ``precision`` "fp32"
-   or "tf32", no ``tol``): the GEMMs by cuBLAS through :func:`bpalts._precision.gemm_into`,
+5. The cuBLAS path (from ``CUBLAS_MIN_ROWS`` = 256 rows; clamped output, ``precision`` "fp32"
+   or "tf32", or "tf32x3" run as fp32, no ``tol``): the GEMMs by cuBLAS through :func:`bpalts._precision.gemm_into`,
    everything else in one flat elementwise launch per step (``_cublas_ew_kernel``). The
    forward GEMMs accumulate into the errors: the elementwise pass leaves ``E_l = x_l - MUC_l``
    (``MUC_l`` = ``b_l``, or ``x_0 W_1^T + b_1`` for layer 1), and ``E_l += -f(x_{l-1}) W_l^T``
@@ -75,18 +75,32 @@ BIG_ROWS = 1024  # from this many rows on: BIG_BM x BIG_BN tiles (more work per 
 BIG_BM, BIG_BN = 64, 64
 BR = 16  # rows per program of the output kernels
 # The rows path (_rows_kernel: the whole relaxation in one launch, one program per ROWS_BM rows,
-# no synchronisation between programs) for batches up to ROWS_MAX_ROWS; 0 = never. Not timed on
-# a GPU yet (bench/gpu.py's pc_relax[rows] rows and bench/gpu_tiles.py measure it), so off.
+# no synchronisation between programs) for batches up to ROWS_MAX_ROWS; 0 = never. Off: on an H100
+# (bench/gpu.py, plain call / CUDA graph) it lost to the tile path in fp32 (B256 T20 21.2 / 19.9
+# ms against 4.19 / 2.64; B4096 T20 33.4 / 32.3 against 17.6 / 16.6) and tf32 (B4096 12.9 / 11.5
+# against 8.43 / 6.25), and where it beat the tiles (tf32x3 B4096: 16.4 / 15.5 against 25.2 /
+# 22.7) the cuBLAS path (CUBLAS_MIN_ROWS) is faster still.
 ROWS_MAX_ROWS = 0
 ROWS_BM, ROWS_BN, ROWS_BK = 16, 64, 32
 # The cuBLAS path (cuBLAS GEMMs + one elementwise launch per step) for batches of at least this
-# many rows at precision fp32 / tf32; 0 = never. Not timed on a GPU yet (bench/gpu.py's
-# pc_relax[cublas] rows), so off.
-CUBLAS_MIN_ROWS = 0
+# many rows at precision fp32 / tf32, and tf32x3 (run as fp32: cuBLAS has no 3xTF32, and its
+# fp32 GEMMs are at least as accurate); 0 = never. bench/gpu.py on an H100 (torch 2.11, Triton
+# 3.6; plain call / CUDA graph, ms), 784-1000-500-250-10, against the tile path:
+#   B256 T20 fp32     3.03 / 1.53  against 4.19 / 2.64   (persistent 3.37 / 2.62)
+#   B256 T100 fp32    8.65 / 6.90  against 13.75 / 12.15 (persistent 13.29 / 12.16)
+#   B4096 T20 fp32    8.62 / 7.56  against 17.62 / 16.60
+#   B4096 T20 tf32    7.00 / 4.56  against 8.43 / 6.25
+#   B256 T3 relu ce   1.67 / 0.44  against 1.94 / 0.79 (784-861-645-484-10, the learners' net)
+# and at tf32x3 the best Triton paths took B256 T20 3.04 / 2.21 (persistent), B256 T100
+# 11.65 / 9.96 (persistent), B4096 T20 16.42 / 15.50 (rows): slower than cuBLAS's fp32 above.
+# Smaller batches were not timed: the tile path stays below 256 rows.
+CUBLAS_MIN_ROWS = 256
 EW_BLOCK = 1024  # elements per program of _cublas_ew_kernel
 # The persistent path (_persistent_kernel: the whole relaxation in one launch, at most one
 # program per SM, grid barriers between the phases of a step) for batches up to this many rows;
-# 0 = never. Not timed on a GPU yet (bench/gpu.py's pc_relax[persistent] rows), so off.
+# 0 = never. Off: on an H100 at B256 it tied the tile path in a CUDA graph (T20 2.62 against
+# 2.64 ms; T100 12.16 against 12.15; the learners' T3 net 0.80 against 0.79) and lost to the
+# cuBLAS path; below 256 rows it has not been timed.
 PERSISTENT_MAX_ROWS = 0
 PERSISTENT_BM, PERSISTENT_BN = 32, 32  # its tiles (more, smaller tiles: better balance over SMs)
 PERSISTENT_MAX_SPINS = 1 << 20  # spins at one barrier after which a program gives up (see _grid_sync)
@@ -488,6 +502,8 @@ class _Plan:
     def __init__(self, device, R, widths, n_in, steps, activation, clamp, ce, fixed, shared_back,
                  precision="fp32", path="tiles"):
         self.device, self.R, self.widths, self.steps = device, R, list(widths), steps
+        if path == "cublas" and precision == "tf32x3":
+            precision = "fp32"  # cuBLAS has no 3xTF32: its fp32 GEMMs (CUBLAS_MIN_ROWS)
         self.precision = precision
         self.prec = TRITON_INPUT_PRECISION[precision]  # tl.dot's input_precision
         self.act, self.clamp, self.ce, self.fixed = _ACT_CODES[activation], clamp, ce, fixed
@@ -751,7 +767,7 @@ def _path(R, clamp, fixed, tol, precision):
         return "rows"
     if R <= PERSISTENT_MAX_ROWS and clamp and not fixed and tol is None:
         return "persistent"
-    if 0 < CUBLAS_MIN_ROWS <= R and clamp and tol is None and precision in CUBLAS_PRECISIONS:
+    if 0 < CUBLAS_MIN_ROWS <= R and clamp and tol is None and precision in CUBLAS_PRECISIONS + ("tf32x3",):
         return "cublas"
     return "tiles"
 

@@ -74,19 +74,25 @@ NUM_WARPS_SMALL = 8
 RESIDENT_MAX_K = 2048
 # GEMM tiles for the batched path.
 BM, BN, BK = 64, 64, 32
+# precision="tf32x3": bench/gpu_tiles.py on an H100 (torch 2.11, Triton 3.6, CUDA graph replay,
+# median of 20), N2000 B256 T28: 1.48 ms with BK = 64 against 1.64 with the tiles above (BM=64
+# BN=32: 1.51; the best of 8 configs).
+BM_TF32X3, BN_TF32X3, BK_TF32X3 = 64, 64, 64
 NUM_WARPS = 4
 
-# The batched path's GEMM when the caller does not say: "triton" (_gemm_step_kernel) until a GPU
-# has timed "cublas" (bench/gpu.py's reservoir_run[cublas] rows; bench/gpu_decide.py says which).
-BATCHED_GEMM = "triton"
+# The batched path's GEMM when the caller does not say. "cublas": on an H100 (bench/gpu.py, torch
+# 2.11, Triton 3.6; plain call / CUDA graph) N2000 B256 T28 took 2.42 / 1.69 ms against 5.01 /
+# 4.97 for "triton" (_gemm_step_kernel, fp32 products); at tf32 2.63 / 0.59 against 1.89 / 0.65.
+BATCHED_GEMM = "cublas"
 GEMMS = ("triton", "cublas")
 EW_BLOCK = 1024  # units per program of _leak_tanh_kernel
 
 KEEP_ALL, KEEP_LAST, KEEP_TABLE = 0, 1, 2
 SYNCS = ("barrier", "ll")
-# How the resident kernel's programs meet between steps when the caller does not say: the grid
-# barrier until a GPU has timed sync="ll" (bench/gpu.py's reservoir_run[persistent-ll] row).
-DEFAULT_SYNC = "barrier"
+# How the resident kernel's programs meet between steps when the caller does not say. "ll"
+# (tagged states): on an H100 (bench/gpu.py; plain call / CUDA graph) N2000 B1 T784 took 2.04 /
+# 1.84 ms against 2.11 / 2.11 with the grid barrier.
+DEFAULT_SYNC = "ll"
 # sync="ll": spins (one L2 round trip each, about a microsecond) after which a program waiting for
 # one step stops waiting and reports failure instead of hanging.
 LL_MAX_SPINS = 1 << 20
@@ -519,7 +525,8 @@ def reservoir_run(W, W_in, inputs, leak, bias=None, state0=None, *, keep="all",
         batch, block_n, block_k, k_tiles = _small_blocks(B, N)
         grid = (triton.cdiv(N, block_n),)
     else:
-        grid = (triton.cdiv(B, BM), triton.cdiv(N, BN))
+        bm, bn, bk = (BM_TF32X3, BN_TF32X3, BK_TF32X3) if precision == "tf32x3" else (BM, BN, BK)
+        grid = (triton.cdiv(B, bm), triton.cdiv(N, bn))
     with gemm_precision(W, precision) if gemm == "cublas" else nullcontext():
         for t in range(T_run):
             i = slot.get(t)
@@ -534,7 +541,7 @@ def reservoir_run(W, W_in, inputs, leak, bias=None, state0=None, *, keep="all",
                                         K_TILES=k_tiles, num_warps=NUM_WARPS_SMALL)
             else:
                 _gemm_step_kernel[grid](x, W, W.stride(0), W.stride(1), U_t, s_ub, s_un, a, dst, B, N,
-                                        BLOCK_M=BM, BLOCK_N=BN, BLOCK_K=BK,
+                                        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk,
                                         PREC=TRITON_INPUT_PRECISION[precision], num_warps=NUM_WARPS)
             x = dst
     return out if order is None else out.index_select(0, order)

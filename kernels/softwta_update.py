@@ -19,7 +19,8 @@ r"""Triton kernels for :func:`bpalts.ops.softwta_update` (math: see that module)
 3. ``_apply_kernel`` (max-abs scaling only): folds the tile maxima and applies
    ``W += rate * dW / (max + 1e-30)``, rate from the squared norms of kernel 1 (the old W).
 
-The cuBLAS path (``precision`` "ieee" or "tf32"; off by default: ``CUBLAS_MIN_MACS``) runs
+The cuBLAS path (``precision`` "ieee" or "tf32"; from ``CUBLAS_MIN_MACS_TF32`` multiply-adds
+per update at tf32, off at fp32: ``CUBLAS_MIN_MACS``) runs
 both GEMMs in cuBLAS (:func:`bpalts._precision.gemm_into`) and the rest in three Triton passes:
 ``U = X W^T`` (cuBLAS); ``_cublas_gate_kernel`` (``GATE_ROWS`` rows per program: the row
 softmax's max, first argmax and sum in one online pass, then ``Y~`` and the program's partial
@@ -53,18 +54,25 @@ BM2, BN2, BK2 = 64, 64, 32
 # tiles above (the best of 10 configs; 128-wide tiles with 8 warps 1.32 ms).
 BM1_TF32, BN1_TF32, BK1_TF32 = 128, 128, 32
 BM2_TF32, BN2_TF32, BK2_TF32 = 128, 64, 32
-# precision="tf32x3": not timed yet. The tf32 forward tile (128 x 128, 4 warps) spills 576 bytes
-# per thread with tf32x3's three products on sm_90 (bench/sm90_compile.py, Triton 3.8); 128 x 64
-# does not (255 registers), nor does the update tile (230).
-BM1_TF32X3, BN1_TF32X3, BK1_TF32X3 = 128, 64, 32
+# precision="tf32x3". The tf32 forward tile (128 x 128, 4 warps) spills 576 bytes per thread
+# with tf32x3's three products on sm_90 (bench/sm90_compile.py, Triton 3.8). bench/gpu_tiles.py
+# on an H100 (torch 2.11, Triton 3.6, CUDA graph replay, median of 20), B256 784->1024: 0.067 ms
+# with a 64 x 64 forward tile against 0.082 with 128 x 64 (the best of 6 configs).
+BM1_TF32X3, BN1_TF32X3, BK1_TF32X3 = 64, 64, 32
 BR = 32  # rows per program of _rowstats_kernel
 BA_M, BA_N = 32, 128  # apply tiles (units, features)
 BT = 1024  # tile maxima folded per step in _apply_kernel
 NUM_WARPS = 4
 NUM_STAGES = 3  # software-pipelining depth of the K loops on the GPU (Triton's CUDA default)
-# The cuBLAS path for B * N * F >= CUBLAS_MIN_MACS (0 = never). Not timed on a GPU yet
-# (bench/gpu.py's softwta_update[cublas] rows; bench/gpu_decide.py says which).
+# The cuBLAS path for B * N * F >= CUBLAS_MIN_MACS at precision "ieee" (fp32), >=
+# CUBLAS_MIN_MACS_TF32 at "tf32"; 0 = never. bench/gpu.py on an H100 (torch 2.11, Triton 3.6;
+# plain call / CUDA graph): B1024 4096->4096 tf32 0.46 / 0.40 ms against 1.15 / 1.15 for the
+# Triton GEMMs. Its error there (5.1e-3 from the fp32 reference) is that of the tf32
+# specification itself (the reference with TF32-rounded operands: 5.07e-3, computed on the
+# CPU); the Triton path's was 6.6e-4. At fp32 B256 784->1024 it took 0.50 / 0.051 against 0.25 /
+# 0.099 (the plain call loses), and the large shape was not timed at fp32, so off for fp32.
 CUBLAS_MIN_MACS = 0
+CUBLAS_MIN_MACS_TF32 = 1024 * 4096 * 4096
 GATE_ROWS, GATE_BN = 4, 512  # _cublas_gate_kernel: rows per program, units per chunk
 DW_UNITS, DW_BF, DW_BP = 16, 256, 32  # _cublas_dw_kernel: units per program, feature chunk, partials chunk
 # With at most this many unit tiles per row, _update_kernel folds the partial row statistics
@@ -346,7 +354,8 @@ def softwta_update(W: torch.Tensor, X: torch.Tensor, lr: float, temperature: flo
     B, F = X.shape
     N = W.shape[0]
     dev = W.device
-    if precision in ("ieee", "tf32") and 0 < CUBLAS_MIN_MACS <= B * N * F:
+    min_macs = {"ieee": CUBLAS_MIN_MACS, "tf32": CUBLAS_MIN_MACS_TF32}.get(precision, 0)
+    if 0 < min_macs <= B * N * F:
         cublas_precision = "fp32" if precision == "ieee" else precision
         with gemm_precision(W, cublas_precision):
             _softwta_update_cublas(W, X, lr, temperature, anti_hebbian, adaptive_lr, max_normalize,

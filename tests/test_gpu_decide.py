@@ -46,6 +46,8 @@ def test_decisions_and_later_files_win(tmp_path, capsys):
         ("pc_relax[cublas]", f"{net} B4096 T20", "ok", "6.00", "5.00", "<= 8.0"),
         ("reservoir_run", "N2000 B256 T28 D28", "ok", "5.01", "4.99", "<= 1.5"),
         ("reservoir_run[cublas]", "N2000 B256 T28 D28", "ok", "1.60", "1.40", "<= 1.5"),
+        ("hebbian_update[oja]", "B256 784->1024", "ok", "0.30", "0.10", "-"),
+        ("hebbian_update[oja,cublas]", "B256 784->1024", "ok", "0.50", "0.09", "-"),  # plain loses
         ("hebbian_update[gha]", "B256 784->1024", "ok", "0.862", "0.165", "<= 0.08"),
         ("hebbian_update[gha,cublas]", "B256 784->1024", "ok", "0.50", "0.10", "<= 0.08"),
         ("hebbian_update[gha] tf32", "B1024 4096->4096", "ok", "1.70", "1.66", "<= 1.23"),
@@ -62,8 +64,11 @@ def test_decisions_and_later_files_win(tmp_path, capsys):
     assert "PERSISTENT_MAX_ROWS = 256" in text and "persistent 0.700 / 0.650 ms" in text
     assert "CUBLAS_MIN_ROWS = 4096" in text and "B256 T20 fp32: cublas 3.000 / 3.500 ms" in text
     assert "BATCHED_GEMM = 'cublas'" in text
-    assert "hebbian_update.py CUBLAS_MIN_MACS = 205520896" in text  # 256 * 784 * 1024
-    assert "softwta_update.py CUBLAS_MIN_MACS = 0" in text  # its only cuBLAS row failed its check
+    assert "hebbian_update.py CUBLAS_MIN_MACS = 205520896 for hebbian_update[gha]" in text  # 256 * 784 * 1024
+    assert "hebbian_update.py CUBLAS_MIN_MACS_TF32 = 17179869184 for hebbian_update[gha]" in text
+    assert "softwta_update.py CUBLAS_MIN_MACS: no decision" in text  # no fp32 cuBLAS row
+    assert "softwta_update.py CUBLAS_MIN_MACS_TF32 = 0" in text  # its only cuBLAS row failed its check
+    assert "CUBLAS_MIN_MACS = 0 for hebbian_update[oja]" in text
     assert gpu_decide.parse_name("hebbian_update[gha,cublas] tf32") == ("hebbian_update", "gha,cublas", "tf32")
     heb = [r for r in rows if r.op == "hebbian_update[gha,cublas] tf32"]
     assert heb[0].base == "hebbian_update[gha]" and heb[0].variant == "cublas"
@@ -73,6 +78,22 @@ def test_decisions_and_later_files_win(tmp_path, capsys):
     assert failing and all(not ln.endswith("*") and " no" in ln for ln in failing)
     assert gpu_decide.main([str(first), str(second)]) == 0
     assert "DEFAULT_SYNC" in capsys.readouterr().out
+
+
+def test_named_reservoir_twins(tmp_path):
+    """DEFAULT_SYNC / BATCHED_GEMM from the rows that name both choices, where present."""
+    path = tmp_path / "g.csv"
+    _write(path, [
+        ("reservoir_run", "N2000 B1 T784 D1", "ok", "1.0", "1.0", "<= 2.0"),  # already ll
+        ("reservoir_run[persistent-ll]", "N2000 B1 T784 D1", "ok", "2.0", "1.9", "<= 2.0"),
+        ("reservoir_run[persistent-barrier]", "N2000 B1 T784 D1", "ok", "2.1", "2.0", "<= 2.0"),
+        ("reservoir_run", "N2000 B256 T28 D28", "ok", "0.1", "0.1", "<= 1.5"),  # already cuBLAS
+        ("reservoir_run[cublas-gemm]", "N2000 B256 T28 D28", "ok", "2.4", "1.7", "<= 1.5"),
+        ("reservoir_run[triton-gemm]", "N2000 B256 T28 D28", "ok", "2.3", "5.0", "<= 1.5"),
+    ])
+    text = "\n".join(gpu_decide.decisions(gpu_decide.read_rows([path])))
+    assert "DEFAULT_SYNC = 'll': ll 2.000 / 1.900 ms (ok) against barrier 2.100 / 2.000" in text
+    assert "BATCHED_GEMM = 'triton'" in text  # the plain call lost
 
 
 def test_no_decision_without_rows(tmp_path):

@@ -68,3 +68,17 @@ def test_gpu_py_profile_lists_each_sides_work():
         assert float(m.group(1)) > 0 and float(m.group(2)) > 0
     # the eager reference's GEMMs are among its ops (4 products: Y, Y^T X, Y^T Y, tril(.) W)
     assert re.search(r"\[eager\]:.*\n(?:  .*\n)*  aten::mm +4\.0 x", text), text
+
+
+def test_gpu_py_host_profile_names_the_python_that_costs():
+    """--host: host ms per plain call (no more than with the device), then cProfile's 15 top
+    functions, each with calls and own / cumulative us per call."""
+    rc, text = _run("gpu.py", "--only", "hebbian_update[gha] B8", mode="--host")
+    assert rc == 0, text
+    m = re.search(r"== hebbian_update\[gha\] B8 20->24: host ([\d.]+) ms per call \(no sync\), "
+                  r"([\d.]+) ms with the device \(synced after 50\)\n((?:  .*\n)+)", text)
+    assert m, text
+    assert 0 < float(m.group(1)) <= float(m.group(2))
+    lines = m.group(3).splitlines()
+    assert len(lines) == 15
+    assert all(re.search(r"[\d.]+ x +[\d.]+ us \(cum +[\d.]+\)$", ln) for ln in lines), text

@@ -22,8 +22,8 @@ def test_steps_cut_to_session_budget(tmp_path):
     fake = tmp_path / "fakepy"
     fake.write_text(FAKE_PY)
     fake.chmod(0o755)
-    env = dict(os.environ, PYTHON=str(fake), SESSION_T="8", RESERVE_T="0", MIN_STEP_T="1",
-               WARM_T="2", WARM_GPU="2", WARM_TILES="1", NEW_T="2", PROFILE_T="100",
+    env = dict(os.environ, PYTHON=str(fake), SESSION_T="9", RESERVE_T="0", MIN_STEP_T="1",
+               WARM_T="2", WARM_GPU="2", WARM_TILES="1", NEW_T="2", HOST_T="1", PROFILE_T="100",
                BPALTS_DATA=str(tmp_path))
     out = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "out")], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=60)
@@ -33,11 +33,13 @@ def test_steps_cut_to_session_budget(tmp_path):
     new = next(line for line in lines if line.startswith("new rc"))
     prof = next(line for line in lines if line.startswith("profile rc"))
     assert new.startswith("new rc 124 (limit 2s"), new  # killed at its own limit
+    host = next(line for line in lines if line.startswith("host rc"))
+    assert host.startswith("host rc 124 (limit 1s"), host
     assert prof.startswith("profile rc 124 (limit 4s"), prof  # cut to what was left of SESSION_T
     for step in ("gpu", "tiles", "acc"):
         assert any(line.startswith(f"{step} skipped") for line in lines), out.stdout
     # everything comes back as one archive (the device tool returns at most 8 files)
     with tarfile.open(tmp_path / "out" / "gpu_session.tgz") as tar:
         names = {Path(n).name for n in tar.getnames()}
-    assert {"warm.log", "new.log", "profile.log"} <= names, names
+    assert {"warm.log", "new.log", "host.log", "profile.log"} <= names, names
     assert not any(n.startswith("warm_") for n in names), names  # the shard logs, merged

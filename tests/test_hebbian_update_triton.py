@@ -149,6 +149,7 @@ def test_cublas_path_matches_reference(rule, shape, precision, monkeypatch, pois
     from bpalts.kernels import hebbian_update as tk
 
     monkeypatch.setattr(tk, "CUBLAS_MIN_MACS", 1)
+    monkeypatch.setattr(tk, "CUBLAS_MIN_MACS_TF32", 1)
     monkeypatch.setattr(tk, "_matmul_kernel", None)  # the Triton GEMMs must not run
     monkeypatch.setattr(tk, "_apply_kernel", None)
     W, X = _inputs(*shape)
@@ -161,8 +162,8 @@ def test_cublas_path_matches_reference(rule, shape, precision, monkeypatch, pois
 
 
 def test_cublas_path_only_where_it_applies(monkeypatch, poisoned_empty):
-    """From CUBLAS_MIN_MACS = B * N * F on, for fp32 / tf32 (not tf32x3) and not for bcm (its
-    threshold) or the sparse rules; strided W and X."""
+    """From CUBLAS_MIN_MACS (fp32) / CUBLAS_MIN_MACS_TF32 (tf32) = B * N * F on, not for tf32x3,
+    bcm (its threshold) or the sparse rules; strided W and X."""
     from bpalts.kernels import hebbian_update as tk
 
     calls = []
@@ -172,6 +173,7 @@ def test_cublas_path_only_where_it_applies(monkeypatch, poisoned_empty):
     W = torch.randn(70, 40, generator=g).t()  # (40, 70) view, column-major
     X = torch.rand(19, 140, generator=g)[:, ::2]
     monkeypatch.setattr(tk, "CUBLAS_MIN_MACS", 19 * 40 * 70)
+    monkeypatch.setattr(tk, "CUBLAS_MIN_MACS_TF32", 19 * 40 * 70)
     for rule, precision, used in (("gha", "fp32", True), ("oja", "tf32", True),
                                   ("gha", "tf32x3", False), ("bcm", "fp32", False),
                                   ("instar", "fp32", False)):
@@ -186,3 +188,9 @@ def test_cublas_path_only_where_it_applies(monkeypatch, poisoned_empty):
     monkeypatch.setattr(tk, "CUBLAS_MIN_MACS", 19 * 40 * 70 + 1)  # one short: the Triton path
     hebbian_update(W.clone(), X, "gha", 0.1, backend="triton")
     assert len(calls) == 2
+    monkeypatch.setattr(tk, "CUBLAS_MIN_MACS", 0)  # each precision has its own threshold
+    hebbian_update(W.clone(), X, "oja", 0.1, backend="triton", precision="tf32")
+    assert len(calls) == 3
+    monkeypatch.setattr(tk, "CUBLAS_MIN_MACS_TF32", 19 * 40 * 70 + 1)
+    hebbian_update(W.clone(), X, "oja", 0.1, backend="triton", precision="tf32")
+    assert len(calls) == 3

@@ -279,8 +279,8 @@ def test_triton_cublas_path_matches_reference(case, precision, monkeypatch, pois
 
 
 def test_triton_cublas_path_only_where_it_applies(monkeypatch):
-    """CUBLAS_MIN_ROWS: from that batch on; nudged outputs, tol and tf32x3 keep the tile path,
-    and the rows path (ROWS_MAX_ROWS) comes first."""
+    """CUBLAS_MIN_ROWS: from that batch on (tf32x3 too, run as fp32); nudged outputs and tol
+    keep the tile path, and the rows path (ROWS_MAX_ROWS) comes first."""
     from bpalts.kernels import pc_relax as tk
 
     monkeypatch.setattr(tk, "CUBLAS_MIN_ROWS", 6)
@@ -289,18 +289,43 @@ def test_triton_cublas_path_only_where_it_applies(monkeypatch):
     assert tk._path(5, True, False, None, "fp32") == "tiles"
     assert tk._path(6, False, False, None, "fp32") == "tiles"  # nudged
     assert tk._path(6, True, False, 1e-3, "fp32") == "tiles"
-    assert tk._path(6, True, False, None, "tf32x3") == "tiles"
+    assert tk._path(6, True, False, None, "tf32x3") == "cublas"
     monkeypatch.setattr(tk, "ROWS_MAX_ROWS", 64)
     assert tk._path(6, True, False, None, "fp32") == "rows"
     monkeypatch.setattr(tk, "ROWS_MAX_ROWS", 0)
     monkeypatch.setattr(tk, "_cublas_ew_kernel", None)  # any use would fail
     Ws, bs, _, x, t = make_net((6, 11, 7, 4), 5)
-    for kw in (dict(output="nudge_positive"), dict(tol=1e-3), dict(precision="tf32x3")):
+    for kw in (dict(output="nudge_positive"), dict(tol=1e-3)):
         r = pc_relax(Ws, x, t, 3, 0.1, biases=bs, backend="reference", **kw)
         c = pc_relax(Ws, x, t, 3, 0.1, biases=bs, backend="triton", **kw)
         assert rel_err(c.energy, r.energy) < RTOL_REDUCTION
     Ws, bs, _, x, t = make_net((6, 11, 7, 4), 4)
     pc_relax(Ws, x, t, 3, 0.1, biases=bs, backend="triton")  # below CUBLAS_MIN_ROWS: tiles
+
+
+def test_triton_cublas_path_runs_tf32x3_as_fp32(monkeypatch):
+    """precision="tf32x3" on the cuBLAS path: fp32 GEMMs (cuBLAS has no 3xTF32), so the fp32
+    reference's result, not a TF32-rounded one."""
+    from bpalts.kernels import pc_relax as tk
+
+    monkeypatch.setattr(tk, "CUBLAS_MIN_ROWS", 1)
+    spy = LaunchSpy(tk._cublas_ew_kernel)
+    monkeypatch.setattr(tk, "_cublas_ew_kernel", spy)
+    asked = []
+    real_gemm_into = tk.gemm_into
+
+    def gemm_into(out, a, b, precision="fp32", **kw):
+        asked.append(precision)
+        return real_gemm_into(out, a, b, precision, **kw)
+
+    monkeypatch.setattr(tk, "gemm_into", gemm_into)
+    Ws, bs, _, x, t = make_net((6, 11, 7, 4), 5)
+    r = pc_relax(Ws, x, t, 3, 0.1, biases=bs, backend="reference")
+    c = pc_relax(Ws, x, t, 3, 0.1, biases=bs, backend="triton", precision="tf32x3")
+    assert spy.grids and asked and set(asked) == {"fp32"}
+    assert rel_err(c.energy, r.energy) < RTOL_REDUCTION
+    for got, want in zip(c.states, r.states):
+        assert _close(got, want)
 
 
 def test_triton_persistent_path_where_it_applies_and_gives_up(monkeypatch):

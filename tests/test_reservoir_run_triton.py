@@ -43,9 +43,13 @@ def _problem(N, B, T, D, seed, per_unit_leak):
     return W, W_in, inputs, leak, bias, x0
 
 
+@pytest.mark.parametrize("batched_gemm", ["cublas", "triton"])  # B > 8: either GEMM
 @pytest.mark.parametrize("per_unit_leak", [False, True], ids=["leak1", "leakN"])
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
-def test_triton_matches_reference(shape, per_unit_leak, poisoned_empty):
+def test_triton_matches_reference(shape, per_unit_leak, batched_gemm, monkeypatch, poisoned_empty):
+    from bpalts.kernels import reservoir_run as tk
+
+    monkeypatch.setattr(tk, "BATCHED_GEMM", batched_gemm)
     N, B, T, D = shape
     W, W_in, inputs, leak, bias, x0 = _problem(N, B, T, D, sum(shape), per_unit_leak)
     if per_unit_leak:
@@ -160,6 +164,7 @@ def test_precision_reaches_the_gemm_kernel(B, precision, monkeypatch, poisoned_e
     the tf32 reference, tf32x3 to the fp32 tolerance of the fp32 reference."""
     from bpalts.kernels import reservoir_run as tk
 
+    monkeypatch.setattr(tk, "BATCHED_GEMM", "triton")  # the fused GEMM step, not cuBLAS
     spy = LaunchSpy(tk._gemm_step_kernel)
     monkeypatch.setattr(tk, "_gemm_step_kernel", spy)
     W, W_in, inputs, leak, bias, x0 = _problem(40, B, 4, 6, 50 + B, True)

@@ -99,6 +99,7 @@ def test_cublas_path_matches_reference(shape, flags, precision, monkeypatch, poi
     from bpalts.kernels import softwta_update as tk
 
     monkeypatch.setattr(tk, "CUBLAS_MIN_MACS", 1)
+    monkeypatch.setattr(tk, "CUBLAS_MIN_MACS_TF32", 1)
     monkeypatch.setattr(tk, "_forward_kernel", None)  # the fused Triton GEMMs must not run
     monkeypatch.setattr(tk, "_update_kernel", None)
     W, X = _inputs(*shape, seed=shape[0] * 1000 + shape[1] * 10 + shape[2] + 1)
@@ -112,7 +113,8 @@ def test_cublas_path_matches_reference(shape, flags, precision, monkeypatch, poi
 
 def test_cublas_path_ties_strides_and_where_it_applies(monkeypatch, poisoned_empty):
     """Ties in U go to the first unit (as torch.argmax), across the gate kernel's chunks;
-    strided W and X; from CUBLAS_MIN_MACS = B * N * F on, fp32 / tf32 only."""
+    strided W and X; from CUBLAS_MIN_MACS (fp32) / CUBLAS_MIN_MACS_TF32 (tf32) = B * N * F on,
+    not for tf32x3."""
     from bpalts.kernels import softwta_update as tk
 
     calls = []
@@ -133,6 +135,7 @@ def test_cublas_path_ties_strides_and_where_it_applies(monkeypatch, poisoned_emp
     W = (torch.randn(70, 40, generator=g) / math.sqrt(70) * 1.7).t()  # (40, 70) view, column-major
     X = torch.rand(19, 140, generator=g)[:, ::2]
     monkeypatch.setattr(tk, "CUBLAS_MIN_MACS", 19 * 40 * 70)
+    monkeypatch.setattr(tk, "CUBLAS_MIN_MACS_TF32", 19 * 40 * 70)
     for precision, used in (("fp32", True), ("tf32", True), ("tf32x3", False)):
         n = len(calls)
         for mx in (True, False):
@@ -146,3 +149,8 @@ def test_cublas_path_ties_strides_and_where_it_applies(monkeypatch, poisoned_emp
     monkeypatch.setattr(tk, "CUBLAS_MIN_MACS", 19 * 40 * 70 + 1)
     softwta_update(W.clone(), X, lr=0.1, backend="triton")
     assert len(calls) == 5
+    softwta_update(W.clone(), X, lr=0.1, backend="triton", precision="tf32")  # its own threshold
+    assert len(calls) == 6
+    monkeypatch.setattr(tk, "CUBLAS_MIN_MACS_TF32", 19 * 40 * 70 + 1)
+    softwta_update(W.clone(), X, lr=0.1, backend="triton", precision="tf32")
+    assert len(calls) == 6
