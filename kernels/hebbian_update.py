@@ -32,7 +32,7 @@ Competitive rules (instar = top-k winners, krotov = +1 winner / -delta k-th), sp
    the result is deterministic.
 
 The cuBLAS path (dense rules without BCM's threshold, ``precision`` "ieee" or "tf32"; from
-``CUBLAS_MIN_MACS_TF32`` multiply-adds per update at tf32, off at fp32: ``CUBLAS_MIN_MACS``):
+``CUBLAS_MIN_MACS`` / ``CUBLAS_MIN_MACS_TF32`` multiply-adds per update):
 the GEMMs by cuBLAS (:func:`bpalts._precision.gemm_into`), the gate and the rest as torch
 elementwise passes. ``G = g(X W^T)``; then
 
@@ -77,11 +77,14 @@ RANK_BLOCK = 256  # row chunk of the ranking kernel
 SPARSE_BD = 128  # feature block of the sparse apply kernel
 # The cuBLAS path for dense updates with B * N * F >= CUBLAS_MIN_MACS at precision "ieee" (fp32),
 # >= CUBLAS_MIN_MACS_TF32 at "tf32"; 0 = never. bench/gpu.py on an H100 (torch 2.11, Triton 3.6;
-# plain call / CUDA graph), GHA: B1024 4096->4096 tf32 0.87 / 0.77 ms against 1.73 / 1.74 for the
-# Triton GEMMs; B256 784->1024 fp32 0.53 / 0.13 against 0.27 / 0.16 (the plain call loses).
-# fp32 at the large shape was not timed on this path (the fp32 eager reference, cuBLAS GEMMs,
-# took 4.88 ms there against 5.55 for Triton's GHA but 4.07 for Triton's Oja), so off for fp32.
-CUBLAS_MIN_MACS = 0
+# plain call / CUDA graph, ms), B1024 4096->4096 against the Triton GEMMs:
+#   fp32  GHA 3.95 / 3.95 against 5.54 / 5.56; Oja 2.08 / 2.07 against 4.08 / 4.07; instar
+#         2.64 / 2.62 against 2.74 / 2.71
+#   tf32  GHA 0.78 / 0.78 against 1.75 / 1.74 (Oja 0.41 / 0.41, instar 0.86 / 0.47 on this path)
+# At B256 784->1024 (fp32 GHA) it lost the plain call (0.55 against 0.18; graph 0.115 against
+# 0.160): the torch GEMM calls cost more host time than Triton's launches. Both thresholds sit
+# at the smallest shape timed where it won.
+CUBLAS_MIN_MACS = 1024 * 4096 * 4096
 CUBLAS_MIN_MACS_TF32 = 1024 * 4096 * 4096
 # Row panels of the cuBLAS path's triangular products (fewer when N is small). bench/gpu_tiles.py
 # on an H100 (CUDA graph replay), GHA: B256 784->1024 fp32 1 / 2 / 4 / 8 panels 0.115 / 0.118 /
