@@ -16,8 +16,9 @@
 #            (torch.compile off by default: its column was measured on 2026-11-27)
 #   acc      bench/gpu_accuracy.py $ACC_ARGS: Hebbian MNIST accuracy, fp32 vs tf32 (ACC_T, acc.csv)
 #            (hebbian-wta and hebbian-pca: softhebb's was measured on the H200 on 2026-11-27)
-#   tiles    bench/gpu_tiles.py: tile-size sweep of the GEMM kernels         (TILES_T, tiles.csv)
-#   compare  bpalts-compare --preset quick --device cuda: every learner runs  (CMP_T, compare/)
+#   tiles    bench/gpu_tiles.py $TILES_ARGS: tile-size sweep of the GEMM kernels (TILES_T, tiles.csv)
+#   compare  bpalts-compare --preset quick --device cuda $CMP_ARGS: every learner runs (or those
+#            of --methods ...)                                            (CMP_T, compare/)
 # The package is put on PYTHONPATH from a copy of bpalts/ with kernels/ as bpalts/kernels (the
 # C++ extension is not needed). MNIST: $BPALTS_DATA if set, else gzipped IDX files in .mnist/
 # (the four *-ubyte.gz; `gzip -c ~/.cache/bpalts/MNIST/raw/F > .mnist/F.gz`), unpacked to /tmp.
@@ -115,11 +116,13 @@ for step in ${STEPS:-warm new host profile gpu tiles acc}; do
     acc) read -ra ACC_OPTS <<< "${ACC_ARGS:---methods hebbian-wta hebbian-pca}"
         timeout "$T" $PY bench/gpu_accuracy.py --csv "$WORK/acc.csv" "${ACC_OPTS[@]}" \
             > "$WORK/acc.log" 2>&1 ;;
-    tiles) timeout "$T" $PY bench/gpu_tiles.py --csv "$WORK/tiles.csv" \
+    tiles) read -ra TILES_OPTS <<< "${TILES_ARGS:-}"
+        timeout "$T" $PY bench/gpu_tiles.py --csv "$WORK/tiles.csv" "${TILES_OPTS[@]}" \
             > "$WORK/tiles.log" 2>&1 ;;
     compare) # run from $SITE: `python -m` would import bpalts from the checkout (no kernels)
+        read -ra CMP_OPTS <<< "${CMP_ARGS:-}"
         (cd "$SITE" && timeout "$T" $PY -m bpalts.compare --preset quick --device cuda \
-            --no-progress --no-plots --out "$WORK/compare") > "$WORK/compare.log" 2>&1 ;;
+            --no-progress --no-plots --out "$WORK/compare" "${CMP_OPTS[@]}") > "$WORK/compare.log" 2>&1 ;;
     esac
     echo "$step rc $? (limit ${T}s, ${SECONDS}s used)"
     pack
