@@ -17,6 +17,9 @@ the CSVs, nothing is measured here):
 - ``kernels/reservoir_run.py`` ``BATCHED_GEMM``: ``"cublas"`` if ``reservoir_run[cublas-gemm]``
   beats ``reservoir_run[triton-gemm]`` at N2000 B256 T28 (older CSVs: ``[cublas]`` against the
   default row), plain call and graph both.
+- ``kernels/reservoir_run.py`` ``GRAPH_MIN_STEPS``: 28 (the row's step count) if
+  ``reservoir_run[graph]`` beats the default row at N2000 B256 T28, plain call and graph both,
+  else 0 (off).
 - ``kernels/pc_relax.py`` ``ROWS_MAX_ROWS``: the largest batch at which the rows path beat the
   tile path at the same precision, plain call and graph both (0 if it never did).
 - ``kernels/pc_relax.py`` ``PERSISTENT_MAX_ROWS``: the same for the persistent path
@@ -140,6 +143,7 @@ def decisions(rows: list[Row]) -> list[str]:
                            "triton", against="triton-gemm"))
     else:
         out.append(_either(by, "BATCHED_GEMM", "reservoir_run", shape, "cublas", "cublas", "triton"))
+    out.append(_either(by, "GRAPH_MIN_STEPS", "reservoir_run", shape, "graph", 28, 0))
     out.extend(_max_rows(rows, by, "rows", "ROWS_MAX_ROWS"))
     out.extend(_max_rows(rows, by, "persistent", "PERSISTENT_MAX_ROWS"))
     out.extend(_cublas_min_rows(rows, by))

@@ -19,6 +19,9 @@ Rows (DESIGN.md section 7 shapes):
 - ``reservoir_run tf32x3`` / ``tf32`` same shape: tf32x3 runs the fused Triton GEMM step on
   tensor cores (cuBLAS has no 3xTF32) and is held to the fp32 tolerance; tf32 (cuBLAS) to the
   tf32 one (against the fp32 reference).
+- ``reservoir_run[graph]`` (fp32 and tf32x3) same shape: the default per-step path replayed
+  from the op's own cached CUDA graph (``GRAPH_MIN_STEPS``, off by default): its plain call
+  against the default row's says what the per-step host overhead costs.
 - ``reservoir_run[cublas-gemm]`` / ``[triton-gemm]`` (fp32 and tf32) same shape: each of
   ``BATCHED_GEMM``'s choices named (``gemm=``): cuBLAS, or the fused Triton GEMM step (tanh and
   the leak in its epilogue).
@@ -44,6 +47,8 @@ ANCHORS: dict = {
     ("reservoir_run tf32x3", "N2000 B256 T28 D28"): (3.44, 2.06, 2.49, 1.5),
     ("reservoir_run tf32", "N2000 B256 T28 D28"): (3.44, 2.06, 2.49, None),
     ("reservoir_run[persistent-barrier]", "N2000 B1 T784 D1"): (82.0, 15.0, None, 2.0),
+    ("reservoir_run[graph]", "N2000 B256 T28 D28"): (3.44, 2.06, 2.49, 1.5),
+    ("reservoir_run[graph] tf32x3", "N2000 B256 T28 D28"): (3.44, 2.06, 2.49, 1.5),
     ("reservoir_run[cublas-gemm]", "N2000 B256 T28 D28"): (3.44, 2.06, 2.49, 1.5),
     ("reservoir_run[cublas-gemm] tf32", "N2000 B256 T28 D28"): (3.44, 2.06, 2.49, None),
     ("reservoir_run[triton-gemm]", "N2000 B256 T28 D28"): (3.44, 2.06, 2.49, 1.5),
@@ -132,6 +137,21 @@ def ops(smoke: bool, Op) -> list:
             tol=TOL_TF32 if precision == "tf32" else Op.tol,
             spec=None if precision != "tf32" else
             (lambda W, W_in, inputs: reservoir_run_reference(W, W_in, inputs, LEAK, precision="tf32"))))
+    def triton_graphed(W, W_in, inputs, precision="fp32"):  # GRAPH_MIN_STEPS on for this call
+        saved = tk.GRAPH_MIN_STEPS
+        tk.GRAPH_MIN_STEPS = 1
+        try:
+            return reservoir_run(W, W_in, inputs, LEAK, backend="triton", check_finite_input=False,
+                                 precision=precision)
+        finally:
+            tk.GRAPH_MIN_STEPS = saved
+
+    for precision in ("fp32", "tf32x3"):
+        out.append(Op(
+            name="reservoir_run[graph]" + ("" if precision == "fp32" else f" {precision}"), shape=label,
+            make_inputs=_inputs(N, B, T, D),
+            reference=lambda W, W_in, inputs: reservoir_run_reference(W, W_in, inputs, LEAK),
+            triton=lambda W, W_in, inputs, p=precision: triton_graphed(W, W_in, inputs, p)))
     for gemm in ("cublas", "triton"):  # BATCHED_GEMM's two choices, each named
         for precision in ("fp32", "tf32"):
             out.append(Op(

@@ -45,6 +45,11 @@ once (N=2000, B=1: four 16 x 512 tiles, 185 registers, no spill on sm_90):
    plus four elementwise kernels per step) beat ``_gemm_step_kernel`` at B256 T28 (1.85 ms in a
    CUDA graph against 4.99), so the fused epilogue does not pay for the slower GEMM there.
 
+With ``GRAPH_MIN_STEPS`` set (off by default, untimed), the per-step paths (3 and 4) replay a
+CUDA graph of their step loop instead of launching every step from Python: ``_StepGraph``
+holds a configuration's buffers, captured at its second call (inputs copied in, the kept states
+copied out; ``W`` read in place).
+
 Per-step paths store each state once: into the output when the step is kept, else into a
 ping-pong buffer. The persistent kernel writes kept steps to the output in addition to its
 buffers. Every path can be captured in a CUDA graph (``bench/gpu.py`` does): no host sync and,
@@ -52,6 +57,7 @@ for ``keep="all"`` / ``"last"``, no host-to-device copy.
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from contextlib import nullcontext
 
 import torch
@@ -86,6 +92,15 @@ NUM_WARPS = 4
 BATCHED_GEMM = "cublas"
 GEMMS = ("triton", "cublas")
 EW_BLOCK = 1024  # units per program of _leak_tanh_kernel
+
+# The per-step path replayed from a CUDA graph (its step loop captured once per configuration,
+# on the second call, then one replay per call) for runs of at least GRAPH_MIN_STEPS steps; 0 =
+# never. Off until a GPU has timed it (bench/gpu.py's reservoir_run[graph] rows). Why: on an H100
+# the cuBLAS path at N2000 B256 T28 spent 2.27 ms of host time per plain call (28 torch.mm calls
+# and 28 Triton launches; bench/gpu.py --host) against 1.66 ms of device time, and replayed from
+# a graph it took 1.68 ms.
+GRAPH_MIN_STEPS = 0
+GRAPH_CACHE_MAX = 4  # configurations kept (each holds its buffers, its graph and a reference to W)
 
 KEEP_ALL, KEEP_LAST, KEEP_TABLE = 0, 1, 2
 SYNCS = ("barrier", "ll")
@@ -396,6 +411,123 @@ def _small_blocks(B: int, N: int) -> tuple[int, int, int, int]:
     return batch, BLOCK_N_SMALL, block_k, k_tiles
 
 
+def _step_loop(W, U, a, x0, out, *, steps, T_run, gemm, precision, small) -> None:
+    """The per-step launches: ``T_run`` steps from ``x0`` (zeros if None), the kept ``steps``
+    written to ``out`` in order. No host sync, so it can be captured in a CUDA graph."""
+    B, N = out.shape[1], out.shape[2]
+    dev = out.device
+    _, s_ub, s_un = U.stride()
+    slot = {s: i for i, s in enumerate(steps)}
+    bufs = [torch.empty((B, N), dtype=torch.float32, device=dev) for _ in range(2)]
+    if x0 is None:
+        x = bufs[1]
+        x.zero_()
+    else:
+        x = x0
+    if gemm == "cublas":
+        P = torch.empty((B, N), dtype=torch.float32, device=dev)
+        WT = W.t()
+        grid = (B, triton.cdiv(N, EW_BLOCK))
+    elif small:
+        batch, block_n, block_k, k_tiles = _small_blocks(B, N)
+        grid = (triton.cdiv(N, block_n),)
+    else:
+        bm, bn, bk = (BM_TF32X3, BN_TF32X3, BK_TF32X3) if precision == "tf32x3" else (BM, BN, BK)
+        grid = (triton.cdiv(B, bm), triton.cdiv(N, bn))
+    with gemm_precision(W, precision) if gemm == "cublas" else nullcontext():
+        for t in range(T_run):
+            i = slot.get(t)
+            dst = out[i] if i is not None else bufs[t & 1]
+            U_t = U[t]
+            if gemm == "cublas":
+                gemm_into(P, x, WT, precision)
+                _leak_tanh_kernel[grid](P, U_t, s_ub, s_un, x, a, dst, N, BLOCK_N=EW_BLOCK, num_warps=4)
+            elif small:
+                _gemv_step_kernel[grid](W, W.stride(0), W.stride(1), x, U_t, s_ub, s_un, a, dst, B, N,
+                                        BATCH=batch, BLOCK_N=block_n, BLOCK_K=block_k,
+                                        K_TILES=k_tiles, num_warps=NUM_WARPS_SMALL)
+            else:
+                _gemm_step_kernel[grid](x, W, W.stride(0), W.stride(1), U_t, s_ub, s_un, a, dst, B, N,
+                                        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk,
+                                        PREC=TRITON_INPUT_PRECISION[precision], num_warps=NUM_WARPS)
+            x = dst
+
+
+def _graphs_apply(dev) -> bool:
+    """Whether the per-step path may replay a CUDA graph here (``GRAPH_MIN_STEPS`` aside): a
+    GPU, not the interpreter, and not inside the caller's own capture."""
+    return dev.type == "cuda" and not _interpreted() and not torch.cuda.is_current_stream_capturing()
+
+
+def _capture(fn):
+    """A CUDA graph of ``fn()`` (captured on a side stream, as ``pc_relax`` does)."""
+    g = torch.cuda.CUDAGraph()
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        with torch.cuda.graph(g, stream=s):
+            fn()
+    torch.cuda.current_stream().wait_stream(s)
+    return g
+
+
+class _StepGraph:
+    """One per-step configuration's static buffers and, from its second call on, its CUDA graph.
+    The graph reads ``W`` in place: the cache key holds W's address and this object a reference
+    to it, so no other tensor can take that address while cached, and in-place changes to ``W``
+    are seen. ``U``, the leak and ``x0`` are copied in every call, the kept states copied out."""
+
+    def __init__(self, W, n_keep, has_x0, run_kw):
+        f32 = dict(dtype=torch.float32, device=W.device)
+        N = W.shape[0]
+        B = run_kw["B"]
+        self.W = W
+        self.run_kw = {k: v for k, v in run_kw.items() if k != "B"}
+        self.U = torch.empty((run_kw["T_run"], B, N), **f32)
+        self.a = torch.empty((N,), **f32)
+        self.x0 = torch.empty((B, N), **f32) if has_x0 else None
+        self.out = torch.empty((n_keep, B, N), **f32)
+        self.graph = None  # None: not captured yet; False: capture failed (eager from then on)
+        self.seen = 0
+
+    def run(self):
+        _step_loop(self.W, self.U, self.a, self.x0, self.out, **self.run_kw)
+
+
+_step_graphs: "OrderedDict[tuple, _StepGraph]" = OrderedDict()
+
+
+def _graphed_steps(W, U, a, x0, n_keep, run_kw) -> torch.Tensor:
+    """The per-step path through a cached :class:`_StepGraph`: eager launches on its buffers at
+    the first call of a configuration, capture at the second, replays after. Returns a fresh
+    ``(n_keep, B, N)`` tensor."""
+    B, N = U.shape[1], W.shape[0]
+    key = (str(W.device), B, N, run_kw["T_run"], tuple(run_kw["steps"]), run_kw["gemm"],
+           run_kw["precision"], run_kw["small"], W.data_ptr(), tuple(W.stride()), x0 is not None)
+    g = _step_graphs.get(key)
+    if g is None:
+        g = _StepGraph(W, n_keep, x0 is not None, dict(run_kw, B=B))
+        _step_graphs[key] = g
+        while len(_step_graphs) > GRAPH_CACHE_MAX:
+            _step_graphs.popitem(last=False)
+    _step_graphs.move_to_end(key)
+    g.U.copy_(U[: run_kw["T_run"]])
+    g.a.copy_(a)
+    if x0 is not None:
+        g.x0.copy_(x0)
+    g.seen += 1
+    if g.graph is None and g.seen >= 2:
+        try:
+            g.graph = _capture(g.run)
+        except Exception:  # capture unsupported here: stay with eager launches
+            g.graph = False
+    if g.graph:
+        g.graph.replay()
+    else:
+        g.run()
+    return g.out.clone()
+
+
 def reservoir_run(W, W_in, inputs, leak, bias=None, state0=None, *, keep="all",
                   persistent: bool | None = None, n_programs: int | None = None,
                   resident: bool | None = None, sync: str | None = None,
@@ -510,38 +642,9 @@ def reservoir_run(W, W_in, inputs, leak, bias=None, state0=None, *, keep="all",
         return out if order is None else out.index_select(0, order)
 
     # Per-step launches.
-    slot = {s: i for i, s in enumerate(steps)}
-    bufs = [torch.empty((B, N), dtype=torch.float32, device=dev) for _ in range(2)]
-    if x0 is None:
-        x = bufs[1]
-        x.zero_()
+    run_kw = dict(steps=steps, T_run=T_run, gemm=gemm, precision=precision, small=small)
+    if 0 < GRAPH_MIN_STEPS <= T_run and _graphs_apply(dev):
+        out = _graphed_steps(W, U, a, x0, len(steps), run_kw)
     else:
-        x = x0
-    if gemm == "cublas":
-        P = torch.empty((B, N), dtype=torch.float32, device=dev)
-        WT = W.t()
-        grid = (B, triton.cdiv(N, EW_BLOCK))
-    elif small:
-        batch, block_n, block_k, k_tiles = _small_blocks(B, N)
-        grid = (triton.cdiv(N, block_n),)
-    else:
-        bm, bn, bk = (BM_TF32X3, BN_TF32X3, BK_TF32X3) if precision == "tf32x3" else (BM, BN, BK)
-        grid = (triton.cdiv(B, bm), triton.cdiv(N, bn))
-    with gemm_precision(W, precision) if gemm == "cublas" else nullcontext():
-        for t in range(T_run):
-            i = slot.get(t)
-            dst = out[i] if i is not None else bufs[t & 1]
-            U_t = U[t]
-            if gemm == "cublas":
-                gemm_into(P, x, WT, precision)
-                _leak_tanh_kernel[grid](P, U_t, s_ub, s_un, x, a, dst, N, BLOCK_N=EW_BLOCK, num_warps=4)
-            elif small:
-                _gemv_step_kernel[grid](W, W.stride(0), W.stride(1), x, U_t, s_ub, s_un, a, dst, B, N,
-                                        BATCH=batch, BLOCK_N=block_n, BLOCK_K=block_k,
-                                        K_TILES=k_tiles, num_warps=NUM_WARPS_SMALL)
-            else:
-                _gemm_step_kernel[grid](x, W, W.stride(0), W.stride(1), U_t, s_ub, s_un, a, dst, B, N,
-                                        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk,
-                                        PREC=TRITON_INPUT_PRECISION[precision], num_warps=NUM_WARPS)
-            x = dst
+        _step_loop(W, U, a, x0, out, **run_kw)
     return out if order is None else out.index_select(0, order)

@@ -90,10 +90,12 @@ def test_named_reservoir_twins(tmp_path):
         ("reservoir_run", "N2000 B256 T28 D28", "ok", "0.1", "0.1", "<= 1.5"),  # already cuBLAS
         ("reservoir_run[cublas-gemm]", "N2000 B256 T28 D28", "ok", "2.4", "1.7", "<= 1.5"),
         ("reservoir_run[triton-gemm]", "N2000 B256 T28 D28", "ok", "2.3", "5.0", "<= 1.5"),
+        ("reservoir_run[graph]", "N2000 B256 T28 D28", "ok", "0.09", "0.09", "<= 1.5"),
     ])
     text = "\n".join(gpu_decide.decisions(gpu_decide.read_rows([path])))
     assert "DEFAULT_SYNC = 'll': ll 2.000 / 1.900 ms (ok) against barrier 2.100 / 2.000" in text
     assert "BATCHED_GEMM = 'triton'" in text  # the plain call lost
+    assert "GRAPH_MIN_STEPS = 28: 28 0.090 / 0.090 ms (ok) against 0 0.100 / 0.100 ms" in text
 
 
 def test_no_decision_without_rows(tmp_path):

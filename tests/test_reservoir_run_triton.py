@@ -281,3 +281,77 @@ def test_cublas_gemm_bad_requests():
         tk.reservoir_run(W, W_in, inputs, 0.5, gemm="cublas", precision="tf32x3")
     with pytest.raises(ValueError, match="cannot be persistent"):
         tk.reservoir_run(W, W_in, inputs, 0.5, gemm="cublas", persistent=True, n_programs=1)
+
+
+class _ReplayCalls:
+    """Stands in for a captured CUDA graph on the CPU: replay() reruns the captured function."""
+
+    def __init__(self, fn):
+        self.fn, self.replays = fn, 0
+
+    def replay(self):
+        self.replays += 1
+        self.fn()
+
+
+@pytest.mark.parametrize("keep", ["all", "last", [2, 0, 2]], ids=str)
+@pytest.mark.parametrize("gemm", ["cublas", "triton"])
+def test_graphed_steps_fresh_results_and_in_place_w(gemm, keep, monkeypatch, poisoned_empty):
+    """GRAPH_MIN_STEPS: the per-step loop through a cached _StepGraph (the CUDA graph replaced by
+    a rerun of the captured function, which is what a replay does to the buffers). Every call
+    gets its own inputs' result in a fresh tensor; W is read in place (an in-place change is
+    seen); the second call captures, later calls replay; a new W or batch is a new entry, and
+    the cache keeps GRAPH_CACHE_MAX of them."""
+    from bpalts.kernels import reservoir_run as tk
+
+    monkeypatch.setattr(tk, "GRAPH_MIN_STEPS", 1)
+    monkeypatch.setattr(tk, "BATCHED_GEMM", gemm)
+    monkeypatch.setattr(tk, "_graphs_apply", lambda dev: True)
+    captured = []
+    monkeypatch.setattr(tk, "_capture", lambda fn: captured.append(_ReplayCalls(fn)) or captured[-1])
+    monkeypatch.setattr(tk, "_step_graphs", type(tk._step_graphs)())
+    W, W_in, inputs, leak, bias, x0 = _problem(23, 11, 4, 3, 7, True)
+    outs = []
+    for call in range(4):
+        x = inputs * (1 + call)  # new inputs every call
+        if call == 3:
+            W.mul_(0.5)  # in place: the cached entry must see it
+        got = tk.reservoir_run(W, W_in, x, leak, bias, x0, keep=keep)
+        want = reservoir_run_reference(W, W_in, x, leak, bias, x0, keep=keep)
+        assert rel_err(got, want) < RTOL_REDUCTION, call
+        outs.append(got)
+    assert len(tk._step_graphs) == 1 and len(captured) == 1 and captured[0].replays == 3  # calls 2-4
+    assert len({o.data_ptr() for o in outs}) == 4  # fresh tensors, not the cached buffer
+    assert rel_err(outs[1], outs[0]) > 1e-3  # each call's own inputs
+    for B, seed in ((11, 8), (12, 9), (13, 10), (14, 11), (15, 12)):  # new W each: new entries
+        W, W_in, inputs, leak, bias, x0 = _problem(23, B, 4, 3, seed, False)
+        got = tk.reservoir_run(W, W_in, inputs, leak, bias, x0, keep=keep)
+        assert rel_err(got, reservoir_run_reference(W, W_in, inputs, leak, bias, x0, keep=keep)) < RTOL_REDUCTION
+    assert len(tk._step_graphs) == tk.GRAPH_CACHE_MAX
+
+
+def test_graphed_steps_capture_failure_and_where_it_applies(monkeypatch, poisoned_empty):
+    """A capture that raises leaves the entry on eager launches (still right); without x0 the
+    loop starts from zeros; below GRAPH_MIN_STEPS, on the CPU, or with the switch off (the
+    default) the plain per-step path runs."""
+    from bpalts.kernels import reservoir_run as tk
+
+    assert tk.GRAPH_MIN_STEPS == 0  # off until a GPU has timed it
+    assert not tk._graphs_apply(torch.device("cpu"))
+    monkeypatch.setattr(tk, "GRAPH_MIN_STEPS", 4)
+    monkeypatch.setattr(tk, "_graphs_apply", lambda dev: True)
+    monkeypatch.setattr(tk, "_step_graphs", type(tk._step_graphs)())
+
+    def fail(fn):
+        raise RuntimeError("capture not supported")
+
+    monkeypatch.setattr(tk, "_capture", fail)
+    W, W_in, inputs, leak, bias, _ = _problem(19, 10, 5, 2, 3, False)
+    for _ in range(3):
+        got = tk.reservoir_run(W, W_in, inputs, leak, bias, None)
+        assert rel_err(got, reservoir_run_reference(W, W_in, inputs, leak, bias)) < RTOL_REDUCTION
+    (entry,) = tk._step_graphs.values()
+    assert entry.graph is False and entry.seen == 3
+    got = tk.reservoir_run(W, W_in, inputs, leak, bias, None, keep=[2])  # 3 steps < 4: not cached
+    assert rel_err(got, reservoir_run_reference(W, W_in, inputs, leak, bias, keep=[2])) < RTOL_REDUCTION
+    assert len(tk._step_graphs) == 1
