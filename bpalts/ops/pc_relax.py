@@ -364,7 +364,8 @@ def pc_relax(weights, x, target, steps=20, step_size=0.1, *, biases=None, activa
             may be ``None``) used in the top-down term instead of ``W_{l+1}``.
         fixed_predictions: keep ``mu_l`` and ``f'`` at their feed-forward values.
         precision: ``"fp32"``, ``"tf32"`` (GEMM operands rounded to TF32) or ``"tf32x3"``
-            (fp32-level accuracy on tensor cores); the last two float32 only.
+            (fp32-level accuracy on tensor cores; where the Triton backend takes its cuBLAS
+            path, from 256 rows, fp32 GEMMs instead); the last two float32 only.
         backend: ``"auto"``, ``"reference"``, ``"triton"`` or ``"cpp"``.
         check_finite_input: check every input for NaN / inf first.
 
