@@ -17,6 +17,8 @@ the CSVs, nothing is measured here):
 - ``kernels/reservoir_run.py`` ``BATCHED_GEMM``: ``"cublas"`` if ``reservoir_run[cublas-gemm]``
   beats ``reservoir_run[triton-gemm]`` at N2000 B256 T28 (older CSVs: ``[cublas]`` against the
   default row), plain call and graph both.
+- ``kernels/pc_relax.py`` ``CONCURRENT_GEMMS``: True if ``pc_relax[cublas-concurrent]`` beat
+  ``pc_relax[cublas]`` in every row measured (same shape and precision, plain call and graph).
 - ``kernels/reservoir_run.py`` ``GRAPH_MIN_STEPS``: 28 (the row's step count) if
   ``reservoir_run[graph]`` beats the default row at N2000 B256 T28, plain call and graph both,
   else 0 (off).
@@ -147,6 +149,7 @@ def decisions(rows: list[Row]) -> list[str]:
     out.extend(_max_rows(rows, by, "rows", "ROWS_MAX_ROWS"))
     out.extend(_max_rows(rows, by, "persistent", "PERSISTENT_MAX_ROWS"))
     out.extend(_cublas_min_rows(rows, by))
+    out.extend(_concurrent_gemms(rows, by))
     rules = sorted({r.base for r in rows if r.base.startswith("hebbian_update[") and r.variant == "cublas"})
     for precision, switch in (("fp32", "CUBLAS_MIN_MACS"), ("tf32", "CUBLAS_MIN_MACS_TF32")):
         for base in rules or ["hebbian_update[gha]"]:
@@ -238,6 +241,27 @@ def _cublas_min_rows(rows: list[Row], by: dict) -> list[str]:
     best = _smallest_winning([(_batch(r.shape), won) for r, won, _ in contests])
     return [f"CUBLAS_MIN_ROWS = {best} (the smallest batch from which the cuBLAS path won every "
             "row; 0: never)"] + [line for _, _, line in contests]
+
+
+def _concurrent_gemms(rows: list[Row], by: dict) -> list[str]:
+    """CONCURRENT_GEMMS: True if pc_relax[cublas-concurrent] beat pc_relax[cublas] in every row
+    measured (same shape and precision, plain call and graph both)."""
+    lines, wins = [], []
+    for r in rows:
+        if r.op.startswith("pc_relax[cublas-concurrent]"):
+            suffix = "" if r.precision == "fp32" else f" {r.precision}"
+            twin = by.get((f"pc_relax[cublas]{suffix}", r.shape))
+            if twin is None:
+                continue
+            won = _beats(r, twin)
+            wins.append(won)
+            lines.append(f"  pc_relax {r.shape} {r.precision}: concurrent {_fmt(r.triton)} / "
+                         f"{_fmt(r.graph)} ms, one stream {_fmt(twin.triton)} / {_fmt(twin.graph)} ms "
+                         f"-> {'concurrent' if won else 'one stream'}")
+    if not wins:
+        return ["CONCURRENT_GEMMS: no decision (no pc_relax[cublas-concurrent] rows with a "
+                "pc_relax[cublas] twin)"]
+    return [f"CONCURRENT_GEMMS = {all(wins)} (True if the concurrent GEMMs won every row)"] + lines
 
 
 def main(argv=None) -> int:

@@ -19,9 +19,12 @@ one program per SM, grid barriers between the phases of a step), off by default
 (``PERSISTENT_MAX_ROWS = 0``), at the B256 shapes in fp32 and tf32x3 and the learners' setting.
 
 ``pc_relax[cublas]`` rows: the cuBLAS path (every GEMM by cuBLAS, the errors completed by its
-``beta = 1`` accumulation, one fused elementwise launch per step), off by default
-(``CUBLAS_MIN_ROWS = 0``) until these rows have timed it; at every shape in fp32, the largest
-batch also in tf32 (cuBLAS's tensor cores), and the learners' relaxation.
+``beta = 1`` accumulation, one fused elementwise launch per step), the default from 256 rows
+(``CUBLAS_MIN_ROWS``) since the H100 timed it; at every shape in fp32, the largest batch also
+in tf32 (cuBLAS's tensor cores), and the learners' relaxation.
+
+``pc_relax[cublas-concurrent]`` rows: the same with each phase's GEMMs on side streams
+(``CONCURRENT_GEMMS``, off until these rows have timed it), at the same shapes.
 """
 from __future__ import annotations
 
@@ -60,6 +63,10 @@ ANCHORS: dict = {
     ("pc_relax[cublas]", f"{NET_LABEL} B256 T100"): (37.5, 12.2, None, 3.0),
     ("pc_relax[cublas]", f"{NET_LABEL} B4096 T20"): (12.4, 11.5, 9.92, 8.0),
     ("pc_relax[cublas] tf32", f"{NET_LABEL} B4096 T20"): (12.4, 11.5, 9.92, 2.5),
+    ("pc_relax[cublas-concurrent]", f"{NET_LABEL} B256 T20"): (7.26, 2.51, 3.46, 0.8),
+    ("pc_relax[cublas-concurrent]", f"{NET_LABEL} B256 T100"): (37.5, 12.2, None, 3.0),
+    ("pc_relax[cublas-concurrent]", f"{NET_LABEL} B4096 T20"): (12.4, 11.5, 9.92, 8.0),
+    ("pc_relax[cublas-concurrent] tf32", f"{NET_LABEL} B4096 T20"): (12.4, 11.5, 9.92, 2.5),
 }
 LEARNER_NET = (784, 861, 645, 484, 10)  # bpalts.learners.layer_sizes(4)
 LEARNER_LABEL = "784-861-645-484-10"
@@ -93,15 +100,16 @@ def ops(smoke: bool, Op) -> list:
         def triton(*a):
             from bpalts.kernels import pc_relax as tk
 
-            saved = tk.ROWS_MAX_ROWS, tk.PERSISTENT_MAX_ROWS, tk.CUBLAS_MIN_ROWS
+            saved = tk.ROWS_MAX_ROWS, tk.PERSISTENT_MAX_ROWS, tk.CUBLAS_MIN_ROWS, tk.CONCURRENT_GEMMS
             tk.ROWS_MAX_ROWS = (1 << 30) if path == "rows" else 0
             tk.PERSISTENT_MAX_ROWS = (1 << 30) if path == "persistent" else 0
-            tk.CUBLAS_MIN_ROWS = 1 if path == "cublas" else 0
+            tk.CUBLAS_MIN_ROWS = 1 if path.startswith("cublas") else 0
+            tk.CONCURRENT_GEMMS = path == "cublas-concurrent"
             try:
                 return _flat(pc_relax(list(a[:L]), a[L], a[L + 1], T, STEP_SIZE, precision=precision,
                                       backend="triton", check_finite_input=False, **kw))
             finally:
-                tk.ROWS_MAX_ROWS, tk.PERSISTENT_MAX_ROWS, tk.CUBLAS_MIN_ROWS = saved
+                tk.ROWS_MAX_ROWS, tk.PERSISTENT_MAX_ROWS, tk.CUBLAS_MIN_ROWS, tk.CONCURRENT_GEMMS = saved
 
         name = "pc_relax" if path == "tiles" else f"pc_relax[{path}]"
         return Op(
@@ -124,11 +132,13 @@ def ops(smoke: bool, Op) -> list:
     out += [row(*rows[-1], precision="tf32", path="rows")]
     # the persistent path at the small-batch shapes (every SM, one launch): fp32 and tf32x3
     out += [row(*r, precision=p, path="persistent") for p in ("fp32", "tf32x3") for r in rows[:-1]]
-    # the cuBLAS path: every shape at fp32, the largest batch at tf32 (its target)
-    out += [row(*r, path="cublas") for r in rows] + [row(*rows[-1], precision="tf32", path="cublas")]
+    # the cuBLAS path: every shape at fp32, the largest batch at tf32 (its target); the same with
+    # each phase's GEMMs on side streams (CONCURRENT_GEMMS)
+    for path in ("cublas", "cublas-concurrent"):
+        out += [row(*r, path=path) for r in rows] + [row(*rows[-1], precision="tf32", path=path)]
     # the learners' relaxation on each path
     learner = ((20, 37, 16, 10), "20-37-16-10 B8 T3 relu ce", 8, 3) if smoke else (
         LEARNER_NET, f"{LEARNER_LABEL} B256 T3 relu ce", 256, 3)
     out += [row(*learner, activation="relu", output_energy="ce", path=p)
-            for p in ("tiles", "rows", "persistent", "cublas")]
+            for p in ("tiles", "rows", "persistent", "cublas", "cublas-concurrent")]
     return out

@@ -58,6 +58,7 @@ operands to TF32 the same way. Works under ``TRITON_INTERPRET=1`` on CPU tensors
 from __future__ import annotations
 
 from collections import OrderedDict
+from functools import partial
 
 import torch
 import triton
@@ -96,6 +97,14 @@ ROWS_BM, ROWS_BN, ROWS_BK = 16, 64, 32
 # Smaller batches were not timed: the tile path stays below 256 rows.
 CUBLAS_MIN_ROWS = 256
 EW_BLOCK = 1024  # elements per program of _cublas_ew_kernel
+# The cuBLAS path's GEMMs of one phase (a step's L - 1 feedback products, then its L - 1 forward
+# products: each writes its own layer's buffer) launched on side streams, so that they run side
+# by side (branches of the CUDA graph the step loop is captured in) instead of one after the
+# other. Off until a GPU has timed it (bench/gpu.py's pc_relax[cublas-concurrent] rows). Why: on
+# an H100 at B256 T20 the path's 1.46 ms of device time were small GEMMs launched one at a time
+# (each a few tens of thread blocks on 132 SMs), and each phase waits for the sum of its GEMMs
+# where the largest one would do.
+CONCURRENT_GEMMS = False
 # The persistent path (_persistent_kernel: the whole relaxation in one launch, at most one
 # program per SM, grid barriers between the phases of a step) for batches up to this many rows;
 # 0 = never. Off: on an H100 at B256 it tied the tile path in a CUDA graph (T20 2.62 against
@@ -496,6 +505,26 @@ def _persistent_kernel(TF, n_fwd, TB, n_bwd, S, E, MUC, Fb, D, Wf, Wb, T, EP, co
     tl.store(status + pid + tl.arange(0, 1), failed)
 
 
+def _side_streams(device, n):
+    """``n`` CUDA streams for CONCURRENT_GEMMS; none off CUDA (the interpreter runs launches in
+    order). A function so that tests can stand in for it."""
+    if torch.device(device).type != "cuda":
+        return []
+    return [torch.cuda.Stream(device) for _ in range(n)]
+
+
+def _fork_join(launches, streams):
+    """``launches[i]()`` on ``streams[i]``, each stream first waiting for the current stream's work
+    so far; then the current stream waits for all of them."""
+    cur = torch.cuda.current_stream(streams[0].device)
+    for launch, s in zip(launches, streams):
+        s.wait_stream(cur)
+        with torch.cuda.stream(s):
+            launch()
+    for s in streams[:len(launches)]:
+        cur.wait_stream(s)
+
+
 class _Plan:
     """Flat buffers, tile tables and launch sequence for one network configuration."""
 
@@ -569,11 +598,14 @@ class _Plan:
             self.counter = torch.zeros(1, dtype=torch.int32, device=device)
             self.status = torch.zeros(self.n_prog, dtype=torch.int32, device=device)
             self.NP = self.n_prog
+        self.streams = []  # side streams for CONCURRENT_GEMMS
         if path == "cublas":
             assert clamp and precision in CUBLAS_PRECISIONS, "the cuBLAS path: clamped output, fp32 / tf32"
             self.G = torch.empty(max(self.off[-2], 1), **f32)  # e_{l+1} B_{l+1}, hidden layers
             self.n_ew = triton.cdiv(tot, EW_BLOCK)
             self.NP = self.n_ew + self.n_out
+            if CONCURRENT_GEMMS and L > 2:
+                self.streams = _side_streams(device, L - 1)
         if self.rows:
             assert clamp and not fixed, "the rows path: clamped output, live predictions"
             lt = []
@@ -663,13 +695,25 @@ class _Plan:
                                         ENERGY=energy, PRE=pre, FINAL=final, CE=self.ce,
                                         BLOCK=EW_BLOCK, num_warps=4)
 
+    def _each(self, launches):
+        """Run independent launches: in order on the current stream, or with ``self.streams``
+        (CONCURRENT_GEMMS) one per side stream, forked from and joined back into the current
+        stream (inside a graph capture: parallel branches of the graph)."""
+        if not self.streams or len(launches) < 2:
+            for launch in launches:
+                launch()
+            return
+        _fork_join(launches, self.streams)
+
     def _cublas_errors(self, slot):
         """Complete E: e_l += -f(x_{l-1}) W_l^T (mu_L += ... for a CE output, then its errors)."""
         L = self.L
         if not self.fixed:
-            for l in range(2, L + 1):
-                gemm_into(self._view(self.E, l), self._view(self.F, l - 1), self._weights(self.Wf, l).T,
-                          self.precision, alpha=1.0 if (l == L and self.ce) else -1.0, accumulate=True)
+            self._each([
+                partial(gemm_into, self._view(self.E, l), self._view(self.F, l - 1),
+                        self._weights(self.Wf, l).T, self.precision,
+                        alpha=1.0 if (l == L and self.ce) else -1.0, accumulate=True)
+                for l in range(2, L + 1)])
         if self.ce:
             _out_err_kernel[(self.n_out,)](self.S, self.E, self.T, self.BETA, self.EP,
                                            slot * self.NP + self.n_ew, self.off[-2], self.R,
@@ -696,9 +740,10 @@ class _Plan:
             self._cublas_ew(gamma, 0, update=False, energy=False, pre=True)
             self._cublas_errors(0)
             for t in range(1, self.steps + 1):
-                for l in range(1, self.L):  # G_l = e_{l+1} B_{l+1}
-                    gemm_into(self._view(self.G, l), self._view(self.E, l + 1),
-                              self._weights(self.Wb, l + 1), self.precision)
+                self._each([  # G_l = e_{l+1} B_{l+1}
+                    partial(gemm_into, self._view(self.G, l), self._view(self.E, l + 1),
+                            self._weights(self.Wb, l + 1), self.precision)
+                    for l in range(1, self.L)])
                 self._cublas_ew(gamma, t - 1, update=True, energy=True, pre=True)
                 self._cublas_errors(t)
             self._cublas_ew(gamma, self.steps, update=False, energy=True, pre=False, final=True)
@@ -781,7 +826,8 @@ def pc_relax(weights, biases, feedback, x, target, states, steps, step_size, act
     shared_back = feedback is None
     path = _path(R, clamp, fixed_predictions, tol, precision)
     key = (str(device), R, x.shape[1], widths, steps, activation, clamp, ce, bool(fixed_predictions),
-           shared_back, biases is not None, float(step_size), precision, path)
+           shared_back, biases is not None, float(step_size), precision, path,
+           path == "cublas" and CONCURRENT_GEMMS)
     capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
     if capturing and key in _plans:
         # recorded by an outer CUDA graph: plain launches on the cached buffers (no host sync,

@@ -44,6 +44,8 @@ def test_decisions_and_later_files_win(tmp_path, capsys):
         ("pc_relax[persistent]", f"{net} B256 T20", "ok", "0.70", "0.65", "<= 0.8"),
         ("pc_relax[cublas]", f"{net} B256 T20", "ok", "3.00", "3.50", "<= 0.8"),  # loses in a graph
         ("pc_relax[cublas]", f"{net} B4096 T20", "ok", "6.00", "5.00", "<= 8.0"),
+        ("pc_relax[cublas-concurrent]", f"{net} B256 T20", "ok", "2.00", "1.00", "<= 0.8"),
+        ("pc_relax[cublas-concurrent]", f"{net} B4096 T20", "ok", "6.10", "4.00", "<= 8.0"),  # plain loses
         ("reservoir_run", "N2000 B256 T28 D28", "ok", "5.01", "4.99", "<= 1.5"),
         ("reservoir_run[cublas]", "N2000 B256 T28 D28", "ok", "1.60", "1.40", "<= 1.5"),
         ("hebbian_update[oja]", "B256 784->1024", "ok", "0.30", "0.10", "-"),
@@ -64,6 +66,7 @@ def test_decisions_and_later_files_win(tmp_path, capsys):
     assert "PERSISTENT_MAX_ROWS = 256" in text and "persistent 0.700 / 0.650 ms" in text
     assert "CUBLAS_MIN_ROWS = 4096" in text and "B256 T20 fp32: cublas 3.000 / 3.500 ms" in text
     assert "BATCHED_GEMM = 'cublas'" in text
+    assert "CONCURRENT_GEMMS = False" in text and "concurrent 6.100 / 4.000 ms, one stream 6.000 / 5.000" in text
     assert "hebbian_update.py CUBLAS_MIN_MACS = 205520896 for hebbian_update[gha]" in text  # 256 * 784 * 1024
     assert "hebbian_update.py CUBLAS_MIN_MACS_TF32 = 17179869184 for hebbian_update[gha]" in text
     assert "softwta_update.py CUBLAS_MIN_MACS: no decision" in text  # no fp32 cuBLAS row
@@ -104,4 +107,4 @@ def test_no_decision_without_rows(tmp_path):
     text = "\n".join(gpu_decide.decisions(gpu_decide.read_rows([path])))
     assert "DEFAULT_SYNC: no decision" in text and "ROWS_MAX_ROWS: no decision" in text
     assert "BATCHED_GEMM: no decision" in text and "CUBLAS_MIN_ROWS: no decision" in text
-    assert "PERSISTENT_MAX_ROWS: no decision" in text
+    assert "PERSISTENT_MAX_ROWS: no decision" in text and "CONCURRENT_GEMMS: no decision" in text

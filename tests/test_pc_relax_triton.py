@@ -372,3 +372,38 @@ def test_triton_persistent_path_where_it_applies_and_gives_up(monkeypatch):
     monkeypatch.setattr(tk, "_persistent_kernel", StuckCounter())
     with pytest.raises(RuntimeError, match="gave up waiting at a grid barrier"):
         pc_relax(Ws, x, t, 2, 0.1, biases=bs, backend="triton")
+
+
+@pytest.mark.parametrize("case", [c for c in CUBLAS_CASES if len(c[1]) > 3],
+                         ids=lambda c: f"B{c[0]}-{len(c[1]) - 1}L-{c[2]}-{c[6]}" + ("-fixed" if c[7] else ""))
+def test_triton_cublas_concurrent_gemms_are_independent(case, monkeypatch, poisoned_empty):
+    """CONCURRENT_GEMMS: each phase's GEMMs (a step's feedback products, then its forward
+    products) go to _fork_join as one group, one side stream each. Stood in for on the CPU by
+    running each group in reverse order: the result must not change (no GEMM of a group reads
+    what another writes)."""
+    from bpalts.kernels import pc_relax as tk
+
+    B, widths, activation, init, fb, bias, energy, fixed = case
+    monkeypatch.setattr(tk, "CUBLAS_MIN_ROWS", 1)
+    monkeypatch.setattr(tk, "CONCURRENT_GEMMS", True)
+    monkeypatch.setattr(tk, "_side_streams", lambda device, n: [f"stream{i}" for i in range(n)])
+    groups = []
+
+    def fork_join(launches, streams):
+        assert len(launches) <= len(streams) == len(widths) - 2
+        groups.append(len(launches))
+        for launch in reversed(launches):
+            launch()
+
+    monkeypatch.setattr(tk, "_fork_join", fork_join)
+    Ws, bs, Bs, x, t = make_net(widths, B, seed=B + len(widths), feedback=fb)
+    kw = dict(activation=activation, init=init, output_energy=energy, fixed_predictions=fixed,
+              biases=bs if bias else None, feedback=Bs if fb else None)
+    r = pc_relax(Ws, x, t, 4, 0.1, backend="reference", **kw)
+    c = pc_relax(Ws, x, t, 4, 0.1, backend="triton", **kw)
+    L = len(widths) - 1
+    per_step = [L - 1] + ([] if fixed else [L - 1])  # feedback group, forward group
+    assert groups == ([] if fixed else [L - 1]) + per_step * 4
+    assert rel_err(c.energy, r.energy) < RTOL_REDUCTION
+    for got, want in zip(c.states, r.states):
+        assert _close(got, want)
