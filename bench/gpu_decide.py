@@ -133,19 +133,18 @@ def _beats(a: Row | None, b: Row | None) -> bool:
 def decisions(rows: list[Row]) -> list[str]:
     by = {(r.op, r.shape): r for r in rows}
     out = []
-    shape = "N2000 B1 T784 D1"
-    if ("reservoir_run[persistent-barrier]", shape) in by:
-        out.append(_either(by, "DEFAULT_SYNC", "reservoir_run", shape, "persistent-ll", "ll",
-                           "barrier", against="persistent-barrier"))
-    else:
-        out.append(_either(by, "DEFAULT_SYNC", "reservoir_run", shape, "persistent-ll", "ll", "barrier"))
-    shape = "N2000 B256 T28 D28"
-    if ("reservoir_run[cublas-gemm]", shape) in by:
-        out.append(_either(by, "BATCHED_GEMM", "reservoir_run", shape, "cublas-gemm", "cublas",
-                           "triton", against="triton-gemm"))
-    else:
-        out.append(_either(by, "BATCHED_GEMM", "reservoir_run", shape, "cublas", "cublas", "triton"))
-    out.append(_either(by, "GRAPH_MIN_STEPS", "reservoir_run", shape, "graph", 28, 0))
+    # (switch, shape, the named choices' variants, the variant of older CSVs against the default
+    # row, the two settings)
+    for switch, shape, variant, against, legacy, yes, no in (
+            ("DEFAULT_SYNC", "N2000 B1 T784 D1", "persistent-ll", "persistent-barrier",
+             "persistent-ll", "ll", "barrier"),
+            ("BATCHED_GEMM", "N2000 B256 T28 D28", "cublas-gemm", "triton-gemm", "cublas", "cublas",
+             "triton")):
+        if (f"reservoir_run[{against}]", shape) in by:
+            out.append(_either(by, switch, "reservoir_run", shape, variant, yes, no, against=against))
+        else:
+            out.append(_either(by, switch, "reservoir_run", shape, legacy, yes, no))
+    out.append(_either(by, "GRAPH_MIN_STEPS", "reservoir_run", "N2000 B256 T28 D28", "graph", 28, 0))
     out.extend(_max_rows(rows, by, "rows", "ROWS_MAX_ROWS"))
     out.extend(_max_rows(rows, by, "persistent", "PERSISTENT_MAX_ROWS"))
     out.extend(_cublas_min_rows(rows, by))
