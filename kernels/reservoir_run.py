@@ -411,21 +411,26 @@ def _small_blocks(B: int, N: int) -> tuple[int, int, int, int]:
     return batch, BLOCK_N_SMALL, block_k, k_tiles
 
 
-def _step_loop(W, U, a, x0, out, *, steps, T_run, gemm, precision, small) -> None:
+def _step_buffers(B, N, dev):
+    """The per-step path's work buffers: two ping-pong states and the cuBLAS product."""
+    return torch.empty((3, B, N), dtype=torch.float32, device=dev).unbind(0)
+
+
+def _step_loop(W, U, a, x0, out, *, steps, T_run, gemm, precision, small, work=None) -> None:
     """The per-step launches: ``T_run`` steps from ``x0`` (zeros if None), the kept ``steps``
-    written to ``out`` in order. No host sync, so it can be captured in a CUDA graph."""
+    written to ``out`` in order; ``work``: :func:`_step_buffers` (made here if None). No host
+    sync, so it can be captured in a CUDA graph."""
     B, N = out.shape[1], out.shape[2]
     dev = out.device
     _, s_ub, s_un = U.stride()
     slot = {s: i for i, s in enumerate(steps)}
-    bufs = [torch.empty((B, N), dtype=torch.float32, device=dev) for _ in range(2)]
+    *bufs, P = work if work is not None else _step_buffers(B, N, dev)
     if x0 is None:
         x = bufs[1]
         x.zero_()
     else:
         x = x0
     if gemm == "cublas":
-        P = torch.empty((B, N), dtype=torch.float32, device=dev)
         WT = W.t()
         grid = (B, triton.cdiv(N, EW_BLOCK))
     elif small:
@@ -487,11 +492,12 @@ class _StepGraph:
         self.a = torch.empty((N,), **f32)
         self.x0 = torch.empty((B, N), **f32) if has_x0 else None
         self.out = torch.empty((n_keep, B, N), **f32)
+        self.work = _step_buffers(B, N, W.device)  # made before any capture: not in its pool
         self.graph = None  # None: not captured yet; False: capture failed (eager from then on)
         self.seen = 0
 
     def run(self):
-        _step_loop(self.W, self.U, self.a, self.x0, self.out, **self.run_kw)
+        _step_loop(self.W, self.U, self.a, self.x0, self.out, work=self.work, **self.run_kw)
 
 
 _step_graphs: "OrderedDict[tuple, _StepGraph]" = OrderedDict()
