@@ -61,7 +61,7 @@ PROFILE_ROWS=${PROFILE_ROWS:-"pc_relax[cublas] 784-1000-500-250-10 B256 T20|pc_r
 IFS='|' read -ra PROFILE_ONLY <<< "$PROFILE_ROWS"
 # Rows whose plain call's host time is broken down (gpu.py --host): on the H100 the plain calls
 # of the cuBLAS paths took 0.50 ms against 0.05-0.13 in a CUDA graph.
-HOST_ROWS=${HOST_ROWS:-"softwta_update B256|softwta_update[cublas] B256|hebbian_update[gha] B256|hebbian_update[gha,cublas] B256|pc_relax[cublas] 784-861-645-484-10 B256 T3|reservoir_run N2000 B256 T28 D28"}
+HOST_ROWS=${HOST_ROWS:-"softwta_update B256|softwta_update[cublas] B256|hebbian_update[gha] B256|hebbian_update[gha,cublas] B256|pc_relax[cublas] 784-861-645-484-10 B256 T3|reservoir_run N2000 B256 T28 D28|reservoir_run[graph] N2000"}
 IFS='|' read -ra HOST_ONLY <<< "$HOST_ROWS"
 
 SESSION_T=${SESSION_T:-570}
