@@ -65,6 +65,7 @@ import triton
 import triton.language as tl
 
 from bpalts._precision import CUBLAS_PRECISIONS, TRITON_INPUT_PRECISION, gemm_into, gemm_precision, mm
+from bpalts.kernels._capture import capture
 from bpalts.kernels._math import tanh as _tanh
 
 # tiles (rows, units, K) for small batches. bench/gpu_tiles.py on an H200 (torch 2.11, Triton 3.6,
@@ -854,14 +855,7 @@ def pc_relax(weights, biases, feedback, x, target, states, steps, step_size, act
     plan.seen += 1
     if plan.graph is None and plan.seen >= 2:
         try:
-            g = torch.cuda.CUDAGraph()
-            s = torch.cuda.Stream()
-            s.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(s):
-                with torch.cuda.graph(g, stream=s):
-                    plan.run(step_size, None)
-            torch.cuda.current_stream().wait_stream(s)
-            plan.graph = g
+            plan.graph = capture(lambda: plan.run(step_size, None))
         except Exception:  # capture unsupported here: stay with eager launches
             plan.graph = False
             plan.load(weights, biases, feedback, x, target, states, beta_rows)

@@ -65,6 +65,7 @@ import triton
 import triton.language as tl
 
 from bpalts._precision import CUBLAS_PRECISIONS, TRITON_INPUT_PRECISION, gemm_into, gemm_precision
+from bpalts.kernels._capture import capture as _capture
 from bpalts.kernels._math import tanh as _tanh
 
 # Batches up to this size use the unit-block (broadcast) kernels; larger ones the tl.dot GEMM.
@@ -464,30 +465,17 @@ def _graphs_apply(dev) -> bool:
     return dev.type == "cuda" and not _interpreted() and not torch.cuda.is_current_stream_capturing()
 
 
-def _capture(fn):
-    """A CUDA graph of ``fn()`` (captured on a side stream, as ``pc_relax`` does)."""
-    g = torch.cuda.CUDAGraph()
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        with torch.cuda.graph(g, stream=s):
-            fn()
-    torch.cuda.current_stream().wait_stream(s)
-    return g
-
-
 class _StepGraph:
     """One per-step configuration's static buffers and, from its second call on, its CUDA graph.
     The graph reads ``W`` in place: the cache key holds W's address and this object a reference
     to it, so no other tensor can take that address while cached, and in-place changes to ``W``
     are seen. ``U``, the leak and ``x0`` are copied in every call, the kept states copied out."""
 
-    def __init__(self, W, n_keep, has_x0, run_kw):
+    def __init__(self, W, B, n_keep, has_x0, run_kw):
         f32 = dict(dtype=torch.float32, device=W.device)
         N = W.shape[0]
-        B = run_kw["B"]
         self.W = W
-        self.run_kw = {k: v for k, v in run_kw.items() if k != "B"}
+        self.run_kw = run_kw
         self.U = torch.empty((run_kw["T_run"], B, N), **f32)
         self.a = torch.empty((N,), **f32)
         self.x0 = torch.empty((B, N), **f32) if has_x0 else None
@@ -512,7 +500,7 @@ def _graphed_steps(W, U, a, x0, n_keep, run_kw) -> torch.Tensor:
            run_kw["precision"], run_kw["small"], W.data_ptr(), tuple(W.stride()), x0 is not None)
     g = _step_graphs.get(key)
     if g is None:
-        g = _StepGraph(W, n_keep, x0 is not None, dict(run_kw, B=B))
+        g = _StepGraph(W, B, n_keep, x0 is not None, run_kw)
         _step_graphs[key] = g
         while len(_step_graphs) > GRAPH_CACHE_MAX:
             _step_graphs.popitem(last=False)
@@ -571,7 +559,6 @@ def reservoir_run(W, W_in, inputs, leak, bias=None, state0=None, *, keep="all",
     else:
         a = torch.full((N,), float(leak), dtype=torch.float32, device=dev)
     x0 = state0.contiguous() if state0 is not None else None
-    out = torch.empty((len(steps), B, N), dtype=torch.float32, device=dev)
     interp = _interpreted()
     small = B <= SMALL_BATCH_MAX
     if gemm is not None and gemm not in GEMMS:
@@ -589,6 +576,7 @@ def reservoir_run(W, W_in, inputs, leak, bias=None, state0=None, *, keep="all",
     if persistent:
         if not small:
             raise ValueError(f"persistent kernel supports batches up to {SMALL_BATCH_MAX}, got {B}")
+        out = torch.empty((len(steps), B, N), dtype=torch.float32, device=dev)
         n_blocks = triton.cdiv(N, BLOCK_N_SMALL)
         if n_programs is None:
             if interp:
@@ -652,5 +640,6 @@ def reservoir_run(W, W_in, inputs, leak, bias=None, state0=None, *, keep="all",
     if 0 < GRAPH_MIN_STEPS <= T_run and _graphs_apply(dev):
         out = _graphed_steps(W, U, a, x0, len(steps), run_kw)
     else:
+        out = torch.empty((len(steps), B, N), dtype=torch.float32, device=dev)
         _step_loop(W, U, a, x0, out, **run_kw)
     return out if order is None else out.index_select(0, order)
