@@ -77,6 +77,9 @@ ANCHORS = {
     ("hebbian_update[gha,cublas] tf32", "B1024 4096->4096"): (4.91, 4.89, 4.91, 4.91 / 4),
     ("softwta_update[cublas]", "B256 784->1024"): (0.113, 0.063, 0.140, 0.04),
     ("softwta_update[cublas] tf32", "B1024 4096->4096"): (1.62, 1.59, 1.52, 1.62 / 4),
+    # the cuBLAS path with TRIL_FORM = "blocks" (the hierarchical decay in residual form)
+    ("hebbian_update[gha,cublas-blocks]", "B256 784->1024"): (0.170, 0.121, 0.161, 0.08),
+    ("hebbian_update[gha,cublas-blocks] tf32", "B1024 4096->4096"): (4.91, 4.89, 4.91, 4.91 / 4),
 }
 
 
@@ -196,16 +199,20 @@ def _hebbian_inputs(B: int, D: int, N: int):
     return make
 
 
-def _with_cublas(module: str, call: Callable[[], Any], on: bool = True):
+def _with_cublas(module: str, call: Callable[[], Any], on: bool = True, **settings):
     """``call()`` with ``bpalts.kernels.<module>.CUBLAS_MIN_MACS`` and ``CUBLAS_MIN_MACS_TF32``
-    = 1 (its cuBLAS path on at fp32 and tf32), or 0 with ``on=False`` (the Triton GEMMs)."""
+    = 1 (its cuBLAS path on at fp32 and tf32), or 0 with ``on=False`` (the Triton GEMMs), and
+    the module's other constants in ``settings`` (e.g. ``TRIL_FORM="blocks"``) set likewise."""
     tk = importlib.import_module(f"bpalts.kernels.{module}")
-    saved = tk.CUBLAS_MIN_MACS, tk.CUBLAS_MIN_MACS_TF32
-    tk.CUBLAS_MIN_MACS = tk.CUBLAS_MIN_MACS_TF32 = int(on)
+    settings = dict(settings, CUBLAS_MIN_MACS=int(on), CUBLAS_MIN_MACS_TF32=int(on))
+    saved = {k: getattr(tk, k) for k in settings}
+    for k, v in settings.items():
+        setattr(tk, k, v)
     try:
         return call()
     finally:
-        tk.CUBLAS_MIN_MACS, tk.CUBLAS_MIN_MACS_TF32 = saved
+        for k, v in saved.items():
+            setattr(tk, k, v)
 
 
 def build_ops(smoke: bool) -> list[Op]:
@@ -283,14 +290,18 @@ def build_ops(smoke: bool) -> list[Op]:
     cublas_rows = [(hebb_shapes[0], "fp32", "gha")]
     if big is not hebb_shapes[0]:
         cublas_rows += [(big, p, r) for p in ("fp32", "tf32") for r in ("gha", "oja", "instar")]
-    for (label, B, D, N), precision, rule in cublas_rows:
+    # TRIL_FORM = "blocks" (the hierarchical decay as residual blocks): GHA at the same shapes.
+    cublas_rows = [(shape, p, r, "panels") for shape, p, r in cublas_rows]
+    cublas_rows += [(shape, p, r, "blocks") for shape, p, r, _ in cublas_rows if r == "gha"]
+    for (label, B, D, N), precision, rule, form in cublas_rows:
         suffix = "" if precision == "fp32" else f" {precision}"
         tol = TOL_TF32 if precision == "tf32" else TOL
+        variant = "cublas" if form == "panels" else "cublas-blocks"
         ops.append(Op(
-            name=f"hebbian_update[{rule},cublas]{suffix}", shape=label, make_inputs=_hebbian_inputs(B, D, N),
+            name=f"hebbian_update[{rule},{variant}]{suffix}", shape=label, make_inputs=_hebbian_inputs(B, D, N),
             reference=lambda W, X, lr, r=rule: hebbian_update_reference(W, X, r, lr),
-            triton=lambda W, X, lr, p=precision, r=rule: _with_cublas("hebbian_update", lambda: hebbian_update(
-                W, X, r, lr, backend="triton", check_finite_input=False, precision=p)),
+            triton=lambda W, X, lr, p=precision, r=rule, f=form: _with_cublas("hebbian_update", lambda: hebbian_update(
+                W, X, r, lr, backend="triton", check_finite_input=False, precision=p), TRIL_FORM=f),
             inplace_arg=0, tol=tol,
             spec=None if precision == "fp32" else
             (lambda W, X, lr, r=rule: hebbian_update_reference(W, X, r, lr, precision="tf32")),

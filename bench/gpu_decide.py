@@ -19,6 +19,9 @@ the CSVs, nothing is measured here):
   default row), plain call and graph both.
 - ``kernels/pc_relax.py`` ``CONCURRENT_GEMMS``: True if ``pc_relax[cublas-concurrent]`` beat
   ``pc_relax[cublas]`` in every row measured (same shape and precision, plain call and graph).
+- ``kernels/hebbian_update.py`` ``TRIL_FORM``: ``"blocks"`` if ``hebbian_update[gha,cublas-blocks]``
+  beat ``hebbian_update[gha,cublas]`` (the panels) in every row measured; and, from the blocks
+  rows against the Triton path, the ``CUBLAS_MIN_MACS`` thresholds as they would be with it.
 - ``kernels/reservoir_run.py`` ``GRAPH_MIN_STEPS``: 28 (the row's step count) if
   ``reservoir_run[graph]`` beats the default row at N2000 B256 T28, plain call and graph both,
   else 0 (off).
@@ -149,6 +152,7 @@ def decisions(rows: list[Row]) -> list[str]:
     out.extend(_max_rows(rows, by, "persistent", "PERSISTENT_MAX_ROWS"))
     out.extend(_cublas_min_rows(rows, by))
     out.extend(_concurrent_gemms(rows, by))
+    out.extend(_tril_form(rows, by))
     rules = sorted({r.base for r in rows if r.base.startswith("hebbian_update[") and r.variant == "cublas"})
     for precision, switch in (("fp32", "CUBLAS_MIN_MACS"), ("tf32", "CUBLAS_MIN_MACS_TF32")):
         for base in rules or ["hebbian_update[gha]"]:
@@ -242,25 +246,52 @@ def _cublas_min_rows(rows: list[Row], by: dict) -> list[str]:
             "row; 0: never)"] + [line for _, _, line in contests]
 
 
+def _variant_wins(rows: list[Row], by: dict, base: str, variant: str, against: str,
+                  switch: str, yes, no, names: tuple[str, str]) -> list[str]:
+    """``switch = yes`` if ``base[variant]`` beat ``base[against]`` in every row measured (same
+    shape and precision, plain call and graph both), else ``no``; ``names`` label the two in the
+    detail lines. A hebbian ``base`` names its rule (``hebbian_update[gha]``)."""
+    lines, wins = [], []
+    for r in rows:
+        if r.base != base or r.variant != variant:
+            continue
+        suffix = "" if r.precision == "fp32" else f" {r.precision}"
+        op = base[:-1] + f",{against}]" if base.endswith("]") else f"{base}[{against}]"
+        twin = by.get((op + suffix, r.shape))
+        if twin is None:
+            continue
+        won = _beats(r, twin)
+        wins.append(won)
+        lines.append(f"  {base} {r.shape} {r.precision}: {names[0]} {_fmt(r.triton)} / "
+                     f"{_fmt(r.graph)} ms, {names[1]} {_fmt(twin.triton)} / {_fmt(twin.graph)} ms "
+                     f"-> {names[0] if won else names[1]}")
+    if not wins:
+        return [f"{switch}: no decision (no {base} [{variant}] rows with a [{against}] twin)"]
+    return [f"{switch} = {yes if all(wins) else no!r} ({names[0]} if it won every row)"] + lines
+
+
 def _concurrent_gemms(rows: list[Row], by: dict) -> list[str]:
     """CONCURRENT_GEMMS: True if pc_relax[cublas-concurrent] beat pc_relax[cublas] in every row
     measured (same shape and precision, plain call and graph both)."""
-    lines, wins = [], []
-    for r in rows:
-        if r.op.startswith("pc_relax[cublas-concurrent]"):
-            suffix = "" if r.precision == "fp32" else f" {r.precision}"
-            twin = by.get((f"pc_relax[cublas]{suffix}", r.shape))
-            if twin is None:
-                continue
-            won = _beats(r, twin)
-            wins.append(won)
-            lines.append(f"  pc_relax {r.shape} {r.precision}: concurrent {_fmt(r.triton)} / "
-                         f"{_fmt(r.graph)} ms, one stream {_fmt(twin.triton)} / {_fmt(twin.graph)} ms "
-                         f"-> {'concurrent' if won else 'one stream'}")
-    if not wins:
-        return ["CONCURRENT_GEMMS: no decision (no pc_relax[cublas-concurrent] rows with a "
-                "pc_relax[cublas] twin)"]
-    return [f"CONCURRENT_GEMMS = {all(wins)} (True if the concurrent GEMMs won every row)"] + lines
+    return _variant_wins(rows, by, "pc_relax", "cublas-concurrent", "cublas", "CONCURRENT_GEMMS",
+                         True, False, ("concurrent", "one stream"))
+
+
+def _tril_form(rows: list[Row], by: dict) -> list[str]:
+    """kernels/hebbian_update.py TRIL_FORM: "blocks" if hebbian_update[gha,cublas-blocks] beat
+    hebbian_update[gha,cublas] (the panels) in every row measured; then the blocks rows against
+    the Triton path, for CUBLAS_MIN_MACS as it would be with the blocks."""
+    out = _variant_wins(rows, by, "hebbian_update[gha]", "cublas-blocks", "cublas",
+                        "kernels/hebbian_update.py TRIL_FORM", "blocks", "panels",
+                        ("blocks", "panels"))
+    for precision, switch in (("fp32", "CUBLAS_MIN_MACS"), ("tf32", "CUBLAS_MIN_MACS_TF32")):
+        contests = [c for c in _contests(rows, by, "hebbian_update[gha]", "cublas-blocks", "triton")
+                    if c[0].precision == precision]
+        if contests:
+            best = _smallest_winning([(_macs(r.shape), won) for r, won, _ in contests])
+            out += [f"  with TRIL_FORM = 'blocks': {switch} = {best} for GHA ({precision})"]
+            out += [line for _, _, line in contests]
+    return out
 
 
 def main(argv=None) -> int:

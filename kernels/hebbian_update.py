@@ -41,7 +41,9 @@ elementwise passes. ``G = g(X W^T)``; then
 * hierarchical rules (``tril``): ``T = G^T X``, then by row panels of ``TRIL_PANELS``
   (``C_i = G_i^T G_{:i}``, its diagonal block made lower-triangular, ``T_i -= C_i W_{:i}``),
   so the triangular products skip most of the upper triangle (``(P + 1) / 2P`` of the flops of
-  the full ``G^T G`` and ``D W``: 5/8 with 4 panels), then ``W += lr/B T``;
+  the full ``G^T G`` and ``D W``: 5/8 with 4 panels), then ``W += lr/B T``; or, with
+  ``TRIL_FORM = "blocks"``, the residual form of :func:`_tril_blocks` (batched GEMMs over
+  blocks of units: fewer flops when the batch is under half the units);
 * no decay: ``W += lr/B G^T X`` in place.
 
 On an H200 the fused Triton kernels reached 0.58-0.88x cuBLAS in fp32 at B1024 4096->4096,
@@ -58,7 +60,7 @@ import torch
 import triton
 import triton.language as tl
 
-from bpalts._precision import TENSOR_CORE_PRECISIONS, gemm_into, gemm_precision
+from bpalts._precision import TENSOR_CORE_PRECISIONS, bgemm_into, gemm_into, gemm_precision
 from bpalts.kernels._math import tanh as _tanh
 
 GATE_IDS = {"identity": 0, "tanh": 1}
@@ -91,6 +93,15 @@ CUBLAS_MIN_MACS_TF32 = 1024 * 4096 * 4096
 # 0.134 / 0.195 ms; B1024 4096->4096 tf32 0.901 / 0.798 / 0.808 / 0.866 ms.
 TRIL_PANELS = 2
 TRIL_PANEL_MIN = 256
+# How the cuBLAS path computes the hierarchical rules' decay: "panels" (the row panels above) or
+# "blocks" (_tril_blocks: the residual form, every block of TRIL_BLOCK units at once as batched
+# GEMMs; fewer flops when B < N / 2: 0.73 against 1.23 G multiply-adds at B256 784->1024,
+# 69 against 99 G at B1024 4096->4096). "panels" until a GPU has timed both
+# (bench/gpu.py's [gha,cublas-blocks] rows). The residuals take nb x B x F floats: blocks
+# grow past TRIL_BLOCK units to keep them under TRIL_RESID_MAX_BYTES.
+TRIL_FORM = "panels"
+TRIL_BLOCK = 128
+TRIL_RESID_MAX_BYTES = 64 << 20
 
 
 def _tiles(precision: str) -> tuple[int, int, int]:
@@ -411,6 +422,9 @@ def _hebbian_update_cublas(W, X, gate: str, decay: str, lr: float, precision: st
     if decay == "none":
         gemm_into(W, G.t(), X, precision, alpha=scale, accumulate=True)
         return
+    if TRIL_FORM == "blocks":
+        _tril_blocks(W, X, G, scale, precision)
+        return
     T = torch.empty((N, F), **f32)
     gemm_into(T, G.t(), X, precision)
     panel = max(TRIL_PANEL_MIN, triton.cdiv(triton.cdiv(N, TRIL_PANELS), 64) * 64)
@@ -421,6 +435,67 @@ def _hebbian_update_cublas(W, X, gate: str, decay: str, lr: float, precision: st
         gemm_into(C, G[:, i0:i1].t(), G[:, :i1], precision)
         C[:, i0:i1].tril_()
         gemm_into(T[i0:i1], C, W[:i1], precision, alpha=-1.0, accumulate=True)
+    W.add_(T, alpha=scale)
+
+
+def _tril_block_size(B: int, N: int, F: int) -> int:
+    """Units per block of :func:`_tril_blocks`: ``TRIL_BLOCK``, or more where the residuals of
+    that many blocks (``blocks x B x F`` floats) would pass ``TRIL_RESID_MAX_BYTES``."""
+    max_blocks = max(1, TRIL_RESID_MAX_BYTES // (4 * B * F))
+    return min(N, max(TRIL_BLOCK, triton.cdiv(N, max_blocks)))
+
+
+def _tril_blocks(W, X, G, scale: float, precision: str) -> None:
+    r"""``W += scale (G^T X - tril(G^T G) W)`` in its residual block form (``TRIL_FORM =
+    "blocks"``), in place. With the units cut into blocks ``i`` of ``b`` (the last may be
+    shorter),
+
+    .. math::
+
+        R_i = X - \sum_{j<i} G_j W_j,\qquad
+        \Delta W_i = G_i^\top R_i - \operatorname{tril}(G_i^\top G_i)\, W_i
+
+    (Sanger's per-sample ``dw_i = g_i (x - sum_{j<=i} g_j w_j)``, a block at a time, as the C++
+    path computes it). Unlike the C++ path's loop, every block here runs at once, as batched
+    GEMMs: ``P_j = G_j W_j`` for all blocks but the last (one batched GEMM, written negated
+    into the residual buffer), a cumulative sum over the blocks plus ``X`` gives every
+    ``R_i``, then ``G_i^T R_i`` and ``G_i^T G_i`` (batched), the triangles and
+    ``-tril(C_ii) W_i`` (batched, accumulated), ``W += scale T``. Multiply-adds
+    ``B N F (3 - 1/nb) + N b (B + F)`` against the panel form's
+    ``2 B N F + (N^2 (B + F)) (P + 1) / 2P``: 0.73 G against 1.23 G at B256 784->1024 (2
+    panels), because ``B << N`` makes the residual cheaper than the units-by-units decay
+    matrix. Memory: the residuals, ``nb x B x F`` floats (see ``_tril_block_size``)."""
+    B, F = X.shape
+    N = W.shape[0]
+    f32 = dict(device=W.device, dtype=torch.float32)
+    b = _tril_block_size(B, N, F)
+    nf = N // b  # full blocks
+    nb = triton.cdiv(N, b)  # all blocks (the last may be partial)
+    blocks = lambda t, n: t.unflatten(0, (n, b))  # noqa: E731  rows of t as (n, b, ...) blocks
+    Gt = G.t()  # (N, B): block i's G_i^T is Gt[i b:(i + 1) b]
+    R = torch.empty((nb, B, F), **f32)
+    R[0].copy_(X)
+    if nb > 1:
+        m = nb - 1  # P_j for j < nb - 1: always full blocks
+        Gm = blocks(Gt[:m * b], m)  # (m, b, B): G_j^T
+        bgemm_into(R[1:], Gm.transpose(1, 2), blocks(W[:m * b], m), precision, alpha=-1.0)
+        R[1:].cumsum_(0).add_(X)  # R_i = X - sum_{j<i} P_j
+    T = torch.empty((N, F), **f32)
+    C = torch.empty((nb, b, b), **f32)
+    if nf:
+        Gf = blocks(Gt[:nf * b], nf)  # (nf, b, B)
+        Tf = blocks(T[:nf * b], nf)
+        bgemm_into(Tf, Gf, R[:nf], precision)
+        bgemm_into(C[:nf], Gf, Gf.transpose(1, 2), precision)
+        C[:nf].tril_()
+        bgemm_into(Tf, C[:nf], blocks(W[:nf * b], nf), precision, alpha=-1.0, accumulate=True)
+    if nb > nf:  # the last, partial block
+        k = N - nf * b
+        Gl, Cl = Gt[nf * b:], C[nf, :k, :k]
+        gemm_into(T[nf * b:], Gl, R[nf], precision)
+        gemm_into(Cl, Gl, Gl.t(), precision)
+        Cl.tril_()
+        gemm_into(T[nf * b:], Cl, W[nf * b:], precision, alpha=-1.0, accumulate=True)
     W.add_(T, alpha=scale)
 
 

@@ -54,6 +54,8 @@ def test_decisions_and_later_files_win(tmp_path, capsys):
         ("hebbian_update[gha,cublas]", "B256 784->1024", "ok", "0.50", "0.10", "<= 0.08"),
         ("hebbian_update[gha] tf32", "B1024 4096->4096", "ok", "1.70", "1.66", "<= 1.23"),
         ("hebbian_update[gha,cublas] tf32", "B1024 4096->4096", "ok", "0.90", "0.80", "<= 1.23"),
+        ("hebbian_update[gha,cublas-blocks]", "B256 784->1024", "ok", "0.40", "0.07", "<= 0.08"),
+        ("hebbian_update[gha,cublas-blocks] tf32", "B1024 4096->4096", "ok", "0.85", "0.75", "<= 1.23"),
         ("softwta_update tf32", "B1024 4096->4096", "ok", "1.20", "1.16", "<= 0.41"),
         ("softwta_update[cublas] tf32", "B1024 4096->4096", "FAIL", "0.30", "0.30", "<= 0.41"),
     ])
@@ -72,6 +74,9 @@ def test_decisions_and_later_files_win(tmp_path, capsys):
     assert "softwta_update.py CUBLAS_MIN_MACS: no decision" in text  # no fp32 cuBLAS row
     assert "softwta_update.py CUBLAS_MIN_MACS_TF32 = 0" in text  # its only cuBLAS row failed its check
     assert "CUBLAS_MIN_MACS = 0 for hebbian_update[oja]" in text
+    assert "TRIL_FORM = 'blocks'" in text and "blocks 0.400 / 0.070 ms, panels 0.500 / 0.100" in text
+    assert "with TRIL_FORM = 'blocks': CUBLAS_MIN_MACS = 205520896 for GHA (fp32)" in text
+    assert "with TRIL_FORM = 'blocks': CUBLAS_MIN_MACS_TF32 = 17179869184 for GHA (tf32)" in text
     assert gpu_decide.parse_name("hebbian_update[gha,cublas] tf32") == ("hebbian_update", "gha,cublas", "tf32")
     heb = [r for r in rows if r.op == "hebbian_update[gha,cublas] tf32"]
     assert heb[0].base == "hebbian_update[gha]" and heb[0].variant == "cublas"

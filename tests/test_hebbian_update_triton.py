@@ -141,15 +141,20 @@ def test_subspace_rules_take_the_residual_form(rule, monkeypatch, poisoned_empty
 
 @pytest.mark.parametrize("precision", ["fp32", "tf32"])
 @pytest.mark.parametrize("shape", [(1, 1, 1), (7, 13, 67), (5, 9, 700)])  # 700 units: 3 tril panels
-@pytest.mark.parametrize("rule", ["gha", "hpca", "oja", "nlpca_sym"])
-def test_cublas_path_matches_reference(rule, shape, precision, monkeypatch, poisoned_empty):
+@pytest.mark.parametrize("rule,form", [("gha", "panels"), ("hpca", "panels"), ("gha", "blocks"),
+                                       ("hpca", "blocks"), ("oja", None), ("nlpca_sym", None)])
+def test_cublas_path_matches_reference(rule, form, shape, precision, monkeypatch, poisoned_empty):
     """CUBLAS_MIN_MACS: the dense rules' cuBLAS path (torch GEMMs; tf32 emulated on the CPU, on
-    both sides). The subspace rules' residual form rounds different products to TF32 than the
-    reference's G^T X - (G^T G) W, so tf32 is held to the tf32 tolerance there."""
+    both sides), the hierarchical rules in both TRIL_FORMs (blocks of 16 units: 67 = 4 x 16 + 3,
+    700 = 43 x 16 + 12, so full and partial blocks). The residual forms (subspace rules, tril
+    blocks) round different products to TF32 than the reference's G^T X - (G^T G) W, so tf32 is
+    held to the tf32 tolerance there."""
     from bpalts.kernels import hebbian_update as tk
 
     monkeypatch.setattr(tk, "CUBLAS_MIN_MACS", 1)
     monkeypatch.setattr(tk, "CUBLAS_MIN_MACS_TF32", 1)
+    monkeypatch.setattr(tk, "TRIL_FORM", form or "panels")
+    monkeypatch.setattr(tk, "TRIL_BLOCK", 16)
     monkeypatch.setattr(tk, "_matmul_kernel", None)  # the Triton GEMMs must not run
     monkeypatch.setattr(tk, "_apply_kernel", None)
     W, X = _inputs(*shape)
@@ -157,8 +162,32 @@ def test_cublas_path_matches_reference(rule, shape, precision, monkeypatch, pois
         return
     want = hebbian_update_reference(W.clone(), X, rule, 0.1, precision=precision) - W
     got = hebbian_update(W.clone(), X, rule, 0.1, backend="triton", precision=precision) - W
-    tol = 3e-3 if precision == "tf32" and rule in ("oja", "nlpca_sym") else RTOL_REDUCTION
+    residual = rule in ("oja", "nlpca_sym") or form == "blocks"
+    tol = 3e-3 if precision == "tf32" and residual else RTOL_REDUCTION
     assert rel_err(got, want) < tol
+
+
+def test_tril_blocks_size_and_memory_cap(monkeypatch):
+    """_tril_blocks: TRIL_BLOCK units per block, more where the residuals (blocks x B x F
+    floats) would pass TRIL_RESID_MAX_BYTES, at most N (one block: no residual GEMM at all);
+    strided W and X; the result matches the reference in each case."""
+    from bpalts.kernels import hebbian_update as tk
+
+    monkeypatch.setattr(tk, "TRIL_BLOCK", 8)
+    assert tk._tril_block_size(10, 50, 20) == 8  # 7 blocks x 10 x 20 x 4 bytes: far under the cap
+    monkeypatch.setattr(tk, "TRIL_RESID_MAX_BYTES", 3 * 10 * 20 * 4)  # room for 3 blocks
+    assert tk._tril_block_size(10, 50, 20) == 17  # ceil(50 / 3)
+    monkeypatch.setattr(tk, "TRIL_RESID_MAX_BYTES", 1)
+    assert tk._tril_block_size(10, 50, 20) == 50
+    g = torch.Generator().manual_seed(5)
+    W = torch.randn(20, 50, generator=g).t() * 0.2  # (50, 20), column-major
+    X = torch.rand(10, 40, generator=g)[:, ::2]
+    want = hebbian_update_reference(W.clone(), X, "gha", 0.1) - W
+    for cap in (1, 3 * 10 * 20 * 4, 1 << 30):
+        monkeypatch.setattr(tk, "TRIL_RESID_MAX_BYTES", cap)
+        got = W.clone(memory_format=torch.preserve_format)
+        tk._tril_blocks(got, X, X @ W.t(), 0.1 / 10, "fp32")
+        assert rel_err(got - W, want) < RTOL_REDUCTION, cap
 
 
 def test_cublas_path_only_where_it_applies(monkeypatch, poisoned_empty):
