@@ -80,6 +80,13 @@ ANCHORS = {
     # the cuBLAS path with TRIL_FORM = "blocks" (the hierarchical decay in residual form)
     ("hebbian_update[gha,cublas-blocks]", "B256 784->1024"): (0.170, 0.121, 0.161, 0.08),
     ("hebbian_update[gha,cublas-blocks] tf32", "B1024 4096->4096"): (4.91, 4.89, 4.91, 4.91 / 4),
+    # plain calls replayed from a cached CUDA graph (GRAPH_MAX_MACS)
+    ("hebbian_update[gha,graph]", "B256 784->1024"): (0.170, 0.121, 0.161, 0.08),
+    ("hebbian_update[gha,cublas-blocks-graph]", "B256 784->1024"): (0.170, 0.121, 0.161, 0.08),
+    ("hebbian_update[gha,graph] tf32x3", "B256 784->1024"): (0.170, 0.121, 0.161, 0.08),
+    ("softwta_update[graph]", "B256 784->1024"): (0.113, 0.063, 0.140, 0.04),
+    ("softwta_update[cublas-graph]", "B256 784->1024"): (0.113, 0.063, 0.140, 0.04),
+    ("softwta_update[graph] tf32x3", "B256 784->1024"): (0.113, 0.063, 0.140, 0.04),
 }
 
 
@@ -199,12 +206,10 @@ def _hebbian_inputs(B: int, D: int, N: int):
     return make
 
 
-def _with_cublas(module: str, call: Callable[[], Any], on: bool = True, **settings):
-    """``call()`` with ``bpalts.kernels.<module>.CUBLAS_MIN_MACS`` and ``CUBLAS_MIN_MACS_TF32``
-    = 1 (its cuBLAS path on at fp32 and tf32), or 0 with ``on=False`` (the Triton GEMMs), and
-    the module's other constants in ``settings`` (e.g. ``TRIL_FORM="blocks"``) set likewise."""
+def _with_settings(module: str, call: Callable[[], Any], **settings):
+    """``call()`` with the constants in ``settings`` of ``bpalts.kernels.<module>`` set (e.g.
+    ``TRIL_FORM="blocks"``), restored afterwards."""
     tk = importlib.import_module(f"bpalts.kernels.{module}")
-    settings = dict(settings, CUBLAS_MIN_MACS=int(on), CUBLAS_MIN_MACS_TF32=int(on))
     saved = {k: getattr(tk, k) for k in settings}
     for k, v in settings.items():
         setattr(tk, k, v)
@@ -213,6 +218,34 @@ def _with_cublas(module: str, call: Callable[[], Any], on: bool = True, **settin
     finally:
         for k, v in saved.items():
             setattr(tk, k, v)
+
+
+def _with_cublas(module: str, call: Callable[[], Any], on: bool = True, **settings):
+    """``call()`` with ``bpalts.kernels.<module>.CUBLAS_MIN_MACS`` and ``CUBLAS_MIN_MACS_TF32``
+    = 1 (its cuBLAS path on at fp32 and tf32), or 0 with ``on=False`` (the Triton GEMMs), and
+    the module's other constants in ``settings`` set likewise."""
+    return _with_settings(module, call, CUBLAS_MIN_MACS=int(on), CUBLAS_MIN_MACS_TF32=int(on),
+                          **settings)
+
+
+def _plain_call_graphs(module: str, call: Callable[..., Any]) -> Callable[..., Any]:
+    """For the ``[graph]`` rows: ``call(W, X, lr)`` with the module's ``GRAPH_MAX_MACS`` on (its
+    plain calls replayed from a cached CUDA graph: kernels/_capture.py PlainCallGraphs). The
+    row's first call (its correctness check) runs the op twice on the same ``W`` and ``X``
+    first (eager, then captured) and restores ``W``, so that the update it checks is a replay."""
+    first = [True]
+
+    def run(W, X, lr):
+        def body():
+            if first[0]:
+                first[0] = False
+                W0 = W.clone()
+                call(W, X, lr)
+                call(W, X, lr)
+                W.copy_(W0)
+            return call(W, X, lr)
+        return _with_settings(module, body, GRAPH_MAX_MACS=1 << 62)
+    return run
 
 
 def build_ops(smoke: bool) -> list[Op]:
@@ -317,6 +350,34 @@ def build_ops(smoke: bool) -> list[Op]:
             inplace_arg=0, tol=TOL_TF32 if precision == "tf32" else TOL,
             spec=None if precision == "fp32" else
             (lambda W, X, lr: softwta_update_reference(W, X, lr, precision="tf32")),
+        ))
+    # Plain calls replayed from a cached CUDA graph (GRAPH_MAX_MACS in kernels/hebbian_update.py
+    # and kernels/softwta_update.py) at the B256 shape of the fp32 targets: the default (Triton)
+    # path, the cuBLAS path (GHA with TRIL_FORM = "blocks"), and tf32x3.
+    label, B, D, N = hebb_shapes[0]
+    for variant, precision, cublas in (("graph", "fp32", False), ("cublas-graph", "fp32", True),
+                                       ("graph", "tf32x3", False)):
+        suffix = "" if precision == "fp32" else f" {precision}"
+        p = "fp32" if precision == "fp32" else precision
+        gha_variant = "cublas-blocks-graph" if cublas else variant
+        ops.append(Op(
+            name=f"hebbian_update[gha,{gha_variant}]{suffix}", shape=label,
+            make_inputs=_hebbian_inputs(B, D, N),
+            reference=lambda W, X, lr: hebbian_update_reference(W, X, "gha", lr),
+            triton=_plain_call_graphs("hebbian_update", lambda W, X, lr, p=p, c=cublas: _with_cublas(
+                "hebbian_update", lambda: hebbian_update(W, X, "gha", lr, backend="triton",
+                                                         check_finite_input=False, precision=p),
+                on=c, **({"TRIL_FORM": "blocks"} if c else {}))),
+            inplace_arg=0,
+        ))
+        ops.append(Op(
+            name=f"softwta_update[{variant}]{suffix}", shape=label, make_inputs=_hebbian_inputs(B, D, N),
+            reference=lambda W, X, lr: softwta_update_reference(W, X, lr),
+            triton=_plain_call_graphs("softwta_update", lambda W, X, lr, p=p, c=cublas: _with_cublas(
+                "softwta_update", lambda: softwta_update(W, X, lr, backend="triton",
+                                                         check_finite_input=False, precision=p),
+                on=c)),
+            inplace_arg=0,
         ))
     # Convolutional SoftHebb: the two layers of the softhebb-conv network at batch 64.
     conv_shapes = ([("B2 1x9x9 k3->5", 2, 1, 9, 5, 3, 1)] if smoke else

@@ -22,6 +22,9 @@ the CSVs, nothing is measured here):
 - ``kernels/hebbian_update.py`` ``TRIL_FORM``: ``"blocks"`` if ``hebbian_update[gha,cublas-blocks]``
   beat ``hebbian_update[gha,cublas]`` (the panels) in every row measured; and, from the blocks
   rows against the Triton path, the ``CUBLAS_MIN_MACS`` thresholds as they would be with it.
+- ``kernels/hebbian_update.py`` and ``kernels/softwta_update.py`` ``GRAPH_MAX_MACS``: the
+  largest ``B * N * F`` at which the ``[graph]`` row's plain call (replayed from the op's cached
+  CUDA graph) beat the default row's plain call; the cuBLAS ``...-graph`` rows are listed too.
 - ``kernels/reservoir_run.py`` ``GRAPH_MIN_STEPS``: 28 (the row's step count) if
   ``reservoir_run[graph]`` beats the default row at N2000 B256 T28, plain call and graph both,
   else 0 (off).
@@ -153,6 +156,7 @@ def decisions(rows: list[Row]) -> list[str]:
     out.extend(_cublas_min_rows(rows, by))
     out.extend(_concurrent_gemms(rows, by))
     out.extend(_tril_form(rows, by))
+    out.extend(_graph_max_macs(rows, by))
     rules = sorted({r.base for r in rows if r.base.startswith("hebbian_update[") and r.variant == "cublas"})
     for precision, switch in (("fp32", "CUBLAS_MIN_MACS"), ("tf32", "CUBLAS_MIN_MACS_TF32")):
         for base in rules or ["hebbian_update[gha]"]:
@@ -291,6 +295,37 @@ def _tril_form(rows: list[Row], by: dict) -> list[str]:
             best = _smallest_winning([(_macs(r.shape), won) for r, won, _ in contests])
             out += [f"  with TRIL_FORM = 'blocks': {switch} = {best} for GHA ({precision})"]
             out += [line for _, _, line in contests]
+    return out
+
+
+def _graph_max_macs(rows: list[Row], by: dict) -> list[str]:
+    """GRAPH_MAX_MACS of kernels/hebbian_update.py and kernels/softwta_update.py: the largest
+    B * N * F at which a ``[graph]`` row's plain call (replayed from the op's cached graph) beat
+    the default row's plain call, same shape and precision (the graph columns time the same
+    launches, so only the plain call counts); 0 if it never did. The ``[cublas...-graph]`` rows
+    are listed against the same default row."""
+    out = []
+    for base, where in (("hebbian_update[gha]", "hebbian_update"), ("softwta_update", "softwta_update")):
+        lines, wins = [], []
+        for r in rows:
+            if r.base != base or not r.variant.endswith("graph") or r.op.startswith("reservoir"):
+                continue
+            suffix = "" if r.precision == "fp32" else f" {r.precision}"
+            twin = by.get((base + suffix, r.shape))
+            if twin is None or r.triton is None or twin.triton is None:
+                continue
+            won = r.ok and r.triton < twin.triton
+            if r.variant == "graph":
+                wins.append((_macs(r.shape), won))
+            lines.append(f"  {base} {r.shape} {r.precision}: {r.variant} plain {_fmt(r.triton)} ms "
+                         f"(graph {_fmt(r.graph)}), default plain {_fmt(twin.triton)} ms "
+                         f"(graph {_fmt(twin.graph)}) -> {r.variant if won else 'default'}")
+        if not lines:
+            out.append(f"kernels/{where}.py GRAPH_MAX_MACS: no decision (no [graph] rows with a default twin)")
+            continue
+        best = max([m for m, won in wins if won], default=0)
+        out += [f"kernels/{where}.py GRAPH_MAX_MACS = {best} (the largest B * N * F where the "
+                "replayed plain call won; 0: never)"] + lines
     return out
 
 

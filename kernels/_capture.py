@@ -1,5 +1,9 @@
-"""CUDA-graph capture shared by the kernels' cached plans (imported as ``bpalts.kernels._capture``)."""
+"""CUDA-graph capture shared by the kernels' cached plans and graphs (imported as
+``bpalts.kernels._capture``): :func:`capture`, and :class:`PlainCallGraphs`, the cache that
+replays a small op's plain calls from a CUDA graph."""
 from __future__ import annotations
+
+from collections import OrderedDict
 
 import torch
 
@@ -16,3 +20,80 @@ def capture(fn):
             fn()
     torch.cuda.current_stream().wait_stream(s)
     return g
+
+
+def graphs_apply(device) -> bool:
+    """Whether a plain call on ``device`` may replay a cached CUDA graph: a GPU, not the Triton
+    interpreter, and not inside the caller's own capture (there the launches are recorded)."""
+    import os
+
+    return (torch.device(device).type == "cuda"
+            and os.environ.get("TRITON_INTERPRET", "0") in ("", "0")
+            and not torch.cuda.is_current_stream_capturing())
+
+
+def settings_key(module) -> tuple:
+    """A module's upper-case scalar settings (tiles, thresholds, switches), as part of a graph
+    key: a graph bakes in the path those settings chose when it was captured, so a changed
+    setting must make a new entry rather than replay the old path."""
+    names = _setting_names.get(module.__name__)
+    if names is None:  # the names are fixed at import; only their values change
+        names = _setting_names[module.__name__] = tuple(sorted(
+            k for k, v in vars(module).items() if k.isupper() and isinstance(v, (bool, int, float, str))))
+    d = vars(module)
+    return tuple(d[k] for k in names)
+
+
+_setting_names: dict = {}
+
+
+class _Entry:
+    def __init__(self, inputs, held):
+        # static copies of the per-call inputs, laid out like the first call's (copy_ takes any)
+        self.static = [torch.empty_like(t) for t in inputs]
+        self.held = held  # the in-place tensors: their addresses stay theirs while cached
+        self.graph = None  # None: not captured yet; False: capture failed (eager from then on)
+        self.seen = 0
+
+
+class PlainCallGraphs:
+    """CUDA graphs of a small op's plain calls. For a small update the host time of one call
+    (Python, argument checks, a Triton launch or torch call per kernel: 0.2-0.4 ms on an H100
+    host) exceeds its device time (0.05-0.15 ms); a replay is one launch.
+
+    ``run(key, inputs, held, fn)`` runs ``fn(*static)``, ``static`` being copies of ``inputs``
+    (the tensors the op only reads, new every call: copied in every call). Everything else the
+    launches depend on must be in ``key``: every scalar argument, the module's settings
+    (:func:`settings_key`), and the address, shape and strides of each tensor the op updates or
+    reads in place (``held``: the entry keeps references to them, so no other tensor can take
+    their addresses while it is cached; in-place changes to them are seen by the replay). The
+    first call of a key runs eagerly on the static copies (it compiles what the graph will
+    launch), the second captures and replays, later calls replay. A capture that fails leaves
+    the key on eager launches. At most ``size`` keys (least recently used dropped)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.entries: "OrderedDict[tuple, _Entry]" = OrderedDict()
+
+    def run(self, key: tuple, inputs, held, fn) -> None:
+        e = self.entries.get(key)
+        if e is None:
+            e = self.entries[key] = _Entry(inputs, held)
+            while len(self.entries) > self.size:
+                self.entries.popitem(last=False)
+        self.entries.move_to_end(key)
+        for s, t in zip(e.static, inputs):
+            s.copy_(t)
+        e.seen += 1
+        if e.graph is None and e.seen >= 2:
+            try:
+                e.graph = capture(lambda: fn(*e.static))
+            except Exception:  # capture unsupported here: stay with eager launches
+                e.graph = False
+        if e.graph:
+            e.graph.replay()
+        else:
+            fn(*e.static)
+
+    def clear(self) -> None:
+        self.entries.clear()

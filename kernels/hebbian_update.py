@@ -50,6 +50,12 @@ On an H200 the fused Triton kernels reached 0.58-0.88x cuBLAS in fp32 at B1024 4
 and with tf32 about 60-90 TFLOP/s against cuBLAS's several hundred (gha 1.66 ms for about 154
 GFLOP): this path is for the shapes where the GEMMs dominate.
 
+Plain calls of at most ``GRAPH_MAX_MACS`` multiply-adds (off by default, untimed) replay a
+cached CUDA graph of their launches instead of launching them from Python
+(:class:`bpalts.kernels._capture.PlainCallGraphs`): ``X`` is copied into the entry's buffer,
+``W`` (and BCM's threshold) are read and updated in place, every scalar argument and module
+setting is part of the key, and a configuration is captured at its second call.
+
 All strides are passed, so transposed and non-contiguous inputs need no copies. fp32 in and out;
 ``precision="ieee"`` (default) keeps fp32 products, ``"tf32"`` and ``"tf32x3"`` (fp32-level
 accuracy, three products) use tensor cores and the tensor-core tiles.
@@ -61,6 +67,7 @@ import triton
 import triton.language as tl
 
 from bpalts._precision import TENSOR_CORE_PRECISIONS, bgemm_into, gemm_into, gemm_precision
+from bpalts.kernels._capture import PlainCallGraphs, graphs_apply, settings_key
 from bpalts.kernels._math import tanh as _tanh
 
 GATE_IDS = {"identity": 0, "tanh": 1}
@@ -102,6 +109,14 @@ TRIL_PANEL_MIN = 256
 TRIL_FORM = "panels"
 TRIL_BLOCK = 128
 TRIL_RESID_MAX_BYTES = 64 << 20
+# Plain calls of at most GRAPH_MAX_MACS multiply-adds (B * N * F) replayed from a cached CUDA
+# graph (kernels/_capture.py PlainCallGraphs: X copied in, W read and updated in place; captured
+# at a configuration's second call); 0 = never. Off until a GPU has timed it (bench/gpu.py's
+# [gha,graph] rows). Why: on an H100 a plain GHA call at B256 784->1024 took 0.23 ms of host
+# time (cProfile: three Triton launches at ~60 us each) against 0.15 ms on the device.
+GRAPH_MAX_MACS = 0
+GRAPH_CACHE_MAX = 8  # configurations kept (each holds its input buffers, its graph, and W)
+_graphs = PlainCallGraphs(GRAPH_CACHE_MAX)
 
 
 def _tiles(precision: str) -> tuple[int, int, int]:
@@ -336,13 +351,42 @@ def _forward(X, W, gate: str = "identity", precision: str = "ieee", p: float = 2
     return out, sq
 
 
+def _graphed(W: torch.Tensor, X: torch.Tensor) -> bool:
+    """Whether this plain call goes through ``_graphs`` (GRAPH_MAX_MACS)."""
+    return 0 < X.shape[0] * W.shape[0] * X.shape[1] <= GRAPH_MAX_MACS and graphs_apply(W.device)
+
+
+def _held_key(*tensors) -> tuple:
+    return tuple(None if t is None else (t.data_ptr(), tuple(t.shape), tuple(t.stride()))
+                 for t in tensors)
+
+
 def hebbian_update(W: torch.Tensor, X: torch.Tensor, gate: str, decay: str, lr: float,
                    precision: str = "ieee", theta: torch.Tensor | None = None,
                    theta_rate: float = 0.0) -> None:
     """In place on W (N x F, float32): one dense update; inputs are validated by bpalts.ops.
 
     With ``theta`` (N,), the BCM selection ``G = Y (Y - theta)`` and ``theta`` moves in place.
+    Up to GRAPH_MAX_MACS multiply-adds, on a GPU, replayed from a cached CUDA graph.
     """
+    if not _graphed(W, X):
+        return _dense_update(W, X, gate, decay, lr, precision, theta, theta_rate)
+    key = ("dense", str(W.device), tuple(X.shape), X.dtype, gate, decay, float(lr), precision,
+           float(theta_rate), _held_key(W, theta), settings_key(_this_module()))
+    _graphs.run(key, (X,), (W, theta),
+                lambda Xs: _dense_update(W, Xs, gate, decay, lr, precision, theta, theta_rate))
+
+
+def _this_module():
+    import sys
+
+    return sys.modules[__name__]
+
+
+def _dense_update(W: torch.Tensor, X: torch.Tensor, gate: str, decay: str, lr: float,
+                  precision: str = "ieee", theta: torch.Tensor | None = None,
+                  theta_rate: float = 0.0) -> None:
+    """:func:`hebbian_update` itself (always launched here)."""
     B, F = X.shape
     N = W.shape[0]
     if theta is not None and theta.stride(0) == 0:
@@ -506,8 +550,23 @@ def hebbian_sparse_update(W: torch.Tensor, X: torch.Tensor, select: str, k: int,
 
     ``select``: ``"topk"`` (instar: the k best units of each sample, g = 1) or ``"rank"`` (krotov:
     the best g = 1, the k-th g = -delta); currents ``U = X (sign(W)|W|^(p-1))^T``, computed here
-    unless given as ``currents`` (B x N, float32, any strides).
+    unless given as ``currents`` (B x N, float32, any strides). Up to GRAPH_MAX_MACS
+    multiply-adds, on a GPU, replayed from a cached CUDA graph (``currents`` copied in too).
     """
+    if not _graphed(W, X):
+        return _sparse_update(W, X, select, k, delta, p, lr, precision, currents)
+    key = ("sparse", str(W.device), tuple(X.shape), X.dtype, select, int(k), float(delta),
+           float(p), float(lr), precision, currents is not None, _held_key(W),
+           settings_key(_this_module()))
+    inputs = (X,) if currents is None else (X, currents)
+    _graphs.run(key, inputs, (W,),
+                lambda Xs, Us=None: _sparse_update(W, Xs, select, k, delta, p, lr, precision, Us))
+
+
+def _sparse_update(W: torch.Tensor, X: torch.Tensor, select: str, k: int, delta: float,
+                   p: float, lr: float, precision: str = "ieee",
+                   currents: torch.Tensor | None = None) -> None:
+    """:func:`hebbian_sparse_update` itself (always launched here)."""
     B, F = X.shape
     N = W.shape[0]
     U = _forward(X, W, "identity", precision, p=p)[0] if currents is None else currents

@@ -36,14 +36,23 @@ kernel reduces in a fixed order. fp32 throughout; the GEMMs use ``input_precisio
 (``"ieee"``: fp32 products, the default; ``"tf32"`` / ``"tf32x3"``: tensor cores, tensor-core
 tiles).
 All strides of ``W`` and ``X`` are passed: non-contiguous inputs need no copies.
+
+Plain calls of at most ``GRAPH_MAX_MACS`` multiply-adds (off by default, untimed) replay a
+cached CUDA graph of their launches instead of launching them from Python
+(:class:`bpalts.kernels._capture.PlainCallGraphs`): ``X`` is copied into the entry's buffer,
+``W`` is read and updated in place, every scalar argument and module setting is part of the
+key, and a configuration is captured at its second call.
 """
 from __future__ import annotations
+
+import sys
 
 import torch
 import triton
 import triton.language as tl
 
 from bpalts._precision import TENSOR_CORE_PRECISIONS, gemm_into, gemm_precision
+from bpalts.kernels._capture import PlainCallGraphs, graphs_apply, settings_key
 
 # Tiles. Forward GEMM: (batch, units, features); update GEMM: (units, features, batch).
 # bench/gpu_tiles.py sweeps them on a GPU; tl.dot needs every block dimension >= 16.
@@ -80,6 +89,15 @@ DW_UNITS, DW_BF, DW_BP = 16, 256, 32  # _cublas_dw_kernel: units per program, fe
 # With at most this many unit tiles per row, _update_kernel folds the partial row statistics
 # itself (cheap) instead of a separate _rowstats_kernel launch.
 STATS_INLINE_MAX_TILES = 16
+# Plain calls of at most GRAPH_MAX_MACS multiply-adds (B * N * F) replayed from a cached CUDA
+# graph (kernels/_capture.py PlainCallGraphs: X copied in, W read and updated in place; captured
+# at a configuration's second call); 0 = never. Off until a GPU has timed it (bench/gpu.py's
+# softwta_update[graph] rows). Why: on an H100 a plain call at B256 784->1024 took 0.23 ms of
+# host time (cProfile: three Triton launches at ~60 us each) against 0.10 ms on the device
+# (0.050 on the cuBLAS path, whose plain call took 0.32 ms of host time).
+GRAPH_MAX_MACS = 0
+GRAPH_CACHE_MAX = 8  # configurations kept (each holds its input buffer, its graph, and W)
+_graphs = PlainCallGraphs(GRAPH_CACHE_MAX)
 
 
 @triton.jit
@@ -352,7 +370,22 @@ def _softwta_update_cublas(W, X, lr, temperature, anti_hebbian, adaptive_lr, max
 def softwta_update(W: torch.Tensor, X: torch.Tensor, lr: float, temperature: float,
                    anti_hebbian: bool = True, adaptive_lr: bool = True,
                    max_normalize: bool = True, precision: str = "ieee") -> None:
-    """In place on W (N x F, float32): one SoftHebb update; inputs are validated by bpalts.ops."""
+    """In place on W (N x F, float32): one SoftHebb update; inputs are validated by bpalts.ops.
+    Up to GRAPH_MAX_MACS multiply-adds, on a GPU, replayed from a cached CUDA graph."""
+    if not (0 < X.shape[0] * W.shape[0] * X.shape[1] <= GRAPH_MAX_MACS and graphs_apply(W.device)):
+        return _softwta_update(W, X, lr, temperature, anti_hebbian, adaptive_lr, max_normalize,
+                               precision)
+    key = (str(W.device), tuple(X.shape), X.dtype, float(lr), float(temperature), bool(anti_hebbian),
+           bool(adaptive_lr), bool(max_normalize), precision, W.data_ptr(), tuple(W.shape),
+           tuple(W.stride()), settings_key(sys.modules[__name__]))
+    _graphs.run(key, (X,), (W,), lambda Xs: _softwta_update(
+        W, Xs, lr, temperature, anti_hebbian, adaptive_lr, max_normalize, precision))
+
+
+def _softwta_update(W: torch.Tensor, X: torch.Tensor, lr: float, temperature: float,
+                    anti_hebbian: bool = True, adaptive_lr: bool = True,
+                    max_normalize: bool = True, precision: str = "ieee") -> None:
+    """:func:`softwta_update` itself (always launched here)."""
     B, F = X.shape
     N = W.shape[0]
     dev = W.device

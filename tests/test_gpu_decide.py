@@ -55,6 +55,10 @@ def test_decisions_and_later_files_win(tmp_path, capsys):
         ("hebbian_update[gha] tf32", "B1024 4096->4096", "ok", "1.70", "1.66", "<= 1.23"),
         ("hebbian_update[gha,cublas] tf32", "B1024 4096->4096", "ok", "0.90", "0.80", "<= 1.23"),
         ("hebbian_update[gha,cublas-blocks]", "B256 784->1024", "ok", "0.40", "0.07", "<= 0.08"),
+        ("hebbian_update[gha,graph]", "B256 784->1024", "ok", "0.170", "0.166", "<= 0.08"),
+        ("hebbian_update[gha,cublas-blocks-graph]", "B256 784->1024", "ok", "0.075", "0.07", "<= 0.08"),
+        ("softwta_update", "B256 784->1024", "ok", "0.250", "0.099", "<= 0.04"),
+        ("softwta_update[graph]", "B256 784->1024", "ok", "0.300", "0.099", "<= 0.04"),  # loses
         ("hebbian_update[gha,cublas-blocks] tf32", "B1024 4096->4096", "ok", "0.85", "0.75", "<= 1.23"),
         ("softwta_update tf32", "B1024 4096->4096", "ok", "1.20", "1.16", "<= 0.41"),
         ("softwta_update[cublas] tf32", "B1024 4096->4096", "FAIL", "0.30", "0.30", "<= 0.41"),
@@ -74,6 +78,9 @@ def test_decisions_and_later_files_win(tmp_path, capsys):
     assert "softwta_update.py CUBLAS_MIN_MACS: no decision" in text  # no fp32 cuBLAS row
     assert "softwta_update.py CUBLAS_MIN_MACS_TF32 = 0" in text  # its only cuBLAS row failed its check
     assert "CUBLAS_MIN_MACS = 0 for hebbian_update[oja]" in text
+    assert "hebbian_update.py GRAPH_MAX_MACS = 205520896" in text
+    assert "cublas-blocks-graph plain 0.075 ms (graph 0.070), default plain 0.862 ms" in text
+    assert "softwta_update.py GRAPH_MAX_MACS = 0" in text
     assert "TRIL_FORM = 'blocks'" in text and "blocks 0.400 / 0.070 ms, panels 0.500 / 0.100" in text
     assert "with TRIL_FORM = 'blocks': CUBLAS_MIN_MACS = 205520896 for GHA (fp32)" in text
     assert "with TRIL_FORM = 'blocks': CUBLAS_MIN_MACS_TF32 = 17179869184 for GHA (tf32)" in text
