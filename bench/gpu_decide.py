@@ -25,6 +25,8 @@ the CSVs, nothing is measured here):
 - ``kernels/hebbian_update.py`` and ``kernels/softwta_update.py`` ``GRAPH_MAX_MACS``: the
   largest ``B * N * F`` at which the ``[graph]`` row's plain call (replayed from the op's cached
   CUDA graph) beat the default row's plain call; the cuBLAS ``...-graph`` rows are listed too.
+- ``kernels/pc_relax.py`` ``FULL_GRAPHS_MAX``: 2 if every ``pc_relax[...full]`` row's plain
+  call beat its twin's without the full graph, else 0.
 - ``kernels/reservoir_run.py`` ``GRAPH_MIN_STEPS``: 28 (the row's step count) if
   ``reservoir_run[graph]`` beats the default row at N2000 B256 T28, plain call and graph both,
   else 0 (off).
@@ -157,6 +159,7 @@ def decisions(rows: list[Row]) -> list[str]:
     out.extend(_concurrent_gemms(rows, by))
     out.extend(_tril_form(rows, by))
     out.extend(_graph_max_macs(rows, by))
+    out.extend(_full_graphs(rows))
     rules = sorted({r.base for r in rows if r.base.startswith("hebbian_update[") and r.variant == "cublas"})
     for precision, switch in (("fp32", "CUBLAS_MIN_MACS"), ("tf32", "CUBLAS_MIN_MACS_TF32")):
         for base in rules or ["hebbian_update[gha]"]:
@@ -327,6 +330,30 @@ def _graph_max_macs(rows: list[Row], by: dict) -> list[str]:
         out += [f"kernels/{where}.py GRAPH_MAX_MACS = {best} (the largest B * N * F where the "
                 "replayed plain call won; 0: never)"] + lines
     return out
+
+
+def _full_graphs(rows: list[Row]) -> list[str]:
+    """kernels/pc_relax.py FULL_GRAPHS_MAX: 2 if every ``pc_relax[...full]`` row's plain call
+    beat its twin's without the full graph (``[cublas-full]`` against ``[cublas]``, ``[full]``
+    against the tile path's row), same shape and precision; else 0. Plain calls only: in the
+    bench's own graph both record the same launches."""
+    by = {(r.base, r.variant, r.precision, r.shape): r for r in rows}
+    lines, wins = [], []
+    for r in rows:
+        if r.base != "pc_relax" or not r.variant.endswith("full"):
+            continue
+        without = r.variant[:-len("full")].rstrip("-")
+        twin = by.get(("pc_relax", without, r.precision, r.shape))
+        if twin is None or r.triton is None or twin.triton is None:
+            continue
+        won = r.ok and r.triton < twin.triton
+        wins.append(won)
+        lines.append(f"  pc_relax {r.shape} {r.precision}: {r.variant} plain {_fmt(r.triton)} ms, "
+                     f"{without or 'tiles'} plain {_fmt(twin.triton)} ms -> "
+                     f"{'full graph' if won else 'without'}")
+    if not wins:
+        return ["FULL_GRAPHS_MAX: no decision (no pc_relax [...full] rows with a twin)"]
+    return [f"FULL_GRAPHS_MAX = {2 if all(wins) else 0} (2 if the full graph won every plain call)"] + lines
 
 
 def main(argv=None) -> int:

@@ -47,10 +47,16 @@ every layer its offsets and sizes, so **one launch covers all the layers of a st
 A clamped-MSE step is two launches. Tiles (64 x 32, or 64 x 64 from ``BIG_ROWS`` rows on) are
 ordered longest-K first. Energies are per-tile
 partial sums in a (steps + 1, tiles) buffer, summed once at the end (deterministic, no atomics).
-On CUDA (without ``tol``, which needs the energy on the host every step) the whole step loop is
-captured in a CUDA graph the second time a configuration is seen and replayed afterwards (the
-buffers are cached per configuration; inputs are copied in, outputs cloned out). Inside an
-outer CUDA-graph capture the launches are simply recorded. fp32; the GEMMs use
+On CUDA (without ``tol``, which needs the energy on the host every step) plans are cached per
+configuration. A call stages its inputs (``x``, the target, given initial states) into the
+plan's buffers in one multi-tensor copy; :meth:`_Plan.derive` then computes the rest from them
+and the parameters (the feed-forward initial states, ``MUC``, ``f``, ``f'``, the weights' flat
+copies), the relaxation runs, and the energies are summed; the results are one copy each of the
+flat states and errors. The step loop is captured in a CUDA graph the second time a
+configuration is seen and replayed afterwards; with ``FULL_GRAPHS_MAX`` (off until timed)
+everything after staging is captured instead, once per set of parameter tensors (by address:
+the graph reads them in place), so a plain call costs a copy, a replay and two clones. Inside
+an outer CUDA-graph capture the launches are simply recorded. fp32; the GEMMs use
 ``input_precision="ieee"`` (no TF32), or ``"tf32"`` (tensor cores) with ``precision="tf32"``,
 when the one-off products computed in torch (``x_0 W_1^T``, a feed-forward start) round their
 operands to TF32 the same way. Works under ``TRITON_INTERPRET=1`` on CPU tensors.
@@ -119,6 +125,12 @@ NCOL = 9  # table columns: m0, n0, N, K, so, xo, wo, flags, rows
 NUM_WARPS = 4
 NUM_STAGES = 3  # software-pipelining depth of the K loops on the GPU (Triton's CUDA default)
 _CACHE_MAX = 8
+# Full graphs (staging aside, the whole call: see pc_relax) kept per plan, one per set of
+# parameter tensors (by address); 0 = none (the relaxation-only graph alone). Off until a GPU
+# has timed it (bench/gpu.py's pc_relax[...full] rows, plain call). Why: on an
+# H100 a plain call of the learners' relaxation (B256 T3) took 1.61 ms of host time against 0.44
+# ms on the device, most of it the eager feed-forward start and the per-call input copies.
+FULL_GRAPHS_MAX = 0
 _ACT_CODES = {"tanh": 0, "relu": 1, "leaky_relu": 2, "identity": 3}
 
 
@@ -530,7 +542,7 @@ class _Plan:
     """Flat buffers, tile tables and launch sequence for one network configuration."""
 
     def __init__(self, device, R, widths, n_in, steps, activation, clamp, ce, fixed, shared_back,
-                 precision="fp32", path="tiles"):
+                 precision="fp32", path="tiles", ff_init=False):
         self.device, self.R, self.widths, self.steps = device, R, list(widths), steps
         if path == "cublas" and precision == "tf32x3":
             precision = "fp32"  # cuBLAS has no 3xTF32: its fp32 GEMMs (CUBLAS_MIN_ROWS)
@@ -554,7 +566,10 @@ class _Plan:
         self.Wf = torch.empty(nw, **f32)
         self.Wb = self.Wf if shared_back else torch.empty(nw, **f32)
         self.T = torch.empty(R, widths[-1], **f32)
+        self.X = torch.empty(R, n_in, **f32)
         self.BETA = torch.zeros(R, **f32)
+        self.energy = torch.empty(steps, **f32)
+        self.ff_init = ff_init  # initial states from the feed-forward pass (derive), not staged
         out_ce = clamp and ce
         if path == "persistent":
             self.bm, self.bn = PERSISTENT_BM, PERSISTENT_BN
@@ -621,43 +636,80 @@ class _Plan:
         # EP[step * NP + i]: the energy partials of each step, summed once at the end
         self.EP = torch.zeros((steps + 1) * self.NP, **f32)
 
-    def load(self, weights, biases, feedback, x, target, states, beta_rows):
-        """Copy one call's inputs into the static buffers (and compute the constant parts)."""
+    def stage(self, x, target, states, beta_rows):
+        """Copy one call's inputs into the static buffers (outside any graph): ``x``, the
+        target, the initial states (``None``: the feed-forward pass, computed by
+        :meth:`derive`) and the nudging rows. One launch on CUDA."""
+        dst, src = [self.X, self.T], [x, target]
+        if states is not None:
+            dst += [self._view(self.S, l) for l in range(1, self.L + 1)]
+            src += list(states)
+        if beta_rows is not None:
+            dst.append(self.BETA)
+            src.append(beta_rows.reshape(-1))
+        _copy_all(dst, src)
+
+    def derive(self, weights, biases, feedback):
+        """Everything the relaxation needs that follows from the staged inputs and the
+        parameters (read where they are, so a graph of it sees in-place changes): the weights'
+        flat copies, the feed-forward initial states (``ff_init``), the constant parts of the
+        predictions ``MUC``, and ``f``, ``f'`` of the states (or of the feed-forward pass, under
+        fixed predictions). No host sync."""
         from bpalts.ops.pc_relax import _feedforward, act, act_deriv
 
-        L, R = self.L, self.R
+        L, R, name = self.L, self.R, _act_name(self.act)
+        dst, src = [], []
         for l in range(2, L + 1):
-            self.Wf[self.woff[l - 1]:self.woff[l]].copy_(weights[l - 1].reshape(-1))
+            dst.append(self.Wf[self.woff[l - 1]:self.woff[l]])
+            src.append(weights[l - 1].reshape(-1))
             if self.Wb is not self.Wf:
-                self.Wb[self.woff[l - 1]:self.woff[l]].copy_(feedback[l - 1].reshape(-1))
-        view = lambda buf, l: buf[self.off[l - 1]:self.off[l]].view(R, self.widths[l - 1])  # noqa: E731
-        for l in range(1, L + 1):
-            view(self.S, l).copy_(states[l - 1])
-        self.T.copy_(target)
-        if beta_rows is not None:
-            self.BETA.copy_(beta_rows.reshape(-1))
-        if self.fixed:
-            mu_ff, fs_ff = _feedforward(weights, biases, x, _act_name(self.act), self.precision)
+                dst.append(self.Wb[self.woff[l - 1]:self.woff[l]])
+                src.append(feedback[l - 1].reshape(-1))
+        mu_ff = fs_ff = None
+        if self.fixed or self.ff_init:
+            # the initial states' forward pass (the clamped output's prediction is not needed)
+            upto = L if (self.fixed or not self.clamp) else L - 1
+            mu_ff, fs_ff = _feedforward(weights[:upto], biases[:upto] if biases is not None else None,
+                                        self.X, name, self.precision)
+            if upto == L - 1 and L >= 2:
+                fs_ff.append(act(name, mu_ff[-1]))
+        if self.ff_init:
             for l in range(1, L + 1):
-                view(self.MUC, l).copy_(mu_ff[l - 1])
+                dst.append(self._view(self.S, l))
+                src.append(self.T if (l == L and self.clamp) else mu_ff[l - 1])
+        if self.fixed:
+            for l in range(1, L + 1):
+                dst.append(self._view(self.MUC, l))
+                src.append(mu_ff[l - 1])
             for l in range(1, L):
-                view(self.D, l).copy_(act_deriv(_act_name(self.act), mu_ff[l - 1], fs_ff[l - 1]))
-        else:
-            mu1 = mm(x, weights[0].T, self.precision)
-            if biases is not None:
-                mu1 = mu1 + biases[0]
-            view(self.MUC, 1).copy_(mu1)
-            for l in range(2, L + 1):
-                mv = view(self.MUC, l)
-                if biases is not None:
-                    mv.copy_(biases[l - 1].expand(R, -1))
-                else:
-                    mv.zero_()
-            for l in range(1, L):
-                s = view(self.S, l)
-                fv = act(_act_name(self.act), s)
-                view(self.F, l).copy_(fv)
-                view(self.D, l).copy_(act_deriv(_act_name(self.act), s, fv))
+                dst.append(self._view(self.D, l))
+                src.append(act_deriv(name, mu_ff[l - 1], fs_ff[l - 1]))
+            _copy_all(dst, src)
+            return
+        mu1 = mu_ff[0] if mu_ff else mm(self.X, weights[0].T, self.precision)
+        if biases is not None and not mu_ff:
+            mu1 = mu1 + biases[0]
+        dst.append(self._view(self.MUC, 1))
+        src.append(mu1)
+        for l in range(2, L + 1):
+            dst.append(self._view(self.MUC, l))
+            src.append(biases[l - 1].expand(R, -1) if biases is not None else self._zeros(l))
+        _copy_all(dst, src)  # the states first: f and f' below are of the initial states
+        dst, src = [], []
+        for l in range(1, L):
+            s = self._view(self.S, l)
+            fv = fs_ff[l - 1] if self.ff_init else act(name, s)
+            dst += [self._view(self.F, l), self._view(self.D, l)]
+            src += [fv, act_deriv(name, s, fv)]
+        _copy_all(dst, src)
+
+    def _zeros(self, l):
+        return self._view(self.MUC, l).new_zeros(()).expand(self.R, self.widths[l - 1])
+
+    def finish(self):
+        """The per-step energies (batch means) into ``self.energy``, from the partials."""
+        torch.sum(self.EP.view(self.steps + 1, self.NP)[1:], dim=1, out=self.energy)
+        self.energy.mul_(1.0 / self.R)
 
     def _errors(self, slot):
         _fwd_kernel[(self.n_fwd,)](self.TF, self.S, self.E, self.MUC, self.F, self.Wf, self.EP,
@@ -785,11 +837,24 @@ class _Plan:
         return self.steps
 
     def results(self, n):
+        """Fresh tensors: one copy of the states and one of the errors (each layer's a view of
+        it), and the first ``n`` energies (:meth:`finish` must have run)."""
         R = self.R
-        states = [self.S[self.off[l]:self.off[l + 1]].view(R, self.widths[l]).clone() for l in range(self.L)]
-        errors = [self.E[self.off[l]:self.off[l + 1]].view(R, self.widths[l]).clone() for l in range(self.L)]
-        energy = self.EP.view(self.steps + 1, self.NP)[1:n + 1].sum(1) / R
-        return states, errors, energy, n
+        S, E = self.S.clone(), self.E.clone()
+        states = [S[self.off[l]:self.off[l + 1]].view(R, self.widths[l]) for l in range(self.L)]
+        errors = [E[self.off[l]:self.off[l + 1]].view(R, self.widths[l]) for l in range(self.L)]
+        return states, errors, self.energy[:n].clone(), n
+
+
+def _copy_all(dst, src):
+    """``dst[i].copy_(src[i])`` for every pair: one multi-tensor launch on CUDA."""
+    if not dst:
+        return
+    if dst[0].is_cuda:
+        torch._foreach_copy_(dst, src)
+    else:
+        for d, t in zip(dst, src):
+            d.copy_(t)
 
 
 def _interpreted() -> bool:
@@ -818,50 +883,113 @@ def _path(R, clamp, fixed, tol, precision):
     return "tiles"
 
 
+def _cached(device) -> bool:
+    """Whether calls on ``device`` use the plan cache and its CUDA graphs: a GPU, not the
+    interpreter. (A function so that tests can stand in for it.)"""
+    return device.type == "cuda" and not _interpreted()
+
+
+def _param_key(weights, biases, feedback) -> tuple:
+    """Address, shape and strides of every parameter tensor: a full graph reads them in place."""
+    key = []
+    for group in (weights, biases, feedback):
+        if group is None:
+            key.append(None)
+            continue
+        key.append(tuple(None if t is None else (t.data_ptr(), tuple(t.shape), tuple(t.stride()))
+                         for t in group))
+    return tuple(key)
+
+
+class _FullGraph:
+    def __init__(self):
+        self.graph = None  # None: not captured yet; False: capture failed (eager from then on)
+        self.seen = 0
+
+
 def pc_relax(weights, biases, feedback, x, target, states, steps, step_size, activation, clamp,
              beta_rows, ce, tol, fixed_predictions, precision="fp32"):
-    """Triton backend of :func:`bpalts.ops.pc_relax` (same arguments as its reference loop)."""
+    """Triton backend of :func:`bpalts.ops.pc_relax` (same arguments as its reference loop;
+    ``states=None``: the feed-forward initial states, computed here).
+
+    On CUDA (no ``tol``) plans are cached per configuration. A call stages its inputs into the
+    plan's buffers, then either replays the plan's **full graph** for these parameter tensors
+    (everything after staging: the feed-forward start, the constant parts, the relaxation and
+    the energies; captured the second time the same parameters, by address, are seen, at most
+    ``FULL_GRAPHS_MAX`` parameter sets per plan), or derives eagerly and replays the
+    relaxation-only graph (captured at the plan's second call), so callers that pass new
+    parameter tensors every call still replay the step loop."""
     device = x.device
     widths = tuple(W.shape[0] for W in weights)
     R = x.shape[0]
     shared_back = feedback is None
+    ff_init = states is None
     path = _path(R, clamp, fixed_predictions, tol, precision)
+    args = (device, R, widths, x.shape[1], steps, activation, clamp, ce, fixed_predictions,
+            shared_back, precision, path, ff_init)
     key = (str(device), R, x.shape[1], widths, steps, activation, clamp, ce, bool(fixed_predictions),
            shared_back, biases is not None, float(step_size), precision, path,
-           path == "cublas" and CONCURRENT_GEMMS)
+           path == "cublas" and CONCURRENT_GEMMS, ff_init)
+    params = (weights, biases, feedback)
     capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
     if capturing and key in _plans:
         # recorded by an outer CUDA graph: plain launches on the cached buffers (no host sync,
         # no table upload; the tables were made before the capture)
         plan = _plans[key]
-        plan.load(weights, biases, feedback, x, target, states, beta_rows)
-        n = plan.run(step_size, None)
+        plan.stage(x, target, states, beta_rows)
+        n = _derive_run(plan, params, step_size, None)
         return plan.results(n)
-    if device.type != "cuda" or tol is not None or capturing:
-        plan = _Plan(device, R, widths, x.shape[1], steps, activation, clamp, ce, fixed_predictions, shared_back,
-                     precision, path)
-        plan.load(weights, biases, feedback, x, target, states, beta_rows)
-        n = plan.run(step_size, tol)
+    if not _cached(device) or tol is not None or capturing:
+        plan = _Plan(*args)
+        plan.stage(x, target, states, beta_rows)
+        n = _derive_run(plan, params, step_size, tol)
         return plan.results(n)
     plan = _plans.get(key)
     if plan is None:
-        plan = _Plan(device, R, widths, x.shape[1], steps, activation, clamp, ce, fixed_predictions, shared_back,
-                     precision, path)
+        plan = _Plan(*args)
+        plan.full = OrderedDict()
         _plans[key] = plan
         while len(_plans) > _CACHE_MAX:
             _plans.popitem(last=False)
     _plans.move_to_end(key)
-    plan.load(weights, biases, feedback, x, target, states, beta_rows)
+    plan.stage(x, target, states, beta_rows)
+    pkey = _param_key(*params)
+    full = plan.full.get(pkey)
+    if full is None:
+        full = plan.full[pkey] = _FullGraph()
+        while len(plan.full) > FULL_GRAPHS_MAX:
+            plan.full.popitem(last=False)
+    plan.full.move_to_end(pkey)
+    full.seen += 1
+    if FULL_GRAPHS_MAX and full.graph is None and full.seen >= 2:
+        try:
+            full.graph = capture(lambda: _derive_run(plan, params, step_size, None))
+        except Exception:  # capture unsupported here: stay with the relaxation-only graph
+            full.graph = False
+    if full.graph:
+        full.graph.replay()
+        return plan.results(steps)
+    plan.derive(*params)
     plan.seen += 1
     if plan.graph is None and plan.seen >= 2:
         try:
-            plan.graph = capture(lambda: plan.run(step_size, None))
+            plan.graph = capture(lambda: _run_finish(plan, step_size))
         except Exception:  # capture unsupported here: stay with eager launches
             plan.graph = False
-            plan.load(weights, biases, feedback, x, target, states, beta_rows)
+            plan.derive(*params)
     if plan.graph:
         plan.graph.replay()
-        n = steps
     else:
-        n = plan.run(step_size, None)
-    return plan.results(n)
+        _run_finish(plan, step_size)
+    return plan.results(steps)
+
+
+def _run_finish(plan, step_size, tol=None):
+    n = plan.run(step_size, tol)
+    plan.finish()
+    return n
+
+
+def _derive_run(plan, params, step_size, tol):
+    plan.derive(*params)
+    return _run_finish(plan, step_size, tol)

@@ -46,6 +46,9 @@ def test_decisions_and_later_files_win(tmp_path, capsys):
         ("pc_relax[cublas]", f"{net} B4096 T20", "ok", "6.00", "5.00", "<= 8.0"),
         ("pc_relax[cublas-concurrent]", f"{net} B256 T20", "ok", "2.00", "1.00", "<= 0.8"),
         ("pc_relax[cublas-concurrent]", f"{net} B4096 T20", "ok", "6.10", "4.00", "<= 8.0"),  # plain loses
+        ("pc_relax[cublas-full]", f"{net} B256 T20", "ok", "1.90", "3.40", "<= 0.8"),
+        ("pc_relax", "784-861-645-484-10 B64 T3 relu ce", "ok", "1.50", "0.40", "-"),
+        ("pc_relax[full]", "784-861-645-484-10 B64 T3 relu ce", "ok", "0.45", "0.41", "-"),
         ("reservoir_run", "N2000 B256 T28 D28", "ok", "5.01", "4.99", "<= 1.5"),
         ("reservoir_run[cublas]", "N2000 B256 T28 D28", "ok", "1.60", "1.40", "<= 1.5"),
         ("hebbian_update[oja]", "B256 784->1024", "ok", "0.30", "0.10", "-"),
@@ -81,6 +84,8 @@ def test_decisions_and_later_files_win(tmp_path, capsys):
     assert "hebbian_update.py GRAPH_MAX_MACS = 205520896" in text
     assert "cublas-blocks-graph plain 0.075 ms (graph 0.070), default plain 0.862 ms" in text
     assert "softwta_update.py GRAPH_MAX_MACS = 0" in text
+    assert "FULL_GRAPHS_MAX = 2" in text and "cublas-full plain 1.900 ms, cublas plain 3.000 ms" in text
+    assert "full plain 0.450 ms, tiles plain 1.500 ms" in text
     assert "TRIL_FORM = 'blocks'" in text and "blocks 0.400 / 0.070 ms, panels 0.500 / 0.100" in text
     assert "with TRIL_FORM = 'blocks': CUBLAS_MIN_MACS = 205520896 for GHA (fp32)" in text
     assert "with TRIL_FORM = 'blocks': CUBLAS_MIN_MACS_TF32 = 17179869184 for GHA (tf32)" in text

@@ -348,7 +348,8 @@ def test_triton_persistent_path_where_it_applies_and_gives_up(monkeypatch):
     Ws, bs, _, x, t = make_net((6, 11, 7, 4), 5)
     plan = tk._Plan(x.device, 5, (11, 7, 4), 6, 2, "tanh", True, False, False, True, "fp32", "persistent")
     states = [torch.zeros(5, 11), torch.zeros(5, 7), t]
-    plan.load(Ws, bs, None, x, t, states, None)
+    plan.stage(x, t, states, None)
+    plan.derive(Ws, bs, None)
     plan.counter.fill_(-100)
     tk._persistent_kernel[(1,)](
         plan.TF, plan.n_fwd, plan.TB, plan.n_bwd, plan.S, plan.E, plan.MUC, plan.F, plan.D, plan.Wf,
@@ -407,3 +408,121 @@ def test_triton_cublas_concurrent_gemms_are_independent(case, monkeypatch, poiso
     assert rel_err(c.energy, r.energy) < RTOL_REDUCTION
     for got, want in zip(c.states, r.states):
         assert _close(got, want)
+
+
+class _ReplayCalls:
+    """Stands in for a captured CUDA graph: replay() reruns the captured function (which is what
+    a replay does to the buffers)."""
+
+    def __init__(self, fn):
+        self.fn, self.replays = fn, 0
+
+    def replay(self):
+        self.replays += 1
+        self.fn()
+
+
+@pytest.fixture
+def cached_plans(monkeypatch):
+    """The CUDA plan cache and its graphs on the CPU (graphs emulated); captures recorded."""
+    from bpalts.kernels import pc_relax as tk
+
+    captured = []
+    monkeypatch.setattr(tk, "_cached", lambda device: True)
+    monkeypatch.setattr(tk, "capture", lambda fn: captured.append(_ReplayCalls(fn)) or captured[-1])
+    monkeypatch.setattr(tk, "_plans", type(tk._plans)())
+    monkeypatch.setattr(tk, "FULL_GRAPHS_MAX", 2)
+    return captured
+
+
+@pytest.mark.parametrize("path", ["tiles", "cublas"])
+@pytest.mark.parametrize("kind", ["clamp-ff", "zeros-init", "centred-ff", "fixed-ff"])
+def test_cached_full_graph_calls(kind, path, cached_plans, monkeypatch, poisoned_empty):
+    """FULL_GRAPHS_MAX: the second call with the same parameter tensors captures the whole call
+    (feed-forward start, derived buffers, relaxation, energies) and later calls replay it; new
+    x and target every call, and an in-place change of the weights, are seen; each call returns
+    fresh tensors. A given initial state is staged instead of derived."""
+    from bpalts.kernels import pc_relax as tk
+
+    if path == "cublas":
+        if kind == "centred-ff":
+            return  # nudged: the cuBLAS path is for clamped outputs
+        monkeypatch.setattr(tk, "CUBLAS_MIN_ROWS", 1)
+    Ws, bs, _, x, t = make_net((6, 11, 7, 4), 5)
+    kw = dict(activation="relu", output_energy="ce", beta=0.5)
+    if kind == "zeros-init":
+        kw["init"] = "zeros"
+    if kind == "centred-ff":
+        kw.update(output="nudge_centred", output_energy="mse", activation="tanh")
+    if kind == "fixed-ff":
+        kw.update(fixed_predictions=True, output_energy="mse")
+    outs = []
+    for call in range(4):
+        xc, tc = x * (1 + 0.3 * call), t.roll(call, 0)
+        if call == 3:
+            for W in Ws:
+                W.mul_(0.9)  # in place: the replayed graph must see it
+        c = pc_relax(Ws, xc, tc, 3, 0.1, biases=bs, backend="triton", **kw)
+        r = _ref64(Ws, bs, None, xc, tc, 3, **kw)
+        for got, want in zip(c.states + c.errors, r.states + r.errors):
+            assert _close(got, want), call
+        assert rel_err(c.energy, r.energy) < RTOL_REDUCTION, call
+        outs.append(c)
+    assert len(cached_plans) == 1 and cached_plans[0].replays == 3  # the full graph: calls 2-4
+    (plan,) = tk._plans.values()
+    assert plan.ff_init == (kind != "zeros-init") and plan.graph is None  # no relaxation-only graph
+    ptrs = {o.states[0].data_ptr() for o in outs} | {o.errors[0].data_ptr() for o in outs}
+    assert len(ptrs) == 8 and plan.S.data_ptr() not in ptrs  # fresh tensors every call
+
+
+def test_cached_new_parameter_tensors_every_call(cached_plans, poisoned_empty):
+    """Parameters passed as new tensors every call: no full graph (no parameter set repeats),
+    the relaxation-only graph (captured at the plan's second call) replays; results stay right.
+    Two parameter sets used in turn each get their full graph; FULL_GRAPHS_MAX bounds them."""
+    from bpalts.kernels import pc_relax as tk
+
+    Ws, bs, _, x, t = make_net((6, 11, 7, 4), 5)
+    kw = dict(activation="tanh")
+    alive = []  # every call's tensors kept, so that no address comes back
+    for call in range(3):
+        Wc = [W.clone() * (1 + 0.1 * call) for W in Ws]
+        alive.append(Wc)
+        c = pc_relax(Wc, x, t, 3, 0.1, biases=bs, backend="triton", **kw)
+        r = _ref64(Wc, bs, None, x, t, 3, **kw)
+        for got, want in zip(c.states + c.errors, r.states + r.errors):
+            assert _close(got, want), call
+    (plan,) = tk._plans.values()
+    assert plan.graph and plan.graph.replays == 2  # the relaxation-only graph: calls 2-3
+    n_full = len(cached_plans) - 1
+    sets = [[W.clone() for W in Ws], [W.clone() * 0.5 for W in Ws], [W.clone() * 0.25 for W in Ws]]
+    for call in range(6):
+        Wc = sets[call % 2]
+        c = pc_relax(Wc, x, t, 3, 0.1, biases=bs, backend="triton", **kw)
+        r = _ref64(Wc, bs, None, x, t, 3, **kw)
+        assert _close(c.states[1], r.states[1]) and _close(c.errors[-1], r.errors[-1]), call
+    assert len(cached_plans) - 1 - n_full == 2  # one full graph per parameter set
+    pc_relax(sets[2], x, t, 3, 0.1, biases=bs, backend="triton", **kw)
+    assert len(plan.full) == tk.FULL_GRAPHS_MAX == 2
+
+
+def test_cached_full_graph_capture_failure(cached_plans, monkeypatch, poisoned_empty):
+    """A full capture that fails leaves that parameter set on the relaxation-only graph."""
+    from bpalts.kernels import pc_relax as tk
+
+    calls = []
+
+    def capture(fn):
+        calls.append(fn)
+        if len(calls) == 1:
+            raise RuntimeError("capture not supported")
+        return _ReplayCalls(fn)
+
+    monkeypatch.setattr(tk, "capture", capture)
+    Ws, bs, _, x, t = make_net((6, 11, 7, 4), 5)
+    for call in range(4):
+        c = pc_relax(Ws, x + call, t, 3, 0.1, biases=bs, backend="triton", activation="tanh")
+        r = _ref64(Ws, bs, None, x + call, t, 3, activation="tanh")
+        assert _close(c.states[1], r.states[1]) and rel_err(c.energy, r.energy) < RTOL_REDUCTION
+    (plan,) = tk._plans.values()
+    (full,) = plan.full.values()
+    assert full.graph is False and plan.graph and plan.graph.replays == 3

@@ -408,8 +408,8 @@ def pc_relax(weights, x, target, steps=20, step_size=0.1, *, biases=None, activa
                 output=output, beta=beta, output_energy=output_energy, tol=tol, feedback=feedback,
                 fixed_predictions=fixed_predictions, precision=precision)
         B, clamp = x.shape[0], output == "clamp"
-        if which == "cpp" and isinstance(init, str) and init == "feedforward":
-            s0 = None  # computed by the C++ backend itself (exact zero hidden errors to start)
+        if isinstance(init, str) and init == "feedforward":
+            s0 = None  # computed by the backend itself (C++: exact zero hidden errors to start)
         else:
             s0 = _initial_states(weights, biases, x, target, init, activation, clamp, precision)
         xx, tt, s0, beta_rows = _expand(x, target, s0, output, beta)
