@@ -28,8 +28,9 @@ the CSVs, nothing is measured here):
 - ``kernels/pc_relax.py`` ``FULL_GRAPHS_MAX``: 2 if every ``pc_relax[...full]`` row's plain
   call beat its twin's without the full graph, else 0.
 - ``kernels/reservoir_run.py`` ``GRAPH_MIN_STEPS``: 28 (the row's step count) if
-  ``reservoir_run[graph]`` beats the default row at N2000 B256 T28, plain call and graph both,
-  else 0 (off).
+  ``reservoir_run[graph]``'s plain call beats the default row's at N2000 B256 T28, else 0
+  (off); ``PERSISTENT_GRAPHS``: True if ``reservoir_run[persistent-graph]``'s plain call beats
+  the default row's at N2000 B1 T784. (In the bench's own graph both record the same launches.)
 - ``kernels/pc_relax.py`` ``ROWS_MAX_ROWS``: the largest batch at which the rows path beat the
   tile path at the same precision, plain call and graph both (0 if it never did).
 - ``kernels/pc_relax.py`` ``PERSISTENT_MAX_ROWS``: the same for the persistent path
@@ -152,7 +153,12 @@ def decisions(rows: list[Row]) -> list[str]:
             out.append(_either(by, switch, "reservoir_run", shape, variant, yes, no, against=against))
         else:
             out.append(_either(by, switch, "reservoir_run", shape, legacy, yes, no))
-    out.append(_either(by, "GRAPH_MIN_STEPS", "reservoir_run", "N2000 B256 T28 D28", "graph", 28, 0))
+    # the op's own graph replays change only the plain call (in the bench's graph both rows
+    # record the same launches): plain calls decide
+    out.append(_either(by, "GRAPH_MIN_STEPS", "reservoir_run", "N2000 B256 T28 D28", "graph", 28, 0,
+                       plain_only=True))
+    out.append(_either(by, "PERSISTENT_GRAPHS", "reservoir_run", "N2000 B1 T784 D1",
+                       "persistent-graph", True, False, plain_only=True))
     out.extend(_max_rows(rows, by, "rows", "ROWS_MAX_ROWS"))
     out.extend(_max_rows(rows, by, "persistent", "PERSISTENT_MAX_ROWS"))
     out.extend(_cublas_min_rows(rows, by))
@@ -216,14 +222,19 @@ def _cublas_min_macs(rows: list[Row], by: dict, base: str, where: str, precision
 
 
 def _either(by: dict, switch: str, op: str, shape: str, variant: str, yes: str, no: str,
-            against: str = "") -> str:
+            against: str = "", plain_only: bool = False) -> str:
     """``switch = yes`` if ``op[variant]`` beat the ``op[against]`` row (the default ``op`` row
-    without ``against``) at ``shape``, else ``no``."""
+    without ``against``) at ``shape`` (plain call and graph both, or with ``plain_only`` the
+    plain call), else ``no``."""
     new = by.get((f"{op}[{variant}]", shape))
     default = by.get((f"{op}[{against}]" if against else op, shape))
     if new is None or default is None:
         return f"{switch}: no decision (the {op} {shape} rows are missing)"
-    choice = yes if _beats(new, default) else no
+    if plain_only:
+        won = new.ok and None not in (new.triton, default.triton) and new.triton < default.triton
+    else:
+        won = _beats(new, default)
+    choice = yes if won else no
     return (f"{switch} = {choice!r}: {yes} {_fmt(new.triton)} / {_fmt(new.graph)} ms "
             f"({'ok' if new.ok else 'FAIL'}) against {no} {_fmt(default.triton)} / "
             f"{_fmt(default.graph)} ms (plain / graph)")

@@ -22,6 +22,9 @@ Rows (DESIGN.md section 7 shapes):
 - ``reservoir_run[graph]`` (fp32 and tf32x3) same shape: the default per-step path replayed
   from the op's own cached CUDA graph (``GRAPH_MIN_STEPS``, off by default): its plain call
   against the default row's says what the per-step host overhead costs.
+- ``reservoir_run[persistent-graph]`` N2000 B1 T784 D1: the default (persistent kernel) path
+  with ``PERSISTENT_GRAPHS`` on (its plain calls replayed from a cached graph; off by default).
+  This and the ``[graph]`` rows check their third call, a replay.
 - ``reservoir_run[cublas-gemm]`` / ``[triton-gemm]`` (fp32 and tf32) same shape: each of
   ``BATCHED_GEMM``'s choices named (``gemm=``): cuBLAS, or the fused Triton GEMM step (tanh and
   the leak in its epilogue).
@@ -47,6 +50,7 @@ ANCHORS: dict = {
     ("reservoir_run tf32x3", "N2000 B256 T28 D28"): (3.44, 2.06, 2.49, 1.5),
     ("reservoir_run tf32", "N2000 B256 T28 D28"): (3.44, 2.06, 2.49, None),
     ("reservoir_run[persistent-barrier]", "N2000 B1 T784 D1"): (82.0, 15.0, None, 2.0),
+    ("reservoir_run[persistent-graph]", "N2000 B1 T784 D1"): (82.0, 15.0, None, 2.0),
     ("reservoir_run[graph]", "N2000 B256 T28 D28"): (3.44, 2.06, 2.49, 1.5),
     ("reservoir_run[graph] tf32x3", "N2000 B256 T28 D28"): (3.44, 2.06, 2.49, 1.5),
     ("reservoir_run[cublas-gemm]", "N2000 B256 T28 D28"): (3.44, 2.06, 2.49, 1.5),
@@ -78,6 +82,21 @@ def _reference_no_compile(W, W_in, inputs):
     if torch.compiler.is_compiling():
         _refuse_compile()
     return reservoir_run_reference(W, W_in, inputs, LEAK)
+
+
+def _check_a_replay(fn):
+    """For rows whose op replays its own cached graph from a configuration's second call: the
+    row's first call (its correctness check) runs ``fn`` twice first, so that the result it
+    checks comes from a replay. ``fn`` returns fresh tensors and updates nothing in place."""
+    first = [True]
+
+    def run(*args):
+        if first[0]:
+            first[0] = False
+            fn(*args)
+            fn(*args)
+        return fn(*args)
+    return run
 
 
 def ops(smoke: bool, Op) -> list:
@@ -137,21 +156,30 @@ def ops(smoke: bool, Op) -> list:
             tol=TOL_TF32 if precision == "tf32" else Op.tol,
             spec=None if precision != "tf32" else
             (lambda W, W_in, inputs: reservoir_run_reference(W, W_in, inputs, LEAK, precision="tf32"))))
-    def triton_graphed(W, W_in, inputs, precision="fp32"):  # GRAPH_MIN_STEPS on for this call
-        saved = tk.GRAPH_MIN_STEPS
-        tk.GRAPH_MIN_STEPS = 1
+    def triton_graphed(W, W_in, inputs, precision="fp32", switch="GRAPH_MIN_STEPS", on=1):
+        """The public op with ``switch`` (GRAPH_MIN_STEPS or PERSISTENT_GRAPHS) on for this call."""
+        saved = getattr(tk, switch)
+        setattr(tk, switch, on)
         try:
             return reservoir_run(W, W_in, inputs, LEAK, backend="triton", check_finite_input=False,
                                  precision=precision)
         finally:
-            tk.GRAPH_MIN_STEPS = saved
+            setattr(tk, switch, saved)
 
     for precision in ("fp32", "tf32x3"):
         out.append(Op(
             name="reservoir_run[graph]" + ("" if precision == "fp32" else f" {precision}"), shape=label,
             make_inputs=_inputs(N, B, T, D),
             reference=lambda W, W_in, inputs: reservoir_run_reference(W, W_in, inputs, LEAK),
-            triton=lambda W, W_in, inputs, p=precision: triton_graphed(W, W_in, inputs, p)))
+            triton=_check_a_replay(lambda W, W_in, inputs, p=precision: triton_graphed(W, W_in, inputs, p))))
+    # the default B1 path (the persistent kernel) with PERSISTENT_GRAPHS on
+    label, N, B, T, D = pixel
+    out.append(Op(
+        name="reservoir_run[persistent-graph]", shape=label, make_inputs=_inputs(N, B, T, D),
+        reference=_reference_no_compile,
+        triton=_check_a_replay(lambda W, W_in, inputs: triton_graphed(
+            W, W_in, inputs, switch="PERSISTENT_GRAPHS", on=True))))
+    label, N, B, T, D = rows
     for gemm in ("cublas", "triton"):  # BATCHED_GEMM's two choices, each named
         for precision in ("fp32", "tf32"):
             out.append(Op(

@@ -54,6 +54,7 @@ class _Entry:
         self.held = held  # the in-place tensors: their addresses stay theirs while cached
         self.graph = None  # None: not captured yet; False: capture failed (eager from then on)
         self.seen = 0
+        self.result = []  # what the captured call returned (its tensors live in the graph's pool)
 
 
 class PlainCallGraphs:
@@ -75,7 +76,9 @@ class PlainCallGraphs:
         self.size = size
         self.entries: "OrderedDict[tuple, _Entry]" = OrderedDict()
 
-    def run(self, key: tuple, inputs, held, fn) -> None:
+    def run(self, key: tuple, inputs, held, fn):
+        """``fn(*static)``'s result: on a replay, what the capture returned (tensors the graph
+        rewrites at every replay: the caller copies out what it keeps)."""
         e = self.entries.get(key)
         if e is None:
             e = self.entries[key] = _Entry(inputs, held)
@@ -87,13 +90,14 @@ class PlainCallGraphs:
         e.seen += 1
         if e.graph is None and e.seen >= 2:
             try:
-                e.graph = capture(lambda: fn(*e.static))
+                e.graph = capture(lambda: e.result.append(fn(*e.static)))
             except Exception:  # capture unsupported here: stay with eager launches
                 e.graph = False
+                e.result.clear()
         if e.graph:
             e.graph.replay()
-        else:
-            fn(*e.static)
+            return e.result[-1]
+        return fn(*e.static)
 
     def clear(self) -> None:
         self.entries.clear()

@@ -38,6 +38,7 @@ def test_decisions_and_later_files_win(tmp_path, capsys):
     ])
     _write(second, [
         ("reservoir_run[persistent-ll]", "N2000 B1 T784 D1", "ok", "1.50", "1.48", "<= 2.0"),
+        ("reservoir_run[persistent-graph]", "N2000 B1 T784 D1", "ok", "1.90", "2.20", "<= 2.0"),
         ("pc_relax[rows]", f"{net} B256 T20", "ok", "1.20", "1.10", "<= 0.8"),
         ("pc_relax[rows]", f"{net} B4096 T20", "ok", "20.0", "19.0", "<= 8.0"),  # loses
         ("pc_relax[rows] tf32x3", f"{net} B256 T20", "FAIL", "0.10", "0.09", "<= 0.8"),  # no twin
@@ -71,6 +72,7 @@ def test_decisions_and_later_files_win(tmp_path, capsys):
     assert len(ll) == 1 and ll[0].triton == 1.5  # the later file's row
     text = "\n".join(gpu_decide.decisions(rows))
     assert "DEFAULT_SYNC = 'll'" in text
+    assert "PERSISTENT_GRAPHS = True" in text  # its plain call won (its graph column does not count)
     assert "ROWS_MAX_ROWS = 256" in text and "B4096 T20 fp32: rows 20.000 / 19.000 ms" in text
     assert "PERSISTENT_MAX_ROWS = 256" in text and "persistent 0.700 / 0.650 ms" in text
     assert "CUBLAS_MIN_ROWS = 4096" in text and "B256 T20 fp32: cublas 3.000 / 3.500 ms" in text

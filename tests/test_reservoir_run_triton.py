@@ -355,3 +355,42 @@ def test_graphed_steps_capture_failure_and_where_it_applies(monkeypatch, poisone
     got = tk.reservoir_run(W, W_in, inputs, leak, bias, None, keep=[2])  # 3 steps < 4: not cached
     assert rel_err(got, reservoir_run_reference(W, W_in, inputs, leak, bias, keep=[2])) < RTOL_REDUCTION
     assert len(tk._step_graphs) == 1
+
+
+@pytest.mark.parametrize("sync,N,B", [("ll", 13, 1), ("barrier", 37, 3)])
+@pytest.mark.parametrize("keep", ["all", "last", [3, 0, 3]], ids=str)
+def test_persistent_graphs_fresh_results(sync, N, B, keep, monkeypatch, poisoned_empty):
+    """PERSISTENT_GRAPHS: the small-batch persistent kernel's plain calls through a cached
+    PlainCallGraphs entry (the graph emulated by rerunning the captured call). New inputs, leak
+    and x0 every call, an in-place change to W, a static (held) input: every result right and
+    fresh; one capture per configuration."""
+    from bpalts.kernels import _capture
+    from bpalts.kernels import reservoir_run as tk
+
+    captured = []
+    monkeypatch.setattr(_capture, "capture", lambda fn: captured.append(_ReplayCalls(fn)) or captured[-1])
+    monkeypatch.setattr(tk, "PERSISTENT_GRAPHS", True)
+    monkeypatch.setattr(tk, "_graphs_apply", lambda dev: True)
+    monkeypatch.setattr(tk, "_persistent_graphs", _capture.PlainCallGraphs(4))
+    W, W_in, inputs, leak, bias, x0 = _problem(N, B, 5, 3, 70 + N, True)
+    outs = []
+    for call in range(4):
+        u, lk, s0 = inputs * (1 + call), leak * (1 - 0.1 * call), x0 + call
+        if call == 3:
+            W.mul_(0.5)
+        want = reservoir_run_reference(W, W_in, u, lk, bias, s0, keep=keep)
+        got = tk.reservoir_run(W, W_in, u, lk, bias, s0, keep=keep, persistent=True, n_programs=1,
+                               sync=sync)
+        assert rel_err(got, want) < RTOL_REDUCTION, call
+        outs.append(got)
+    assert len(captured) == 1 and captured[0].replays == 3
+    assert len({o.data_ptr() for o in outs}) == 4  # fresh tensors
+    # a held image (time stride 0) without x0: its own entry, the one step copied in
+    img = torch.rand(B, 3)
+    held = img.unsqueeze(0).expand(5, B, 3)
+    for call in range(3):
+        want = reservoir_run_reference(W, W_in, held + call, leak, bias, None, keep=keep)
+        got = tk.reservoir_run(W, W_in, (img + call).unsqueeze(0).expand(5, B, 3), leak, bias, None,
+                               keep=keep, persistent=True, n_programs=1, sync=sync)
+        assert rel_err(got, want) < RTOL_REDUCTION, call
+    assert len(tk._persistent_graphs.entries) == 2 and len(captured) == 2
