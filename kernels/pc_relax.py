@@ -847,14 +847,10 @@ class _Plan:
 
 
 def _copy_all(dst, src):
-    """``dst[i].copy_(src[i])`` for every pair: one multi-tensor launch on CUDA."""
-    if not dst:
-        return
-    if dst[0].is_cuda:
+    """``dst[i].copy_(src[i])`` for every pair, as one call (one multi-tensor launch on CUDA
+    where the pairs allow; torch falls back to one copy per pair otherwise)."""
+    if dst:
         torch._foreach_copy_(dst, src)
-    else:
-        for d, t in zip(dst, src):
-            d.copy_(t)
 
 
 def _interpreted() -> bool:
