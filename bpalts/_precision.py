@@ -138,7 +138,9 @@ def gemm_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, precision: st
               alpha: float = 1.0, accumulate: bool = False) -> torch.Tensor:
     """``out = alpha * (a @ b)``, or ``out += alpha * (a @ b)`` with ``accumulate``, in place and
     without a temporary: one ``torch.mm(out=)`` / ``addmm_`` (cuBLAS's ``beta`` does the
-    accumulation). On CUDA the GEMM runs at ``precision`` through :func:`cuda_matmul_precision`
+    accumulation); for 3-D operands the batched product ``out[i] = alpha * (a[i] @ b[i])``, one
+    ``torch.bmm(out=)`` / ``baddbmm_`` (any strides with a unit stride in each matrix, no
+    copies; ``out`` contiguous). On CUDA the GEMM runs at ``precision`` through :func:`cuda_matmul_precision`
     (TF32 tensor cores for ``"tf32"``); on the CPU ``"tf32"`` is emulated by rounding the
     operands, like :func:`mm`. ``precision`` is ``"fp32"`` or ``"tf32"``."""
     if out.is_cuda:
@@ -150,30 +152,13 @@ def gemm_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, precision: st
     return _gemm(out, rnd(a), rnd(b), alpha, accumulate)
 
 
-def bgemm_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, precision: str = "fp32",
-               alpha: float = 1.0, accumulate: bool = False) -> torch.Tensor:
-    """The batched :func:`gemm_into`: ``out[i] = alpha * (a[i] @ b[i])`` (or ``+=`` with
-    ``accumulate``) for 3-D ``a``, ``b``, ``out``, as one ``torch.bmm(out=)`` / ``baddbmm_``
-    (cuBLAS's strided-batched GEMM: any strides with a unit stride in each matrix, no copies).
-    ``out`` must be contiguous."""
-    if out.is_cuda:
-        with cuda_matmul_precision(precision):
-            return _bgemm(out, a, b, alpha, accumulate)
-    if precision not in CUBLAS_PRECISIONS:
-        raise ValueError(f"bgemm_into computes precision 'fp32' or 'tf32', got {precision!r}")
-    rnd = operand_rounder(precision)
-    return _bgemm(out, rnd(a), rnd(b), alpha, accumulate)
-
-
-def _bgemm(out, a, b, alpha, accumulate):
-    if accumulate:
-        return out.baddbmm_(a, b, alpha=alpha)
-    if alpha == 1.0:
-        return torch.bmm(a, b, out=out)
-    return out.baddbmm_(a, b, beta=0.0, alpha=alpha)
-
-
 def _gemm(out, a, b, alpha, accumulate):
+    if out.dim() == 3:  # batched: cuBLAS's strided-batched GEMM
+        if accumulate:
+            return out.baddbmm_(a, b, alpha=alpha)
+        if alpha == 1.0:
+            return torch.bmm(a, b, out=out)
+        return out.baddbmm_(a, b, beta=0.0, alpha=alpha)
     if accumulate:
         return out.addmm_(a, b, alpha=alpha)
     if alpha == 1.0:

@@ -66,7 +66,7 @@ import torch
 import triton
 import triton.language as tl
 
-from bpalts._precision import TENSOR_CORE_PRECISIONS, bgemm_into, gemm_into, gemm_precision
+from bpalts._precision import TENSOR_CORE_PRECISIONS, gemm_into, gemm_precision
 from bpalts.kernels._capture import PlainCallGraphs, graphs_apply, settings_key
 from bpalts.kernels._math import tanh as _tanh
 
@@ -522,17 +522,17 @@ def _tril_blocks(W, X, G, scale: float, precision: str) -> None:
     if nb > 1:
         m = nb - 1  # P_j for j < nb - 1: always full blocks
         Gm = blocks(Gt[:m * b], m)  # (m, b, B): G_j^T
-        bgemm_into(R[1:], Gm.transpose(1, 2), blocks(W[:m * b], m), precision, alpha=-1.0)
+        gemm_into(R[1:], Gm.transpose(1, 2), blocks(W[:m * b], m), precision, alpha=-1.0)
         R[1:].cumsum_(0).add_(X)  # R_i = X - sum_{j<i} P_j
     T = torch.empty((N, F), **f32)
     C = torch.empty((nb, b, b), **f32)
     if nf:
         Gf = blocks(Gt[:nf * b], nf)  # (nf, b, B)
         Tf = blocks(T[:nf * b], nf)
-        bgemm_into(Tf, Gf, R[:nf], precision)
-        bgemm_into(C[:nf], Gf, Gf.transpose(1, 2), precision)
+        gemm_into(Tf, Gf, R[:nf], precision)
+        gemm_into(C[:nf], Gf, Gf.transpose(1, 2), precision)
         C[:nf].tril_()
-        bgemm_into(Tf, C[:nf], blocks(W[:nf * b], nf), precision, alpha=-1.0, accumulate=True)
+        gemm_into(Tf, C[:nf], blocks(W[:nf * b], nf), precision, alpha=-1.0, accumulate=True)
     if nb > nf:  # the last, partial block
         k = N - nf * b
         Gl, Cl = Gt[nf * b:], C[nf, :k, :k]

@@ -60,3 +60,16 @@ class LaunchSpy:
             self.kwargs.append(kwargs)
             return self.kernel[grid](*args, **kwargs)
         return launch
+
+
+class ReplayCalls:
+    """Stands in for a captured CUDA graph on the CPU: ``replay()`` reruns the captured function,
+    which is what a replay does to the buffers. Use as ``capture = lambda fn:
+    captured.append(ReplayCalls(fn)) or captured[-1]``."""
+
+    def __init__(self, fn):
+        self.fn, self.replays = fn, 0
+
+    def replay(self):
+        self.replays += 1
+        return self.fn()

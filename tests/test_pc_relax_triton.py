@@ -17,7 +17,7 @@ import bpalts  # noqa: E402
 from bpalts._checks import DivergenceError  # noqa: E402
 from bpalts.ops.pc_relax import pc_relax  # noqa: E402
 from bpalts.ops.pc_weight_update import pc_weight_update  # noqa: E402
-from tests._compare_util import RTOL_REDUCTION, LaunchSpy, rel_err  # noqa: E402
+from tests._compare_util import RTOL_REDUCTION, LaunchSpy, ReplayCalls, rel_err  # noqa: E402
 from tests.test_pc_relax import make_net  # noqa: E402
 
 pytestmark = pytest.mark.skipif("triton" not in bpalts.available_backends("cpu"),
@@ -410,17 +410,6 @@ def test_triton_cublas_concurrent_gemms_are_independent(case, monkeypatch, poiso
         assert _close(got, want)
 
 
-class _ReplayCalls:
-    """Stands in for a captured CUDA graph: replay() reruns the captured function (which is what
-    a replay does to the buffers)."""
-
-    def __init__(self, fn):
-        self.fn, self.replays = fn, 0
-
-    def replay(self):
-        self.replays += 1
-        self.fn()
-
 
 @pytest.fixture
 def cached_plans(monkeypatch):
@@ -429,7 +418,7 @@ def cached_plans(monkeypatch):
 
     captured = []
     monkeypatch.setattr(tk, "_cached", lambda device: True)
-    monkeypatch.setattr(tk, "capture", lambda fn: captured.append(_ReplayCalls(fn)) or captured[-1])
+    monkeypatch.setattr(tk, "capture", lambda fn: captured.append(ReplayCalls(fn)) or captured[-1])
     monkeypatch.setattr(tk, "_plans", type(tk._plans)())
     monkeypatch.setattr(tk, "FULL_GRAPHS_MAX", 2)
     return captured
@@ -515,7 +504,7 @@ def test_cached_full_graph_capture_failure(cached_plans, monkeypatch, poisoned_e
         calls.append(fn)
         if len(calls) == 1:
             raise RuntimeError("capture not supported")
-        return _ReplayCalls(fn)
+        return ReplayCalls(fn)
 
     monkeypatch.setattr(tk, "capture", capture)
     Ws, bs, _, x, t = make_net((6, 11, 7, 4), 5)

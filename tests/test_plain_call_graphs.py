@@ -12,22 +12,12 @@ import torch  # noqa: E402
 
 import bpalts  # noqa: E402
 from bpalts.ops import hebbian_update, hebbian_update_reference, softwta_update, softwta_update_reference  # noqa: E402
-from tests._compare_util import RTOL_REDUCTION, rel_err  # noqa: E402
+from tests._compare_util import RTOL_REDUCTION, ReplayCalls, rel_err  # noqa: E402
 
 pytestmark = pytest.mark.skipif(
     "triton" not in bpalts.available_backends("cpu"), reason="Triton interpreter unavailable"
 )
 
-
-class _ReplayCalls:
-    """Stands in for a captured CUDA graph: replay() reruns the captured function."""
-
-    def __init__(self, fn):
-        self.fn, self.replays = fn, 0
-
-    def replay(self):
-        self.replays += 1
-        self.fn()
 
 
 @pytest.fixture
@@ -38,7 +28,7 @@ def emulated(monkeypatch):
     from bpalts.kernels import softwta_update as ts
 
     captured = []
-    monkeypatch.setattr(_capture, "capture", lambda fn: captured.append(_ReplayCalls(fn)) or captured[-1])
+    monkeypatch.setattr(_capture, "capture", lambda fn: captured.append(ReplayCalls(fn)) or captured[-1])
     for tk in (th, ts):
         monkeypatch.setattr(tk, "GRAPH_MAX_MACS", 1 << 40)
         monkeypatch.setattr(tk, "graphs_apply", lambda dev: True)
@@ -53,7 +43,7 @@ def test_plain_call_graphs_cache():
 
     calls, captured = [], []
     real = _capture.capture
-    _capture.capture = lambda fn: captured.append(_ReplayCalls(fn)) or captured[-1]
+    _capture.capture = lambda fn: captured.append(ReplayCalls(fn)) or captured[-1]
     try:
         cache = _capture.PlainCallGraphs(2)
         acc = torch.zeros(3)

@@ -223,21 +223,21 @@ def test_gemm_into_on_the_cpu():
         with cuda_matmul_precision("bf16"):
             pass
 
-def test_bgemm_into_on_the_cpu():
-    """The batched gemm_into: strided batch views (no copies needed), NaN in out ignored,
-    accumulate, alpha, emulated tf32."""
-    from bpalts._precision import bgemm_into
+def test_gemm_into_batched_on_the_cpu():
+    """gemm_into on 3-D operands (batched): strided batch views (no copies needed), NaN in out
+    ignored, accumulate, alpha, emulated tf32."""
+    from bpalts._precision import gemm_into
 
     g = torch.Generator().manual_seed(1)
     a = torch.randn(5, 3 * 4, generator=g).unflatten(1, (3, 4)).transpose(0, 1)  # (3, 5, 4)
     b = torch.randn(3, 6, 4, generator=g).transpose(1, 2)  # (3, 4, 6), transposed matrices
     out = torch.full((3, 5, 6), float("nan"))
-    assert bgemm_into(out, a, b) is out and torch.allclose(out, a @ b)
-    bgemm_into(out, a, b, alpha=-2.0, accumulate=True)
+    assert gemm_into(out, a, b) is out and torch.allclose(out, a @ b)
+    gemm_into(out, a, b, alpha=-2.0, accumulate=True)
     assert torch.allclose(out, -(a @ b), atol=1e-6)
     out.fill_(float("nan"))
-    bgemm_into(out, a, b, "tf32", alpha=0.5)
+    gemm_into(out, a, b, "tf32", alpha=0.5)
     assert torch.equal(out, 0.5 * torch.bmm(round_tf32(a), round_tf32(b)))
     with pytest.raises(ValueError, match="precision 'fp32' or 'tf32', got 'tf32x3'"):
-        bgemm_into(out, a, b, "tf32x3")
+        gemm_into(out, a, b, "tf32x3")
 

@@ -19,7 +19,7 @@ import torch  # noqa: E402
 
 import bpalts  # noqa: E402
 from bpalts.ops.reservoir_run import image_sequence, reservoir_run, reservoir_run_reference  # noqa: E402
-from tests._compare_util import RTOL_REDUCTION, LaunchSpy, rel_err  # noqa: E402
+from tests._compare_util import RTOL_REDUCTION, LaunchSpy, ReplayCalls, rel_err  # noqa: E402
 
 pytestmark = [
     pytest.mark.skipif("triton" not in bpalts.available_backends("cpu"),
@@ -283,16 +283,6 @@ def test_cublas_gemm_bad_requests():
         tk.reservoir_run(W, W_in, inputs, 0.5, gemm="cublas", persistent=True, n_programs=1)
 
 
-class _ReplayCalls:
-    """Stands in for a captured CUDA graph on the CPU: replay() reruns the captured function."""
-
-    def __init__(self, fn):
-        self.fn, self.replays = fn, 0
-
-    def replay(self):
-        self.replays += 1
-        self.fn()
-
 
 @pytest.mark.parametrize("keep", ["all", "last", [2, 0, 2]], ids=str)
 @pytest.mark.parametrize("gemm", ["cublas", "triton"])
@@ -308,7 +298,7 @@ def test_graphed_steps_fresh_results_and_in_place_w(gemm, keep, monkeypatch, poi
     monkeypatch.setattr(tk, "BATCHED_GEMM", gemm)
     monkeypatch.setattr(tk, "_graphs_apply", lambda dev: True)
     captured = []
-    monkeypatch.setattr(tk, "_capture", lambda fn: captured.append(_ReplayCalls(fn)) or captured[-1])
+    monkeypatch.setattr(tk, "_capture", lambda fn: captured.append(ReplayCalls(fn)) or captured[-1])
     monkeypatch.setattr(tk, "_step_graphs", type(tk._step_graphs)())
     W, W_in, inputs, leak, bias, x0 = _problem(23, 11, 4, 3, 7, True)
     outs = []
@@ -368,7 +358,7 @@ def test_persistent_graphs_fresh_results(sync, N, B, keep, monkeypatch, poisoned
     from bpalts.kernels import reservoir_run as tk
 
     captured = []
-    monkeypatch.setattr(_capture, "capture", lambda fn: captured.append(_ReplayCalls(fn)) or captured[-1])
+    monkeypatch.setattr(_capture, "capture", lambda fn: captured.append(ReplayCalls(fn)) or captured[-1])
     monkeypatch.setattr(tk, "PERSISTENT_GRAPHS", True)
     monkeypatch.setattr(tk, "_graphs_apply", lambda dev: True)
     monkeypatch.setattr(tk, "_persistent_graphs", _capture.PlainCallGraphs(4))
