@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+import threading
+from contextlib import contextmanager
 from typing import Sequence
 
 import torch
@@ -47,8 +49,51 @@ def check_same(names: Sequence[str], tensors: Sequence[torch.Tensor]) -> None:
 
 
 def check_finite(name: str, t: torch.Tensor) -> None:
+    """``t`` holds no NaN or infinity, else a ValueError naming ``name``. Inside
+    :func:`one_finite_sync` a CUDA tensor's check is gathered and run at the block's end."""
+    pending = getattr(_finite, "pending", None)
+    if pending is not None and _defers(t):
+        pending.append((name, t))
+        return
     if not bool(torch.isfinite(t).all()):
         raise ValueError(f"{name} contains NaN or infinite values")
+
+
+_finite = threading.local()  # .pending: the CUDA checks gathered by the open one_finite_sync
+
+
+def _defers(t: torch.Tensor) -> bool:
+    """Whether a check of ``t`` inside :func:`one_finite_sync` waits for its end: on a GPU,
+    where checking costs a sync. (A function so that tests can stand in for it.)"""
+    return t.is_cuda
+
+
+@contextmanager
+def one_finite_sync():
+    """Gather the block's :func:`check_finite` calls on CUDA tensors and run them at its end
+    with one host sync instead of one each (each ``bool(...)`` on a GPU waits for the device);
+    the first non-finite tensor, in call order, raises as it would have. CPU tensors are checked
+    at once (no sync to save). If the block raises, its gathered checks are dropped; nested
+    blocks join the outermost."""
+    if getattr(_finite, "pending", None) is not None:
+        yield
+        return
+    _finite.pending = []
+    try:
+        yield
+        pending = _finite.pending
+    finally:
+        _finite.pending = None
+    if not pending:
+        return
+    flags = [torch.isfinite(t).all() for _, t in pending]
+    ok: dict = {}
+    for dev in {f.device for f in flags}:  # one sync per device (there is one, after check_same)
+        idx = [i for i, f in enumerate(flags) if f.device == dev]
+        ok.update(zip(idx, torch.stack([flags[i] for i in idx]).tolist()))
+    for i, (name, _) in enumerate(pending):
+        if not ok[i]:
+            raise ValueError(f"{name} contains NaN or infinite values")
 
 
 def check_scalar(name: str, value, *, positive: bool = False, allow_zero: bool = True) -> float:

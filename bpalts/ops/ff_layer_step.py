@@ -55,7 +55,7 @@ import torch
 import torch.nn.functional as F
 
 from bpalts._backend import cpp_module, resolve_backend
-from bpalts._checks import FLOAT32_ONLY, check_finite, check_same, check_scalar, check_tensor
+from bpalts._checks import FLOAT32_ONLY, check_finite, check_same, check_scalar, check_tensor, one_finite_sync
 
 
 class FFStep(NamedTuple):
@@ -194,12 +194,13 @@ def ff_layer_step(
     which = resolve_backend(backend, W.device)
     if which == "triton":
         check_tensor("W", W, ("units", "features"), FLOAT32_ONLY)
-    if check_finite_input:
-        for name, t in (("W", W), ("b", b), ("x_pos", x_pos), ("x_neg", x_neg),
-                        ("offset_pos", offset_pos), ("offset_neg", offset_neg),
-                        ("h_pos", h_pos), ("h_neg", h_neg)):
-            if t is not None:
-                check_finite(name, t)
+    with one_finite_sync():  # one host sync for every finiteness check below
+        if check_finite_input:
+            for name, t in (("W", W), ("b", b), ("x_pos", x_pos), ("x_neg", x_neg),
+                            ("offset_pos", offset_pos), ("offset_neg", offset_neg),
+                            ("h_pos", h_pos), ("h_neg", h_neg)):
+                if t is not None:
+                    check_finite(name, t)
     W, b, x_pos, x_neg = W.detach(), b.detach(), x_pos.detach(), x_neg.detach()
     offset_pos = None if offset_pos is None else offset_pos.detach()
     offset_neg = None if offset_neg is None else offset_neg.detach()

@@ -111,6 +111,7 @@ from bpalts._checks import (
     check_same,
     check_scalar,
     check_tensor,
+    one_finite_sync,
 )
 
 CURRENTS = ("linear", "pnorm")
@@ -502,13 +503,14 @@ def hebbian_update(
                 f"got {tuple(currents.shape)}"
             )
         check_same(("W", "currents"), (W, currents))
-    if check_finite_input:
-        check_finite("X", X)
-        check_finite("W", W)
-        if currents is not None:
-            check_finite("currents", currents)
-        if prm.theta is not None:
-            check_finite("state['theta']" if isinstance(state, dict) else "state", prm.theta)
+    with one_finite_sync():  # one host sync for every finiteness check below
+        if check_finite_input:
+            check_finite("X", X)
+            check_finite("W", W)
+            if currents is not None:
+                check_finite("currents", currents)
+            if prm.theta is not None:
+                check_finite("state['theta']" if isinstance(state, dict) else "state", prm.theta)
     with torch.no_grad():
         if which == "reference":
             hebbian_update_reference(W, X, rule, lr, k=k, delta=delta, p=p, theta_rate=theta_rate,

@@ -107,6 +107,7 @@ from bpalts._checks import (
     check_same,
     check_scalar,
     check_tensor,
+    one_finite_sync,
 )
 
 ACTIVATIONS = ("tanh", "relu", "leaky_relu", "identity")
@@ -375,31 +376,32 @@ def pc_relax(weights, x, target, steps=20, step_size=0.1, *, biases=None, activa
         ValueError / TypeError naming a bad argument; DivergenceError (non-finite energy).
     """
     dtypes = FLOAT32_OR_64
-    L = check_network(weights, x, biases, feedback, dtypes, check_finite_input)
-    which = resolve_backend(backend, x.device)
-    if which == "triton":
-        check_tensor("x", x, ("batch", "features"), FLOAT32_ONLY)
-    _check_rows("target", target, x, weights[-1].shape[0], "outputs", dtypes, check_finite_input)
-    check_int("steps", steps, 1)
-    step_size = check_scalar("step_size", step_size, positive=True, allow_zero=False)
-    activation = check_choice("activation", activation, ACTIVATIONS)
-    output = check_choice("output", output, OUTPUTS)
-    output_energy = check_choice("output_energy", output_energy, OUTPUT_ENERGIES)
-    beta = check_scalar("beta", beta, positive=True, allow_zero=False)
-    if tol is not None:
-        tol = check_scalar("tol", tol, positive=True)
-    fixed_predictions = bool(fixed_predictions)
-    precision = check_precision(precision, x.dtype)
-    if isinstance(init, str):
-        check_choice("init", init, INITS)
-    else:
-        if isinstance(init, torch.Tensor) or not isinstance(init, Sequence) or len(init) not in (L, L - 1) \
-                or len(init) == 0:
-            raise TypeError(f"init must be 'feedforward', 'zeros' or a list of {L} state tensors "
-                            f"(or {L - 1} hidden ones), got {type(init).__name__}"
-                            + (f" of length {len(init)}" if isinstance(init, Sequence) else ""))
-        for i, s in enumerate(init):
-            _check_rows(f"init[{i}]", s, x, weights[i].shape[0], "units", dtypes, check_finite_input)
+    with one_finite_sync():  # one host sync for every finiteness check below
+        L = check_network(weights, x, biases, feedback, dtypes, check_finite_input)
+        which = resolve_backend(backend, x.device)
+        if which == "triton":
+            check_tensor("x", x, ("batch", "features"), FLOAT32_ONLY)
+        _check_rows("target", target, x, weights[-1].shape[0], "outputs", dtypes, check_finite_input)
+        check_int("steps", steps, 1)
+        step_size = check_scalar("step_size", step_size, positive=True, allow_zero=False)
+        activation = check_choice("activation", activation, ACTIVATIONS)
+        output = check_choice("output", output, OUTPUTS)
+        output_energy = check_choice("output_energy", output_energy, OUTPUT_ENERGIES)
+        beta = check_scalar("beta", beta, positive=True, allow_zero=False)
+        if tol is not None:
+            tol = check_scalar("tol", tol, positive=True)
+        fixed_predictions = bool(fixed_predictions)
+        precision = check_precision(precision, x.dtype)
+        if isinstance(init, str):
+            check_choice("init", init, INITS)
+        else:
+            if isinstance(init, torch.Tensor) or not isinstance(init, Sequence) or len(init) not in (L, L - 1) \
+                    or len(init) == 0:
+                raise TypeError(f"init must be 'feedforward', 'zeros' or a list of {L} state tensors "
+                                f"(or {L - 1} hidden ones), got {type(init).__name__}"
+                                + (f" of length {len(init)}" if isinstance(init, Sequence) else ""))
+            for i, s in enumerate(init):
+                _check_rows(f"init[{i}]", s, x, weights[i].shape[0], "units", dtypes, check_finite_input)
 
     with torch.no_grad():
         if which == "reference":

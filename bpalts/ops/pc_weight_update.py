@@ -39,6 +39,7 @@ import torch
 
 from bpalts._backend import cpp_module, resolve_backend
 from bpalts._checks import FLOAT32_ONLY, FLOAT32_OR_64, check_choice, check_scalar, check_tensor
+from bpalts._checks import one_finite_sync
 from bpalts.ops.pc_relax import ACTIVATIONS, _check_rows, act, check_network
 
 FEEDBACK_RULES = (None, "same")
@@ -107,24 +108,25 @@ def pc_weight_update(weights, x, states, errors, *, lr=None, biases=None, activa
         :class:`PCWeightUpdate` ``(weights, biases, feedback)``.
     """
     dtypes = FLOAT32_OR_64
-    L = check_network(weights, x, biases, feedback, dtypes, check_finite_input)
-    which = resolve_backend(backend, x.device)
-    if which == "triton":
-        check_tensor("x", x, ("batch", "features"), FLOAT32_ONLY)
-    for name, lst in (("states", states), ("errors", errors)):
-        if isinstance(lst, torch.Tensor) or not isinstance(lst, Sequence) or len(lst) != L:
-            raise TypeError(f"{name} must be a list of {L} (batch, n_l) tensors, got "
-                            f"{type(lst).__name__}" + (f" of length {len(lst)}" if isinstance(lst, Sequence) else ""))
-        for i, t in enumerate(lst):
-            _check_rows(f"{name}[{i}]", t, x, weights[i].shape[0], "units", dtypes, check_finite_input)
-    if lr is not None:
-        lr = check_scalar("lr", lr)
-    activation = check_choice("activation", activation, ACTIVATIONS)
-    if feedback_rule not in FEEDBACK_RULES:
-        raise ValueError(f"feedback_rule must be one of {FEEDBACK_RULES}, got {feedback_rule!r}")
-    if feedback_rule is not None and feedback is None:
-        raise ValueError(f"feedback_rule={feedback_rule!r} needs feedback (a list of {L} matrices)")
-    presynaptic = check_choice("presynaptic", presynaptic, PRESYNAPTIC)
+    with one_finite_sync():  # one host sync for every finiteness check below
+        L = check_network(weights, x, biases, feedback, dtypes, check_finite_input)
+        which = resolve_backend(backend, x.device)
+        if which == "triton":
+            check_tensor("x", x, ("batch", "features"), FLOAT32_ONLY)
+        for name, lst in (("states", states), ("errors", errors)):
+            if isinstance(lst, torch.Tensor) or not isinstance(lst, Sequence) or len(lst) != L:
+                raise TypeError(f"{name} must be a list of {L} (batch, n_l) tensors, got "
+                                f"{type(lst).__name__}" + (f" of length {len(lst)}" if isinstance(lst, Sequence) else ""))
+            for i, t in enumerate(lst):
+                _check_rows(f"{name}[{i}]", t, x, weights[i].shape[0], "units", dtypes, check_finite_input)
+        if lr is not None:
+            lr = check_scalar("lr", lr)
+        activation = check_choice("activation", activation, ACTIVATIONS)
+        if feedback_rule not in FEEDBACK_RULES:
+            raise ValueError(f"feedback_rule must be one of {FEEDBACK_RULES}, got {feedback_rule!r}")
+        if feedback_rule is not None and feedback is None:
+            raise ValueError(f"feedback_rule={feedback_rule!r} needs feedback (a list of {L} matrices)")
+        presynaptic = check_choice("presynaptic", presynaptic, PRESYNAPTIC)
     kw = dict(lr=lr, biases=biases, activation=activation, feedback=feedback,
               feedback_rule=feedback_rule, presynaptic=presynaptic)
     with torch.no_grad():

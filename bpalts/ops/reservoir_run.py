@@ -57,6 +57,7 @@ import torch
 
 from bpalts._backend import cpp_module, resolve_backend
 from bpalts._checks import FLOAT32_ONLY, FLOAT32_OR_64, check_choice, check_finite, check_int, check_tensor
+from bpalts._checks import one_finite_sync
 from bpalts._precision import check_precision, operand_rounder
 
 KEEP_MODES = ("all", "last")
@@ -352,14 +353,15 @@ def reservoir_run(
             raise ValueError(f"precision={precision!r} needs a dense W (a sparse CSR W multiplies in fp32)")
     if which == "triton" and sparse:
         raise ValueError("triton backend needs a dense W (a sparse CSR W runs on the cpp or reference backend)")
-    if check_finite_input:
-        check_finite("inputs", inputs)
-        check_finite("W", W.values() if sparse else W)
-        check_finite("W_in", W_in)
-        if bias is not None:
-            check_finite("bias", bias)
-        if state0 is not None:
-            check_finite("state0", state0)
+    with one_finite_sync():  # one host sync for every finiteness check below
+        if check_finite_input:
+            check_finite("inputs", inputs)
+            check_finite("W", W.values() if sparse else W)
+            check_finite("W_in", W_in)
+            if bias is not None:
+                check_finite("bias", bias)
+            if state0 is not None:
+                check_finite("state0", state0)
     # keep is validated here too, before any kernel runs.
     _keep_plan(keep, inputs.shape[0], inputs.device)
     with torch.no_grad():

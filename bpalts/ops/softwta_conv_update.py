@@ -55,6 +55,7 @@ from bpalts._checks import (
     check_same,
     check_scalar,
     check_tensor,
+    one_finite_sync,
 )
 
 _W_DIMS = ("out_channels", "in_channels", "kernel_height", "kernel_width")
@@ -165,9 +166,10 @@ def softwta_conv_update(
     which = resolve_backend(backend, W.device)
     if which == "triton":
         check_tensor("W", W, _W_DIMS, FLOAT32_ONLY)
-    if check_finite_input:
-        check_finite("X", X)
-        check_finite("W", W)
+    with one_finite_sync():  # one host sync for every finiteness check below
+        if check_finite_input:
+            check_finite("X", X)
+            check_finite("W", W)
     flags = dict(anti_hebbian=bool(anti_hebbian), adaptive_lr=bool(adaptive_lr),
                  max_normalize=bool(max_normalize))
     with torch.no_grad():

@@ -49,6 +49,7 @@ from bpalts._checks import (
     check_finite,
     check_scalar,
     check_tensor,
+    one_finite_sync,
 )
 
 
@@ -119,9 +120,10 @@ def softwta_update(
     which = resolve_backend(backend, W.device)
     if which == "triton":
         check_tensor("W", W, ("units", "features"), FLOAT32_ONLY)
-    if check_finite_input:
-        check_finite("X", X)
-        check_finite("W", W)
+    with one_finite_sync():  # one host sync for every finiteness check below
+        if check_finite_input:
+            check_finite("X", X)
+            check_finite("W", W)
     flags = dict(anti_hebbian=bool(anti_hebbian), adaptive_lr=bool(adaptive_lr),
                  max_normalize=bool(max_normalize), precision=precision)
     with torch.no_grad():
