@@ -23,8 +23,10 @@ the CSVs, nothing is measured here):
   beat ``hebbian_update[gha,cublas]`` (the panels) in every row measured; and, from the blocks
   rows against the Triton path, the ``CUBLAS_MIN_MACS`` thresholds as they would be with it.
 - ``kernels/hebbian_update.py`` and ``kernels/softwta_update.py`` ``GRAPH_MAX_MACS``: the
-  largest ``B * N * F`` at which the ``[graph]`` row's plain call (replayed from the op's cached
-  CUDA graph) beat the default row's plain call; the cuBLAS ``...-graph`` rows are listed too.
+  largest ``B * N * F`` up to which every ``[...graph]`` row's plain call (replayed from the
+  op's cached CUDA graph) beat its twin's without the graph (``[graph]`` against the default
+  row, ``[cublas-graph]`` against ``[cublas]``, ``[cublas-blocks-graph]`` against
+  ``[cublas-blocks]``).
 - ``kernels/pc_relax.py`` ``FULL_GRAPHS_MAX``: 2 if every ``pc_relax[...full]`` row's plain
   call beat its twin's without the full graph, else 0.
 - ``kernels/reservoir_run.py`` ``GRAPH_MIN_STEPS``: 28 (the row's step count) if
@@ -312,34 +314,47 @@ def _tril_form(rows: list[Row], by: dict) -> list[str]:
     return out
 
 
+def _largest_winning(results: list[tuple[int, bool]]) -> int:
+    """The largest size up to which every result at that size or smaller is a win; 0 if none."""
+    choice = 0
+    for b in sorted({b for b, _ in results}):
+        if all(won for bb, won in results if bb <= b):
+            choice = b
+        else:
+            break
+    return choice
+
+
 def _graph_max_macs(rows: list[Row], by: dict) -> list[str]:
     """GRAPH_MAX_MACS of kernels/hebbian_update.py and kernels/softwta_update.py: the largest
-    B * N * F at which a ``[graph]`` row's plain call (replayed from the op's cached graph) beat
-    the default row's plain call, same shape and precision (the graph columns time the same
-    launches, so only the plain call counts); 0 if it never did. The ``[cublas...-graph]`` rows
-    are listed against the same default row."""
+    B * N * F up to which every ``[...graph]`` row's plain call (replayed from the op's cached
+    graph) beat its twin's without (``[graph]`` against the default row, ``[cublas-graph]``
+    against ``[cublas]``, ``[cublas-blocks-graph]`` against ``[cublas-blocks]``), same shape and
+    precision; 0 if the smallest lost. Plain calls only: in the bench's own graph both record
+    the same launches."""
     out = []
     for base, where in (("hebbian_update[gha]", "hebbian_update"), ("softwta_update", "softwta_update")):
         lines, wins = [], []
         for r in rows:
-            if r.base != base or not r.variant.endswith("graph") or r.op.startswith("reservoir"):
+            if r.base != base or not r.variant.endswith("graph"):
                 continue
+            without = r.variant[:-len("graph")].rstrip("-")
             suffix = "" if r.precision == "fp32" else f" {r.precision}"
-            twin = by.get((base + suffix, r.shape))
+            op = base if not without else (base[:-1] + f",{without}]" if base.endswith("]")
+                                           else f"{base}[{without}]")
+            twin = by.get((op + suffix, r.shape))
             if twin is None or r.triton is None or twin.triton is None:
                 continue
             won = r.ok and r.triton < twin.triton
-            if r.variant == "graph":
-                wins.append((_macs(r.shape), won))
+            wins.append((_macs(r.shape), won))
             lines.append(f"  {base} {r.shape} {r.precision}: {r.variant} plain {_fmt(r.triton)} ms "
-                         f"(graph {_fmt(r.graph)}), default plain {_fmt(twin.triton)} ms "
-                         f"(graph {_fmt(twin.graph)}) -> {r.variant if won else 'default'}")
+                         f"(graph {_fmt(r.graph)}), {without or 'default'} plain {_fmt(twin.triton)} ms "
+                         f"(graph {_fmt(twin.graph)}) -> {r.variant if won else without or 'default'}")
         if not lines:
-            out.append(f"kernels/{where}.py GRAPH_MAX_MACS: no decision (no [graph] rows with a default twin)")
+            out.append(f"kernels/{where}.py GRAPH_MAX_MACS: no decision (no [...graph] rows with a twin)")
             continue
-        best = max([m for m, won in wins if won], default=0)
-        out += [f"kernels/{where}.py GRAPH_MAX_MACS = {best} (the largest B * N * F where the "
-                "replayed plain call won; 0: never)"] + lines
+        out += [f"kernels/{where}.py GRAPH_MAX_MACS = {_largest_winning(wins)} (the largest B * N * F "
+                "up to which every replayed plain call won; 0: never)"] + lines
     return out
 
 

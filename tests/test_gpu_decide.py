@@ -63,6 +63,7 @@ def test_decisions_and_later_files_win(tmp_path, capsys):
         ("hebbian_update[gha,cublas-blocks-graph]", "B256 784->1024", "ok", "0.075", "0.07", "<= 0.08"),
         ("softwta_update", "B256 784->1024", "ok", "0.250", "0.099", "<= 0.04"),
         ("softwta_update[graph]", "B256 784->1024", "ok", "0.300", "0.099", "<= 0.04"),  # loses
+        ("softwta_update[cublas-graph] tf32", "B1024 4096->4096", "ok", "0.39", "0.40", "<= 0.41"),
         ("hebbian_update[gha,cublas-blocks] tf32", "B1024 4096->4096", "ok", "0.85", "0.75", "<= 1.23"),
         ("softwta_update tf32", "B1024 4096->4096", "ok", "1.20", "1.16", "<= 0.41"),
         ("softwta_update[cublas] tf32", "B1024 4096->4096", "FAIL", "0.30", "0.30", "<= 0.41"),
@@ -84,8 +85,10 @@ def test_decisions_and_later_files_win(tmp_path, capsys):
     assert "softwta_update.py CUBLAS_MIN_MACS_TF32 = 0" in text  # its only cuBLAS row failed its check
     assert "CUBLAS_MIN_MACS = 0 for hebbian_update[oja]" in text
     assert "hebbian_update.py GRAPH_MAX_MACS = 205520896" in text
-    assert "cublas-blocks-graph plain 0.075 ms (graph 0.070), default plain 0.862 ms" in text
-    assert "softwta_update.py GRAPH_MAX_MACS = 0" in text
+    assert "cublas-blocks-graph plain 0.075 ms (graph 0.070), cublas-blocks plain 0.400 ms" in text
+    assert "softwta_update.py GRAPH_MAX_MACS = 0" in text  # lost at B256, so not above either
+    assert "cublas-graph plain 0.390 ms (graph 0.400), cublas plain 0.300 ms (graph 0.300) -> cublas" in text
+
     assert "FULL_GRAPHS_MAX = 2" in text and "cublas-full plain 1.900 ms, cublas plain 3.000 ms" in text
     assert "full plain 0.450 ms, tiles plain 1.500 ms" in text
     assert "TRIL_FORM = 'blocks'" in text and "blocks 0.400 / 0.070 ms, panels 0.500 / 0.100" in text

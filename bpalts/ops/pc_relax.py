@@ -119,7 +119,9 @@ LEAKY_SLOPE = 0.01
 
 class PCRelaxResult(NamedTuple):
     """``states[l-1]`` = ``x_l`` and ``errors[l-1]`` = ``e_l`` (``(B, n_l)``, ``l = 1..L``, fresh
-    tensors), ``energy`` (``(steps_run,)``, batch-mean energy after each step), ``steps_run``."""
+    memory owned by the result: no input or cached buffer is aliased; the Triton backend returns
+    each list's layers as views of one contiguous allocation), ``energy`` (``(steps_run,)``,
+    batch-mean energy after each step), ``steps_run``."""
 
     states: list
     errors: list
