@@ -35,7 +35,11 @@ def test_steps_cut_to_session_budget(tmp_path):
     assert new.startswith("new rc 124 (limit 2s"), new  # killed at its own limit
     host = next(line for line in lines if line.startswith("host rc"))
     assert host.startswith("host rc 124 (limit 1s"), host
-    assert prof.startswith("profile rc 124 (limit 4s"), prof  # cut to what was left of SESSION_T
+    # cut to what was left of SESSION_T: 9 s less the warm, new and host steps' 2 + 2 + 1 s and
+    # the packing after each (a second or two more on a loaded machine), not its own 100 s
+    assert prof.startswith("profile rc 124 (limit "), prof
+    limit = int(prof.split("(limit ")[1].split("s")[0])
+    assert 1 <= limit <= 4, prof
     for step in ("gpu", "tiles", "acc"):
         assert any(line.startswith(f"{step} skipped") for line in lines), out.stdout
     # everything comes back as one archive (the device tool returns at most 8 files)
