@@ -515,3 +515,21 @@ def test_cached_full_graph_capture_failure(cached_plans, monkeypatch, poisoned_e
     (plan,) = tk._plans.values()
     (full,) = plan.full.values()
     assert full.graph is False and plan.graph and plan.graph.replays == 3
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"B{c[0]}-{c[2]}-{c[3]}-{c[4]}-{c[5]}"
+                         + ("-fb" if c[6] else "") + ("-fixed" if c[7] else ""))
+def test_cached_path_every_case(case, cached_plans, poisoned_empty):
+    """Every configuration of test_triton_matches_reference through the CUDA code path (plan
+    cache, full graph captured at the second call, replayed at the third; emulated)."""
+    B, widths, output, oe, act, init, fb, fixed, bias = case
+    Ws, bs, Bs, x, t = make_net(widths, B, feedback=fb)
+    bs = bs if bias else None
+    kw = dict(output=output, output_energy=oe, activation=act, init=init, fixed_predictions=fixed, beta=0.5)
+    r = _ref64(Ws, bs, Bs, x, t, 4, **kw)
+    for call in range(3):
+        c = pc_relax(Ws, x, t, 4, 0.1, biases=bs, feedback=Bs, backend="triton", **kw)
+        for got, want in zip(c.states + c.errors, r.states + r.errors):
+            assert _close(got, want), call
+        assert rel_err(c.energy, r.energy) < RTOL_REDUCTION, call
+    assert len(cached_plans) == 1 and cached_plans[0].replays == 2
