@@ -82,3 +82,24 @@ def test_gpu_py_host_profile_names_the_python_that_costs():
     lines = m.group(3).splitlines()
     assert len(lines) == 15
     assert all(re.search(r"[\d.]+ x +[\d.]+ us \(cum +[\d.]+\)$", ln) for ln in lines), text
+
+
+def test_session_row_lists_name_existing_rows():
+    """Every '|'-separated substring of gpu_session.sh's NEW_ROWS, HOST_ROWS and PROFILE_ROWS
+    matches a row of gpu.py's full (GPU) table: a misspelt one would silently select nothing.
+    The table is listed in a subprocess (gpu.py reads its arguments at import)."""
+    code = (
+        "import sys; sys.argv = ['gpu.py', '--smoke']; sys.path.insert(0, 'bench'); import gpu; "
+        "print('\\n'.join(f'{o.name} {o.shape}' for o in gpu.build_ops(False)))")
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    names = out.stdout.splitlines()
+    assert len(names) > 50
+    script = (ROOT / "bench" / "gpu_session.sh").read_text()
+    for var in ("NEW_ROWS", "HOST_ROWS", "PROFILE_ROWS"):
+        m = re.search(var + r'=\$\{' + var + r':-"([^"]*)"\}', script)
+        assert m, var
+        for sub in m.group(1).split("|"):
+            assert any(sub in n for n in names), (var, sub)
