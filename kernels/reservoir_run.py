@@ -397,9 +397,10 @@ def _launch_persistent(W, n_keep, mode, slots, T_run, B, N, n_programs, sync, re
     has none: a zero). No host sync, so a CUDA graph can record it."""
     dev = U.device
     out = torch.empty((n_keep, B, N), dtype=torch.float32, device=dev)
-    # one zeroed int32 block: the barrier's counter, the programs' give-up flags ("ll")
-    flags = torch.zeros((1 + n_programs,), dtype=torch.int32, device=dev)
-    counter, status = flags[:1], flags[1:]
+    # one zeroed int32 block: the barrier's counter, then (16 bytes on, so that both pointers
+    # stay 16-byte aligned, as Triton specialises them) the programs' give-up flags ("ll")
+    flags = torch.zeros((4 + n_programs,), dtype=torch.int32, device=dev)
+    counter, status = flags[:1], flags[4:]
     slots = counter if slots is None else slots  # unread without a table
     s_ut, s_ub, s_un = U.stride()
     if sync == "ll":
