@@ -12,10 +12,10 @@ gate, ``H = conv2d_weight(X, Y~)``. Around them:
 2. ``_fold_kernel``: ``d_k = sum`` of the partials, in program order (deterministic, no
    atomics).
 3. ``_prep_kernel``, one program per block of output channels over the (C_out, C_in kh kw) view:
-   the old squared row norms and ``dW = H - d W``. With max-abs scaling it writes ``dW`` over
-   ``H`` and the block's ``max|dW|``, and the dense op's ``_apply_kernel``
-   (:mod:`bpalts.kernels.softwta_update`) folds the maxima and applies
-   ``W += rate * dW / max``. Without, the block applies ``W += rate * dW / (B H' W')`` itself
+   the old squared row norms and ``dW = H - d W``. With max-abs scaling it writes only the
+   block's ``max|dW|``, and the dense op's ``_apply_kernel``
+   (:mod:`bpalts.kernels.softwta_update`) folds the maxima, recomputes ``dW`` from ``H``, ``d``
+   and the old ``W``, and applies ``W += rate * dW / max`` (dW is never written out). Without, the block applies ``W += rate * dW / (B H' W')`` itself
    (its rows are all its own) and that launch is skipped.
 
 fp32 throughout.
@@ -93,8 +93,9 @@ def _fold_kernel(PART, D, C, n_prog, BLOCK: tl.constexpr):
 def _prep_kernel(W, H, D, TMAX, NSQ, N, Fdim, coef,
                  MAXNORM: tl.constexpr, ADAPTIVE: tl.constexpr,
                  BLOCK_M: tl.constexpr, BLOCK_F: tl.constexpr):
-    """Rows of W (N, F) and H: squared norms, dW = H - D W. MAXNORM: H <- dW, TMAX[pid] <- max|dW|,
-    NSQ <- norms^2; else W += rate * dW in place (rate = coef [* |norm - 1|^0.5])."""
+    """Rows of W (N, F) and H: squared norms, dW = H - D W. MAXNORM: TMAX[pid] <- max|dW|,
+    NSQ <- norms^2 (dW is not stored: ``_apply_kernel`` recomputes it from H, D and W); else
+    W += rate * dW in place (rate = coef [* |norm - 1|^0.5])."""
     pid = tl.program_id(0)
     rm = pid * BLOCK_M + tl.arange(0, BLOCK_M)
     nmask = rm < N
@@ -109,7 +110,6 @@ def _prep_kernel(W, H, D, TMAX, NSQ, N, Fdim, coef,
         nsq += tl.sum(w * w, axis=1)
         if MAXNORM:
             dw = tl.load(H + off, mask=mask, other=0.0) - d[:, None] * w
-            tl.store(H + off, dw, mask=mask)
             mx = tl.maximum(mx, tl.max(tl.where(mask, tl.abs(dw), 0.0), axis=1))
     if MAXNORM:
         tl.store(NSQ + rm, nsq, mask=nmask)
@@ -156,8 +156,8 @@ def softwta_conv_update(W: torch.Tensor, X: torch.Tensor, lr: float, temperature
                             num_warps=NUM_WARPS)
     if max_normalize:
         _apply_kernel[(triton.cdiv(N, BA_M), triton.cdiv(Fdim, BA_N))](
-            W2, H, TMAX, NSQ, N, Fdim, n_rows, lr, W2.stride(0), W2.stride(1),
-            ADAPTIVE=bool(adaptive_lr), BLOCK_M=BA_M, BLOCK_N=BA_N, BLOCK_T=BT,
+            W2, H, TMAX, NSQ, D, N, Fdim, n_rows, lr, W2.stride(0), W2.stride(1),
+            ADAPTIVE=bool(adaptive_lr), DECAY=True, BLOCK_M=BA_M, BLOCK_N=BA_N, BLOCK_T=BT,
             num_warps=NUM_WARPS,
         )
     if Wc is not W:

@@ -25,9 +25,10 @@ both GEMMs in cuBLAS (:func:`bpalts._precision.gemm_into`) and the rest in three
 ``U = X W^T`` (cuBLAS); ``_cublas_gate_kernel`` (``GATE_ROWS`` rows per program: the row
 softmax's max, first argmax and sum in one online pass, then ``Y~`` and the program's partial
 column sums of ``Y~ U``); ``H = Y~^T X`` (cuBLAS); ``_cublas_dw_kernel`` (``DW_UNITS`` units per
-program over all features: ``d`` from the partials, ``dW = H - d W`` in place of ``H``, the old
-rows' squared norms and the program's ``max|dW|``; without max-abs scaling it applies the update
-itself); then ``_apply_kernel`` as above. On an H200 the tf32 Triton GEMMs of this op ran at
+program over all features: ``d`` from the partials, the old rows' squared norms and the
+program's ``max|dW|`` with ``dW = H - d W``, which is not stored; without max-abs scaling it
+applies the update itself); then ``_apply_kernel``, which recomputes ``dW`` from ``H``, ``d``
+and the old ``W`` as it applies it (one N x F write and read fewer than storing dW). On an H200 the tf32 Triton GEMMs of this op ran at
 about 60 TFLOP/s (1.16 ms for 69 GFLOP at B1024 4096->4096), far below cuBLAS's tensor-core
 rate; this path is for the shapes where the GEMMs dominate.
 
@@ -235,10 +236,13 @@ def _update_kernel(
 
 @triton.jit
 def _apply_kernel(
-    W, DW, TMAX, NSQ, N, F, n_tiles, lr, s_wn, s_wf,
-    ADAPTIVE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr,
+    W, DW, TMAX, NSQ, DV, N, F, n_tiles, lr, s_wn, s_wf,
+    ADAPTIVE: tl.constexpr, DECAY: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_T: tl.constexpr,
 ):
-    """W += rate * DW / (max(TMAX) + 1e-30)."""
+    """W += rate * dW / (max(TMAX) + 1e-30), with dW = DW, or with DECAY ``DW - DV W`` (the
+    cuBLAS path: DW holds ``H = Y~^T X``, DV the per-unit decay ``d``; recomputing the product
+    here saves writing dW out and reading it back)."""
     rt = tl.arange(0, BLOCK_T)
     gm = tl.zeros((BLOCK_T,), dtype=tl.float32)
     for t0 in range(0, n_tiles, BLOCK_T):
@@ -252,6 +256,8 @@ def _apply_kernel(
     wp = W + rm[:, None] * s_wn + rf[None, :] * s_wf
     w = tl.load(wp, mask=mask, other=0.0)
     dw = tl.load(DW + rm[:, None] * F + rf[None, :], mask=mask, other=0.0)
+    if DECAY:
+        dw = dw - tl.load(DV + rm, mask=nmask, other=0.0)[:, None] * w
     tl.store(wp, w + rate[:, None] * (dw * inv), mask=mask)
 
 
@@ -292,12 +298,13 @@ def _cublas_gate_kernel(U, Y, DP, B, N, inv_tau, ANTI: tl.constexpr, BLOCK_R: tl
 
 
 @triton.jit
-def _cublas_dw_kernel(H, W, DP, NSQ, TMAX, N, F, n_parts, coef, s_wn, s_wf,
+def _cublas_dw_kernel(H, W, DP, NSQ, TMAX, DV, N, F, n_parts, coef, s_wn, s_wf,
                       MAXNORM: tl.constexpr, ADAPTIVE: tl.constexpr, BLOCK_M: tl.constexpr,
                       BLOCK_F: tl.constexpr, BLOCK_P: tl.constexpr):
     """Units ``pid * BLOCK_M ..``, every feature: ``d = sum_p DP[p]``, ``dW = H - d W``. MAXNORM:
-    H <- dW, NSQ <- |w|^2 of the old rows, TMAX[pid] <- max|dW|; else W += rate * dW in place
-    (rate = coef |norm - 1|^0.5 or coef; coef includes 1/B)."""
+    DV <- d, NSQ <- |w|^2 of the old rows, TMAX[pid] <- max|dW| (dW itself is not stored:
+    ``_apply_kernel`` recomputes it); else W += rate * dW in place (rate = coef |norm - 1|^0.5
+    or coef; coef includes 1/B)."""
     pid = tl.program_id(0)
     rm = pid * BLOCK_M + tl.arange(0, BLOCK_M)
     nmask = rm < N
@@ -316,10 +323,10 @@ def _cublas_dw_kernel(H, W, DP, NSQ, TMAX, N, F, n_parts, coef, s_wn, s_wf,
             w = tl.load(W + rm[:, None] * s_wn + rf[None, :] * s_wf, mask=msk, other=0.0)
             h = tl.load(H + rm[:, None] * F + rf[None, :], mask=msk, other=0.0)
             dw = h - d[:, None] * w
-            tl.store(H + rm[:, None] * F + rf[None, :], dw, mask=msk)
             tmax = tl.maximum(tmax, tl.max(tl.abs(dw), axis=1))
             nsq += tl.sum(w * w, axis=1)
         tl.store(NSQ + rm, nsq, mask=nmask)
+        tl.store(DV + rm, d, mask=nmask)
         tl.store(TMAX + pid, tl.max(tmax, axis=0))
     else:
         if ADAPTIVE:
@@ -348,21 +355,21 @@ def _softwta_update_cublas(W, X, lr, temperature, anti_hebbian, adaptive_lr, max
     dev = W.device
     n_parts = triton.cdiv(B, GATE_ROWS)
     n_prog = triton.cdiv(N, DW_UNITS)
-    sizes = [B * N, B * N, n_parts * N, N * F, N, n_prog]
-    U, Y, DP, H, NSQ, TMAX = torch.empty(sum(sizes), device=dev, dtype=torch.float32).split(sizes)
+    sizes = [B * N, B * N, n_parts * N, N * F, N, n_prog, N]
+    U, Y, DP, H, NSQ, TMAX, DV = torch.empty(sum(sizes), device=dev, dtype=torch.float32).split(sizes)
     U, Y, H = U.view(B, N), Y.view(B, N), H.view(N, F)
     gemm_into(U, X, W.t(), precision)
     _cublas_gate_kernel[(n_parts,)](U, Y, DP, B, N, 1.0 / temperature, ANTI=bool(anti_hebbian),
                                     BLOCK_R=GATE_ROWS, BLOCK_N=GATE_BN, num_warps=NUM_WARPS)
     gemm_into(H, Y.t(), X, precision)
-    _cublas_dw_kernel[(n_prog,)](H, W, DP, NSQ, TMAX, N, F, n_parts, lr if max_normalize else lr / B,
+    _cublas_dw_kernel[(n_prog,)](H, W, DP, NSQ, TMAX, DV, N, F, n_parts, lr if max_normalize else lr / B,
                                  W.stride(0), W.stride(1), MAXNORM=bool(max_normalize),
                                  ADAPTIVE=bool(adaptive_lr), BLOCK_M=DW_UNITS, BLOCK_F=DW_BF,
                                  BLOCK_P=DW_BP, num_warps=NUM_WARPS)
     if max_normalize:
         _apply_kernel[(triton.cdiv(N, BA_M), triton.cdiv(F, BA_N))](
-            W, H, TMAX, NSQ, N, F, n_prog, lr, W.stride(0), W.stride(1),
-            ADAPTIVE=bool(adaptive_lr), BLOCK_M=BA_M, BLOCK_N=BA_N, BLOCK_T=BT,
+            W, H, TMAX, NSQ, DV, N, F, n_prog, lr, W.stride(0), W.stride(1),
+            ADAPTIVE=bool(adaptive_lr), DECAY=True, BLOCK_M=BA_M, BLOCK_N=BA_N, BLOCK_T=BT,
             num_warps=NUM_WARPS, num_stages=NUM_STAGES,
         )
 
@@ -435,7 +442,7 @@ def _softwta_update(W: torch.Tensor, X: torch.Tensor, lr: float, temperature: fl
     )
     if max_normalize:
         _apply_kernel[(triton.cdiv(N, BA_M), triton.cdiv(F, BA_N))](
-            W, DW, TMAX, NSQ, N, F, n_tiles, lr, W.stride(0), W.stride(1),
-            ADAPTIVE=bool(adaptive_lr), BLOCK_M=BA_M, BLOCK_N=BA_N, BLOCK_T=BT,
+            W, DW, TMAX, NSQ, TMAX, N, F, n_tiles, lr, W.stride(0), W.stride(1),
+            ADAPTIVE=bool(adaptive_lr), DECAY=False, BLOCK_M=BA_M, BLOCK_N=BA_N, BLOCK_T=BT,
             num_warps=NUM_WARPS, num_stages=NUM_STAGES,
         )
