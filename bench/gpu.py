@@ -88,6 +88,9 @@ ANCHORS = {
     ("softwta_update[cublas-graph]", "B256 784->1024"): (0.113, 0.063, 0.140, 0.04),
     ("softwta_update[graph] tf32x3", "B256 784->1024"): (0.113, 0.063, 0.140, 0.04),
     ("softwta_update[cublas-graph] tf32", "B1024 4096->4096"): (1.62, 1.59, 1.52, 1.62 / 4),
+    ("softwta_update[cublas-split2]", "B256 784->1024"): (0.113, 0.063, 0.140, 0.04),
+    ("softwta_update[cublas-split4]", "B256 784->1024"): (0.113, 0.063, 0.140, 0.04),
+    ("softwta_update[cublas-split2] tf32", "B1024 4096->4096"): (1.62, 1.59, 1.52, 1.62 / 4),
 }
 
 
@@ -379,6 +382,22 @@ def build_ops(smoke: bool) -> list[Op]:
                                                          check_finite_input=False, precision=p),
                 on=c)),
             inplace_arg=0,
+        ))
+    # SoftHebb's cuBLAS path with its forward GEMM split along the features (SPLIT_K), at B256
+    # (2 and 4 parts) and at the largest shape (2 parts, fp32 and tf32)
+    split_rows = [(hebb_shapes[0], "fp32", 2), (hebb_shapes[0], "fp32", 4)]
+    if hebb_shapes[-1] is not hebb_shapes[0]:
+        split_rows += [(hebb_shapes[-1], "fp32", 2), (hebb_shapes[-1], "tf32", 2)]
+    for (label, B, D, N), precision, split in split_rows:
+        ops.append(Op(
+            name=f"softwta_update[cublas-split{split}]" + ("" if precision == "fp32" else f" {precision}"),
+            shape=label, make_inputs=_hebbian_inputs(B, D, N),
+            reference=lambda W, X, lr: softwta_update_reference(W, X, lr),
+            triton=lambda W, X, lr, p=precision, k=split: _with_cublas("softwta_update", lambda: softwta_update(
+                W, X, lr, backend="triton", check_finite_input=False, precision=p), SPLIT_K=k),
+            inplace_arg=0, tol=TOL_TF32 if precision == "tf32" else TOL,
+            spec=None if precision == "fp32" else
+            (lambda W, X, lr: softwta_update_reference(W, X, lr, precision="tf32")),
         ))
     # ... and SoftHebb's tf32 target shape on its default (cuBLAS) path: 0.47 plain against 0.40
     # in a graph on the H100 (target 0.405)

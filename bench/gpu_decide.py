@@ -27,6 +27,9 @@ the CSVs, nothing is measured here):
   op's cached CUDA graph) beat its twin's without the graph (``[graph]`` against the default
   row, ``[cublas-graph]`` against ``[cublas]``, ``[cublas-blocks-graph]`` against
   ``[cublas-blocks]``).
+- ``kernels/softwta_update.py`` ``SPLIT_K``: a split whose ``softwta_update[cublas-split<k>]``
+  rows beat ``softwta_update[cublas]`` in every row measured (plain call and graph), the fastest
+  in a graph at the smallest shape; 1 if none did.
 - ``kernels/pc_relax.py`` ``FULL_GRAPHS_MAX``: 2 if every ``pc_relax[...full]`` row's plain
   call beat its twin's without the full graph, else 0.
 - ``kernels/reservoir_run.py`` ``GRAPH_MIN_STEPS``: 28 (the row's step count) if
@@ -168,6 +171,7 @@ def decisions(rows: list[Row]) -> list[str]:
     out.extend(_tril_form(rows, by))
     out.extend(_graph_max_macs(rows, by))
     out.extend(_full_graphs(rows))
+    out.extend(_split_k(rows, by))
     rules = sorted({r.base for r in rows if r.base.startswith("hebbian_update[") and r.variant == "cublas"})
     for precision, switch in (("fp32", "CUBLAS_MIN_MACS"), ("tf32", "CUBLAS_MIN_MACS_TF32")):
         for base in rules or ["hebbian_update[gha]"]:
@@ -356,6 +360,37 @@ def _graph_max_macs(rows: list[Row], by: dict) -> list[str]:
         out += [f"kernels/{where}.py GRAPH_MAX_MACS = {_largest_winning(wins)} (the largest B * N * F "
                 "up to which every replayed plain call won; 0: never)"] + lines
     return out
+
+
+def _split_k(rows: list[Row], by: dict) -> list[str]:
+    """kernels/softwta_update.py SPLIT_K: the split whose ``softwta_update[cublas-split<k>]`` rows
+    beat ``softwta_update[cublas]`` at every shape and precision where that split was measured
+    (plain call and graph both; the fastest such split in a graph at the smallest shape); else 1."""
+    lines, results = [], {}
+    for r in rows:
+        m = re.fullmatch(r"cublas-split(\d+)", r.variant) if r.base == "softwta_update" else None
+        if not m:
+            continue
+        suffix = "" if r.precision == "fp32" else f" {r.precision}"
+        twin = by.get((f"softwta_update[cublas]{suffix}", r.shape))
+        if twin is None:
+            continue
+        k, won = int(m.group(1)), _beats(r, twin)
+        results.setdefault(k, []).append((_macs(r.shape), won, r.graph))
+        lines.append(f"  softwta_update {r.shape} {r.precision}: split {k} {_fmt(r.triton)} / "
+                     f"{_fmt(r.graph)} ms, one GEMM {_fmt(twin.triton)} / {_fmt(twin.graph)} ms "
+                     f"-> {'split' if won else 'one GEMM'}")
+    if not results:
+        return ["kernels/softwta_update.py SPLIT_K: no decision (no [cublas-split<k>] rows with a [cublas] twin)"]
+    winners = [k for k, res in results.items() if all(won for _, won, _ in res)]
+
+    def smallest_graph(k):
+        res = sorted(results[k])
+        return res[0][2] if res[0][2] is not None else float("inf")
+
+    best = min(winners, key=smallest_graph, default=1)
+    return [f"kernels/softwta_update.py SPLIT_K = {best} (a split that won every row it was "
+            "measured in; 1: none did)"] + lines
 
 
 def _full_graphs(rows: list[Row]) -> list[str]:

@@ -49,14 +49,16 @@ $PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton
 
 # Rows that the last GPU session (2026-11-27, H100) left open or that changed after it, most
 # decisive first: pc_relax's cuBLAS path with and without concurrent GEMMs (CONCURRENT_GEMMS)
-# and whole calls replayed from a graph (FULL_GRAPHS_MAX, also on the tile path at B64),
+# and whole calls replayed from a graph (FULL_GRAPHS_MAX, also on the tile path at B64), the
+# SoftHebb cuBLAS path with its forward GEMM split (SPLIT_K),
 # GHA's cuBLAS path with the decay as panels or as residual blocks (TRIL_FORM), the Hebbian
 # and SoftHebb plain calls replayed from a cached graph (GRAPH_MAX_MACS), the reservoir's graph-replayed per-step path (GRAPH_MIN_STEPS) against the default row, the cuBLAS paths of the Hebbian ops at fp32 and tf32 on the large shape (GHA,
 # Oja, instar: CUBLAS_MIN_MACS / CUBLAS_MIN_MACS_TF32) with their Triton twins, the new tf32x3
 # tiles (softwta, reservoir), the reservoir's named choices (sync, batched GEMM), then every
 # reservoir row. '|'-separated substrings of "name shape"; gpu.py runs the rows in the order of
-# the first substring each matches, so a step cut off by its limit loses the last ones.
-NEW_ROWS=${NEW_ROWS:-"pc_relax[cublas|full]|pc_relax 784-861-645-484-10 B64|hebbian_update[gha,cublas|graph] B256|graph] tf32x3 B256|cublas-graph] tf32|reservoir_run[graph]|reservoir_run[persistent-graph]|reservoir_run N2000 B256|cublas] B1024|hebbian_update[gha] B1024|hebbian_update[oja] B1024|hebbian_update[instar] B1024|softwta_update B1024|hebbian_update[gha] tf32 |softwta_update tf32 |cublas] B256|softwta_update tf32x3|reservoir_run tf32x3|reservoir_run["}
+# the first substring each matches, so a step cut off by its limit loses the last ones. The
+# default rows these are compared with run here too, so that each ratio comes from one run.
+NEW_ROWS=${NEW_ROWS:-"pc_relax[cublas|softwta_update[cublas] |full]|pc_relax 784-861-645-484-10 B64|hebbian_update[gha,cublas|graph] B256|graph] tf32x3 B256|hebbian_update[gha] B256|softwta_update B256|hebbian_update[gha] tf32x3 B256|softwta_update tf32x3 B256|reservoir_run N2000 B1 |cublas-graph] tf32|cublas-split|reservoir_run[graph]|reservoir_run[persistent-graph]|reservoir_run N2000 B256|cublas] B1024|hebbian_update[gha] B1024|hebbian_update[oja] B1024|hebbian_update[instar] B1024|softwta_update B1024|hebbian_update[gha] tf32 |softwta_update tf32 |cublas] B256|softwta_update tf32x3|reservoir_run tf32x3|reservoir_run["}
 IFS='|' read -ra NEW_ONLY <<< "$NEW_ROWS"
 # Rows to profile: the issues' fp32 target shapes on their default paths.
 PROFILE_ROWS=${PROFILE_ROWS:-"pc_relax[cublas] 784-1000-500-250-10 B256 T20|pc_relax[cublas-concurrent] 784-1000-500-250-10 B256 T20|pc_relax[cublas] 784-861-645-484-10 B256 T3|hebbian_update[gha] tf32x3 B256|softwta_update[cublas] B256|softwta_update tf32x3 B256|reservoir_run N2000 B256 T28 D28|reservoir_run tf32x3 N2000 B256"}

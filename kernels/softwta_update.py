@@ -86,6 +86,12 @@ NUM_STAGES = 3  # software-pipelining depth of the K loops on the GPU (Triton's 
 CUBLAS_MIN_MACS = 1024 * 4096 * 4096
 CUBLAS_MIN_MACS_TF32 = 1024 * 4096 * 4096
 GATE_ROWS, GATE_BN = 4, 512  # _cublas_gate_kernel: rows per program, units per chunk
+# The cuBLAS path's forward GEMM U = X W^T split along the features into SPLIT_K parts (one
+# batched GEMM; _cublas_gate_kernel sums the parts as it reads them) where F divides evenly;
+# 1 = one GEMM. Off until a GPU has timed it (bench/gpu.py's softwta_update[cublas-splitk]
+# rows). Why: on an H100 at B256 784->1024 cuBLAS ran U = X W^T as 64 tiles of 64 x 64 on 132
+# SMs (16.1 us, 26 TFLOP/s: a third of the path's 48 us of device time).
+SPLIT_K = 1
 DW_UNITS, DW_BF, DW_BP = 16, 256, 32  # _cublas_dw_kernel: units per program, feature chunk, partials chunk
 # With at most this many unit tiles per row, _update_kernel folds the partial row statistics
 # itself (cheap) instead of a separate _rowstats_kernel launch.
@@ -262,10 +268,20 @@ def _apply_kernel(
 
 
 @triton.jit
-def _cublas_gate_kernel(U, Y, DP, B, N, inv_tau, ANTI: tl.constexpr, BLOCK_R: tl.constexpr,
-                        BLOCK_N: tl.constexpr):
-    """Rows ``pid * BLOCK_R ..`` of U (B x N, contiguous): ``Y = sign * softmax(U / tau)`` (the
-    first argmax +, the rest -, with ANTI) and ``DP[pid, n] = sum over the rows of Y U``."""
+def _split_u(U, offs, mask, s_k, KS: tl.constexpr):
+    """``U`` at ``offs``: the sum of its KS split-K parts, ``s_k`` elements apart."""
+    u = tl.load(U + offs, mask=mask, other=0.0)
+    for k in tl.static_range(1, KS):
+        u += tl.load(U + k * s_k + offs, mask=mask, other=0.0)
+    return u
+
+
+@triton.jit
+def _cublas_gate_kernel(U, Y, DP, B, N, inv_tau, s_k, ANTI: tl.constexpr, KS: tl.constexpr,
+                        BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Rows ``pid * BLOCK_R ..`` of U (B x N, contiguous; with KS > 1 the sum of KS split-K
+    parts ``s_k`` elements apart): ``Y = sign * softmax(U / tau)`` (the first argmax +, the
+    rest -, with ANTI) and ``DP[pid, n] = sum over the rows of Y U``."""
     pid = tl.program_id(0)
     rb = pid * BLOCK_R + tl.arange(0, BLOCK_R)
     bmask = rb < B
@@ -275,7 +291,7 @@ def _cublas_gate_kernel(U, Y, DP, B, N, inv_tau, ANTI: tl.constexpr, BLOCK_R: tl
     for n0 in range(0, N, BLOCK_N):  # online max / first argmax / sum exp
         rn = n0 + tl.arange(0, BLOCK_N)
         nmask = rn < N
-        u = tl.load(U + rb[:, None] * N + rn[None, :], mask=bmask[:, None] & nmask[None, :], other=0.0)
+        u = _split_u(U, rb[:, None] * N + rn[None, :], bmask[:, None] & nmask[None, :], s_k, KS)
         u = tl.where(nmask[None, :], u, float("-inf"))
         cm = tl.max(u, axis=1)
         carg = tl.argmax(u, axis=1).to(tl.int32) + n0
@@ -288,7 +304,7 @@ def _cublas_gate_kernel(U, Y, DP, B, N, inv_tau, ANTI: tl.constexpr, BLOCK_R: tl
         rn = n0 + tl.arange(0, BLOCK_N)
         nmask = rn < N
         msk = bmask[:, None] & nmask[None, :]
-        u = tl.load(U + rb[:, None] * N + rn[None, :], mask=msk, other=0.0)
+        u = _split_u(U, rb[:, None] * N + rn[None, :], msk, s_k, KS)
         y = tl.exp((u - m[:, None]) * inv_tau) * inv_s[:, None]
         if ANTI:
             y = tl.where(rn[None, :] == win[:, None], y, -y)
@@ -355,12 +371,17 @@ def _softwta_update_cublas(W, X, lr, temperature, anti_hebbian, adaptive_lr, max
     dev = W.device
     n_parts = triton.cdiv(B, GATE_ROWS)
     n_prog = triton.cdiv(N, DW_UNITS)
-    sizes = [B * N, B * N, n_parts * N, N * F, N, n_prog, N]
+    ks = SPLIT_K if SPLIT_K > 1 and F % SPLIT_K == 0 else 1
+    sizes = [ks * B * N, B * N, n_parts * N, N * F, N, n_prog, N]
     U, Y, DP, H, NSQ, TMAX, DV = torch.empty(sum(sizes), device=dev, dtype=torch.float32).split(sizes)
-    U, Y, H = U.view(B, N), Y.view(B, N), H.view(N, F)
-    gemm_into(U, X, W.t(), precision)
-    _cublas_gate_kernel[(n_parts,)](U, Y, DP, B, N, 1.0 / temperature, ANTI=bool(anti_hebbian),
-                                    BLOCK_R=GATE_ROWS, BLOCK_N=GATE_BN, num_warps=NUM_WARPS)
+    Y, H = Y.view(B, N), H.view(N, F)
+    if ks == 1:
+        gemm_into(U.view(B, N), X, W.t(), precision)
+    else:  # part k = X[:, k-th slice] W[:, k-th slice]^T, one batched GEMM over strided views
+        gemm_into(U.view(ks, B, N), X.unflatten(1, (ks, F // ks)).transpose(0, 1),
+                  W.unflatten(1, (ks, F // ks)).permute(1, 2, 0), precision)
+    _cublas_gate_kernel[(n_parts,)](U, Y, DP, B, N, 1.0 / temperature, B * N, ANTI=bool(anti_hebbian),
+                                    KS=ks, BLOCK_R=GATE_ROWS, BLOCK_N=GATE_BN, num_warps=NUM_WARPS)
     gemm_into(H, Y.t(), X, precision)
     _cublas_dw_kernel[(n_prog,)](H, W, DP, NSQ, TMAX, DV, N, F, n_parts, lr if max_normalize else lr / B,
                                  W.stride(0), W.stride(1), MAXNORM=bool(max_normalize),

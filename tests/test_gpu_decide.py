@@ -64,6 +64,11 @@ def test_decisions_and_later_files_win(tmp_path, capsys):
         ("softwta_update", "B256 784->1024", "ok", "0.250", "0.099", "<= 0.04"),
         ("softwta_update[graph]", "B256 784->1024", "ok", "0.300", "0.099", "<= 0.04"),  # loses
         ("softwta_update[cublas-graph] tf32", "B1024 4096->4096", "ok", "0.39", "0.40", "<= 0.41"),
+        ("softwta_update[cublas]", "B256 784->1024", "ok", "0.40", "0.050", "<= 0.04"),
+        ("softwta_update[cublas-split2]", "B256 784->1024", "ok", "0.39", "0.042", "<= 0.04"),
+        ("softwta_update[cublas-split4]", "B256 784->1024", "ok", "0.38", "0.040", "<= 0.04"),
+        ("softwta_update[cublas-split4] tf32", "B1024 4096->4096", "ok", "0.35", "0.50", "<= 0.41"),  # loses
+        ("softwta_update[cublas-split2] tf32", "B1024 4096->4096", "ok", "0.29", "0.29", "<= 0.41"),
         ("hebbian_update[gha,cublas-blocks] tf32", "B1024 4096->4096", "ok", "0.85", "0.75", "<= 1.23"),
         ("softwta_update tf32", "B1024 4096->4096", "ok", "1.20", "1.16", "<= 0.41"),
         ("softwta_update[cublas] tf32", "B1024 4096->4096", "FAIL", "0.30", "0.30", "<= 0.41"),
@@ -81,7 +86,7 @@ def test_decisions_and_later_files_win(tmp_path, capsys):
     assert "CONCURRENT_GEMMS = False" in text and "concurrent 6.100 / 4.000 ms, one stream 6.000 / 5.000" in text
     assert "hebbian_update.py CUBLAS_MIN_MACS = 205520896 for hebbian_update[gha]" in text  # 256 * 784 * 1024
     assert "hebbian_update.py CUBLAS_MIN_MACS_TF32 = 17179869184 for hebbian_update[gha]" in text
-    assert "softwta_update.py CUBLAS_MIN_MACS: no decision" in text  # no fp32 cuBLAS row
+    assert "softwta_update.py CUBLAS_MIN_MACS = 0" in text  # its B256 cuBLAS row loses the plain call
     assert "softwta_update.py CUBLAS_MIN_MACS_TF32 = 0" in text  # its only cuBLAS row failed its check
     assert "CUBLAS_MIN_MACS = 0 for hebbian_update[oja]" in text
     assert "hebbian_update.py GRAPH_MAX_MACS = 205520896" in text
@@ -91,6 +96,8 @@ def test_decisions_and_later_files_win(tmp_path, capsys):
 
     assert "FULL_GRAPHS_MAX = 2" in text and "cublas-full plain 1.900 ms, cublas plain 3.000 ms" in text
     assert "full plain 0.450 ms, tiles plain 1.500 ms" in text
+    assert "softwta_update.py SPLIT_K = 2" in text  # split 4 lost at 4096 tf32
+    assert "split 2 0.390 / 0.042 ms, one GEMM 0.400 / 0.050 ms -> split" in text
     assert "TRIL_FORM = 'blocks'" in text and "blocks 0.400 / 0.070 ms, panels 0.500 / 0.100" in text
     assert "with TRIL_FORM = 'blocks': CUBLAS_MIN_MACS = 205520896 for GHA (fp32)" in text
     assert "with TRIL_FORM = 'blocks': CUBLAS_MIN_MACS_TF32 = 17179869184 for GHA (tf32)" in text
@@ -130,3 +137,6 @@ def test_no_decision_without_rows(tmp_path):
     assert "DEFAULT_SYNC: no decision" in text and "ROWS_MAX_ROWS: no decision" in text
     assert "BATCHED_GEMM: no decision" in text and "CUBLAS_MIN_ROWS: no decision" in text
     assert "PERSISTENT_MAX_ROWS: no decision" in text and "CONCURRENT_GEMMS: no decision" in text
+    for switch in ("TRIL_FORM", "GRAPH_MAX_MACS", "FULL_GRAPHS_MAX", "SPLIT_K", "PERSISTENT_GRAPHS",
+                   "GRAPH_MIN_STEPS"):
+        assert f"{switch}: no decision" in text, switch

@@ -154,3 +154,37 @@ def test_cublas_path_ties_strides_and_where_it_applies(monkeypatch, poisoned_emp
     monkeypatch.setattr(tk, "CUBLAS_MIN_MACS_TF32", 19 * 40 * 70 + 1)
     softwta_update(W.clone(), X, lr=0.1, backend="triton", precision="tf32")
     assert len(calls) == 6
+
+
+@pytest.mark.parametrize("precision", ["fp32", "tf32"])
+@pytest.mark.parametrize("split", [2, 3, 4])
+@pytest.mark.parametrize("strided", [False, True])
+def test_cublas_split_k(split, strided, precision, monkeypatch, poisoned_empty):
+    """SPLIT_K: the cuBLAS path's U = X W^T as SPLIT_K batched parts over strided views of X and
+    W, summed by the gate kernel as it reads them; F = 60 splits into 2, 3 and 4 (4: 15 each);
+    where F does not divide (F = 62) one GEMM runs."""
+    from bpalts.kernels import softwta_update as tk
+
+    monkeypatch.setattr(tk, "CUBLAS_MIN_MACS", 1)
+    monkeypatch.setattr(tk, "CUBLAS_MIN_MACS_TF32", 1)
+    monkeypatch.setattr(tk, "SPLIT_K", split)
+    monkeypatch.setattr(tk, "_forward_kernel", None)
+    gemms = []
+    real = tk.gemm_into
+    monkeypatch.setattr(tk, "gemm_into", lambda out, *a, **k: (gemms.append(out.dim()), real(out, *a, **k))[1])
+    for F in (60, 62):
+        g = torch.Generator().manual_seed(F + split)
+        if strided:
+            W = (torch.randn(F, 37, generator=g) / math.sqrt(F) * 1.7).t()  # column-major
+            X = torch.rand(11, 2 * F, generator=g)[:, ::2]
+        else:
+            W = torch.randn(37, F, generator=g) / math.sqrt(F) * 1.7
+            X = torch.rand(11, F, generator=g)
+        for mx in (True, False):
+            want = softwta_update_reference(W.clone(), X, lr=0.1, max_normalize=mx, precision=precision)
+            got = W.clone(memory_format=torch.preserve_format)
+            del gemms[:]
+            softwta_update(got, X, lr=0.1, backend="triton", max_normalize=mx, precision=precision)
+            assert rel_err(got - W, want - W) <= RTOL_REDUCTION, (F, mx)
+            split_used = F % split == 0
+            assert gemms[0] == (3 if split_used else 2), (F, gemms)
