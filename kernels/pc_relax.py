@@ -949,22 +949,23 @@ def pc_relax(weights, biases, feedback, x, target, states, steps, step_size, act
             _plans.popitem(last=False)
     _plans.move_to_end(key)
     plan.stage(x, target, states, beta_rows)
-    pkey = _param_key(*params)
-    full = plan.full.get(pkey)
-    if full is None:
-        full = plan.full[pkey] = _FullGraph()
-        while len(plan.full) > FULL_GRAPHS_MAX:
-            plan.full.popitem(last=False)
-    plan.full.move_to_end(pkey)
-    full.seen += 1
-    if FULL_GRAPHS_MAX and full.graph is None and full.seen >= 2:
-        try:
-            full.graph = capture(lambda: _derive_run(plan, params, step_size, None))
-        except Exception:  # capture unsupported here: stay with the relaxation-only graph
-            full.graph = False
-    if full.graph:
-        full.graph.replay()
-        return plan.results(steps)
+    if FULL_GRAPHS_MAX > 0:
+        pkey = _param_key(*params)
+        full = plan.full.get(pkey)
+        if full is None:
+            full = plan.full[pkey] = _FullGraph()
+            while len(plan.full) > FULL_GRAPHS_MAX:
+                plan.full.popitem(last=False)
+        plan.full.move_to_end(pkey)
+        full.seen += 1
+        if full.graph is None and full.seen >= 2:
+            try:
+                full.graph = capture(lambda: _derive_run(plan, params, step_size, None))
+            except Exception:  # capture unsupported here: stay with the relaxation-only graph
+                full.graph = False
+        if full.graph:
+            full.graph.replay()
+            return plan.results(steps)
     plan.derive(*params)
     plan.seen += 1
     if plan.graph is None and plan.seen >= 2:
