@@ -67,10 +67,14 @@ class PlainCallGraphs:
     launches depend on must be in ``key``: every scalar argument, the module's settings
     (:func:`settings_key`), and the address, shape and strides of each tensor the op updates or
     reads in place (``held``: the entry keeps references to them, so no other tensor can take
-    their addresses while it is cached; in-place changes to them are seen by the replay). The
-    first call of a key runs eagerly on the static copies (it compiles what the graph will
-    launch), the second captures and replays, later calls replay. A capture that fails leaves
-    the key on eager launches. At most ``size`` keys (least recently used dropped)."""
+    their addresses while it is cached; in-place changes to them are seen by the replay).
+
+    The first call of a key runs ``fn(*inputs)`` as a plain call would, and only remembers the
+    key: a key that never comes back (a learning rate that changes every step) costs no copy
+    and no buffer. The second call makes the static copies and runs eagerly on them (which
+    compiles what the graph will launch), the third captures and replays, later calls replay.
+    A capture that fails leaves the key on eager launches. At most ``size`` keys (least
+    recently used dropped)."""
 
     def __init__(self, size: int):
         self.size = size
@@ -79,12 +83,15 @@ class PlainCallGraphs:
     def run(self, key: tuple, inputs, held, fn):
         """``fn(*static)``'s result: on a replay, what the capture returned (tensors the graph
         rewrites at every replay: the caller copies out what it keeps)."""
-        e = self.entries.get(key)
-        if e is None:
-            e = self.entries[key] = _Entry(inputs, held)
+        if key not in self.entries:  # first sighting: a plain call, the key remembered
+            self.entries[key] = None
             while len(self.entries) > self.size:
                 self.entries.popitem(last=False)
+            return fn(*inputs)
         self.entries.move_to_end(key)
+        e = self.entries[key]
+        if e is None:
+            e = self.entries[key] = _Entry(inputs, held)
         for s, t in zip(e.static, inputs):
             s.copy_(t)
         e.seen += 1

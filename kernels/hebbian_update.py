@@ -54,7 +54,8 @@ Plain calls of at most ``GRAPH_MAX_MACS`` multiply-adds (off by default, untimed
 cached CUDA graph of their launches instead of launching them from Python
 (:class:`bpalts.kernels._capture.PlainCallGraphs`): ``X`` is copied into the entry's buffer,
 ``W`` (and BCM's threshold) are read and updated in place, every scalar argument and module
-setting is part of the key, and a configuration is captured at its second call.
+setting is part of the key, and a configuration is captured at its third call (the first is
+a plain call).
 
 All strides are passed, so transposed and non-contiguous inputs need no copies. fp32 in and out;
 ``precision="ieee"`` (default) keeps fp32 products, ``"tf32"`` and ``"tf32x3"`` (fp32-level
@@ -111,7 +112,7 @@ TRIL_BLOCK = 128
 TRIL_RESID_MAX_BYTES = 64 << 20
 # Plain calls of at most GRAPH_MAX_MACS multiply-adds (B * N * F) replayed from a cached CUDA
 # graph (kernels/_capture.py PlainCallGraphs: X copied in, W read and updated in place; captured
-# at a configuration's second call); 0 = never. Off until a GPU has timed it (bench/gpu.py's
+# at a configuration's third call); 0 = never. Off until a GPU has timed it (bench/gpu.py's
 # [gha,graph] rows). Why: on an H100 a plain GHA call at B256 784->1024 took 0.23 ms of host
 # time (cProfile: three Triton launches at ~60 us each) against 0.15 ms on the device.
 GRAPH_MAX_MACS = 0

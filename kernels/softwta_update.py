@@ -42,7 +42,7 @@ Plain calls of at most ``GRAPH_MAX_MACS`` multiply-adds (off by default, untimed
 cached CUDA graph of their launches instead of launching them from Python
 (:class:`bpalts.kernels._capture.PlainCallGraphs`): ``X`` is copied into the entry's buffer,
 ``W`` is read and updated in place, every scalar argument and module setting is part of the
-key, and a configuration is captured at its second call.
+key, and a configuration is captured at its third call (the first is a plain call).
 """
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ DW_UNITS, DW_BF, DW_BP = 16, 256, 32  # _cublas_dw_kernel: units per program, fe
 STATS_INLINE_MAX_TILES = 16
 # Plain calls of at most GRAPH_MAX_MACS multiply-adds (B * N * F) replayed from a cached CUDA
 # graph (kernels/_capture.py PlainCallGraphs: X copied in, W read and updated in place; captured
-# at a configuration's second call); 0 = never. Off until a GPU has timed it (bench/gpu.py's
+# at a configuration's third call); 0 = never. Off until a GPU has timed it (bench/gpu.py's
 # softwta_update[graph] rows). Why: on an H100 a plain call at B256 784->1024 took 0.23 ms of
 # host time (cProfile: three Triton launches at ~60 us each) against 0.10 ms on the device
 # (0.050 on the cuBLAS path, whose plain call took 0.32 ms of host time).

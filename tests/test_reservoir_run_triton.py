@@ -373,7 +373,7 @@ def test_persistent_graphs_fresh_results(sync, N, B, keep, monkeypatch, poisoned
                                sync=sync)
         assert rel_err(got, want) < RTOL_REDUCTION, call
         outs.append(got)
-    assert len(captured) == 1 and captured[0].replays == 3
+    assert len(captured) == 1 and captured[0].replays == 2  # captured at the third call
     assert len({o.data_ptr() for o in outs}) == 4  # fresh tensors
     # a held image (time stride 0) without x0: its own entry, the one step copied in
     img = torch.rand(B, 3)
