@@ -32,6 +32,20 @@ def graphs_apply(device) -> bool:
             and not torch.cuda.is_current_stream_capturing())
 
 
+def replays_here(W: torch.Tensor, X: torch.Tensor, max_macs: int) -> bool:
+    """Whether a plain update of ``W`` (N x F) by ``X`` (B x F) goes through its module's
+    :class:`PlainCallGraphs`: at most ``max_macs`` multiply-adds (``B * N * F``; 0 = never)
+    and :func:`graphs_apply`."""
+    return 0 < X.shape[0] * W.shape[0] * X.shape[1] <= max_macs and graphs_apply(W.device)
+
+
+def tensor_key(*tensors) -> tuple:
+    """Address, shape and strides of each tensor (``None`` kept): the key part for tensors a
+    graph reads or updates in place."""
+    return tuple(None if t is None else (t.data_ptr(), tuple(t.shape), tuple(t.stride()))
+                 for t in tensors)
+
+
 def settings_key(module) -> tuple:
     """A module's upper-case scalar settings (tiles, thresholds, switches), as part of a graph
     key: a graph bakes in the path those settings chose when it was captured, so a changed

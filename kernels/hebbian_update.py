@@ -63,12 +63,14 @@ accuracy, three products) use tensor cores and the tensor-core tiles.
 """
 from __future__ import annotations
 
+import sys
+
 import torch
 import triton
 import triton.language as tl
 
 from bpalts._precision import TENSOR_CORE_PRECISIONS, gemm_into, gemm_precision
-from bpalts.kernels._capture import PlainCallGraphs, graphs_apply, settings_key
+from bpalts.kernels._capture import PlainCallGraphs, replays_here, settings_key, tensor_key
 from bpalts.kernels._math import tanh as _tanh
 
 GATE_IDS = {"identity": 0, "tanh": 1}
@@ -352,16 +354,6 @@ def _forward(X, W, gate: str = "identity", precision: str = "ieee", p: float = 2
     return out, sq
 
 
-def _graphed(W: torch.Tensor, X: torch.Tensor) -> bool:
-    """Whether this plain call goes through ``_graphs`` (GRAPH_MAX_MACS)."""
-    return 0 < X.shape[0] * W.shape[0] * X.shape[1] <= GRAPH_MAX_MACS and graphs_apply(W.device)
-
-
-def _held_key(*tensors) -> tuple:
-    return tuple(None if t is None else (t.data_ptr(), tuple(t.shape), tuple(t.stride()))
-                 for t in tensors)
-
-
 def hebbian_update(W: torch.Tensor, X: torch.Tensor, gate: str, decay: str, lr: float,
                    precision: str = "ieee", theta: torch.Tensor | None = None,
                    theta_rate: float = 0.0) -> None:
@@ -370,18 +362,12 @@ def hebbian_update(W: torch.Tensor, X: torch.Tensor, gate: str, decay: str, lr: 
     With ``theta`` (N,), the BCM selection ``G = Y (Y - theta)`` and ``theta`` moves in place.
     Up to GRAPH_MAX_MACS multiply-adds, on a GPU, replayed from a cached CUDA graph.
     """
-    if not _graphed(W, X):
+    if not replays_here(W, X, GRAPH_MAX_MACS):
         return _dense_update(W, X, gate, decay, lr, precision, theta, theta_rate)
     key = ("dense", str(W.device), tuple(X.shape), X.dtype, gate, decay, float(lr), precision,
-           float(theta_rate), _held_key(W, theta), settings_key(_this_module()))
+           float(theta_rate), tensor_key(W, theta), settings_key(sys.modules[__name__]))
     _graphs.run(key, (X,), (W, theta),
                 lambda Xs: _dense_update(W, Xs, gate, decay, lr, precision, theta, theta_rate))
-
-
-def _this_module():
-    import sys
-
-    return sys.modules[__name__]
 
 
 def _dense_update(W: torch.Tensor, X: torch.Tensor, gate: str, decay: str, lr: float,
@@ -554,11 +540,11 @@ def hebbian_sparse_update(W: torch.Tensor, X: torch.Tensor, select: str, k: int,
     unless given as ``currents`` (B x N, float32, any strides). Up to GRAPH_MAX_MACS
     multiply-adds, on a GPU, replayed from a cached CUDA graph (``currents`` copied in too).
     """
-    if not _graphed(W, X):
+    if not replays_here(W, X, GRAPH_MAX_MACS):
         return _sparse_update(W, X, select, k, delta, p, lr, precision, currents)
     key = ("sparse", str(W.device), tuple(X.shape), X.dtype, select, int(k), float(delta),
-           float(p), float(lr), precision, currents is not None, _held_key(W),
-           settings_key(_this_module()))
+           float(p), float(lr), precision, currents is not None, tensor_key(W),
+           settings_key(sys.modules[__name__]))
     inputs = (X,) if currents is None else (X, currents)
     _graphs.run(key, inputs, (W,),
                 lambda Xs, Us=None: _sparse_update(W, Xs, select, k, delta, p, lr, precision, Us))

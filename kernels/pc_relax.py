@@ -71,7 +71,7 @@ import triton
 import triton.language as tl
 
 from bpalts._precision import CUBLAS_PRECISIONS, TRITON_INPUT_PRECISION, gemm_into, gemm_precision, mm
-from bpalts.kernels._capture import capture
+from bpalts.kernels._capture import capture, tensor_key
 from bpalts.kernels._math import tanh as _tanh
 
 # tiles (rows, units, K) for small batches. bench/gpu_tiles.py on an H200 (torch 2.11, Triton 3.6,
@@ -602,6 +602,7 @@ class _Plan:
         self.BNL = max(16, triton.next_power_of_2(widths[-1]))
         self.graph = None
         self.seen = 0
+        self.full: "OrderedDict[tuple, _FullGraph]" = OrderedDict()  # FULL_GRAPHS_MAX, by parameters
         self.path = path
         self.rows = path == "rows"
         if path == "persistent":
@@ -887,14 +888,7 @@ def _cached(device) -> bool:
 
 def _param_key(weights, biases, feedback) -> tuple:
     """Address, shape and strides of every parameter tensor: a full graph reads them in place."""
-    key = []
-    for group in (weights, biases, feedback):
-        if group is None:
-            key.append(None)
-            continue
-        key.append(tuple(None if t is None else (t.data_ptr(), tuple(t.shape), tuple(t.stride()))
-                         for t in group))
-    return tuple(key)
+    return tuple(None if group is None else tensor_key(*group) for group in (weights, biases, feedback))
 
 
 class _FullGraph:
@@ -943,7 +937,6 @@ def pc_relax(weights, biases, feedback, x, target, states, steps, step_size, act
     plan = _plans.get(key)
     if plan is None:
         plan = _Plan(*args)
-        plan.full = OrderedDict()
         _plans[key] = plan
         while len(_plans) > _CACHE_MAX:
             _plans.popitem(last=False)

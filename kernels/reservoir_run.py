@@ -70,8 +70,9 @@ import triton
 import triton.language as tl
 
 from bpalts._precision import CUBLAS_PRECISIONS, TRITON_INPUT_PRECISION, gemm_into, gemm_precision
-from bpalts.kernels._capture import PlainCallGraphs, settings_key
+from bpalts.kernels._capture import PlainCallGraphs, settings_key, tensor_key
 from bpalts.kernels._capture import capture as _capture
+from bpalts.kernels._capture import graphs_apply as _graphs_apply  # tests stand in for it here
 from bpalts.kernels._math import tanh as _tanh
 
 # Batches up to this size use the unit-block (broadcast) kernels; larger ones the tl.dot GEMM.
@@ -503,12 +504,6 @@ def _step_loop(W, U, a, x0, out, *, steps, T_run, gemm, precision, small, work=N
             x = dst
 
 
-def _graphs_apply(dev) -> bool:
-    """Whether the per-step path may replay a CUDA graph here (``GRAPH_MIN_STEPS`` aside): a
-    GPU, not the interpreter, and not inside the caller's own capture."""
-    return dev.type == "cuda" and not _interpreted() and not torch.cuda.is_current_stream_capturing()
-
-
 class _StepGraph:
     """One per-step configuration's static buffers and, from its second call on, its CUDA graph.
     The graph reads ``W`` in place: the cache key holds W's address and this object a reference
@@ -666,7 +661,7 @@ def reservoir_run(W, W_in, inputs, leak, bias=None, state0=None, *, keep="all",
             # replayed from a cached graph: U (or its one held step), the leak and x0 copied in
             key = (str(dev), tuple(U.shape), static_u, x0 is None, len(steps), mode,
                    tuple(steps) if mode == KEEP_TABLE else None, n_programs, sync, bool(resident),
-                   W.data_ptr(), tuple(W.shape), tuple(W.stride()), settings_key(sys.modules[__name__]))
+                   tensor_key(W), settings_key(sys.modules[__name__]))
             inputs = (U[0] if static_u else U, a) + ((x0,) if x0 is not None else ())
             out, status = _persistent_graphs.run(
                 key, inputs, (W,), lambda u, a_, x0_=None: launch(

@@ -53,7 +53,7 @@ import triton
 import triton.language as tl
 
 from bpalts._precision import TENSOR_CORE_PRECISIONS, gemm_into, gemm_precision
-from bpalts.kernels._capture import PlainCallGraphs, graphs_apply, settings_key
+from bpalts.kernels._capture import PlainCallGraphs, replays_here, settings_key, tensor_key
 
 # Tiles. Forward GEMM: (batch, units, features); update GEMM: (units, features, batch).
 # bench/gpu_tiles.py sweeps them on a GPU; tl.dot needs every block dimension >= 16.
@@ -400,12 +400,12 @@ def softwta_update(W: torch.Tensor, X: torch.Tensor, lr: float, temperature: flo
                    max_normalize: bool = True, precision: str = "ieee") -> None:
     """In place on W (N x F, float32): one SoftHebb update; inputs are validated by bpalts.ops.
     Up to GRAPH_MAX_MACS multiply-adds, on a GPU, replayed from a cached CUDA graph."""
-    if not (0 < X.shape[0] * W.shape[0] * X.shape[1] <= GRAPH_MAX_MACS and graphs_apply(W.device)):
+    if not replays_here(W, X, GRAPH_MAX_MACS):
         return _softwta_update(W, X, lr, temperature, anti_hebbian, adaptive_lr, max_normalize,
                                precision)
     key = (str(W.device), tuple(X.shape), X.dtype, float(lr), float(temperature), bool(anti_hebbian),
-           bool(adaptive_lr), bool(max_normalize), precision, W.data_ptr(), tuple(W.shape),
-           tuple(W.stride()), settings_key(sys.modules[__name__]))
+           bool(adaptive_lr), bool(max_normalize), precision, tensor_key(W),
+           settings_key(sys.modules[__name__]))
     _graphs.run(key, (X,), (W,), lambda Xs: _softwta_update(
         W, Xs, lr, temperature, anti_hebbian, adaptive_lr, max_normalize, precision))
 

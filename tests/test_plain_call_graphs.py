@@ -29,9 +29,9 @@ def emulated(monkeypatch):
 
     captured = []
     monkeypatch.setattr(_capture, "capture", lambda fn: captured.append(ReplayCalls(fn)) or captured[-1])
+    monkeypatch.setattr(_capture, "graphs_apply", lambda dev: True)
     for tk in (th, ts):
         monkeypatch.setattr(tk, "GRAPH_MAX_MACS", 1 << 40)
-        monkeypatch.setattr(tk, "graphs_apply", lambda dev: True)
         monkeypatch.setattr(tk, "_graphs", _capture.PlainCallGraphs(3))
     return captured
 
