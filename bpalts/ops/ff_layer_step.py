@@ -194,8 +194,8 @@ def ff_layer_step(
     which = resolve_backend(backend, W.device)
     if which == "triton":
         check_tensor("W", W, ("units", "features"), FLOAT32_ONLY)
-    with one_finite_sync():  # one host sync for every finiteness check below
-        if check_finite_input:
+    if check_finite_input:
+        with one_finite_sync():  # one host sync for every finiteness check below
             for name, t in (("W", W), ("b", b), ("x_pos", x_pos), ("x_neg", x_neg),
                             ("offset_pos", offset_pos), ("offset_neg", offset_neg),
                             ("h_pos", h_pos), ("h_neg", h_neg)):

@@ -503,8 +503,8 @@ def hebbian_update(
                 f"got {tuple(currents.shape)}"
             )
         check_same(("W", "currents"), (W, currents))
-    with one_finite_sync():  # one host sync for every finiteness check below
-        if check_finite_input:
+    if check_finite_input:
+        with one_finite_sync():  # one host sync for every finiteness check below
             check_finite("X", X)
             check_finite("W", W)
             if currents is not None:

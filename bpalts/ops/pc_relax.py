@@ -91,6 +91,7 @@ alternatives, the rows path (``ROWS_MAX_ROWS``) and the persistent path
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import NamedTuple, Sequence
 
 import torch
@@ -378,7 +379,7 @@ def pc_relax(weights, x, target, steps=20, step_size=0.1, *, biases=None, activa
         ValueError / TypeError naming a bad argument; DivergenceError (non-finite energy).
     """
     dtypes = FLOAT32_OR_64
-    with one_finite_sync():  # one host sync for every finiteness check below
+    with one_finite_sync() if check_finite_input else nullcontext():  # one sync for the checks below
         L = check_network(weights, x, biases, feedback, dtypes, check_finite_input)
         which = resolve_backend(backend, x.device)
         if which == "triton":

@@ -33,6 +33,7 @@ in-place ``addmm_`` (no separate kernel; the relaxation is where the launches ar
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import NamedTuple, Sequence
 
 import torch
@@ -108,7 +109,7 @@ def pc_weight_update(weights, x, states, errors, *, lr=None, biases=None, activa
         :class:`PCWeightUpdate` ``(weights, biases, feedback)``.
     """
     dtypes = FLOAT32_OR_64
-    with one_finite_sync():  # one host sync for every finiteness check below
+    with one_finite_sync() if check_finite_input else nullcontext():  # one sync for the checks below
         L = check_network(weights, x, biases, feedback, dtypes, check_finite_input)
         which = resolve_backend(backend, x.device)
         if which == "triton":

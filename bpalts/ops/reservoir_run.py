@@ -353,8 +353,8 @@ def reservoir_run(
             raise ValueError(f"precision={precision!r} needs a dense W (a sparse CSR W multiplies in fp32)")
     if which == "triton" and sparse:
         raise ValueError("triton backend needs a dense W (a sparse CSR W runs on the cpp or reference backend)")
-    with one_finite_sync():  # one host sync for every finiteness check below
-        if check_finite_input:
+    if check_finite_input:
+        with one_finite_sync():  # one host sync for every finiteness check below
             check_finite("inputs", inputs)
             check_finite("W", W.values() if sparse else W)
             check_finite("W_in", W_in)

@@ -166,8 +166,8 @@ def softwta_conv_update(
     which = resolve_backend(backend, W.device)
     if which == "triton":
         check_tensor("W", W, _W_DIMS, FLOAT32_ONLY)
-    with one_finite_sync():  # one host sync for every finiteness check below
-        if check_finite_input:
+    if check_finite_input:
+        with one_finite_sync():  # one host sync for every finiteness check below
             check_finite("X", X)
             check_finite("W", W)
     flags = dict(anti_hebbian=bool(anti_hebbian), adaptive_lr=bool(adaptive_lr),
