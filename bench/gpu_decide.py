@@ -144,6 +144,28 @@ def _beats(a: Row | None, b: Row | None) -> bool:
     return bool(pairs) and all(x < y for x, y in pairs)
 
 
+def _beats_plain(a: Row | None, b: Row | None) -> bool:
+    """a's plain call is faster than b's (for switches that replay an op's own graph: in the
+    bench's own graph both rows record the same launches, so only the plain call counts)."""
+    return (a is not None and b is not None and a.ok and None not in (a.triton, b.triton)
+            and a.triton < b.triton)
+
+
+def _plain_twins(rows: list[Row], base: str, suffix: str):
+    """``(row, without, twin, won)`` for every ``base[...suffix]`` row whose twin without the
+    suffix (same shape and precision; ``without`` its variant, "" the default path) has a plain
+    call timed; ``won``: :func:`_beats_plain`."""
+    by = {(r.base, r.variant, r.precision, r.shape): r for r in rows}
+    for r in rows:
+        if r.base != base or not r.variant.endswith(suffix):
+            continue
+        without = r.variant[:-len(suffix)].rstrip("-")
+        twin = by.get((base, without, r.precision, r.shape))
+        if twin is None or r.triton is None or twin.triton is None:
+            continue
+        yield r, without, twin, _beats_plain(r, twin)
+
+
 def decisions(rows: list[Row]) -> list[str]:
     by = {(r.op, r.shape): r for r in rows}
     out = []
@@ -169,7 +191,7 @@ def decisions(rows: list[Row]) -> list[str]:
     out.extend(_cublas_min_rows(rows, by))
     out.extend(_concurrent_gemms(rows, by))
     out.extend(_tril_form(rows, by))
-    out.extend(_graph_max_macs(rows, by))
+    out.extend(_graph_max_macs(rows))
     out.extend(_full_graphs(rows))
     out.extend(_split_k(rows, by))
     rules = sorted({r.base for r in rows if r.base.startswith("hebbian_update[") and r.variant == "cublas"})
@@ -236,10 +258,7 @@ def _either(by: dict, switch: str, op: str, shape: str, variant: str, yes: str, 
     default = by.get((f"{op}[{against}]" if against else op, shape))
     if new is None or default is None:
         return f"{switch}: no decision (the {op} {shape} rows are missing)"
-    if plain_only:
-        won = new.ok and None not in (new.triton, default.triton) and new.triton < default.triton
-    else:
-        won = _beats(new, default)
+    won = _beats_plain(new, default) if plain_only else _beats(new, default)
     choice = yes if won else no
     return (f"{switch} = {choice!r}: {yes} {_fmt(new.triton)} / {_fmt(new.graph)} ms "
             f"({'ok' if new.ok else 'FAIL'}) against {no} {_fmt(default.triton)} / "
@@ -329,7 +348,7 @@ def _largest_winning(results: list[tuple[int, bool]]) -> int:
     return choice
 
 
-def _graph_max_macs(rows: list[Row], by: dict) -> list[str]:
+def _graph_max_macs(rows: list[Row]) -> list[str]:
     """GRAPH_MAX_MACS of kernels/hebbian_update.py and kernels/softwta_update.py: the largest
     B * N * F up to which every ``[...graph]`` row's plain call (replayed from the op's cached
     graph) beat its twin's without (``[graph]`` against the default row, ``[cublas-graph]``
@@ -339,17 +358,7 @@ def _graph_max_macs(rows: list[Row], by: dict) -> list[str]:
     out = []
     for base, where in (("hebbian_update[gha]", "hebbian_update"), ("softwta_update", "softwta_update")):
         lines, wins = [], []
-        for r in rows:
-            if r.base != base or not r.variant.endswith("graph"):
-                continue
-            without = r.variant[:-len("graph")].rstrip("-")
-            suffix = "" if r.precision == "fp32" else f" {r.precision}"
-            op = base if not without else (base[:-1] + f",{without}]" if base.endswith("]")
-                                           else f"{base}[{without}]")
-            twin = by.get((op + suffix, r.shape))
-            if twin is None or r.triton is None or twin.triton is None:
-                continue
-            won = r.ok and r.triton < twin.triton
+        for r, without, twin, won in _plain_twins(rows, base, "graph"):
             wins.append((_macs(r.shape), won))
             lines.append(f"  {base} {r.shape} {r.precision}: {r.variant} plain {_fmt(r.triton)} ms "
                          f"(graph {_fmt(r.graph)}), {without or 'default'} plain {_fmt(twin.triton)} ms "
@@ -398,16 +407,8 @@ def _full_graphs(rows: list[Row]) -> list[str]:
     beat its twin's without the full graph (``[cublas-full]`` against ``[cublas]``, ``[full]``
     against the tile path's row), same shape and precision; else 0. Plain calls only: in the
     bench's own graph both record the same launches."""
-    by = {(r.base, r.variant, r.precision, r.shape): r for r in rows}
     lines, wins = [], []
-    for r in rows:
-        if r.base != "pc_relax" or not r.variant.endswith("full"):
-            continue
-        without = r.variant[:-len("full")].rstrip("-")
-        twin = by.get(("pc_relax", without, r.precision, r.shape))
-        if twin is None or r.triton is None or twin.triton is None:
-            continue
-        won = r.ok and r.triton < twin.triton
+    for r, without, twin, won in _plain_twins(rows, "pc_relax", "full"):
         wins.append(won)
         lines.append(f"  pc_relax {r.shape} {r.precision}: {r.variant} plain {_fmt(r.triton)} ms, "
                      f"{without or 'tiles'} plain {_fmt(twin.triton)} ms -> "
