@@ -47,7 +47,8 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from gpu_warm import pick, shard_arg  # bench/, first on sys.path
+from gpu_switches import check_a_replay, with_settings  # bench/, first on sys.path
+from gpu_warm import pick, shard_arg
 
 TOL = 1e-4  # relative error above which a row FAILs (DESIGN.md section 4: reductions)
 TOL_TF32 = 3e-3  # the same for rows timed at precision="tf32" against the fp32 reference
@@ -210,46 +211,20 @@ def _hebbian_inputs(B: int, D: int, N: int):
     return make
 
 
-def _with_settings(module: str, call: Callable[[], Any], **settings):
-    """``call()`` with the constants in ``settings`` of ``bpalts.kernels.<module>`` set (e.g.
-    ``TRIL_FORM="blocks"``), restored afterwards."""
-    tk = importlib.import_module(f"bpalts.kernels.{module}")
-    saved = {k: getattr(tk, k) for k in settings}
-    for k, v in settings.items():
-        setattr(tk, k, v)
-    try:
-        return call()
-    finally:
-        for k, v in saved.items():
-            setattr(tk, k, v)
-
-
 def _with_cublas(module: str, call: Callable[[], Any], on: bool = True, **settings):
     """``call()`` with ``bpalts.kernels.<module>.CUBLAS_MIN_MACS`` and ``CUBLAS_MIN_MACS_TF32``
     = 1 (its cuBLAS path on at fp32 and tf32), or 0 with ``on=False`` (the Triton GEMMs), and
     the module's other constants in ``settings`` set likewise."""
-    return _with_settings(module, call, CUBLAS_MIN_MACS=int(on), CUBLAS_MIN_MACS_TF32=int(on),
+    return with_settings(module, call, CUBLAS_MIN_MACS=int(on), CUBLAS_MIN_MACS_TF32=int(on),
                           **settings)
 
 
 def _plain_call_graphs(module: str, call: Callable[..., Any]) -> Callable[..., Any]:
     """For the ``[graph]`` rows: ``call(W, X, lr)`` with the module's ``GRAPH_MAX_MACS`` on (its
-    plain calls replayed from a cached CUDA graph: kernels/_capture.py PlainCallGraphs). The
-    row's first call (its correctness check) runs the op twice on the same ``W`` and ``X``
-    first (eager, then captured) and restores ``W``, so that the update it checks is a replay."""
-    first = [True]
-
-    def run(W, X, lr):
-        def body():
-            if first[0]:
-                first[0] = False
-                W0 = W.clone()
-                call(W, X, lr)
-                call(W, X, lr)
-                W.copy_(W0)
-            return call(W, X, lr)
-        return _with_settings(module, body, GRAPH_MAX_MACS=1 << 62)
-    return run
+    plain calls replayed from a cached CUDA graph: kernels/_capture.py PlainCallGraphs); the
+    row's check is a replay (:func:`gpu_switches.check_a_replay`, ``W`` restored)."""
+    return check_a_replay(lambda W, X, lr: with_settings(module, lambda: call(W, X, lr),
+                                                         GRAPH_MAX_MACS=1 << 62), in_place=(0,))
 
 
 def build_ops(smoke: bool) -> list[Op]:

@@ -40,6 +40,7 @@ import math
 import torch
 
 from bpalts.ops.pc_relax import pc_relax, pc_relax_reference
+from gpu_switches import check_a_replay, with_settings  # bench/, first on sys.path
 
 NET = (784, 1000, 500, 250, 10)
 NET_LABEL = "784-1000-500-250-10"
@@ -105,32 +106,15 @@ def ops(smoke: bool, Op) -> list:
         L = len(widths) - 1
         kw = dict(activation=activation, output_energy=output_energy)
 
-        first = [True]
-
         def triton(*a):
-            from bpalts.kernels import pc_relax as tk
-
-            saved = (tk.ROWS_MAX_ROWS, tk.PERSISTENT_MAX_ROWS, tk.CUBLAS_MIN_ROWS, tk.CONCURRENT_GEMMS,
-                     tk.FULL_GRAPHS_MAX)
-            tk.ROWS_MAX_ROWS = (1 << 30) if path == "rows" else 0
-            tk.PERSISTENT_MAX_ROWS = (1 << 30) if path == "persistent" else 0
-            tk.CUBLAS_MIN_ROWS = 1 if path.startswith("cublas") else 0
-            tk.CONCURRENT_GEMMS = path == "cublas-concurrent"
-            tk.FULL_GRAPHS_MAX = 2 if path.endswith("full") else 0
-            try:
-                def call():
-                    return _flat(pc_relax(list(a[:L]), a[L], a[L + 1], T, STEP_SIZE, precision=precision,
-                                          backend="triton", check_finite_input=False, **kw))
-                if first[0] and path.endswith("full"):
-                    # the row's first call is its check: make it a replay of the full graph
-                    # (the first call of a parameter set runs eagerly, the second captures)
-                    call()
-                    call()
-                first[0] = False
-                return call()
-            finally:
-                (tk.ROWS_MAX_ROWS, tk.PERSISTENT_MAX_ROWS, tk.CUBLAS_MIN_ROWS, tk.CONCURRENT_GEMMS,
-                 tk.FULL_GRAPHS_MAX) = saved
+            return with_settings("pc_relax", lambda: _flat(pc_relax(
+                list(a[:L]), a[L], a[L + 1], T, STEP_SIZE, precision=precision, backend="triton",
+                check_finite_input=False, **kw)),
+                ROWS_MAX_ROWS=(1 << 30) if path == "rows" else 0,
+                PERSISTENT_MAX_ROWS=(1 << 30) if path == "persistent" else 0,
+                CUBLAS_MIN_ROWS=1 if path.startswith("cublas") else 0,
+                CONCURRENT_GEMMS=path == "cublas-concurrent",
+                FULL_GRAPHS_MAX=2 if path.endswith("full") else 0)
 
         name = "pc_relax" if path == "tiles" else f"pc_relax[{path}]"  # "full": the tiles
         return Op(
@@ -138,7 +122,7 @@ def ops(smoke: bool, Op) -> list:
             shape=label,
             make_inputs=_inputs(widths, B),
             reference=lambda *a: _flat(pc_relax_reference(list(a[:L]), a[L], a[L + 1], T, STEP_SIZE, **kw)),
-            triton=triton,
+            triton=check_a_replay(triton) if path.endswith("full") else triton,
             tol=TOL_TF32 if precision == "tf32" else Op.tol,
             spec=None if precision != "tf32" else (lambda *a: _flat(pc_relax_reference(
                 list(a[:L]), a[L], a[L + 1], T, STEP_SIZE, precision="tf32", **kw))),

@@ -39,6 +39,7 @@ import math
 import torch
 
 from bpalts.ops.reservoir_run import reservoir_run, reservoir_run_reference
+from gpu_switches import check_a_replay, with_settings  # bench/, first on sys.path
 
 # (op name, shape): (eager ms, CUDA graph ms, torch.compile ms, Triton target ms), NVIDIA H200.
 ANCHORS: dict = {
@@ -82,21 +83,6 @@ def _reference_no_compile(W, W_in, inputs):
     if torch.compiler.is_compiling():
         _refuse_compile()
     return reservoir_run_reference(W, W_in, inputs, LEAK)
-
-
-def _check_a_replay(fn):
-    """For rows whose op replays its own cached graph from a configuration's second call: the
-    row's first call (its correctness check) runs ``fn`` twice first, so that the result it
-    checks comes from a replay. ``fn`` returns fresh tensors and updates nothing in place."""
-    first = [True]
-
-    def run(*args):
-        if first[0]:
-            first[0] = False
-            fn(*args)
-            fn(*args)
-        return fn(*args)
-    return run
 
 
 def ops(smoke: bool, Op) -> list:
@@ -158,26 +144,22 @@ def ops(smoke: bool, Op) -> list:
             (lambda W, W_in, inputs: reservoir_run_reference(W, W_in, inputs, LEAK, precision="tf32"))))
     def triton_graphed(W, W_in, inputs, precision="fp32", switch="GRAPH_MIN_STEPS", on=1):
         """The public op with ``switch`` (GRAPH_MIN_STEPS or PERSISTENT_GRAPHS) on for this call."""
-        saved = getattr(tk, switch)
-        setattr(tk, switch, on)
-        try:
-            return reservoir_run(W, W_in, inputs, LEAK, backend="triton", check_finite_input=False,
-                                 precision=precision)
-        finally:
-            setattr(tk, switch, saved)
+        return with_settings("reservoir_run", lambda: reservoir_run(
+            W, W_in, inputs, LEAK, backend="triton", check_finite_input=False, precision=precision),
+            **{switch: on})
 
     for precision in ("fp32", "tf32x3"):
         out.append(Op(
             name="reservoir_run[graph]" + ("" if precision == "fp32" else f" {precision}"), shape=label,
             make_inputs=_inputs(N, B, T, D),
             reference=lambda W, W_in, inputs: reservoir_run_reference(W, W_in, inputs, LEAK),
-            triton=_check_a_replay(lambda W, W_in, inputs, p=precision: triton_graphed(W, W_in, inputs, p))))
+            triton=check_a_replay(lambda W, W_in, inputs, p=precision: triton_graphed(W, W_in, inputs, p))))
     # the default B1 path (the persistent kernel) with PERSISTENT_GRAPHS on
     label, N, B, T, D = pixel
     out.append(Op(
         name="reservoir_run[persistent-graph]", shape=label, make_inputs=_inputs(N, B, T, D),
         reference=_reference_no_compile,
-        triton=_check_a_replay(lambda W, W_in, inputs: triton_graphed(
+        triton=check_a_replay(lambda W, W_in, inputs: triton_graphed(
             W, W_in, inputs, switch="PERSISTENT_GRAPHS", on=True))))
     label, N, B, T, D = rows
     for gemm in ("cublas", "triton"):  # BATCHED_GEMM's two choices, each named

@@ -46,12 +46,11 @@ once (N=2000, B=1: four 16 x 512 tiles, 185 registers, no spill on sm_90):
    CUDA graph against 4.99), so the fused epilogue does not pay for the slower GEMM there.
 
 With ``GRAPH_MIN_STEPS`` set (off by default, untimed), the per-step paths (3 and 4) replay a
-CUDA graph of their step loop instead of launching every step from Python: ``_StepGraph``
-holds a configuration's buffers, captured at its second call (inputs copied in, the kept states
-copied out; ``W`` read in place). With ``PERSISTENT_GRAPHS`` (off by default, untimed) the
-small-batch persistent kernel's plain calls do the same through
-:class:`bpalts.kernels._capture.PlainCallGraphs` (``U``, the leak and ``x0`` copied in, the
-kept states cloned out).
+CUDA graph of their step loop instead of launching every step from Python; with
+``PERSISTENT_GRAPHS`` (off by default, untimed) the small-batch persistent kernel's plain calls
+do the same. Both go through one :class:`bpalts.kernels._capture.PlainCallGraphs` (``_replayed``:
+``U``, the leak and ``x0`` copied in, ``W`` read in place, the kept states cloned out; a
+configuration is captured at its third call and replayed from then on).
 
 Per-step paths store each state once: into the output when the step is kept, else into a
 ping-pong buffer. The persistent kernel writes kept steps to the output in addition to its
@@ -61,7 +60,6 @@ for ``keep="all"`` / ``"last"``, no host-to-device copy.
 from __future__ import annotations
 
 import sys
-from collections import OrderedDict
 from contextlib import nullcontext
 from functools import partial
 
@@ -71,7 +69,6 @@ import triton.language as tl
 
 from bpalts._precision import CUBLAS_PRECISIONS, TRITON_INPUT_PRECISION, gemm_into, gemm_precision
 from bpalts.kernels._capture import PlainCallGraphs, settings_key, tensor_key
-from bpalts.kernels._capture import capture as _capture
 from bpalts.kernels._capture import graphs_apply as _graphs_apply  # tests stand in for it here
 from bpalts.kernels._math import tanh as _tanh
 
@@ -102,21 +99,21 @@ GEMMS = ("triton", "cublas")
 EW_BLOCK = 1024  # units per program of _leak_tanh_kernel
 
 # The per-step path replayed from a CUDA graph (its step loop captured once per configuration,
-# on the second call, then one replay per call) for runs of at least GRAPH_MIN_STEPS steps; 0 =
+# at its third call, then one replay per call) for runs of at least GRAPH_MIN_STEPS steps; 0 =
 # never. Off until a GPU has timed it (bench/gpu.py's reservoir_run[graph] rows). Why: on an H100
 # the cuBLAS path at N2000 B256 T28 spent 2.27 ms of host time per plain call (28 torch.mm calls
 # and 28 Triton launches; bench/gpu.py --host) against 1.66 ms of device time, and replayed from
 # a graph it took 1.68 ms.
 GRAPH_MIN_STEPS = 0
-GRAPH_CACHE_MAX = 4  # configurations kept (each holds its buffers, its graph and a reference to W)
-# Plain calls of the small-batch persistent kernel replayed from a cached CUDA graph
-# (kernels/_capture.py PlainCallGraphs: U, the leak and x0 copied in, W read in place, the kept
-# states cloned out); off until a GPU has timed it (bench/gpu.py's reservoir_run[persistent-graph]
+GRAPH_CACHE_MAX = 4  # configurations kept (each holds its input copies, its graph and a reference to W)
+# Plain calls of the small-batch persistent kernel replayed from a cached CUDA graph (as the
+# per-step path's above); off until a GPU has timed it (bench/gpu.py's reservoir_run[persistent-graph]
 # rows). Why: on an H100 at N2000 B1 T784 a plain call took 2.07 ms against 1.84 ms replayed
 # from a graph (the issue's target: 2.0): the host's work before the one launch (the input
 # projection, buffers, a Triton launch) delays the kernel.
 PERSISTENT_GRAPHS = False
-_persistent_graphs = PlainCallGraphs(GRAPH_CACHE_MAX)
+# Both switches' graphs, keyed by path and configuration (kernels/_capture.py PlainCallGraphs).
+_graphs = PlainCallGraphs(GRAPH_CACHE_MAX)
 
 KEEP_ALL, KEEP_LAST, KEEP_TABLE = 0, 1, 2
 SYNCS = ("barrier", "ll")
@@ -457,20 +454,14 @@ def _small_blocks(B: int, N: int) -> tuple[int, int, int, int]:
     return batch, BLOCK_N_SMALL, block_k, k_tiles
 
 
-def _step_buffers(B, N, dev):
-    """The per-step path's work buffers: two ping-pong states and the cuBLAS product."""
-    return torch.empty((3, B, N), dtype=torch.float32, device=dev).unbind(0)
-
-
-def _step_loop(W, U, a, x0, out, *, steps, T_run, gemm, precision, small, work=None) -> None:
+def _step_loop(W, U, a, x0, out, *, steps, T_run, gemm, precision, small) -> None:
     """The per-step launches: ``T_run`` steps from ``x0`` (zeros if None), the kept ``steps``
-    written to ``out`` in order; ``work``: :func:`_step_buffers` (made here if None). No host
-    sync, so it can be captured in a CUDA graph."""
+    written to ``out`` in order. No host sync, so it can be captured in a CUDA graph."""
     B, N = out.shape[1], out.shape[2]
     dev = out.device
     _, s_ub, s_un = U.stride()
     slot = {s: i for i, s in enumerate(steps)}
-    *bufs, P = work if work is not None else _step_buffers(B, N, dev)
+    *bufs, P = torch.empty((3, B, N), dtype=torch.float32, device=dev).unbind(0)  # 2 states, product
     if x0 is None:
         x = bufs[1]
         x.zero_()
@@ -504,61 +495,21 @@ def _step_loop(W, U, a, x0, out, *, steps, T_run, gemm, precision, small, work=N
             x = dst
 
 
-class _StepGraph:
-    """One per-step configuration's static buffers and, from its second call on, its CUDA graph.
-    The graph reads ``W`` in place: the cache key holds W's address and this object a reference
-    to it, so no other tensor can take that address while cached, and in-place changes to ``W``
-    are seen. ``U``, the leak and ``x0`` are copied in every call, the kept states copied out."""
+def _replayed(tag, key, W, U, a, x0, T_run, fn) -> torch.Tensor:
+    """``fn(U, a, x0)`` (returning a fresh result) through the module's :class:`PlainCallGraphs`
+    (``_graphs``), which replays it from a CUDA graph from the third call with this ``key`` on:
+    the first ``T_run`` steps of ``U`` (its one step when the input is held: time stride 0),
+    the leak and ``x0`` are copied in, ``W`` is read in place (address, shape and strides in
+    the key). Returns a fresh copy of the result (a replay's lives in the graph)."""
+    held_u = U.stride(0) == 0 and T_run > 1  # one projected input held for every step
+    key = (tag, str(W.device), tuple(U[:T_run].shape), held_u, x0 is None, tensor_key(W),
+           settings_key(sys.modules[__name__])) + key
+    inputs = (U[0] if held_u else U[:T_run], a) + ((x0,) if x0 is not None else ())
 
-    def __init__(self, W, B, n_keep, has_x0, run_kw):
-        f32 = dict(dtype=torch.float32, device=W.device)
-        N = W.shape[0]
-        self.W = W
-        self.run_kw = run_kw
-        self.U = torch.empty((run_kw["T_run"], B, N), **f32)
-        self.a = torch.empty((N,), **f32)
-        self.x0 = torch.empty((B, N), **f32) if has_x0 else None
-        self.out = torch.empty((n_keep, B, N), **f32)
-        self.work = _step_buffers(B, N, W.device)  # made before any capture: not in its pool
-        self.graph = None  # None: not captured yet; False: capture failed (eager from then on)
-        self.seen = 0
+    def call(u, a_, x0_=None):
+        return fn(u.unsqueeze(0).expand(T_run, *u.shape) if held_u else u, a_, x0_)
 
-    def run(self):
-        _step_loop(self.W, self.U, self.a, self.x0, self.out, work=self.work, **self.run_kw)
-
-
-_step_graphs: "OrderedDict[tuple, _StepGraph]" = OrderedDict()
-
-
-def _graphed_steps(W, U, a, x0, n_keep, run_kw) -> torch.Tensor:
-    """The per-step path through a cached :class:`_StepGraph`: eager launches on its buffers at
-    the first call of a configuration, capture at the second, replays after. Returns a fresh
-    ``(n_keep, B, N)`` tensor."""
-    B, N = U.shape[1], W.shape[0]
-    key = (str(W.device), B, N, run_kw["T_run"], tuple(run_kw["steps"]), run_kw["gemm"],
-           run_kw["precision"], run_kw["small"], W.data_ptr(), tuple(W.stride()), x0 is not None)
-    g = _step_graphs.get(key)
-    if g is None:
-        g = _StepGraph(W, B, n_keep, x0 is not None, run_kw)
-        _step_graphs[key] = g
-        while len(_step_graphs) > GRAPH_CACHE_MAX:
-            _step_graphs.popitem(last=False)
-    _step_graphs.move_to_end(key)
-    g.U.copy_(U[: run_kw["T_run"]])
-    g.a.copy_(a)
-    if x0 is not None:
-        g.x0.copy_(x0)
-    g.seen += 1
-    if g.graph is None and g.seen >= 2:
-        try:
-            g.graph = _capture(g.run)
-        except Exception:  # capture unsupported here: stay with eager launches
-            g.graph = False
-    if g.graph:
-        g.graph.replay()
-    else:
-        g.run()
-    return g.out.clone()
+    return _graphs.run(key, inputs, (W,), call)
 
 
 def reservoir_run(W, W_in, inputs, leak, bias=None, state0=None, *, keep="all",
@@ -656,16 +607,10 @@ def reservoir_run(W, W_in, inputs, leak, bias=None, state0=None, *, keep="all",
                              f"program: n_programs == {n_blocks}, N <= {RESIDENT_MAX_K})")
         launch = partial(_launch_persistent, W, len(steps), mode, slots, T_run, B, N, n_programs,
                          sync, resident, batch, block_n, block_k, k_tiles, k_pad)
-        static_u = U.stride(0) == 0 and T > 1  # one projected input held for every step
         if PERSISTENT_GRAPHS and _graphs_apply(dev):
-            # replayed from a cached graph: U (or its one held step), the leak and x0 copied in
-            key = (str(dev), tuple(U.shape), static_u, x0 is None, len(steps), mode,
-                   tuple(steps) if mode == KEEP_TABLE else None, n_programs, sync, bool(resident),
-                   tensor_key(W), settings_key(sys.modules[__name__]))
-            inputs = (U[0] if static_u else U, a) + ((x0,) if x0 is not None else ())
-            out, status = _persistent_graphs.run(
-                key, inputs, (W,), lambda u, a_, x0_=None: launch(
-                    u.unsqueeze(0).expand(T, B, N) if static_u else u, a_, x0_))
+            out, status = _replayed("persistent", (len(steps), mode, tuple(steps) if mode == KEEP_TABLE
+                                                   else None, n_programs, sync, bool(resident)),
+                                    W, U, a, x0, T, launch)
             _check_persistent_status(status, sync)
             out = out.clone()
         else:
@@ -675,9 +620,15 @@ def reservoir_run(W, W_in, inputs, leak, bias=None, state0=None, *, keep="all",
 
     # Per-step launches.
     run_kw = dict(steps=steps, T_run=T_run, gemm=gemm, precision=precision, small=small)
-    if 0 < GRAPH_MIN_STEPS <= T_run and _graphs_apply(dev):
-        out = _graphed_steps(W, U, a, x0, len(steps), run_kw)
-    else:
+
+    def per_step(U_, a_, x0_=None):
         out = torch.empty((len(steps), B, N), dtype=torch.float32, device=dev)
-        _step_loop(W, U, a, x0, out, **run_kw)
+        _step_loop(W, U_, a_, x0_, out, **run_kw)
+        return out
+
+    if 0 < GRAPH_MIN_STEPS <= T_run and _graphs_apply(dev):
+        out = _replayed("steps", (tuple(steps), gemm, precision, small), W, U, a, x0, T_run,
+                        per_step).clone()
+    else:
+        out = per_step(U, a, x0)
     return out if order is None else out.index_select(0, order)

@@ -287,19 +287,20 @@ def test_cublas_gemm_bad_requests():
 @pytest.mark.parametrize("keep", ["all", "last", [2, 0, 2]], ids=str)
 @pytest.mark.parametrize("gemm", ["cublas", "triton"])
 def test_graphed_steps_fresh_results_and_in_place_w(gemm, keep, monkeypatch, poisoned_empty):
-    """GRAPH_MIN_STEPS: the per-step loop through a cached _StepGraph (the CUDA graph replaced by
-    a rerun of the captured function, which is what a replay does to the buffers). Every call
-    gets its own inputs' result in a fresh tensor; W is read in place (an in-place change is
-    seen); the second call captures, later calls replay; a new W or batch is a new entry, and
-    the cache keeps GRAPH_CACHE_MAX of them."""
+    """GRAPH_MIN_STEPS: the per-step loop through the module's PlainCallGraphs (the CUDA graph
+    replaced by a rerun of the captured function, which is what a replay does to the buffers).
+    Every call gets its own inputs' result in a fresh tensor; W is read in place (an in-place
+    change is seen); the third call captures, later calls replay; a new W or batch is a new
+    entry, and the cache keeps GRAPH_CACHE_MAX of them."""
+    from bpalts.kernels import _capture
     from bpalts.kernels import reservoir_run as tk
 
     monkeypatch.setattr(tk, "GRAPH_MIN_STEPS", 1)
     monkeypatch.setattr(tk, "BATCHED_GEMM", gemm)
     monkeypatch.setattr(tk, "_graphs_apply", lambda dev: True)
     captured = []
-    monkeypatch.setattr(tk, "_capture", lambda fn: captured.append(ReplayCalls(fn)) or captured[-1])
-    monkeypatch.setattr(tk, "_step_graphs", type(tk._step_graphs)())
+    monkeypatch.setattr(_capture, "capture", lambda fn: captured.append(ReplayCalls(fn)) or captured[-1])
+    monkeypatch.setattr(tk, "_graphs", _capture.PlainCallGraphs(tk.GRAPH_CACHE_MAX))
     W, W_in, inputs, leak, bias, x0 = _problem(23, 11, 4, 3, 7, True)
     outs = []
     for call in range(4):
@@ -310,41 +311,50 @@ def test_graphed_steps_fresh_results_and_in_place_w(gemm, keep, monkeypatch, poi
         want = reservoir_run_reference(W, W_in, x, leak, bias, x0, keep=keep)
         assert rel_err(got, want) < RTOL_REDUCTION, call
         outs.append(got)
-    assert len(tk._step_graphs) == 1 and len(captured) == 1 and captured[0].replays == 3  # calls 2-4
+    assert len(tk._graphs.entries) == 1 and len(captured) == 1 and captured[0].replays == 2  # calls 3-4
     assert len({o.data_ptr() for o in outs}) == 4  # fresh tensors, not the cached buffer
     assert rel_err(outs[1], outs[0]) > 1e-3  # each call's own inputs
     for B, seed in ((11, 8), (12, 9), (13, 10), (14, 11), (15, 12)):  # new W each: new entries
         W, W_in, inputs, leak, bias, x0 = _problem(23, B, 4, 3, seed, False)
         got = tk.reservoir_run(W, W_in, inputs, leak, bias, x0, keep=keep)
         assert rel_err(got, reservoir_run_reference(W, W_in, inputs, leak, bias, x0, keep=keep)) < RTOL_REDUCTION
-    assert len(tk._step_graphs) == tk.GRAPH_CACHE_MAX
+    assert len(tk._graphs.entries) == tk.GRAPH_CACHE_MAX
 
 
 def test_graphed_steps_capture_failure_and_where_it_applies(monkeypatch, poisoned_empty):
     """A capture that raises leaves the entry on eager launches (still right); without x0 the
-    loop starts from zeros; below GRAPH_MIN_STEPS, on the CPU, or with the switch off (the
-    default) the plain per-step path runs."""
+    loop starts from zeros; a held input (time stride 0) is copied in as its one step; below
+    GRAPH_MIN_STEPS, on the CPU, or with the switch off (the default) the plain per-step path
+    runs."""
+    from bpalts.kernels import _capture
     from bpalts.kernels import reservoir_run as tk
 
     assert tk.GRAPH_MIN_STEPS == 0  # off until a GPU has timed it
     assert not tk._graphs_apply(torch.device("cpu"))
     monkeypatch.setattr(tk, "GRAPH_MIN_STEPS", 4)
     monkeypatch.setattr(tk, "_graphs_apply", lambda dev: True)
-    monkeypatch.setattr(tk, "_step_graphs", type(tk._step_graphs)())
+    monkeypatch.setattr(tk, "_graphs", _capture.PlainCallGraphs(tk.GRAPH_CACHE_MAX))
 
     def fail(fn):
         raise RuntimeError("capture not supported")
 
-    monkeypatch.setattr(tk, "_capture", fail)
+    monkeypatch.setattr(_capture, "capture", fail)
     W, W_in, inputs, leak, bias, _ = _problem(19, 10, 5, 2, 3, False)
-    for _ in range(3):
+    for _ in range(4):
         got = tk.reservoir_run(W, W_in, inputs, leak, bias, None)
         assert rel_err(got, reservoir_run_reference(W, W_in, inputs, leak, bias)) < RTOL_REDUCTION
-    (entry,) = tk._step_graphs.values()
+    (entry,) = tk._graphs.entries.values()
     assert entry.graph is False and entry.seen == 3
+    img = torch.rand(10, 2)
+    for call in range(3):  # a held image: its own entry, one step copied in
+        held = (img + call).unsqueeze(0).expand(5, 10, 2)
+        got = tk.reservoir_run(W, W_in, held, leak, bias, None)
+        assert rel_err(got, reservoir_run_reference(W, W_in, held, leak, bias)) < RTOL_REDUCTION, call
+    (_, entry) = tk._graphs.entries.values()
+    assert [tuple(t.shape) for t in entry.static] == [(10, 19), (19,)]
     got = tk.reservoir_run(W, W_in, inputs, leak, bias, None, keep=[2])  # 3 steps < 4: not cached
     assert rel_err(got, reservoir_run_reference(W, W_in, inputs, leak, bias, keep=[2])) < RTOL_REDUCTION
-    assert len(tk._step_graphs) == 1
+    assert len(tk._graphs.entries) == 2
 
 
 @pytest.mark.parametrize("sync,N,B", [("ll", 13, 1), ("barrier", 37, 3)])
@@ -361,7 +371,7 @@ def test_persistent_graphs_fresh_results(sync, N, B, keep, monkeypatch, poisoned
     monkeypatch.setattr(_capture, "capture", lambda fn: captured.append(ReplayCalls(fn)) or captured[-1])
     monkeypatch.setattr(tk, "PERSISTENT_GRAPHS", True)
     monkeypatch.setattr(tk, "_graphs_apply", lambda dev: True)
-    monkeypatch.setattr(tk, "_persistent_graphs", _capture.PlainCallGraphs(4))
+    monkeypatch.setattr(tk, "_graphs", _capture.PlainCallGraphs(4))
     W, W_in, inputs, leak, bias, x0 = _problem(N, B, 5, 3, 70 + N, True)
     outs = []
     for call in range(4):
@@ -383,4 +393,4 @@ def test_persistent_graphs_fresh_results(sync, N, B, keep, monkeypatch, poisoned
         got = tk.reservoir_run(W, W_in, (img + call).unsqueeze(0).expand(5, B, 3), leak, bias, None,
                                keep=keep, persistent=True, n_programs=1, sync=sync)
         assert rel_err(got, want) < RTOL_REDUCTION, call
-    assert len(tk._persistent_graphs.entries) == 2 and len(captured) == 2
+    assert len(tk._graphs.entries) == 2 and len(captured) == 2
