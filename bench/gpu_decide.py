@@ -17,8 +17,9 @@ the CSVs, nothing is measured here):
 - ``kernels/reservoir_run.py`` ``BATCHED_GEMM``: ``"cublas"`` if ``reservoir_run[cublas-gemm]``
   beats ``reservoir_run[triton-gemm]`` at N2000 B256 T28 (older CSVs: ``[cublas]`` against the
   default row), plain call and graph both.
-- ``kernels/pc_relax.py`` ``CONCURRENT_GEMMS``: True if ``pc_relax[cublas-concurrent]`` beat
-  ``pc_relax[cublas]`` in every row measured (same shape and precision, plain call and graph).
+- ``kernels/pc_relax.py`` ``CONCURRENT_GEMMS`` (fp32 rows) and ``CONCURRENT_GEMMS_TF32`` (tf32
+  rows): True if ``pc_relax[cublas-concurrent]`` beat ``pc_relax[cublas]`` in every row measured
+  at those precisions (same shape and precision, plain call and graph).
 - ``kernels/hebbian_update.py`` ``TRIL_FORM``: ``"blocks"`` if ``hebbian_update[gha,cublas-blocks]``
   beat ``hebbian_update[gha,cublas]`` (the panels) in every row measured; and, from the blocks
   rows against the Triton path, the ``CUBLAS_MIN_MACS`` thresholds as they would be with it.
@@ -290,13 +291,16 @@ def _cublas_min_rows(rows: list[Row], by: dict) -> list[str]:
 
 
 def _variant_wins(rows: list[Row], by: dict, base: str, variant: str, against: str,
-                  switch: str, yes, no, names: tuple[str, str]) -> list[str]:
+                  switch: str, yes, no, names: tuple[str, str], precisions=None) -> list[str]:
     """``switch = yes`` if ``base[variant]`` beat ``base[against]`` in every row measured (same
-    shape and precision, plain call and graph both), else ``no``; ``names`` label the two in the
-    detail lines. A hebbian ``base`` names its rule (``hebbian_update[gha]``)."""
+    shape and precision, plain call and graph both; only the rows at ``precisions`` if given),
+    else ``no``; ``names`` label the two in the detail lines. A hebbian ``base`` names its rule
+    (``hebbian_update[gha]``)."""
     lines, wins = [], []
     for r in rows:
         if r.base != base or r.variant != variant:
+            continue
+        if precisions is not None and r.precision not in precisions:
             continue
         suffix = "" if r.precision == "fp32" else f" {r.precision}"
         op = base[:-1] + f",{against}]" if base.endswith("]") else f"{base}[{against}]"
@@ -314,10 +318,14 @@ def _variant_wins(rows: list[Row], by: dict, base: str, variant: str, against: s
 
 
 def _concurrent_gemms(rows: list[Row], by: dict) -> list[str]:
-    """CONCURRENT_GEMMS: True if pc_relax[cublas-concurrent] beat pc_relax[cublas] in every row
-    measured (same shape and precision, plain call and graph both)."""
-    return _variant_wins(rows, by, "pc_relax", "cublas-concurrent", "cublas", "CONCURRENT_GEMMS",
-                         True, False, ("concurrent", "one stream"))
+    """CONCURRENT_GEMMS (fp32; tf32x3 runs as fp32 on the cuBLAS path) and CONCURRENT_GEMMS_TF32:
+    True if pc_relax[cublas-concurrent] beat pc_relax[cublas] in every row measured at those
+    precisions (same shape and precision, plain call and graph both)."""
+    names = ("concurrent", "one stream")
+    return (_variant_wins(rows, by, "pc_relax", "cublas-concurrent", "cublas", "CONCURRENT_GEMMS",
+                          True, False, names, precisions=("fp32", "tf32x3"))
+            + _variant_wins(rows, by, "pc_relax", "cublas-concurrent", "cublas",
+                            "CONCURRENT_GEMMS_TF32", True, False, names, precisions=("tf32",)))
 
 
 def _tril_form(rows: list[Row], by: dict) -> list[str]:

@@ -107,13 +107,17 @@ def ops(smoke: bool, Op) -> list:
         kw = dict(activation=activation, output_energy=output_energy)
 
         def triton(*a):
-            return with_settings("pc_relax", lambda: _flat(pc_relax(
-                list(a[:L]), a[L], a[L + 1], T, STEP_SIZE, precision=precision, backend="triton",
-                check_finite_input=False, **kw)),
+            def call():
+                return _flat(pc_relax(list(a[:L]), a[L], a[L + 1], T, STEP_SIZE, precision=precision,
+                                      backend="triton", check_finite_input=False, **kw))
+            if path == "default":  # the module's settings as shipped
+                return call()
+            return with_settings("pc_relax", call,
                 ROWS_MAX_ROWS=(1 << 30) if path == "rows" else 0,
                 PERSISTENT_MAX_ROWS=(1 << 30) if path == "persistent" else 0,
                 CUBLAS_MIN_ROWS=1 if path.startswith("cublas") else 0,
                 CONCURRENT_GEMMS=path == "cublas-concurrent",
+                CONCURRENT_GEMMS_TF32=path == "cublas-concurrent",
                 FULL_GRAPHS_MAX=2 if path.endswith("full") else 0)
 
         name = "pc_relax" if path == "tiles" else f"pc_relax[{path}]"  # "full": the tiles
@@ -122,7 +126,7 @@ def ops(smoke: bool, Op) -> list:
             shape=label,
             make_inputs=_inputs(widths, B),
             reference=lambda *a: _flat(pc_relax_reference(list(a[:L]), a[L], a[L + 1], T, STEP_SIZE, **kw)),
-            triton=check_a_replay(triton) if path.endswith("full") else triton,
+            triton=check_a_replay(triton) if path in ("full", "cublas-full", "default") else triton,
             tol=TOL_TF32 if precision == "tf32" else Op.tol,
             spec=None if precision != "tf32" else (lambda *a: _flat(pc_relax_reference(
                 list(a[:L]), a[L], a[L + 1], T, STEP_SIZE, precision="tf32", **kw))),
@@ -152,4 +156,8 @@ def ops(smoke: bool, Op) -> list:
     learner64 = ((20, 37, 16, 10), "20-37-16-10 B4 T3 relu ce", 4, 3) if smoke else (
         LEARNER_NET, f"{LEARNER_LABEL} B64 T3 relu ce", 64, 3)
     out += [row(*learner64, activation="relu", output_energy="ce", path=p) for p in ("tiles", "full")]
+    # the op as shipped (no switch touched): every shape, tf32 at the largest, the learners'
+    out += [row(*r, path="default") for r in rows] + [row(*rows[-1], precision="tf32", path="default")]
+    out += [row(*learner, activation="relu", output_energy="ce", path="default"),
+            row(*learner64, activation="relu", output_energy="ce", path="default")]
     return out

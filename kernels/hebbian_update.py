@@ -42,15 +42,15 @@ elementwise passes. ``G = g(X W^T)``; then
   (``C_i = G_i^T G_{:i}``, its diagonal block made lower-triangular, ``T_i -= C_i W_{:i}``),
   so the triangular products skip most of the upper triangle (``(P + 1) / 2P`` of the flops of
   the full ``G^T G`` and ``D W``: 5/8 with 4 panels), then ``W += lr/B T``; or, with
-  ``TRIL_FORM = "blocks"``, the residual form of :func:`_tril_blocks` (batched GEMMs over
-  blocks of units: fewer flops when the batch is under half the units);
+  ``TRIL_FORM = "blocks"`` (the default), the residual form of :func:`_tril_blocks` (batched
+  GEMMs over blocks of units: fewer flops when the batch is under half the units);
 * no decay: ``W += lr/B G^T X`` in place.
 
 On an H200 the fused Triton kernels reached 0.58-0.88x cuBLAS in fp32 at B1024 4096->4096,
 and with tf32 about 60-90 TFLOP/s against cuBLAS's several hundred (gha 1.66 ms for about 154
 GFLOP): this path is for the shapes where the GEMMs dominate.
 
-Plain calls of at most ``GRAPH_MAX_MACS`` multiply-adds (off by default, untimed) replay a
+Plain calls of at most ``GRAPH_MAX_MACS`` multiply-adds (on a GPU) replay a
 cached CUDA graph of their launches instead of launching them from Python
 (:class:`bpalts.kernels._capture.PlainCallGraphs`): ``X`` is copied into the entry's buffer,
 ``W`` (and BCM's threshold) are read and updated in place, every scalar argument and module
@@ -94,9 +94,14 @@ SPARSE_BD = 128  # feature block of the sparse apply kernel
 #         2.64 / 2.62 against 2.74 / 2.71
 #   tf32  GHA 0.78 / 0.78 against 1.75 / 1.74 (Oja 0.41 / 0.41, instar 0.86 / 0.47 on this path)
 # At B256 784->1024 (fp32 GHA) it lost the plain call (0.55 against 0.18; graph 0.115 against
-# 0.160): the torch GEMM calls cost more host time than Triton's launches. Both thresholds sit
-# at the smallest shape timed where it won.
-CUBLAS_MIN_MACS = 1024 * 4096 * 4096
+# 0.160): the torch GEMM calls cost more host time than Triton's launches. Since the plain calls
+# replay a cached graph (GRAPH_MAX_MACS) it wins there too (2026-11-28, H100,
+# bench/results/2026-11-28-h100): GHA with TRIL_FORM "blocks" and the graph 0.086 / 0.083
+# against the Triton path's 0.151 / 0.148 (also replayed) or 0.154 / 0.148 (plain); the default
+# rows after the change: Oja 0.059 / 0.056 (was 0.140 / 0.122), hpca 0.088 / 0.084 (0.156 /
+# 0.152), nlpca_sym 0.061 / 0.058 (0.497 / 0.124); GHA B1024 4096->4096 2.96 / 2.94 (4.00 / 3.99).
+# fp32 from the B256 shape; tf32 at the smallest shape timed where it won.
+CUBLAS_MIN_MACS = 256 * 1024 * 784
 CUBLAS_MIN_MACS_TF32 = 1024 * 4096 * 4096
 # Row panels of the cuBLAS path's triangular products (fewer when N is small). bench/gpu_tiles.py
 # on an H100 (CUDA graph replay), GHA: B256 784->1024 fp32 1 / 2 / 4 / 8 panels 0.115 / 0.118 /
@@ -106,18 +111,22 @@ TRIL_PANEL_MIN = 256
 # How the cuBLAS path computes the hierarchical rules' decay: "panels" (the row panels above) or
 # "blocks" (_tril_blocks: the residual form, every block of TRIL_BLOCK units at once as batched
 # GEMMs; fewer flops when B < N / 2: 0.73 against 1.23 G multiply-adds at B256 784->1024,
-# 69 against 99 G at B1024 4096->4096). "panels" until a GPU has timed both
-# (bench/gpu.py's [gha,cublas-blocks] rows). The residuals take nb x B x F floats: blocks
+# 69 against 99 G at B1024 4096->4096). "blocks" won every row timed (H100, 2026-11-28; plain /
+# graph ms): B256 784->1024 0.448 / 0.082 against 0.511 / 0.115, B1024 4096->4096 fp32 2.94 /
+# 2.93 against 3.95 / 3.97, tf32 0.733 / 0.723 against 0.782 / 0.772. The residuals take nb x B x F floats: blocks
 # grow past TRIL_BLOCK units to keep them under TRIL_RESID_MAX_BYTES.
-TRIL_FORM = "panels"
+TRIL_FORM = "blocks"
 TRIL_BLOCK = 128
 TRIL_RESID_MAX_BYTES = 64 << 20
 # Plain calls of at most GRAPH_MAX_MACS multiply-adds (B * N * F) replayed from a cached CUDA
 # graph (kernels/_capture.py PlainCallGraphs: X copied in, W read and updated in place; captured
-# at a configuration's third call); 0 = never. Off until a GPU has timed it (bench/gpu.py's
-# [gha,graph] rows). Why: on an H100 a plain GHA call at B256 784->1024 took 0.23 ms of host
-# time (cProfile: three Triton launches at ~60 us each) against 0.15 ms on the device.
-GRAPH_MAX_MACS = 0
+# at a configuration's third call); 0 = never. Why: on an H100 a plain GHA call at B256
+# 784->1024 took 0.23 ms of host time (cProfile: three Triton launches at ~60 us each) against
+# 0.15 ms on the device. Timed (H100, 2026-11-28, plain call with / without): GHA B256 Triton
+# 0.151 / 0.154 ms, cuBLAS blocks 0.086 / 0.448, tf32x3 0.084 / 0.158. Up to the largest shape
+# as softwta_update's, where the same replay won at B1024 4096->4096 tf32 (0.397 / 0.429); no
+# Hebbian row has timed it there.
+GRAPH_MAX_MACS = 1024 * 4096 * 4096
 GRAPH_CACHE_MAX = 8  # configurations kept (each holds its input buffers, its graph, and W)
 _graphs = PlainCallGraphs(GRAPH_CACHE_MAX)
 

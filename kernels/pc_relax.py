@@ -53,7 +53,7 @@ plan's buffers in one multi-tensor copy; :meth:`_Plan.derive` then computes the 
 and the parameters (the feed-forward initial states, ``MUC``, ``f``, ``f'``, the weights' flat
 copies), the relaxation runs, and the energies are summed; the results are one copy each of the
 flat states and errors. The step loop is captured in a CUDA graph the second time a
-configuration is seen and replayed afterwards; with ``FULL_GRAPHS_MAX`` (off until timed)
+configuration is seen and replayed afterwards; with ``FULL_GRAPHS_MAX`` (2, the default)
 everything after staging is captured instead, once per set of parameter tensors (by address:
 the graph reads them in place), so a plain call costs a copy, a replay and two clones. Inside
 an outer CUDA-graph capture the launches are simply recorded. fp32; the GEMMs use
@@ -107,11 +107,15 @@ EW_BLOCK = 1024  # elements per program of _cublas_ew_kernel
 # The cuBLAS path's GEMMs of one phase (a step's L - 1 feedback products, then its L - 1 forward
 # products: each writes its own layer's buffer) launched on side streams, so that they run side
 # by side (branches of the CUDA graph the step loop is captured in) instead of one after the
-# other. Off until a GPU has timed it (bench/gpu.py's pc_relax[cublas-concurrent] rows). Why: on
-# an H100 at B256 T20 the path's 1.46 ms of device time were small GEMMs launched one at a time
-# (each a few tens of thread blocks on 132 SMs), and each phase waits for the sum of its GEMMs
-# where the largest one would do.
-CONCURRENT_GEMMS = False
+# other. Why: on an H100 at B256 T20 the path's 1.46 ms of device time were small GEMMs launched
+# one at a time (each a few tens of thread blocks on 132 SMs), and each phase waits for the sum
+# of its GEMMs where the largest one would do. Timed (H100, 2026-11-28, bench/results/
+# 2026-11-28-h100; plain / graph ms, one stream in brackets): fp32 B256 T20 1.657 / 1.120 (2.026
+# / 1.514), T100 5.648 / 5.010 (7.503 / 6.887), B4096 T20 7.631 / 7.124 (8.112 / 7.400), the
+# learners' B256 T3 0.903 / 0.358 (0.940 / 0.412); but tf32 B4096 T20 5.335 / 4.932 (4.784 /
+# 4.256): on at fp32 (CONCURRENT_GEMMS), off at tf32 (CONCURRENT_GEMMS_TF32).
+CONCURRENT_GEMMS = True
+CONCURRENT_GEMMS_TF32 = False
 # The persistent path (_persistent_kernel: the whole relaxation in one launch, at most one
 # program per SM, grid barriers between the phases of a step) for batches up to this many rows;
 # 0 = never. Off: on an H100 at B256 it tied the tile path in a CUDA graph (T20 2.62 against
@@ -126,11 +130,15 @@ NUM_WARPS = 4
 NUM_STAGES = 3  # software-pipelining depth of the K loops on the GPU (Triton's CUDA default)
 _CACHE_MAX = 8
 # Full graphs (staging aside, the whole call: see pc_relax) kept per plan, one per set of
-# parameter tensors (by address); 0 = none (the relaxation-only graph alone). Off until a GPU
-# has timed it (bench/gpu.py's pc_relax[...full] rows, plain call). Why: on an
-# H100 a plain call of the learners' relaxation (B256 T3) took 1.61 ms of host time against 0.44
-# ms on the device, most of it the eager feed-forward start and the per-call input copies.
-FULL_GRAPHS_MAX = 0
+# parameter tensors (by address); 0 = none (the relaxation-only graph alone). Why: on an H100 a
+# plain call of the learners' relaxation (B256 T3) took 1.61 ms of host time against 0.44 ms on
+# the device, most of it the eager feed-forward start and the per-call input copies. Timed
+# (H100, 2026-11-28, plain call with / without): the learners' B256 T3 on the cuBLAS path 0.591
+# / 0.940 ms, B64 T3 on the tile path 0.846 / 1.502, B256 T20 1.799 / 2.026. With both switches
+# on, the op as shipped (pc_relax[default] rows, plain / graph): B256 T20 1.376 / 1.131, T100
+# 5.671 / 5.006, B4096 T20 7.586 / 7.129 (target 8.0 met), tf32 4.604 / 4.263, learners' B256 T3
+# 0.741 / 0.356, B64 T3 0.724 / 0.486.
+FULL_GRAPHS_MAX = 2
 _ACT_CODES = {"tanh": 0, "relu": 1, "leaky_relu": 2, "identity": 3}
 
 
@@ -621,7 +629,7 @@ class _Plan:
             self.G = torch.empty(max(self.off[-2], 1), **f32)  # e_{l+1} B_{l+1}, hidden layers
             self.n_ew = triton.cdiv(tot, EW_BLOCK)
             self.NP = self.n_ew + self.n_out
-            if CONCURRENT_GEMMS and L > 2:
+            if _concurrent(precision) and L > 2:
                 self.streams = _side_streams(device, L - 1)
         if self.rows:
             assert clamp and not fixed, "the rows path: clamped output, live predictions"
@@ -880,6 +888,11 @@ def _path(R, clamp, fixed, tol, precision):
     return "tiles"
 
 
+def _concurrent(precision: str) -> bool:
+    """Whether the cuBLAS path runs each phase's GEMMs on side streams at ``precision``."""
+    return CONCURRENT_GEMMS_TF32 if precision == "tf32" else CONCURRENT_GEMMS
+
+
 def _cached(device) -> bool:
     """Whether calls on ``device`` use the plan cache and its CUDA graphs: a GPU, not the
     interpreter. (A function so that tests can stand in for it.)"""
@@ -919,7 +932,7 @@ def pc_relax(weights, biases, feedback, x, target, states, steps, step_size, act
             shared_back, precision, path, ff_init)
     key = (str(device), R, x.shape[1], widths, steps, activation, clamp, ce, bool(fixed_predictions),
            shared_back, biases is not None, float(step_size), precision, path,
-           path == "cublas" and CONCURRENT_GEMMS, ff_init)
+           path == "cublas" and _concurrent(precision), ff_init)
     params = (weights, biases, feedback)
     capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
     if capturing and key in _plans:

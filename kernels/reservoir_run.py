@@ -45,9 +45,9 @@ once (N=2000, B=1: four 16 x 512 tiles, 185 registers, no spill on sm_90):
    plus four elementwise kernels per step) beat ``_gemm_step_kernel`` at B256 T28 (1.85 ms in a
    CUDA graph against 4.99), so the fused epilogue does not pay for the slower GEMM there.
 
-With ``GRAPH_MIN_STEPS`` set (off by default, untimed), the per-step paths (3 and 4) replay a
-CUDA graph of their step loop instead of launching every step from Python; with
-``PERSISTENT_GRAPHS`` (off by default, untimed) the small-batch persistent kernel's plain calls
+With ``GRAPH_MIN_STEPS`` set (28, the default: runs of at least that many steps), the per-step
+paths (3 and 4) replay a CUDA graph of their step loop instead of launching every step from
+Python; with ``PERSISTENT_GRAPHS`` (off: timed, it did not pay) the small-batch persistent kernel's plain calls
 do the same. Both go through one :class:`bpalts.kernels._capture.PlainCallGraphs` (``_replayed``:
 ``U``, the leak and ``x0`` copied in, ``W`` read in place, the kept states cloned out; a
 configuration is captured at its third call and replayed from then on).
@@ -100,17 +100,16 @@ EW_BLOCK = 1024  # units per program of _leak_tanh_kernel
 
 # The per-step path replayed from a CUDA graph (its step loop captured once per configuration,
 # at its third call, then one replay per call) for runs of at least GRAPH_MIN_STEPS steps; 0 =
-# never. Off until a GPU has timed it (bench/gpu.py's reservoir_run[graph] rows). Why: on an H100
-# the cuBLAS path at N2000 B256 T28 spent 2.27 ms of host time per plain call (28 torch.mm calls
-# and 28 Triton launches; bench/gpu.py --host) against 1.66 ms of device time, and replayed from
-# a graph it took 1.68 ms.
-GRAPH_MIN_STEPS = 0
+# never. Why: on an H100 the cuBLAS path at N2000 B256 T28 spent 2.27 ms of host time per plain
+# call (28 torch.mm calls and 28 Triton launches; bench/gpu.py --host) against 1.66 ms of device
+# time. Timed (H100, 2026-11-28, plain / graph ms): 1.756 / 1.671 against 1.797 / 1.682 without
+# (the host time had fallen since); set at the row's step count.
+GRAPH_MIN_STEPS = 28
 GRAPH_CACHE_MAX = 4  # configurations kept (each holds its input copies, its graph and a reference to W)
 # Plain calls of the small-batch persistent kernel replayed from a cached CUDA graph (as the
-# per-step path's above); off until a GPU has timed it (bench/gpu.py's reservoir_run[persistent-graph]
-# rows). Why: on an H100 at N2000 B1 T784 a plain call took 2.07 ms against 1.84 ms replayed
-# from a graph (the issue's target: 2.0): the host's work before the one launch (the input
-# projection, buffers, a Triton launch) delays the kernel.
+# per-step path's above). Why: on an H100 at N2000 B1 T784 a plain call took 2.07 ms against
+# 1.84 ms replayed from a graph (the issue's target: 2.0). Off: timed (H100, 2026-11-28) the
+# plain call took 2.083 ms with it against 2.032 without (graph 1.852 / 1.840).
 PERSISTENT_GRAPHS = False
 # Both switches' graphs, keyed by path and configuration (kernels/_capture.py PlainCallGraphs).
 _graphs = PlainCallGraphs(GRAPH_CACHE_MAX)

@@ -38,7 +38,7 @@ kernel reduces in a fixed order. fp32 throughout; the GEMMs use ``input_precisio
 tiles).
 All strides of ``W`` and ``X`` are passed: non-contiguous inputs need no copies.
 
-Plain calls of at most ``GRAPH_MAX_MACS`` multiply-adds (off by default, untimed) replay a
+Plain calls of at most ``GRAPH_MAX_MACS`` multiply-adds (on a GPU) replay a
 cached CUDA graph of their launches instead of launching them from Python
 (:class:`bpalts.kernels._capture.PlainCallGraphs`): ``X`` is copied into the entry's buffer,
 ``W`` is read and updated in place, every scalar argument and module setting is part of the
@@ -81,16 +81,21 @@ NUM_STAGES = 3  # software-pipelining depth of the K loops on the GPU (Triton's 
 # from the fp32 reference on two seeds) is that of the tf32 specification itself (the reference
 # with TF32-rounded operands: the same figures); the Triton path's was 6.6e-4-8.5e-4. At fp32
 # B256 784->1024 it took 0.41-0.50 / 0.050 against 0.25-0.36 / 0.097: the plain call loses
-# (torch's GEMM calls cost more host time than the launches they replace), so both thresholds
-# sit at the smallest shape timed where it won.
-CUBLAS_MIN_MACS = 1024 * 4096 * 4096
+# (torch's GEMM calls cost more host time than the launches they replace). Since plain calls
+# replay a cached graph (GRAPH_MAX_MACS) it wins the plain call there too (H100, 2026-11-28,
+# bench/results/2026-11-28-h100): 0.065 / 0.050 against the Triton path's 0.100 / 0.097 (also
+# replayed) or 0.167 / 0.097; the default row after the change 0.055 / 0.051. fp32 from the
+# B256 shape; tf32 at the smallest shape timed where it won.
+CUBLAS_MIN_MACS = 256 * 1024 * 784
 CUBLAS_MIN_MACS_TF32 = 1024 * 4096 * 4096
 GATE_ROWS, GATE_BN = 4, 512  # _cublas_gate_kernel: rows per program, units per chunk
 # The cuBLAS path's forward GEMM U = X W^T split along the features into SPLIT_K parts (one
 # batched GEMM; _cublas_gate_kernel sums the parts as it reads them) where F divides evenly;
-# 1 = one GEMM. Off until a GPU has timed it (bench/gpu.py's softwta_update[cublas-splitk]
-# rows). Why: on an H100 at B256 784->1024 cuBLAS ran U = X W^T as 64 tiles of 64 x 64 on 132
-# SMs (16.1 us, 26 TFLOP/s: a third of the path's 48 us of device time).
+# 1 = one GEMM. Why: on an H100 at B256 784->1024 cuBLAS ran U = X W^T as 64 tiles of 64 x 64
+# on 132 SMs (16.1 us, 26 TFLOP/s: a third of the path's 48 us of device time). Timed (H100,
+# 2026-11-28, plain / graph ms): B256 2 parts 0.206 / 0.048, 4 parts 0.227 / 0.049, one GEMM
+# 0.234 / 0.051; B1024 4096->4096 tf32 2 parts 0.431 / 0.425 against 0.429 / 0.383. Too little
+# at B256 and a loss at the large shape: off.
 SPLIT_K = 1
 DW_UNITS, DW_BF, DW_BP = 16, 256, 32  # _cublas_dw_kernel: units per program, feature chunk, partials chunk
 # With at most this many unit tiles per row, _update_kernel folds the partial row statistics
@@ -98,11 +103,13 @@ DW_UNITS, DW_BF, DW_BP = 16, 256, 32  # _cublas_dw_kernel: units per program, fe
 STATS_INLINE_MAX_TILES = 16
 # Plain calls of at most GRAPH_MAX_MACS multiply-adds (B * N * F) replayed from a cached CUDA
 # graph (kernels/_capture.py PlainCallGraphs: X copied in, W read and updated in place; captured
-# at a configuration's third call); 0 = never. Off until a GPU has timed it (bench/gpu.py's
-# softwta_update[graph] rows). Why: on an H100 a plain call at B256 784->1024 took 0.23 ms of
+# at a configuration's third call); 0 = never. Why: on an H100 a plain call at B256 784->1024 took 0.23 ms of
 # host time (cProfile: three Triton launches at ~60 us each) against 0.10 ms on the device
-# (0.050 on the cuBLAS path, whose plain call took 0.32 ms of host time).
-GRAPH_MAX_MACS = 0
+# (0.050 on the cuBLAS path, whose plain call took 0.32 ms of host time). Timed (H100,
+# 2026-11-28, plain call with / without the replay, ms): B256 Triton 0.100 / 0.167, cuBLAS
+# 0.065 / 0.234, tf32x3 0.068 / 0.144; B1024 4096->4096 tf32 (cuBLAS) 0.397 / 0.429 (the
+# issue's 0.405 met by the plain call).
+GRAPH_MAX_MACS = 1024 * 4096 * 4096
 GRAPH_CACHE_MAX = 8  # configurations kept (each holds its input buffer, its graph, and W)
 _graphs = PlainCallGraphs(GRAPH_CACHE_MAX)
 

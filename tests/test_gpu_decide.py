@@ -47,6 +47,8 @@ def test_decisions_and_later_files_win(tmp_path, capsys):
         ("pc_relax[cublas]", f"{net} B4096 T20", "ok", "6.00", "5.00", "<= 8.0"),
         ("pc_relax[cublas-concurrent]", f"{net} B256 T20", "ok", "2.00", "1.00", "<= 0.8"),
         ("pc_relax[cublas-concurrent]", f"{net} B4096 T20", "ok", "6.10", "4.00", "<= 8.0"),  # plain loses
+        ("pc_relax[cublas] tf32", f"{net} B4096 T20", "ok", "4.80", "4.30", "<= 2.5"),
+        ("pc_relax[cublas-concurrent] tf32", f"{net} B4096 T20", "ok", "4.70", "4.20", "<= 2.5"),
         ("pc_relax[cublas-full]", f"{net} B256 T20", "ok", "1.90", "3.40", "<= 0.8"),
         ("pc_relax", "784-861-645-484-10 B64 T3 relu ce", "ok", "1.50", "0.40", "-"),
         ("pc_relax[full]", "784-861-645-484-10 B64 T3 relu ce", "ok", "0.45", "0.41", "-"),
@@ -84,6 +86,7 @@ def test_decisions_and_later_files_win(tmp_path, capsys):
     assert "CUBLAS_MIN_ROWS = 4096" in text and "B256 T20 fp32: cublas 3.000 / 3.500 ms" in text
     assert "BATCHED_GEMM = 'cublas'" in text
     assert "CONCURRENT_GEMMS = False" in text and "concurrent 6.100 / 4.000 ms, one stream 6.000 / 5.000" in text
+    assert "CONCURRENT_GEMMS_TF32 = True" in text  # decided on the tf32 rows alone
     assert "hebbian_update.py CUBLAS_MIN_MACS = 205520896 for hebbian_update[gha]" in text  # 256 * 784 * 1024
     assert "hebbian_update.py CUBLAS_MIN_MACS_TF32 = 17179869184 for hebbian_update[gha]" in text
     assert "softwta_update.py CUBLAS_MIN_MACS = 0" in text  # its B256 cuBLAS row loses the plain call

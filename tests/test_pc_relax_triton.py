@@ -411,6 +411,17 @@ def test_triton_cublas_concurrent_gemms_are_independent(case, monkeypatch, poiso
 
 
 
+def test_concurrent_gemms_by_precision(monkeypatch):
+    """CONCURRENT_GEMMS applies at fp32 (and tf32x3, which the cuBLAS path runs as fp32),
+    CONCURRENT_GEMMS_TF32 at tf32: the H100 timed them apart (on / off by default)."""
+    from bpalts.kernels import pc_relax as tk
+
+    assert tk._concurrent("fp32") and not tk._concurrent("tf32")
+    monkeypatch.setattr(tk, "CONCURRENT_GEMMS", False)
+    monkeypatch.setattr(tk, "CONCURRENT_GEMMS_TF32", True)
+    assert not tk._concurrent("fp32") and tk._concurrent("tf32")
+
+
 @pytest.fixture
 def cached_plans(monkeypatch):
     """The CUDA plan cache and its graphs on the CPU (graphs emulated); captures recorded."""

@@ -329,7 +329,7 @@ def test_graphed_steps_capture_failure_and_where_it_applies(monkeypatch, poisone
     from bpalts.kernels import _capture
     from bpalts.kernels import reservoir_run as tk
 
-    assert tk.GRAPH_MIN_STEPS == 0  # off until a GPU has timed it
+    assert tk.GRAPH_MIN_STEPS == 28  # on since the H100 timed it
     assert not tk._graphs_apply(torch.device("cpu"))
     monkeypatch.setattr(tk, "GRAPH_MIN_STEPS", 4)
     monkeypatch.setattr(tk, "_graphs_apply", lambda dev: True)
