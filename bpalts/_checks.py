@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import threading
 from contextlib import contextmanager
 from typing import Sequence
@@ -97,12 +98,12 @@ def one_finite_sync():
 
 
 def check_scalar(name: str, value, *, positive: bool = False, allow_zero: bool = True) -> float:
-    """A finite real number (optionally > 0 / >= 0); returned as a Python float."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        if isinstance(value, torch.Tensor) and value.numel() == 1:
-            value = value.item()
-        else:
-            raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    """A finite real number (optionally > 0 / >= 0; Python or NumPy scalars, or a one-element
+    tensor, not a bool); returned as a Python float."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and value.dtype != torch.bool:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     value = float(value)
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value}")
@@ -113,10 +114,12 @@ def check_scalar(name: str, value, *, positive: bool = False, allow_zero: bool =
 
 def check_int(name: str, value, minimum: int | None = None, maximum: int | None = None,
               what: str = "") -> int:
-    """A Python int (not a bool) in ``[minimum, maximum]``; TypeError for another type, ValueError
-    out of range (the message names ``name`` and, if given, ``what`` the value counts)."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    """An integer (Python or NumPy, not a bool) in ``[minimum, maximum]``, returned as a Python
+    int; TypeError for another type, ValueError out of range (the message names ``name`` and, if
+    given, ``what`` the value counts)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    value = int(value)
     unit = f" ({what})" if what else ""
     if minimum is not None and maximum is not None and not (minimum <= value <= maximum):
         raise ValueError(f"{name} must be in {minimum}..{maximum}{unit}, got {value}")
@@ -125,6 +128,24 @@ def check_int(name: str, value, minimum: int | None = None, maximum: int | None 
     if maximum is not None and value > maximum:
         raise ValueError(f"{name} must be <= {maximum}{unit}, got {value}")
     return value
+
+
+def check_flag(name: str, value) -> bool:
+    """A bool (Python or NumPy), returned as a Python bool: a string such as ``"no"`` or a number
+    is a TypeError rather than silently true."""
+    if isinstance(value, bool) or (type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_")):
+        return bool(value)
+    raise TypeError(f"{name} must be a bool (True or False), got {type(value).__name__} {value!r}")
+
+
+def check_in_place(name: str, t: torch.Tensor) -> None:
+    """``t``, which an op updates in place, has its own memory for every element: not a broadcast
+    view (stride 0 over a dimension of size > 1, e.g. from ``expand``), whose elements would
+    receive conflicting updates. Checked before anything is written."""
+    if any(st == 0 and sz > 1 for st, sz in zip(t.stride(), t.shape)):
+        raise ValueError(
+            f"{name} is updated in place and must not be a broadcast (stride-0) view "
+            f"(shape {tuple(t.shape)}, strides {tuple(t.stride())}); pass a copy (.clone())")
 
 
 def check_choice(name: str, value, choices: Sequence[str]) -> str:

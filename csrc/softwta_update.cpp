@@ -111,7 +111,11 @@ void softwta_gate(py::array& U_, py::array& d_, double inv_tau, bool anti_hebbia
 #pragma omp simd reduction(max : m)
         for (py::ssize_t k = 1; k < N; ++k) m = u[k] > m ? u[k] : m;
         py::ssize_t win = 0;
-        while (u[win] != m) ++win;
+        while (win < N && u[win] != m) ++win;
+        if (win == N) {  // nothing equals the max: the row holds a NaN (torch.argmax: the first)
+          win = 0;
+          while (win < N - 1 && !std::isnan(u[win])) ++win;
+        }
         const double s = exp_shifted<T>(u, e.data(), N, m, it);
         const T inv_s = static_cast<T>(1.0 / s);
         const T sn = neg * inv_s;  // losers: -Y (anti-Hebbian) or +Y

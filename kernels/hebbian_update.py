@@ -289,13 +289,19 @@ def _rank_kernel(
             take = (cmax > bv) | ((cmax == bv) & (ci < bi))
             bv = tl.where(take, cmax, bv)
             bi = tl.where(take, ci, bi)
+        # No eligible entry (the row's remaining currents are NaN, which compare false): select
+        # a real unit (never index N) and make its update NaN, so the non-finite input shows in W.
+        none = bi >= N
+        bi = tl.where(none, N - 1, bi)
+        bv = tl.where(none, float("nan"), bv)
         if RANK:
             top_v = tl.where(j == 0, bv, top_v)
             top_i = tl.where(j == 0, bi, top_i)
         else:
+            gh = tl.where(none, float("nan"), 1.0)
             tl.store(Sel + rb * S + j, bi, mask=bmask)
-            tl.store(Gv + rb * S + j, tl.full((BLOCK_B,), 1.0, tl.float32), mask=bmask)
-            tl.store(Hv + rb * S + j, tl.full((BLOCK_B,), 1.0, tl.float32), mask=bmask)
+            tl.store(Gv + rb * S + j, gh, mask=bmask)
+            tl.store(Hv + rb * S + j, gh, mask=bmask)
         pv = bv
         pi = bi
     if RANK:

@@ -366,7 +366,7 @@ def test_bad_rule_params(backend):
         hebbian_update(W, X, rule="krotov", k=1, backend=backend)
     with pytest.raises(ValueError, match=r"k must be in 2\.\.5 for rule 'krotov'.*got 9"):
         hebbian_update(W, X, rule="krotov", k=9, backend=backend)
-    with pytest.raises(TypeError, match="k must be an integer, got float"):
+    with pytest.raises(TypeError, match="k must be an int, got float"):
         hebbian_update(W, X, rule="krotov", k=2.0, backend=backend)
     with pytest.raises(ValueError, match="rule 'krotov' needs at least 2 units.*W has 1"):
         hebbian_update(W[:1], X, rule="krotov", backend=backend)

@@ -55,7 +55,8 @@ import torch
 import torch.nn.functional as F
 
 from bpalts._backend import cpp_module, resolve_backend
-from bpalts._checks import FLOAT32_ONLY, check_finite, check_same, check_scalar, check_tensor, one_finite_sync
+from bpalts._checks import (FLOAT32_ONLY, check_finite, check_flag, check_same, check_scalar, check_tensor,
+                            one_finite_sync)
 
 
 class FFStep(NamedTuple):
@@ -181,6 +182,10 @@ def ff_layer_step(
     offset_neg = _check_offset("offset_neg", offset_neg, x_neg, "x_neg")
     theta = check_scalar("theta", theta)
     eps = check_scalar("eps", eps, positive=True, allow_zero=False)
+    if eps < torch.finfo(W.dtype).tiny:
+        raise ValueError(f"eps must be at least {torch.finfo(W.dtype).tiny:.3g} (the smallest normal "
+                         f"{str(W.dtype).replace('torch.', '')}; a smaller one rounds to 0), got {eps}")
+    normalize = check_flag("normalize", normalize)
     if (h_pos is None) != (h_neg is None):
         raise ValueError("h_pos and h_neg must be given together (or neither)")
     for name, h, x, xname in (("h_pos", h_pos, x_pos, "x_pos"), ("h_neg", h_neg, x_neg, "x_neg")):
@@ -204,7 +209,7 @@ def ff_layer_step(
     W, b, x_pos, x_neg = W.detach(), b.detach(), x_pos.detach(), x_neg.detach()
     offset_pos = None if offset_pos is None else offset_pos.detach()
     offset_neg = None if offset_neg is None else offset_neg.detach()
-    args = (W, b, x_pos, x_neg, theta, offset_pos, offset_neg, eps, bool(normalize))
+    args = (W, b, x_pos, x_neg, theta, offset_pos, offset_neg, eps, normalize)
     with torch.no_grad():
         if h_pos is not None:
             xp, xn = _layer_input(x_pos, eps, normalize), _layer_input(x_neg, eps, normalize)

@@ -95,7 +95,6 @@ figures).
 """
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass
 
 import torch
@@ -103,6 +102,8 @@ import torch
 from bpalts._backend import cpp_module, resolve_backend
 from bpalts._precision import TRITON_INPUT_PRECISION, check_precision, mm, operand_rounder
 from bpalts._checks import (
+    check_in_place,
+    check_int,
     check_weights_and_batch,
     FLOAT32_ONLY,
     check_choice,
@@ -227,12 +228,7 @@ def resolve_params(rule: HebbianRule, W: torch.Tensor, *, k=None, delta=None, p=
     out = RuleParams()
     N = W.shape[0]
     if "k" in rule.params:
-        kk = DEFAULT_K[rule.name] if k is None else k
-        if isinstance(kk, bool) or not isinstance(kk, int):
-            try:
-                kk = operator.index(kk)
-            except TypeError:
-                raise TypeError(f"k must be an integer, got {type(kk).__name__}") from None
+        kk = check_int("k", DEFAULT_K[rule.name] if k is None else k)
         if N < rule.k_min:
             raise ValueError(
                 f"rule {rule.name!r} needs at least {rule.k_min} units (the winner and the k-th "
@@ -266,6 +262,7 @@ def resolve_params(rule: HebbianRule, W: torch.Tensor, *, k=None, delta=None, p=
             raise ValueError(f"{name} is on {theta.device} but W is on {W.device}; they must match")
         if theta.dtype != W.dtype:
             raise TypeError(f"{name} has dtype {theta.dtype} but W has {W.dtype}; they must match")
+        check_in_place(name, theta)
         out.theta = theta
     return out
 
@@ -484,6 +481,7 @@ def hebbian_update(
             GEMM and touches only the winners' rows. They must come from the current ``W``.
     """
     check_weights_and_batch(W, X)
+    check_in_place("W", W)
     check_choice("rule", rule, tuple(HEBBIAN_RULES))
     lr = check_scalar("lr", lr)
     r = HEBBIAN_RULES[rule]

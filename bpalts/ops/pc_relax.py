@@ -104,6 +104,7 @@ from bpalts._checks import (
     DivergenceError,
     check_choice,
     check_finite,
+    check_flag,
     check_int,
     check_same,
     check_scalar,
@@ -393,7 +394,7 @@ def pc_relax(weights, x, target, steps=20, step_size=0.1, *, biases=None, activa
         beta = check_scalar("beta", beta, positive=True, allow_zero=False)
         if tol is not None:
             tol = check_scalar("tol", tol, positive=True)
-        fixed_predictions = bool(fixed_predictions)
+        fixed_predictions = check_flag("fixed_predictions", fixed_predictions)
         precision = check_precision(precision, x.dtype)
         if isinstance(init, str):
             check_choice("init", init, INITS)

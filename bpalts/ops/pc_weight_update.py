@@ -39,7 +39,7 @@ from typing import NamedTuple, Sequence
 import torch
 
 from bpalts._backend import cpp_module, resolve_backend
-from bpalts._checks import FLOAT32_ONLY, FLOAT32_OR_64, check_choice, check_scalar, check_tensor
+from bpalts._checks import FLOAT32_ONLY, FLOAT32_OR_64, check_choice, check_in_place, check_scalar, check_tensor
 from bpalts._checks import one_finite_sync
 from bpalts.ops.pc_relax import ACTIVATIONS, _check_rows, act, check_network
 
@@ -122,6 +122,10 @@ def pc_weight_update(weights, x, states, errors, *, lr=None, biases=None, activa
                 _check_rows(f"{name}[{i}]", t, x, weights[i].shape[0], "units", dtypes, check_finite_input)
         if lr is not None:
             lr = check_scalar("lr", lr)
+            for name, lst in (("weights", weights), ("biases", biases), ("feedback", feedback)):
+                for i, t in enumerate(lst or ()):
+                    if t is not None:  # updated in place when lr is given
+                        check_in_place(f"{name}[{i}]", t)
         activation = check_choice("activation", activation, ACTIVATIONS)
         if feedback_rule not in FEEDBACK_RULES:
             raise ValueError(f"feedback_rule must be one of {FEEDBACK_RULES}, got {feedback_rule!r}")

@@ -51,6 +51,7 @@ tensors under the interpreter.
 """
 from __future__ import annotations
 
+import numbers
 from typing import Sequence
 
 import torch
@@ -232,8 +233,10 @@ def _check_inputs(W, W_in, inputs, leak, bias, state0, dtypes):
             raise TypeError(f"{name} has dtype {t.dtype} but W has {W.dtype}; they must match")
     # leak: a number or a tensor of one value per unit (or a single value), all in (0, 1].
     if isinstance(leak, torch.Tensor):
+        if leak.dtype == torch.bool:
+            raise TypeError("leak must be a real number in (0, 1] or a float tensor of one per unit, got a bool tensor")
         if leak.dim() == 0 or (leak.dim() == 1 and leak.numel() == 1):
-            leak = float(leak.reshape(()).item())
+            leak = leak.reshape(()).item()
         else:
             check_tensor("leak", leak, ("units",), dtypes)
             if leak.shape[0] != N:
@@ -247,7 +250,7 @@ def _check_inputs(W, W_in, inputs, leak, bias, state0, dtypes):
                     f"leak must lie in (0, 1] for every unit, got min {float(leak.min())}, max {float(leak.max())}"
                 )
             return sparse, leak
-    if isinstance(leak, bool) or not isinstance(leak, (int, float)):
+    if isinstance(leak, bool) or not isinstance(leak, numbers.Real):
         raise TypeError(f"leak must be a real number in (0, 1] or a tensor of one per unit, got {type(leak).__name__}")
     leak = float(leak)
     if not 0.0 < leak <= 1.0:  # also rejects NaN
@@ -362,7 +365,9 @@ def reservoir_run(
                 check_finite("bias", bias)
             if state0 is not None:
                 check_finite("state0", state0)
-    # keep is validated here too, before any kernel runs.
+    # keep is validated here too, before any kernel runs (an iterator read once, into a list).
+    if not isinstance(keep, (str, torch.Tensor, Sequence)) and hasattr(keep, "__iter__"):
+        keep = list(keep)
     _keep_plan(keep, inputs.shape[0], inputs.device)
     with torch.no_grad():
         if which == "reference":

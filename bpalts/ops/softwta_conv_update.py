@@ -52,6 +52,8 @@ from bpalts._checks import (
     FLOAT32_ONLY,
     FLOAT32_OR_64,
     check_finite,
+    check_flag,
+    check_in_place,
     check_same,
     check_scalar,
     check_tensor,
@@ -161,8 +163,12 @@ def softwta_conv_update(
         check_finite_input: reject NaN/inf in ``W`` and ``X`` (a full pass over both).
     """
     stride, padding = check_conv_weights_and_batch(W, X, stride, padding)
+    check_in_place("W", W)
     lr = check_scalar("lr", lr)
     temperature = check_scalar("temperature", temperature, positive=True, allow_zero=False)
+    if 1.0 / temperature > torch.finfo(W.dtype).max:
+        raise ValueError(f"temperature must be at least {1 / torch.finfo(W.dtype).max:.3g} (its inverse "
+                         f"must be finite in {str(W.dtype).replace('torch.', '')}), got {temperature}")
     which = resolve_backend(backend, W.device)
     if which == "triton":
         check_tensor("W", W, _W_DIMS, FLOAT32_ONLY)
@@ -170,8 +176,9 @@ def softwta_conv_update(
         with one_finite_sync():  # one host sync for every finiteness check below
             check_finite("X", X)
             check_finite("W", W)
-    flags = dict(anti_hebbian=bool(anti_hebbian), adaptive_lr=bool(adaptive_lr),
-                 max_normalize=bool(max_normalize))
+    flags = dict(anti_hebbian=check_flag("anti_hebbian", anti_hebbian),
+                 adaptive_lr=check_flag("adaptive_lr", adaptive_lr),
+                 max_normalize=check_flag("max_normalize", max_normalize))
     with torch.no_grad():
         if which == "reference":
             softwta_conv_update_reference(W, X, lr, temperature, stride, padding, **flags)

@@ -47,6 +47,8 @@ from bpalts._checks import (
     check_weights_and_batch,
     FLOAT32_ONLY,
     check_finite,
+    check_flag,
+    check_in_place,
     check_scalar,
     check_tensor,
     one_finite_sync,
@@ -114,9 +116,13 @@ def softwta_update(
             reference and C++ backends, ``"tf32x3"`` fp32 there; see :mod:`bpalts._precision`).
     """
     check_weights_and_batch(W, X)
+    check_in_place("W", W)
     precision = check_precision(precision, W.dtype)
     lr = check_scalar("lr", lr)
     temperature = check_scalar("temperature", temperature, positive=True, allow_zero=False)
+    if 1.0 / temperature > torch.finfo(W.dtype).max:
+        raise ValueError(f"temperature must be at least {1 / torch.finfo(W.dtype).max:.3g} (its inverse "
+                         f"must be finite in {str(W.dtype).replace('torch.', '')}), got {temperature}")
     which = resolve_backend(backend, W.device)
     if which == "triton":
         check_tensor("W", W, ("units", "features"), FLOAT32_ONLY)
@@ -124,8 +130,9 @@ def softwta_update(
         with one_finite_sync():  # one host sync for every finiteness check below
             check_finite("X", X)
             check_finite("W", W)
-    flags = dict(anti_hebbian=bool(anti_hebbian), adaptive_lr=bool(adaptive_lr),
-                 max_normalize=bool(max_normalize), precision=precision)
+    flags = dict(anti_hebbian=check_flag("anti_hebbian", anti_hebbian),
+                 adaptive_lr=check_flag("adaptive_lr", adaptive_lr),
+                 max_normalize=check_flag("max_normalize", max_normalize), precision=precision)
     with torch.no_grad():
         if which == "reference":
             softwta_update_reference(W, X, lr, temperature, **flags)
