@@ -29,6 +29,7 @@ from bpalts._checks import (
     FLOAT32_OR_64,
     check_choice,
     check_finite,
+    check_flag,
     check_int,
     check_scalar,
     check_tensor,
@@ -36,18 +37,31 @@ from bpalts._checks import (
 
 SINGULAR_POLICIES = ("error", "jitter")
 SGD_LOSSES = ("mse", "ce")
+SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed takes a 64-bit seed
+INDEX_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
+
+def _check_dtype(name: str, value) -> torch.dtype:
+    """A floating dtype the readouts compute in: ``torch.float32`` or ``torch.float64``."""
+    if not isinstance(value, torch.dtype):
+        raise TypeError(
+            f"{name} must be a torch.dtype (torch.float32 or torch.float64), "
+            f"got {type(value).__name__} {value!r}")
+    if value not in FLOAT32_OR_64:
+        raise TypeError(f"{name} must be torch.float32 or torch.float64, got {value}")
+    return value
 
 
 class _Readout(nn.Module):
     """Shared checks: features (batch, n_features); targets class indices or (batch, n_outputs)."""
 
+    _indices_only = False  # True: the readout takes class indices only, not real-valued targets
+
     def __init__(self, n_features: int, n_outputs: int, bias: bool) -> None:
         super().__init__()
         self.n_features = check_int("n_features", n_features, 1)
         self.n_outputs = check_int("n_outputs", n_outputs, 1)
-        if not isinstance(bias, bool):
-            raise TypeError(f"bias must be a bool, got {type(bias).__name__}")
-        self.bias = bias
+        self.bias = check_flag("bias", bias)
 
     def _check_x(self, X: torch.Tensor, name: str = "X") -> torch.Tensor:
         check_tensor(name, X, ("batch", "features"), FLOAT32_OR_64)
@@ -55,30 +69,50 @@ class _Readout(nn.Module):
             raise ValueError(f"{name} must have {self.n_features} features, got shape {tuple(X.shape)}")
         return X
 
-    def _targets(self, Y: torch.Tensor, batch: int, dtype: torch.dtype, device) -> torch.Tensor:
-        """Class indices (batch,) -> one-hot rows; real targets (batch, n_outputs) pass through."""
+    def _check_y(self, Y: torch.Tensor, batch: int) -> bool:
+        """``Y`` holds one target per row of X: ``batch`` integer class indices in
+        ``0..n_outputs-1`` (returns True) or, unless the readout takes indices only, a finite
+        float (batch, n_outputs) array (returns False)."""
         if not isinstance(Y, torch.Tensor):
             raise TypeError(f"Y must be a torch.Tensor, got {type(Y).__name__}")
+        if not (Y.dtype in INDEX_DTYPES or Y.dtype.is_floating_point):
+            raise TypeError(
+                f"Y must hold integer class indices (int8..int64, uint8) or float targets, got dtype {Y.dtype}")
         if Y.dim() == 1 and not Y.dtype.is_floating_point:
             if Y.shape[0] != batch:
-                raise ValueError(f"Y must hold {batch} class indices (one per row of X), got shape {tuple(Y.shape)}")
-            if Y.dtype == torch.bool:
-                raise TypeError("Y must hold integer class indices or float targets, got dtype torch.bool")
-            lo, hi = int(Y.min()), int(Y.max())
+                raise ValueError(
+                    f"Y must hold {batch} class indices (one per row of X), got shape {tuple(Y.shape)}")
+            lo, hi = torch.stack(torch.aminmax(Y)).tolist()  # one host sync
             if lo < 0 or hi >= self.n_outputs:
                 raise ValueError(f"Y must be class indices in 0..{self.n_outputs - 1}, got range {lo}..{hi}")
-            T = torch.zeros(batch, self.n_outputs, dtype=dtype, device=device)
-            T[torch.arange(batch, device=device), Y.to(device).long()] = 1.0
-            return T
+            return True
+        if self._indices_only:
+            raise ValueError(
+                f"{type(self).__name__}: Y must be (batch,) integer class indices, "
+                f"got shape {tuple(Y.shape)} dtype {Y.dtype}")
         if Y.dim() == 2 and Y.dtype.is_floating_point:
             if Y.shape != (batch, self.n_outputs):
                 raise ValueError(f"Y must be ({batch}, {self.n_outputs}) targets, got shape {tuple(Y.shape)}")
             check_finite("Y", Y)
-            return Y.to(device=device, dtype=dtype)
+            return False
         raise ValueError(
             f"Y must be (batch,) integer class indices or (batch, {self.n_outputs}) float targets, "
             f"got shape {tuple(Y.shape)} dtype {Y.dtype}"
         )
+
+    def _targets(self, Y: torch.Tensor, batch: int, dtype: torch.dtype, device) -> torch.Tensor:
+        """Class indices (batch,) -> one-hot rows; real targets (batch, n_outputs) pass through."""
+        if self._check_y(Y, batch):
+            T = torch.zeros(batch, self.n_outputs, dtype=dtype, device=device)
+            T[torch.arange(batch, device=device), Y.to(device).long()] = 1.0
+            return T
+        return Y.to(device=device, dtype=dtype)
+
+    def _check_fit(self, X: torch.Tensor, Y: torch.Tensor) -> None:
+        """The whole of ``(X, Y)`` is valid, checked before ``fit`` resets the state."""
+        self._check_x(X)
+        check_finite("X", X)
+        self._check_y(Y, X.shape[0])
 
     def _augment(self, X: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         X = X.to(dtype)
@@ -97,7 +131,7 @@ class _Readout(nn.Module):
     def fit(self, X: torch.Tensor, Y: torch.Tensor, batch_size: int = 4096) -> "_Readout":
         """Reset, then ``partial_fit`` on ``(X, Y)`` in slices of ``batch_size`` rows."""
         batch_size = check_int("batch_size", batch_size, 1)
-        self._check_x(X)
+        self._check_fit(X, Y)
         self.reset()
         for i in range(0, X.shape[0], batch_size):
             self.partial_fit(X[i : i + batch_size], Y[i : i + batch_size])
@@ -145,12 +179,9 @@ class RidgeReadout(_Readout):
     ) -> None:
         super().__init__(n_features, n_outputs, bias)
         self.ridge = check_scalar("ridge", ridge, positive=True)
-        if product_dtype not in (torch.float32, torch.float64):
-            raise TypeError(f"product_dtype must be torch.float32 or torch.float64, got {product_dtype}")
-        self.product_dtype = product_dtype
+        self.product_dtype = _check_dtype("product_dtype", product_dtype)
         self.singular = check_choice("singular", singular, SINGULAR_POLICIES)
-        if out_dtype not in (torch.float32, torch.float64):
-            raise TypeError(f"out_dtype must be torch.float32 or torch.float64, got {out_dtype}")
+        out_dtype = _check_dtype("out_dtype", out_dtype)
         F = n_features + int(bias)
         self.register_buffer("gram", torch.zeros(F, F, dtype=torch.float64))
         self.register_buffer("cross", torch.zeros(F, n_outputs, dtype=torch.float64))
@@ -260,6 +291,7 @@ class SGDReadout(_Readout):
         self.lr = check_scalar("lr", lr, positive=True, allow_zero=False)
         self.loss = check_choice("loss", loss, SGD_LOSSES)
         self.weight_decay = check_scalar("weight_decay", weight_decay, positive=True)
+        dtype = _check_dtype("dtype", dtype)
         self.register_buffer("weight", torch.zeros(n_outputs, n_features, dtype=dtype))
         self.register_buffer("bias_vector", torch.zeros(n_outputs, dtype=dtype))
 
@@ -281,27 +313,32 @@ class SGDReadout(_Readout):
         S = self.forward(X)
         E = T - (torch.softmax(S, dim=1) if self.loss == "ce" else S)
         B = X.shape[0]
-        if self.weight_decay:
-            self.weight.mul_(1.0 - self.lr * self.weight_decay)
-        self.weight.addmm_(E.T, X, alpha=self.lr / B)
+        # the new weights in temporaries (C x F: small), copied in only if finite
+        W = self.weight * (1.0 - self.lr * self.weight_decay) if self.weight_decay else self.weight.clone()
+        W.addmm_(E.T, X, alpha=self.lr / B)
+        c = self.bias_vector.add(E.sum(0), alpha=self.lr / B) if self.bias else self.bias_vector
+        if not bool(torch.isfinite(W).all() & torch.isfinite(c).all()):
+            raise ValueError(
+                f"SGDReadout diverged (the step gives non-finite weights; they are left unchanged): "
+                f"lower lr (now {self.lr})")
+        self.weight.copy_(W)
         if self.bias:
-            self.bias_vector.add_(E.sum(0), alpha=self.lr / B)
-        if not bool(torch.isfinite(self.weight).all()):
-            raise ValueError(f"SGDReadout diverged (non-finite weights): lower lr (now {self.lr})")
+            self.bias_vector.copy_(c)
         return self
 
     def fit(self, X, Y, batch_size: int = 64, epochs: int = 1, seed: int = 0) -> "SGDReadout":
         """Reset, then ``epochs`` shuffled passes of ``partial_fit`` in batches of ``batch_size``."""
         batch_size = check_int("batch_size", batch_size, 1)
         epochs = check_int("epochs", epochs, 1)
-        self._check_x(X)
+        seed = check_int("seed", seed, 0, SEED_MAX)
+        self._check_fit(X, Y)
         self.reset()
-        g = torch.Generator().manual_seed(int(seed))
+        g = torch.Generator().manual_seed(seed)
         for _ in range(epochs):
-            perm = torch.randperm(X.shape[0], generator=g).to(X.device)
+            perm = torch.randperm(X.shape[0], generator=g)
             for i in range(0, X.shape[0], batch_size):
                 idx = perm[i : i + batch_size]
-                self.partial_fit(X[idx], Y[idx])
+                self.partial_fit(X[idx.to(X.device)], Y[idx.to(Y.device)])
         return self
 
 
@@ -319,6 +356,8 @@ class HebbianWTAReadout(_Readout):
     per-sample updates computed against the weights before the batch.
     """
 
+    _indices_only = True
+
     def __init__(
         self,
         n_features: int,
@@ -333,8 +372,9 @@ class HebbianWTAReadout(_Readout):
         self.lr = None if lr is None else check_scalar("lr", lr, positive=True, allow_zero=False)
         if self.lr is not None and self.lr > 1:
             raise ValueError(f"lr must be in (0, 1] (or None for running class means), got {lr}")
-        self.anti_hebbian = bool(anti_hebbian)
+        self.anti_hebbian = check_flag("anti_hebbian", anti_hebbian)
         self.lr_anti = check_scalar("lr_anti", lr_anti, positive=True)
+        dtype = _check_dtype("dtype", dtype)
         self.register_buffer("weight", torch.zeros(n_outputs, n_features, dtype=dtype))
         self.register_buffer("counts", torch.zeros(n_outputs, dtype=torch.float64))
 
@@ -351,8 +391,6 @@ class HebbianWTAReadout(_Readout):
     def partial_fit(self, X: torch.Tensor, Y: torch.Tensor) -> "HebbianWTAReadout":
         self._check_x(X)
         check_finite("X", X)
-        if not isinstance(Y, torch.Tensor) or Y.dim() != 1 or Y.dtype.is_floating_point:
-            raise ValueError("HebbianWTAReadout: Y must be (batch,) integer class indices")
         T = self._targets(Y, X.shape[0], self.weight.dtype, self.weight.device)  # one-hot
         X = X.to(self.weight.dtype)
         n_b = T.sum(0)  # samples per class in the batch
@@ -411,10 +449,10 @@ class RLSReadout(_Readout):
         self.forgetting = check_scalar("forgetting", forgetting, positive=True, allow_zero=False)
         if self.forgetting > 1.0:
             raise ValueError(f"forgetting must be in (0, 1], got {forgetting}")
+        self.out_dtype = _check_dtype("out_dtype", out_dtype)
         F = n_features + int(bias)
         self.register_buffer("P", torch.eye(F, dtype=torch.float64) / self.delta)
         self.register_buffer("weight_full", torch.zeros(n_outputs, F, dtype=torch.float64))
-        self.out_dtype = out_dtype
 
     def reset(self) -> None:
         self.P.copy_(torch.eye(self.P.shape[0], dtype=torch.float64, device=self.P.device) / self.delta)
@@ -436,11 +474,15 @@ class RLSReadout(_Readout):
         S = self.forgetting * torch.eye(Xa.shape[0], dtype=torch.float64, device=Xa.device) + Xa @ PX
         K = torch.linalg.solve(S, PX.T).T  # (F, B) = P X^T S^{-1}  (S symmetric)
         E = T - Xa @ self.weight_full.T  # (B, C) a-priori error
-        self.weight_full.add_(E.T @ K.T)
-        self.P.sub_(K @ PX.T).div_(self.forgetting)
-        self.P.copy_(0.5 * (self.P + self.P.T))  # keep it symmetric against rounding
-        if not bool(torch.isfinite(self.weight_full).all()):
-            raise ValueError("RLSReadout diverged (non-finite weights): increase delta or forgetting")
+        W = self.weight_full + E.T @ K.T
+        P = (self.P - K @ PX.T).div_(self.forgetting)
+        P = 0.5 * (P + P.T)  # keep it symmetric against rounding
+        if not bool(torch.isfinite(W).all() & torch.isfinite(P).all()):
+            raise ValueError(
+                "RLSReadout diverged (the step gives non-finite weights; the state is left "
+                "unchanged): increase delta or forgetting")
+        self.weight_full.copy_(W)
+        self.P.copy_(P)
         return self
 
     @property
@@ -449,4 +491,6 @@ class RLSReadout(_Readout):
 
     @property
     def bias_vector(self) -> torch.Tensor:
-        return self.weight_full[:, -1].to(self.out_dtype) if self.bias else torch.zeros(self.n_outputs)
+        if self.bias:
+            return self.weight_full[:, -1].to(self.out_dtype)
+        return torch.zeros(self.n_outputs, dtype=self.out_dtype, device=self.weight_full.device)

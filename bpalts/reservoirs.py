@@ -12,7 +12,7 @@ The reservoir update these matrices feed (:func:`bpalts.ops.reservoir_run`), wit
   (Erdos & Renyi 1959) or a directed scale-free graph grown by preferential attachment
   (Barabasi & Albert 1999; the directed variant of Bollobas, Borgs, Chayes & Riordan 2003).
 * :func:`spectral_radius` -- ``max |lambda_i(W)|`` by restarted Arnoldi iteration (matrix-vector
-  products only; no full eigendecomposition). A real non-symmetric matrix's dominant eigenvalues
+  products only; no full eigendecomposition), with an exact test for a nilpotent ``W``. A real non-symmetric matrix's dominant eigenvalues
   are often a complex-conjugate pair, where plain power iteration on a real vector never settles;
   the small Hessenberg matrix of the Krylov space holds such pairs exactly, and every estimate is
   checked by the residual ``||W z - lambda z|| / (|lambda| ||z||)`` of its Ritz vector.
@@ -37,12 +37,26 @@ import warnings
 
 import torch
 
-from bpalts._checks import check_choice, check_finite, check_int, check_same, check_scalar, check_tensor
+from bpalts._checks import (
+    FLOAT32_OR_64,
+    DivergenceError,
+    check_choice,
+    check_finite,
+    check_flag,
+    check_in_place,
+    check_int,
+    check_same,
+    check_scalar,
+    check_tensor,
+)
 
 GRAPHS = ("erdos_renyi", "scale_free")
 DISTRIBUTIONS = ("uniform", "normal")
 LAYOUTS = ("dense", "csr")
 ADAPT_RULES = ("oja", "anti_oja")
+SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed takes a 64-bit seed (negatives alias 2**64 + s)
+_EPS64 = torch.finfo(torch.float64).eps
+ZERO_RTOL = math.sqrt(_EPS64)  # a spectral radius <= ZERO_RTOL * ||W||_F counts as 0 (see _zero_radius)
 
 
 # --------------------------------------------------------------------------------------------
@@ -63,12 +77,23 @@ def _check_radius(value) -> float:
     return value
 
 
+def _check_dtype(value) -> torch.dtype:
+    if not isinstance(value, torch.dtype):
+        raise TypeError(
+            f"dtype must be a torch.dtype (torch.float32 or torch.float64), got {type(value).__name__} {value!r}")
+    if value not in FLOAT32_OR_64:
+        raise TypeError(f"dtype must be torch.float32 or torch.float64, got {value}")
+    return value
+
+
 def _generator(generator: torch.Generator | None, seed) -> torch.Generator:
+    """``generator`` if given (``seed`` is then ignored), else a new one seeded with ``seed``, an
+    int in ``0..2**64 - 1``."""
     if generator is not None:
         if not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
         return generator
-    check_int("seed", seed)
+    seed = check_int("seed", seed, 0, SEED_MAX)
     return torch.Generator().manual_seed(seed)
 
 
@@ -102,6 +127,7 @@ def random_graph(
     n = check_int("n", n, 1)
     density = _check_density(density)
     kind = check_choice("kind", kind, GRAPHS)
+    self_loops = check_flag("self_loops", self_loops)
     g = _generator(generator, seed)
     if kind == "erdos_renyi":
         A = torch.rand(n, n, generator=g) < density
@@ -137,6 +163,51 @@ def _matvec(W: torch.Tensor):
     return lambda v: W @ v
 
 
+def _acyclic(W: torch.Tensor) -> bool:
+    """Whether the directed graph of ``W``'s nonzero entries (edge ``j -> i`` for ``W[i, j] != 0``)
+    has no cycle, i.e. ``W`` is nilpotent whatever its values (``W^n = 0`` exactly). ``S_k``, the
+    units at the end of some walk of length ``k``, shrinks monotonically (``S_1`` = units with an
+    incoming edge): the graph is acyclic iff it empties, and has a cycle iff it stops shrinking
+    first. Usually one step (a reservoir whose every unit has an input is done at ``S_1``)."""
+    n = W.shape[0]
+    if W.layout == torch.sparse_csr:
+        crow, col, val = W.crow_indices(), W.col_indices(), W.values()
+        row = torch.repeat_interleave(torch.arange(n, device=val.device), crow[1:] - crow[:-1])
+        nz = val != 0
+        row, col = row[nz], col[nz]
+
+        def step(s):
+            hit = row if s is None else row[s[col]]
+            return torch.zeros(n, dtype=torch.bool, device=val.device).index_fill_(0, hit, True)
+    else:
+        pattern = W != 0
+
+        def step(s):
+            return pattern.any(1) if s is None else pattern[:, s].any(1)
+
+    s, count = None, n  # None: every unit
+    while True:
+        s = step(s)
+        c = int(s.sum())
+        if c == 0:
+            return True
+        if c == count:
+            return False
+        count = c
+
+
+def _annihilates(mv, v: torch.Tensor, k: int) -> bool:
+    """Whether ``W^k v`` evaluates to exactly zero (rescaled at each step, so it cannot underflow)."""
+    u = v
+    for _ in range(k):
+        u = mv(u)
+        top = u.abs().max()
+        if top == 0:
+            return True
+        u = u / top
+    return False
+
+
 def spectral_radius(
     W: torch.Tensor,
     *,
@@ -156,13 +227,28 @@ def spectral_radius(
     (real power iteration would oscillate). Converged when the residual
     ``||W z - lambda z|| / (|lambda| ||z||) <= tol``; otherwise it restarts from
     ``Re z + Im z`` (the real invariant subspace of the pair). If the Krylov space becomes
-    invariant (happy breakdown, e.g. ``m >= n``) the Ritz values are exact eigenvalues.
+    invariant (happy breakdown, e.g. ``m >= n``) the Ritz values are the eigenvalues of ``W`` on
+    that space, computed by ``torch.linalg.eig`` of ``H``: accurate to rounding for well-conditioned
+    eigenvalues, but a defective one is perturbed by about ``(eps ||W||^k)^(1/k)`` for a Jordan
+    block of size ``k`` (a nilpotent block's 0 comes out as 1e-4 .. 1e-1 of ``||W||``).
+
+    A zero spectral radius is therefore detected exactly, not estimated: 0.0 is returned when
+    the graph of ``W``'s nonzero entries has no cycle (``W`` is nilpotent for any values; a
+    cheap structural test, run first), or when, on an invariant Krylov space built from the random
+    start vector, ``W^k v`` evaluates to exactly zero (nilpotent through cancellation, e.g.
+    ``[[1, 1], [-1, -1]]``). Nilpotency that rounding hides from both tests (e.g. ``S J S^-1``
+    for a Jordan block ``J``) gives the perturbed small estimate above, and so can a strongly
+    non-normal ``W`` with a tiny radius (``[[0, 1e10], [1e-30, 0]]``, radius 1e-10, is estimated
+    at ~10: eigenvalues that sensitive are not determined by float64 matrix-vector products);
+    :func:`scale_spectral_radius` treats an estimate ``<= sqrt(eps) ||W||_F`` as 0.
 
     Random reservoirs have spectra filling a disc (the circular law), so the dominant eigenvalue
     is barely separated from the rest; the residual check still bounds the error of the value
     returned (for a normal-ish matrix ``|lambda_true - lambda| <~ residual * |lambda|``). If
-    ``max_restarts`` pass without reaching ``tol`` a ``RuntimeWarning`` gives the residual reached,
-    and the best estimate is returned.
+    ``max_restarts`` (an int >= 1: the number of Arnoldi cycles) pass without reaching ``tol`` a
+    ``RuntimeWarning`` gives the residual reached, and the best estimate is returned.
+    ``krylov_dim`` (int >= 1) is ``m`` (capped at ``n``); the start vector is drawn from
+    ``generator`` or a new generator seeded with ``seed`` (an int in ``0..2**64 - 1``).
     """
     if not isinstance(W, torch.Tensor):
         raise TypeError(f"W must be a torch.Tensor, got {type(W).__name__}")
@@ -174,18 +260,21 @@ def spectral_radius(
         raise TypeError(f"W must be a floating-point matrix, got dtype {W.dtype}")
     krylov_dim = check_int("krylov_dim", krylov_dim, 1)
     tol = check_scalar("tol", tol, positive=True, allow_zero=False)
+    max_restarts = check_int("max_restarts", max_restarts, 1, what="Arnoldi cycles")
+    g = _generator(generator, seed)
     n = W.shape[0]
     Wd = W.to(torch.float64)
     if W.layout == torch.strided:
         check_finite("W", Wd)
     else:
         check_finite("W", Wd.values())
+    if _acyclic(Wd):
+        return 0.0  # exactly nilpotent
     mv = _matvec(Wd)
-    g = _generator(generator, seed)
     m = min(krylov_dim, n)
     v = torch.randn(n, dtype=torch.float64, generator=g).to(Wd.device)
     best, best_res = 0.0, math.inf
-    for _ in range(max(1, int(max_restarts))):
+    for cycle in range(max_restarts):
         Q = torch.zeros(n, m + 1, dtype=torch.float64, device=Wd.device)
         H = torch.zeros(m + 1, m, dtype=torch.float64, device=Wd.device)
         nv = v.norm()
@@ -212,7 +301,14 @@ def spectral_radius(
         if mag == 0.0:
             return 0.0
         if k < m or k == n:
-            return mag  # exact (up to rounding) on an invariant Krylov space
+            # invariant Krylov space: the Ritz values are W's eigenvalues on it (up to rounding,
+            # which turns a nilpotent block's defective 0 into ~eps^(1/k): test it exactly)
+            if _annihilates(mv, v, k):
+                if cycle == 0:
+                    return 0.0  # W^k v = 0 for a random v: W is nilpotent
+                v = torch.randn(n, dtype=torch.float64, generator=g).to(Wd.device)
+                continue  # a restart vector in a nilpotent invariant subspace: start afresh
+            return mag
         y = evecs[:, i].to(Wd.device)
         z = Q[:, :k].to(torch.complex128) @ y
         Wz = mv(z.real).to(torch.complex128) + 1j * mv(z.imag).to(torch.complex128)
@@ -231,13 +327,43 @@ def spectral_radius(
     return best
 
 
+def _zero_radius(W: torch.Tensor, rho: float) -> str:
+    """Why ``rho``, the :func:`spectral_radius` of ``W``, is 0 for scaling purposes, or ``""``.
+
+    Exactly 0 (detected, see :func:`spectral_radius`), or ``rho <= ZERO_RTOL * ||W||_F`` with
+    ``ZERO_RTOL = sqrt(eps64) ~ 1.5e-8``: the Arnoldi estimate of a defective (e.g. nilpotent)
+    eigenvalue is perturbed by rounding to about ``eps^(1/k) ||W||`` (``k`` >= 2 the block size),
+    so an estimate below that cannot be told from 0, and dividing by it would blow ``W`` up by
+    more than ``1 / ZERO_RTOL``. (A reservoir is far from this: a normal ``W`` has
+    ``rho >= ||W||_F / sqrt(n)``.)"""
+    if rho == 0.0:
+        return "spectral radius 0 (nilpotent, e.g. the graph of its nonzero entries has no cycle)"
+    vals = W.values() if W.layout == torch.sparse_csr else W
+    floor = ZERO_RTOL * float(vals.double().norm())
+    if rho <= floor:
+        return (f"spectral radius {rho:.3g} <= sqrt(eps) * ||W||_F = {floor:.3g}, indistinguishable "
+                "from 0 at float64 precision (nilpotent or nearly so)")
+    return ""
+
+
+def _check_scalable(W: torch.Tensor, rho: float, what: str = "W") -> None:
+    why = _zero_radius(W, rho)
+    if why:
+        raise ValueError(f"{what} has {why}; it cannot be scaled to a spectral radius")
+
+
 def scale_spectral_radius(W: torch.Tensor, radius: float, **kwargs) -> torch.Tensor:
-    """``W * radius / spectral_radius(W)`` (a new tensor, same layout). ``radius`` must be > 0;
-    a nilpotent ``W`` (spectral radius 0) cannot be scaled and is an error."""
+    """``W * radius / spectral_radius(W)`` (a new tensor, same layout; ``kwargs`` go to
+    :func:`spectral_radius`). ``radius`` must be > 0. A ``W`` whose spectral radius is 0 is a
+    ``ValueError``: exactly 0 (detected as :func:`spectral_radius` describes: an acyclic graph, or
+    ``W^k v`` exactly 0), or numerically 0: an estimate ``<= ZERO_RTOL * ||W||_F``
+    (``ZERO_RTOL = sqrt(eps64) ~ 1.5e-8``), the size rounding alone gives a defective eigenvalue.
+    A nilpotent ``W`` that the exact tests miss and whose Jordan blocks are longer (estimate
+    ``~ eps^(1/k) ||W||`` for block size ``k >= 3``, above the tolerance) is not detected and is
+    scaled by its estimate."""
     radius = _check_radius(radius)
     current = spectral_radius(W, **kwargs)
-    if current == 0.0:
-        raise ValueError("W has spectral radius 0 (e.g. a nilpotent/acyclic graph); it cannot be scaled")
+    _check_scalable(W, current)
     return W * (radius / current)
 
 
@@ -275,15 +401,14 @@ def reservoir_matrix(
     graph = check_choice("graph", graph, GRAPHS)
     distribution = check_choice("distribution", distribution, DISTRIBUTIONS)
     layout = check_choice("layout", layout, LAYOUTS)
-    if dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+    dtype = _check_dtype(dtype)
     g = _generator(generator, seed)
     A = random_graph(n, density, graph, generator=g)
     W = _draw((n, n), distribution, g, torch.float64) * A
     rho = globals()["spectral_radius"](W, generator=g)
-    if rho == 0.0:
+    if _zero_radius(W, rho):
         raise ValueError(
-            f"the random {graph} graph (n={n}, density={density}) has spectral radius 0 "
+            f"the random {graph} graph (n={n}, density={density}) gives a W with spectral radius 0 "
             "(no cycles); use a larger density or n"
         )
     W = (W * (radius / rho)).to(dtype)
@@ -309,8 +434,7 @@ def input_matrix(
     scaling = check_scalar("scaling", scaling, positive=True, allow_zero=False)
     density = _check_density(density)
     distribution = check_choice("distribution", distribution, DISTRIBUTIONS)
-    if dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+    dtype = _check_dtype(dtype)
     g = _generator(generator, seed)
     W = _draw((n, d), distribution, g, torch.float64) * scaling
     if density < 1.0:
@@ -348,11 +472,23 @@ def hebbian_adapt(
     connections change (the update is masked by ``W != 0``; a CSR ``W`` always keeps its pattern,
     and only its stored values are updated, at O(nnz B) cost). ``spectral_radius``: rescale ``W``
     back to this radius after the step (the echo state property is otherwise not guaranteed).
+
+    All-or-nothing: the arguments (and the finiteness of ``pre``/``post``) are checked first, the
+    new weights are computed into a temporary (the (N, N) or (nnz,) buffer the step needs anyway)
+    and copied into ``W`` only once they are finite and, with ``spectral_radius``, rescaled. So
+    on any error ``W`` is unchanged: ``ValueError``/``TypeError`` for a bad argument (a non-finite
+    ``W`` is reported as such), a ``ValueError`` if the stepped ``W`` has spectral radius 0 and
+    cannot be rescaled, and :class:`bpalts._checks.DivergenceError` if finite inputs give
+    non-finite weights (``lr`` too large for the states' scale).
     """
     if not isinstance(W, torch.Tensor):
         raise TypeError(f"W must be a torch.Tensor, got {type(W).__name__}")
+    if W.layout not in (torch.strided, torch.sparse_csr):
+        raise TypeError(f"W must be dense or sparse CSR, got layout {W.layout}")
     if W.dim() != 2 or W.shape[0] != W.shape[1]:
         raise ValueError(f"W must be a square (N, N) matrix, got shape {tuple(W.shape)}")
+    if W.dtype not in FLOAT32_OR_64:
+        raise TypeError(f"W must have dtype float32 or float64, got {W.dtype}")
     n = W.shape[0]
     check_tensor("pre", pre, ("batch", "units"))
     check_tensor("post", post, ("batch", "units"))
@@ -366,29 +502,41 @@ def hebbian_adapt(
         raise ValueError(f"pre/post ({pre.dtype} on {pre.device}) must match W ({W.dtype} on {W.device})")
     lr = check_scalar("lr", lr, positive=True)
     rule = check_choice("rule", rule, ADAPT_RULES)
+    keep_pattern = check_flag("keep_pattern", keep_pattern)
+    radius = None if spectral_radius is None else _check_radius(spectral_radius)
+    if W.layout == torch.strided:
+        check_in_place("W", W)
+    if not bool(torch.isfinite(pre).all() & torch.isfinite(post).all()):  # one host sync
+        check_finite("pre", pre)
+        check_finite("post", post)
     sign = 1.0 if rule == "oja" else -1.0
     B = pre.shape[0]
+    alpha = sign * lr / B
     decay = (post * post).sum(0)  # (N,) sum_b y_i^2
     if W.layout == torch.sparse_csr:
         crow, col, val = W.crow_indices(), W.col_indices(), W.values()
         row = torch.repeat_interleave(torch.arange(n, device=W.device), crow[1:] - crow[:-1])
         hebb = (post[:, row] * pre[:, col]).sum(0)
-        val.add_(sign * lr / B * (hebb - decay[row] * val))
-        check_finite("W (after hebbian_adapt)", val)
+        new = val + alpha * (hebb - decay[row] * val)  # the new stored values, (nnz,)
+        old = val
     else:
-        if W.layout != torch.strided:
-            raise TypeError(f"W must be dense or sparse CSR, got layout {W.layout}")
-        dW = post.T @ pre - decay[:, None] * W
+        new = post.T @ pre  # (N, N) temporary: Y^T X, then Delta W * B, then the new W
+        new.sub_(decay[:, None] * W)
         if keep_pattern:
-            dW = dW * (W != 0)
-        W.add_(dW, alpha=sign * lr / B)
-        check_finite("W (after hebbian_adapt)", W)
-    if spectral_radius is not None:
-        radius = _check_radius(spectral_radius)
-        rho = globals()["spectral_radius"](W)
-        if rho > 0:
-            if W.layout == torch.sparse_csr:
-                W.values().mul_(radius / rho)
-            else:
-                W.mul_(radius / rho)
+            new.mul_(W != 0)
+        torch.add(W, new, alpha=alpha, out=new)
+        old = W
+    if not bool(torch.isfinite(new).all()):
+        check_finite("W", old)  # a non-finite W is the caller's, not a divergence
+        raise DivergenceError(
+            f"hebbian_adapt diverged: the {rule} step with lr={lr} gives non-finite weights from "
+            f"finite W, pre and post (max |post| = {float(post.abs().max()):.3g}); W is left "
+            "unchanged; lower lr"
+        )
+    if radius is not None:
+        Wn = torch.sparse_csr_tensor(crow, col, new, W.shape) if W.layout == torch.sparse_csr else new
+        rho = globals()["spectral_radius"](Wn)
+        _check_scalable(Wn, rho, "W after the hebbian_adapt step")
+        new.mul_(radius / rho)
+    old.copy_(new)
     return W

@@ -234,3 +234,89 @@ def test_bad_input():
         RLSReadout(5, 3, delta=0.0)
     with pytest.raises(ValueError, match="Y must be \\(batch,\\) integer class indices"):
         HebbianWTAReadout(5, 3).partial_fit(torch.zeros(4, 5), torch.zeros(4, 3))
+
+
+_ALL = [RidgeReadout, SGDReadout, HebbianWTAReadout, RLSReadout]
+
+
+def _state(r) -> dict:
+    return {k: v.clone() for k, v in r.state_dict().items()}
+
+
+def _same_state(r, state) -> bool:
+    return all(torch.equal(v, state[k]) for k, v in r.state_dict().items())
+
+
+@pytest.mark.parametrize("cls", _ALL)
+def test_fit_checks_targets_before_reset(cls):
+    g = torch.Generator().manual_seed(0)
+    X, y = torch.randn(8, 5, generator=g), torch.randint(0, 3, (8,), generator=g)
+    r = cls(5, 3)
+    r.partial_fit(X, y)
+    before = _state(r)
+    with pytest.raises(ValueError, match=r"Y must hold 8 class indices \(one per row of X\), got shape \(4,\)"):
+        r.fit(X, y[:4])
+    bad = y.clone()
+    bad[-1] = 3  # in the last batch: fit must refuse before resetting or training
+    with pytest.raises(ValueError, match=r"class indices in 0\.\.2, got range 0\.\.3"):
+        r.fit(X, bad, batch_size=4)
+    Xn = X.clone()
+    Xn[-1, 0] = float("nan")
+    with pytest.raises(ValueError, match="X contains NaN"):
+        r.fit(Xn, y, batch_size=4)
+    with pytest.raises(TypeError, match="Y must be a torch.Tensor, got list"):
+        r.fit(X, y.tolist())
+    assert _same_state(r, before)
+    for dt in (torch.bool, torch.uint16, torch.complex64):
+        with pytest.raises(TypeError, match="Y must hold integer class indices"):
+            r.partial_fit(X, y.to(dt))
+    r.partial_fit(X, y.to(torch.int32))  # any int8..int64 / uint8 index dtype works
+
+
+@pytest.mark.parametrize("cls,arg", [(RidgeReadout, "out_dtype"), (RidgeReadout, "product_dtype"),
+                                     (SGDReadout, "dtype"), (HebbianWTAReadout, "dtype"),
+                                     (RLSReadout, "out_dtype")])
+def test_constructor_dtypes(cls, arg):
+    for bad in (torch.int64, torch.float16):
+        with pytest.raises(TypeError, match=f"{arg} must be torch.float32 or torch.float64, got {bad}"):
+            cls(5, 3, **{arg: bad})
+    with pytest.raises(TypeError, match=f"{arg} must be a torch.dtype .* got str 'float32'"):
+        cls(5, 3, **{arg: "float32"})
+    cls(5, 3, **{arg: torch.float64})
+
+
+def test_rls_out_dtype_and_bias_vector():
+    X, Y = _data(n=40, F=5, C=3)
+    for bias in (True, False):
+        r = RLSReadout(5, 3, bias=bias, out_dtype=torch.float64).partial_fit(X, Y)
+        assert r.weight.dtype == torch.float64 and r.bias_vector.dtype == torch.float64
+        assert r.bias_vector.shape == (3,)
+    assert RLSReadout(5, 3, bias=False).bias_vector.dtype == torch.float32
+
+
+def test_flags_and_seed():
+    with pytest.raises(TypeError, match="bias must be a bool"):
+        RidgeReadout(5, 3, bias="no")
+    with pytest.raises(TypeError, match="anti_hebbian must be a bool"):
+        HebbianWTAReadout(5, 3, anti_hebbian="yes")
+    X, y = torch.randn(8, 5), torch.randint(0, 3, (8,))
+    with pytest.raises(ValueError, match="seed must be in 0..18446744073709551615"):
+        SGDReadout(5, 3).fit(X, y, seed=2**70)
+    with pytest.raises(TypeError, match="seed must be an int"):
+        SGDReadout(5, 3).fit(X, y, seed=1.5)
+
+
+def test_divergence_leaves_state_unchanged():
+    X = torch.randn(8, 5, dtype=torch.float64)
+    y = torch.randint(0, 3, (8,))
+    s = SGDReadout(5, 3).partial_fit(X, y)
+    before = _state(s)
+    s.lr = 1e30
+    with pytest.raises(ValueError, match="SGDReadout diverged.*left unchanged"):
+        s.partial_fit(X * 1e10, y)
+    assert _same_state(s, before)
+    r = RLSReadout(5, 3).partial_fit(X, y)
+    before = _state(r)
+    with pytest.raises(ValueError, match="RLSReadout diverged.*left unchanged"):
+        r.partial_fit(X * 1e200, y)
+    assert _same_state(r, before)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
+from bpalts._checks import DivergenceError
 from bpalts.reservoirs import (
     hebbian_adapt,
     input_matrix,
@@ -64,7 +66,7 @@ def test_spectral_radius_nilpotent_is_zero():
     # A nilpotent Jordan-like matrix: its zero eigenvalue is defective, so any floating-point
     # method sees it perturbed by ~eps**(1/n); the estimate must still be tiny.
     W = torch.triu(torch.ones(6, 6, dtype=torch.float64), diagonal=1)
-    assert spectral_radius(W) < 1e-2
+    assert spectral_radius(W) == 0.0  # detected exactly (acyclic graph), not estimated
     with pytest.raises(ValueError, match="spectral radius 0"):
         scale_spectral_radius(torch.zeros(4, 4), 0.9)
 
@@ -162,3 +164,114 @@ def test_bad_input():
         hebbian_adapt(W, torch.zeros(2, 8), torch.zeros(2, 8), rule="bcm")
     with pytest.raises(ValueError, match="pre has an empty batch"):
         hebbian_adapt(W, torch.zeros(0, 8), torch.zeros(0, 8))
+
+
+@pytest.mark.parametrize("n", [4, 40, 100])
+@pytest.mark.parametrize("layout", ["dense", "csr"])
+def test_spectral_radius_nilpotent_exact_and_scale_raises(n, layout):
+    # Strictly upper triangular: a defective zero eigenvalue that Arnoldi + eig alone sees as
+    # 6e-5 (n=4) .. 2.2 (n=100); the acyclic-graph test returns 0 exactly, and scaling raises.
+    W = torch.triu(torch.ones(n, n), diagonal=1)
+    W = W.to_sparse_csr() if layout == "csr" else W
+    assert spectral_radius(W) == 0.0
+    with pytest.raises(ValueError, match="spectral radius 0"):
+        scale_spectral_radius(W, 0.9)
+
+
+def test_spectral_radius_zero_detection_is_not_too_eager():
+    # nilpotent through cancellation (its graph has cycles): W^2 v is exactly 0
+    assert spectral_radius(torch.tensor([[1.0, 1.0], [-1.0, -1.0]])) == 0.0
+    with pytest.raises(ValueError, match="spectral radius 0"):
+        scale_spectral_radius(torch.tensor([[1.0, 1.0], [-1.0, -1.0]]), 0.9)
+    # an acyclic part next to a cycle: radius 1 from the cycle
+    W = torch.zeros(7, 7, dtype=torch.float64)
+    W[:5, :5] = torch.triu(torch.ones(5, 5, dtype=torch.float64), 1)
+    W[5, 6] = W[6, 5] = 1.0
+    W[5, 0] = 3.0  # the chain feeds the cycle
+    assert spectral_radius(W) == pytest.approx(1.0, rel=1e-9)
+    # rho = 1e-10, far below sqrt(eps) ||W||: the estimate is rounding noise, which is an error
+    with pytest.raises(ValueError, match="indistinguishable from 0"):
+        scale_spectral_radius(torch.tensor([[0.0, 1e10], [1e-30, 0.0]], dtype=torch.float64), 0.9)
+
+
+def test_int_seed_and_flag_arguments():
+    W = reservoir_matrix(8, seed=0)
+    with pytest.raises(TypeError, match="max_restarts must be an int, got str"):
+        spectral_radius(W, max_restarts="x")
+    with pytest.raises(TypeError, match="max_restarts must be an int, got float"):
+        spectral_radius(W, max_restarts=float("nan"))
+    with pytest.raises(TypeError, match="max_restarts must be an int, got bool"):
+        spectral_radius(W, max_restarts=True)
+    with pytest.raises(ValueError, match="max_restarts must be >= 1"):
+        spectral_radius(W, max_restarts=0)
+    with pytest.raises(ValueError, match="krylov_dim must be >= 1"):
+        spectral_radius(W, krylov_dim=0)
+    assert spectral_radius(W, max_restarts=np.int64(5)) == pytest.approx(_rho(W), rel=1e-5)
+    for seed in (2**70, -1):
+        with pytest.raises(ValueError, match=r"seed must be in 0\.\.18446744073709551615"):
+            random_graph(5, seed=seed)
+    with pytest.raises(TypeError, match="seed must be an int"):
+        reservoir_matrix(5, seed="1")
+    assert torch.equal(random_graph(5, seed=np.int64(3)), random_graph(5, seed=3))
+    random_graph(5, seed=2**64 - 1)
+    with pytest.raises(TypeError, match="generator must be a torch.Generator"):
+        input_matrix(5, 3, generator=3)
+    with pytest.raises(TypeError, match="self_loops must be a bool"):
+        random_graph(5, self_loops="no")
+    with pytest.raises(TypeError, match="dtype must be a torch.dtype"):
+        reservoir_matrix(5, dtype="float32")
+    with pytest.raises(TypeError, match="dtype must be torch.float32 or torch.float64, got torch.int64"):
+        input_matrix(5, 3, dtype=torch.int64)
+    with pytest.raises(TypeError, match="keep_pattern must be a bool"):
+        hebbian_adapt(W.clone(), torch.zeros(2, 8), torch.zeros(2, 8), keep_pattern="no")
+
+
+@pytest.mark.parametrize("layout", ["dense", "csr"])
+def test_hebbian_adapt_checks_before_writing(layout):
+    W0 = reservoir_matrix(8, seed=0)
+    g = torch.Generator().manual_seed(0)
+    pre, post = torch.randn(3, 8, generator=g), torch.randn(3, 8, generator=g)
+
+    def fresh():
+        return W0.clone() if layout == "dense" else W0.to_sparse_csr()
+
+    def unchanged(W):
+        return torch.equal(W.to_dense() if layout == "csr" else W, W0)
+
+    bad = pre.clone()
+    bad[0, 0] = float("nan")
+    W = fresh()
+    with pytest.raises(ValueError, match="pre contains NaN"):
+        hebbian_adapt(W, bad, post)
+    assert unchanged(W)
+    W = fresh()
+    with pytest.raises(ValueError, match="post contains NaN"):
+        hebbian_adapt(W, pre, bad)
+    assert unchanged(W)
+    W = fresh()
+    with pytest.raises(ValueError, match="spectral_radius must be > 0"):
+        hebbian_adapt(W, pre, post, spectral_radius=-1.0)
+    assert unchanged(W)
+    # finite inputs, divergent step: DivergenceError, W left as it was
+    W = fresh()
+    with pytest.raises(DivergenceError, match="hebbian_adapt diverged.*W is left unchanged"):
+        hebbian_adapt(W, pre * 1e30, post * 1e30, lr=1e10)
+    assert unchanged(W)
+    # a non-finite W is reported as such, not as a divergence
+    Wi = W0.clone()
+    Wi[0, 1] = float("inf")
+    Wi = Wi if layout == "dense" else Wi.to_sparse_csr()
+    with pytest.raises(ValueError, match="W contains NaN"):
+        hebbian_adapt(Wi, pre, post)
+    # a step whose result cannot be rescaled (nilpotent) raises before writing
+    N0 = torch.triu(torch.randn(8, 8, generator=g), 1)
+    N = N0.clone() if layout == "dense" else N0.to_sparse_csr()
+    with pytest.raises(ValueError, match="W after the hebbian_adapt step has spectral radius 0"):
+        hebbian_adapt(N, pre, post, spectral_radius=0.9)
+    assert torch.equal(N.to_dense() if layout == "csr" else N, N0)
+
+
+def test_hebbian_adapt_rejects_broadcast_w():
+    W = torch.ones(1, 8).expand(8, 8)
+    with pytest.raises(ValueError, match="W is updated in place and must not be a broadcast"):
+        hebbian_adapt(W, torch.zeros(2, 8), torch.zeros(2, 8))
