@@ -42,13 +42,16 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
 
 from bpalts import registry
+from bpalts._backend import resolve_backend
+from bpalts._checks import check_choice, check_int
 from bpalts.plots import COLUMNS
+from bpalts.learners.base import SEED_MAX
 from bpalts.learners.widths import layer_sizes
 
 #: Training samples per method in the ``quick`` preset (a fixed budget: the whole quick comparison
@@ -101,6 +104,8 @@ def load_data(device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor, t
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> ``cuda`` when available else ``cpu``; ``cuda`` without CUDA is an error."""
+    if not isinstance(name, str):
+        raise TypeError(f"device must be a string, one of {DEVICES} (or 'cuda:N'), got {type(name).__name__}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -122,9 +127,9 @@ def training_budget(
     max_samples: int | None = None,
     eval_every: int | None = None,
 ) -> tuple[int, int]:
-    """``(total_samples, eval_every)`` for ``spec`` under the given preset and overrides."""
-    if preset not in PRESETS:
-        raise ValueError(f"preset must be one of {PRESETS}, got {preset!r}")
+    """``(total_samples, eval_every)`` for ``spec`` under the given preset and overrides
+    (``epochs``, ``max_samples``, ``eval_every``: ints >= 1, or None)."""
+    check_budget(preset=preset, epochs=epochs, max_samples=max_samples, eval_every=eval_every)
     if epochs is not None:
         total = int(epochs) * n_train
     elif preset == "quick":
@@ -139,17 +144,69 @@ def training_budget(
     return total, max(1, int(eval_every))
 
 
+def check_budget(*, preset: str = "quick", epochs=None, max_samples=None, eval_every=None) -> None:
+    """The budget options :func:`compare` takes, checked as the CLI checks them: ``preset`` one of
+    :data:`PRESETS`; ``epochs``, ``max_samples``, ``eval_every`` ints >= 1 or None."""
+    check_choice("preset", preset, PRESETS)
+    for name, value in (("epochs", epochs), ("max_samples", max_samples), ("eval_every", eval_every)):
+        if value is not None:
+            check_int(name, value, 1)
+
+
 # --------------------------------------------------------------------------------------------
 # CSV
 
 
+def check_results_csv(path: str | os.PathLike) -> None:
+    """``path`` can be appended to: absent, empty, or a regular file whose header is
+    :data:`CSV_COLUMNS` (rows with other columns would break :mod:`bpalts.plots`); else a
+    ValueError naming the file and the expected header."""
+    path = Path(path)
+    if not path.exists():
+        return
+    if not path.is_file():
+        raise ValueError(f"{path} exists but is not a regular file; it cannot hold the results")
+    try:
+        with open(path, newline="") as f:
+            header = next(csv.reader(f), None)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read the existing results file {path}: {exc}") from None
+    if header is not None and header != CSV_COLUMNS:
+        raise ValueError(
+            f"{path} has the header {','.join(header)!r}, not the expected "
+            f"{','.join(CSV_COLUMNS)!r}: new rows cannot be appended to it. Choose another "
+            f"output folder or pass --overwrite (overwrite=True) to replace the file")
+
+
+def prepare_out(out: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Check the output folder ``out`` and its ``results.csv`` (see :func:`check_results_csv`)
+    and create the folder; returns the CSV's path. Problems are ValueErrors that name the path."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output folder {out} exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"cannot create the output folder {out}: {exc.strerror or exc}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ValueError(f"output folder {out} is not writable")
+    csv_path = out / CSV_NAME
+    if csv_path.exists() and not csv_path.is_file():
+        raise ValueError(f"{csv_path} exists but is not a regular file; it cannot hold the results")
+    if not overwrite:
+        check_results_csv(csv_path)
+    return csv_path
+
+
 class ResultsWriter:
     """Appends rows to ``results.csv``, writing the header when the file is new or empty, and
-    flushing after every row."""
+    flushing after every row. A file with another header is refused
+    (:func:`check_results_csv`)."""
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        check_results_csv(self.path)
         new = not self.path.exists() or self.path.stat().st_size == 0
         self._file = open(self.path, "a", newline="")
         self._writer = csv.DictWriter(self._file, fieldnames=CSV_COLUMNS)
@@ -216,6 +273,8 @@ def run_one(
     """
     from tqdm.auto import tqdm
 
+    total_samples = check_int("total_samples", total_samples, 1)
+    eval_every = check_int("eval_every", eval_every, 1)
     x_train, y_train, x_test, y_test = (t.to(device) for t in data)
     n_train = x_train.shape[0]
     if n_train == 0:
@@ -323,28 +382,23 @@ def compare(
 
     Failed runs are returned with ``error`` set; a ``KeyboardInterrupt`` stops the remaining runs
     (after the plots are drawn) and is re-raised.
+
+    Every option is checked (as the CLI checks it) before any data is loaded or file written:
+    a bad option, a depth below a method's ``min_depth``, an unavailable device or backend, or an
+    output folder / ``results.csv`` that cannot be used (one with another header, unless
+    ``overwrite``) raises ``ValueError`` or ``TypeError``.
     """
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    specs = _select_methods(methods)
-    layers = list(dict.fromkeys(int(d) for d in layers))
-    if not layers:
-        raise ValueError("layers must name at least one depth")
-    for d in layers:
-        layer_sizes(d)  # validates the depth before anything trains
-    dev = resolve_device(device)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    csv_path = out / CSV_NAME
+    runs, dev = _check_options(methods, layers, preset=preset, epochs=epochs, device=device,
+                               backend=backend, eval_every=eval_every, max_samples=max_samples,
+                               seed=seed)
+    csv_path = prepare_out(out, overwrite)
+    out = csv_path.parent
     if overwrite and csv_path.exists():
         csv_path.unlink()
 
     data = tuple(t.to(dev) for t in load_data(dev))
     n_train = data[0].shape[0]
-
-    runs = []
-    for spec in specs:
-        for d in (layers[:1] if spec.fixed_depth else layers):
-            runs.append((spec, d))
 
     results: list[RunResult] = []
     with ResultsWriter(csv_path) as writer:
@@ -378,6 +432,36 @@ def compare(
                 _draw(csv_path, out, log)
             raise
     return results
+
+
+def _check_options(methods, layers, *, preset, epochs, device, backend, eval_every, max_samples,
+                   seed) -> tuple[list[tuple[registry.MethodSpec, int]], torch.device]:
+    """Validate :func:`compare`'s options; returns its (spec, depth) runs and the device."""
+    check_budget(preset=preset, epochs=epochs, max_samples=max_samples, eval_every=eval_every)
+    check_int("seed", seed, 0, SEED_MAX)
+    if isinstance(methods, str):
+        methods = [methods]
+    specs = _select_methods(methods)
+    if isinstance(layers, (str, bytes)) or not isinstance(layers, Iterable):
+        raise TypeError(f"layers must be a sequence of depths (weight layers), e.g. [4], got {layers!r}")
+    layers = list(dict.fromkeys(check_int("layers", d, 1, what="weight layers") for d in layers))
+    if not layers:
+        raise ValueError("layers must name at least one depth")
+    for d in layers:
+        layer_sizes(d)  # validates the depth before anything trains
+    runs = []
+    too_shallow = []
+    for spec in specs:
+        for d in (layers[:1] if spec.fixed_depth else layers):
+            if d < spec.min_depth:
+                too_shallow.append(f"{spec.name} needs at least {spec.min_depth} weight layers (got {d})")
+            runs.append((spec, d))
+    if too_shallow:
+        raise ValueError("depth too small: " + "; ".join(too_shallow)
+                         + ". Leave these methods out or ask for deeper networks (--layers)")
+    dev = resolve_device(device)
+    resolve_backend(backend, dev)  # a backend that cannot run on this device fails here, not per run
+    return runs, dev
 
 
 def _draw(csv_path: Path, out: Path, log) -> list[Path]:
@@ -433,6 +517,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
+    if not 0 <= value <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"expected a seed in 0..{SEED_MAX}, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="bpalts-compare",
@@ -457,7 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=BACKENDS, default="auto", help="default: auto")
     p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
                    help=f"output folder (default: {DEFAULT_OUT})")
-    p.add_argument("--seed", type=int, default=0, help="default: 0")
+    p.add_argument("--seed", type=_seed, default=0, help=f"0..{SEED_MAX} (default: 0)")
     p.add_argument("--overwrite", action="store_true",
                    help="start a fresh results.csv instead of appending to it")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -486,9 +580,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.list:
         print(list_methods())
         return 0
+    # Every option, the output folder included, is checked before any data is loaded.
     try:
-        _select_methods(args.methods)
-    except ValueError as exc:
+        _check_options(args.methods, args.layers or [DEFAULT_LAYERS], preset=args.preset,
+                       epochs=args.epochs, device=args.device, backend=args.backend,
+                       eval_every=args.eval_every, max_samples=args.max_samples, seed=args.seed)
+        prepare_out(args.out, args.overwrite)
+    except (TypeError, ValueError) as exc:
         parser.error(str(exc))
     try:
         results = compare(

@@ -7,6 +7,7 @@ target is stated).
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -30,6 +31,19 @@ class MethodSpec:
     # harness runs them once instead of once per depth.
     fixed_depth: bool = False
     extra: dict = field(default_factory=dict)
+    # The fewest weight layers the method can be built with (e.g. 2 for a method that needs a
+    # hidden layer); the harness refuses a smaller depth before it loads any data.
+    min_depth: int = 1
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise TypeError(f"name must be a non-empty string, got {self.name!r}")
+        if not callable(self.build):
+            raise TypeError(f"build must be callable, got {type(self.build).__name__}")
+        for attr in ("batch_size", "full_epochs", "min_depth"):
+            value = getattr(self, attr)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"MethodSpec {self.name!r}: {attr} must be an int >= 1, got {value!r}")
 
 
 _REGISTRY: dict[str, MethodSpec] = {}

@@ -220,11 +220,14 @@ def test_interrupt_keeps_rows_and_stops(tmp_path, make_method, capsys):
     assert "interrupted" in capsys.readouterr().err
 
 
-def test_cuda_unavailable_is_an_error(tmp_path, make_method, capsys, monkeypatch):
+def test_cuda_unavailable_is_an_error(tmp_path, make_method, capsys, monkeypatch, fake_data):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     name = make_method()
-    assert compare.main(["--out", str(tmp_path), "--methods", name, "--device", "cuda"]) == 2
-    assert "cuda" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:  # argparse's error: usage, message, status 2
+        compare.main(["--out", str(tmp_path), "--methods", name, "--device", "cuda"])
+    assert info.value.code == 2
+    assert "bpalts-compare: error:" in capsys.readouterr().err
+    assert fake_data == []  # rejected before any data was loaded
 
 
 def test_failing_build_is_reported(tmp_path, make_method):
@@ -340,3 +343,135 @@ def test_run_one_setup_hook_and_any_writer(make_method):
     untrained = LogReg([N_IN, N_CLASSES], seed=0).evaluate(data[2], data[3])
     assert seen == [0] and len(Rows.rows) == 1 and res.samples_seen == 200
     assert res.final_accuracy == pytest.approx(untrained)
+
+
+# ---------------------------------------------------------------------------------------------
+# options are checked before any data is loaded or file written
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(epochs=-3), ValueError, "epochs must be >= 1, got -3"),
+    (dict(epochs=0), ValueError, "epochs must be >= 1, got 0"),
+    (dict(epochs=1.5), TypeError, "epochs must be an int"),
+    (dict(max_samples=0), ValueError, "max_samples must be >= 1, got 0"),
+    (dict(max_samples=-10), ValueError, "max_samples must be >= 1"),
+    (dict(eval_every=0), ValueError, "eval_every must be >= 1, got 0"),
+    (dict(eval_every=-100), ValueError, "eval_every must be >= 1"),
+    (dict(preset="Quick"), ValueError, r"preset must be one of \('quick', 'full'\), got 'Quick'"),
+    (dict(seed=-1), ValueError, r"seed must be in 0\.\."),
+    (dict(seed=10**20), ValueError, r"seed must be in 0\.\."),
+    (dict(layers=4), TypeError, "layers must be a sequence"),
+    (dict(layers=[0]), ValueError, "layers must be >= 1"),
+])
+def test_compare_checks_options_before_loading_data(tmp_path, make_method, fake_data, kwargs, error, match):
+    name = make_method()
+    out = tmp_path / "out"
+    with pytest.raises(error, match=match):
+        compare.compare([name], progress=False, out=out, **kwargs)
+    assert fake_data == []  # nothing loaded
+    assert not out.exists()  # nothing created
+
+
+def test_training_budget_checks_its_options(make_method):
+    spec = registry.get_method(make_method())
+    with pytest.raises(ValueError, match="epochs must be >= 1"):
+        compare.training_budget(spec, 600, epochs=-3)
+    with pytest.raises(ValueError, match="eval_every must be >= 1"):
+        compare.training_budget(spec, 600, eval_every=0)
+    with pytest.raises(ValueError, match="preset must be one of"):
+        compare.training_budget(spec, 600, preset="Quick")
+
+
+def test_depth_below_a_methods_minimum_is_refused_up_front(tmp_path, make_method, capsys, fake_data):
+    name = make_method()
+    spec = registry._REGISTRY[name]
+    deep = MethodSpec(name=name + "_deep", build=spec.build, description="x", min_depth=2)
+    registry.register_method(deep)
+    try:
+        with pytest.raises(SystemExit) as info:
+            run(tmp_path, "--methods", name, deep.name, "--layers", "1", "4")
+        assert info.value.code == 2
+        err = capsys.readouterr().err
+        assert f"{deep.name} needs at least 2 weight layers (got 1)" in err
+        assert fake_data == [] and not (tmp_path / "results.csv").exists()
+    finally:
+        registry._REGISTRY.pop(deep.name, None)
+    for method in ("ff", "ff-collab", "reservoir"):  # no hidden layer, nothing to parameter-match
+        assert registry.get_method(method).min_depth == 2
+    with pytest.raises(ValueError, match="min_depth must be an int >= 1"):
+        MethodSpec(name="x", build=spec.build, description="x", min_depth=0)
+
+
+def test_incompatible_csv_is_refused_before_training(tmp_path, make_method, capsys, fake_data):
+    name = make_method()
+    csv_path = tmp_path / "results.csv"
+    csv_path.write_text("method,depth,epoch\nbackprop,4,1.0\n")
+    with pytest.raises(SystemExit) as info:
+        run(tmp_path, "--methods", name, "--max-samples", "100")
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert str(csv_path) in err and ",".join(compare.CSV_COLUMNS) in err and "--overwrite" in err
+    assert fake_data == []
+    assert csv_path.read_text() == "method,depth,epoch\nbackprop,4,1.0\n"  # untouched
+    with pytest.raises(ValueError, match="has the header 'method,depth,epoch'"):
+        compare.compare([name], out=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="has the header"):
+        compare.ResultsWriter(csv_path)
+    # --overwrite replaces it
+    assert run(tmp_path, "--methods", name, "--max-samples", "100", "--overwrite") == 0
+    assert [int(r["samples_seen"]) for r in read_rows(tmp_path)] == [100]
+
+
+def test_unusable_out_is_a_usage_error(tmp_path, make_method, capsys, fake_data):
+    name = make_method()
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    (tmp_path / "d" / "results.csv").mkdir(parents=True)
+    cases = [
+        (a_file, "exists and is not a folder"),
+        (a_file / "sub", "cannot create the output folder"),
+        (tmp_path / "d", "results.csv exists but is not a regular file"),
+    ]
+    for out, words in cases:
+        with pytest.raises(SystemExit) as info:
+            compare.main(["--out", str(out), "--methods", name, "--device", "cpu", "--no-progress"])
+        assert info.value.code == 2
+        err = capsys.readouterr().err
+        assert "bpalts-compare: error:" in err and words in err and str(out) in err
+        assert "Traceback" not in err
+    assert fake_data == []
+
+
+def test_backend_that_cannot_run_is_refused_up_front(tmp_path, make_method, capsys, monkeypatch, fake_data):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    name = make_method()
+    with pytest.raises(SystemExit) as info:
+        run(tmp_path, "--methods", name, "--backend", "triton")
+    assert info.value.code == 2
+    assert "triton backend needs" in capsys.readouterr().err
+    assert fake_data == [] and not (tmp_path / "results.csv").exists()
+    with pytest.raises(ValueError, match="triton backend needs"):
+        compare.compare([name], backend="triton", device="cpu", out=tmp_path / "api", progress=False)
+
+
+def test_seed_out_of_range_is_an_argparse_error(tmp_path, make_method, capsys, fake_data):
+    name = make_method()
+    for seed in ("99999999999999999999", "-1", "1.5"):
+        with pytest.raises(SystemExit) as info:
+            run(tmp_path, "--methods", name, "--seed", seed)
+        assert info.value.code == 2
+        assert "argument --seed" in capsys.readouterr().err
+    assert fake_data == []
+
+
+def test_last_batch_of_one_sample_trains(tmp_path):
+    # 65 samples in batches of 64 leave a last batch of one: the learners with batch
+    # normalisation (the Hebbian ones) train through it. hebbian-wta and hebbian-pca at one
+    # layer are a readout on the standardised image (no hidden layer).
+    rc = run(tmp_path, "--methods", "softhebb", "hebbian-wta", "hebbian-pca", "--layers", "1",
+             "--max-samples", "65", "--no-plots")
+    assert rc == 0
+    rows = read_rows(tmp_path)
+    assert [(r["method"], int(r["samples_seen"])) for r in rows] == [
+        ("softhebb", 65), ("hebbian-wta", 65), ("hebbian-pca", 65)]

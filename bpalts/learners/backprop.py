@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from bpalts._backend import resolve_backend
 from bpalts._checks import check_choice, check_scalar
-from bpalts.learners.base import Learner, check_batch, check_sizes
+from bpalts.learners.base import Learner, check_seed, check_sizes
 from bpalts.registry import MethodSpec, register_method
 
 ACTIVATIONS = {"relu": F.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}
@@ -49,7 +49,7 @@ class BackpropMLP(Learner):
             raise ValueError(f"lr_decay must be in (0, 1], got {lr_decay}")
         resolve_backend(backend)  # validates the name; all backends run the same autograd code
         self.backend = "reference"
-        g = torch.Generator().manual_seed(int(seed))
+        g = torch.Generator().manual_seed(check_seed(seed))
         self.layers = nn.ModuleList()
         for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:]):
             layer = nn.Linear(n_in, n_out)
@@ -84,7 +84,8 @@ class BackpropMLP(Learner):
         return self.layers[-1](h)
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> dict:
-        check_batch(x, y, self.sizes[0], self.sizes[-1])
+        self.check_input(x, y)
+        self._check_x(x, y)
         logits = self.forward(x)
         if self.loss_name == "ce":
             loss = F.cross_entropy(logits, y)

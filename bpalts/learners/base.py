@@ -2,19 +2,45 @@
 from __future__ import annotations
 
 import math
+import numbers
+from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn as nn
 
 from bpalts._checks import DivergenceError  # noqa: F401  (re-exported: learners raise it)
+from bpalts._checks import check_int
+
+#: Largest seed a learner accepts (``check_seed``): learners derive further generators' seeds by
+#: adding offsets of a few million and keep some in int64 buffers (at most 2**63 - 1).
+SEED_MAX = 2**62
 
 
 def check_sizes(sizes) -> list[int]:
-    """Layer widths: at least two positive ints (input ... classes)."""
+    """Layer widths: at least two positive ints (input ... classes), as a list of Python ints."""
+    if isinstance(sizes, (str, bytes, torch.Tensor)) or not isinstance(sizes, Iterable):
+        raise TypeError(
+            f"sizes must be a sequence of layer widths (input ... classes), e.g. [784, 100, 10], "
+            f"got {type(sizes).__name__} {sizes!r}")
     sizes = list(sizes)
-    if len(sizes) < 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes):
+    if len(sizes) < 2 or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0
+                                 for s in sizes):
         raise ValueError(f"sizes must list at least 2 positive ints (input ... classes), got {sizes!r}")
-    return sizes
+    return [int(s) for s in sizes]
+
+
+def check_seed(seed) -> int:
+    """A seed for ``torch.Generator.manual_seed``: an int in ``0..SEED_MAX`` (the learners add
+    offsets to it for their other generators, so it stays well inside the generator's range)."""
+    return check_int("seed", seed, 0, SEED_MAX)
+
+
+def check_sequence(name: str, value, what: str) -> tuple:
+    """``value`` as a tuple; a non-sequence (a number, a string) is a TypeError naming ``what``
+    was expected."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, torch.Tensor)):
+        raise TypeError(f"{name} must be a sequence ({what}), got {type(value).__name__} {value!r}")
+    return tuple(value)
 
 
 def check_labels(y, batch: int, n_out: int) -> None:
@@ -23,8 +49,9 @@ def check_labels(y, batch: int, n_out: int) -> None:
         raise ValueError(f"y must be ({batch},) class indices, got {getattr(y, 'shape', y)}")
     if y.dtype not in (torch.int64, torch.int32, torch.uint8):
         raise TypeError(f"y must hold integer class indices, got dtype {y.dtype}")
-    if int(y.min()) < 0 or int(y.max()) >= n_out:
-        raise ValueError(f"y must be class indices in 0..{n_out - 1}, got range {int(y.min())}..{int(y.max())}")
+    lo, hi = torch.stack([y.min(), y.max()]).tolist()  # one device-to-host read
+    if lo < 0 or hi >= n_out:
+        raise ValueError(f"y must be class indices in 0..{n_out - 1}, got range {lo}..{hi}")
 
 
 def check_batch(x, y, n_in: int, n_out: int) -> None:
@@ -47,20 +74,83 @@ class Learner(nn.Module):
         super().__init__()
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.long), persistent=True)
 
+    # -- input checks shared by every learner (DESIGN.md section 2) -------------------------
+    def _reference_tensor(self) -> torch.Tensor | None:
+        """The tensor whose device and dtype inputs must match: the first floating-point
+        parameter (else buffer), or None for a learner without one."""
+        for t in self.parameters():
+            if t.is_floating_point():
+                return t
+        for t in self.buffers():
+            if t.is_floating_point():
+                return t
+        return None
+
+    def check_input(self, x, y=None) -> None:
+        """``x`` (and ``y``, if given) are tensors on the learner's device, and ``x`` has its
+        weights' dtype. Reads only tensor metadata: no host sync, no copy. Every learner's
+        ``train_step``, ``predict`` and ``evaluate`` call it before computing anything."""
+        name = type(self).__name__
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        if y is not None and not isinstance(y, torch.Tensor):
+            raise TypeError(f"y must be a torch.Tensor of class indices, got {type(y).__name__}")
+        ref = self._reference_tensor()
+        if ref is None:
+            return
+        if x.device != ref.device:
+            raise ValueError(f"x is on {x.device} but the {name}'s weights are on {ref.device}; "
+                             f"move it with x.to({str(ref.device)!r})")
+        if x.dtype != ref.dtype:
+            raise TypeError(f"x must have the dtype of the {name}'s weights, {ref.dtype}, got "
+                            f"{x.dtype}; convert it with x.to({ref.dtype}) (images as floats, "
+                            f"e.g. in [0, 1])")
+        if y is not None and y.device != ref.device:
+            raise ValueError(f"y is on {y.device} but the {name}'s weights are on {ref.device}; "
+                             f"move it with y.to({str(ref.device)!r})")
+
+    def _check_x(self, x, y=None) -> None:
+        """Shape (and labels) of a batch: (batch, sizes[0]) by default; learners taking other
+        shapes override it (a learner without ``sizes`` is not checked here)."""
+        sizes = getattr(self, "sizes", None)
+        if sizes is not None:
+            check_batch(x, y, sizes[0], sizes[-1])
+
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        self._check_x(x)
         return self.forward(x).argmax(dim=1)
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2000) -> float:
-        """Accuracy (0..1) on ``(x, y)``, in batches, without touching the weights."""
+        """Accuracy (0..1) on ``(x, y)``, in batches of ``batch_size``, without touching the
+        weights. ``x`` and ``y`` must hold the same, non-zero number of samples and ``y`` integer
+        class indices in ``0..classes-1``."""
+        batch_size = check_int("batch_size", batch_size, 1)
+        self.check_input(x, y)
+        if y.dim() != 1:
+            raise ValueError(f"y must be 1-D (batch,) class indices, got shape {tuple(y.shape)}")
+        if x.dim() > 0 and x.shape[0] == 0 and y.shape[0] == 0:
+            raise ValueError("x and y are empty: there is nothing to evaluate")
+        self._check_x(x)  # the images' shape
+        if x.shape[0] != y.shape[0]:
+            raise ValueError(f"x and y must hold the same number of samples, got {x.shape[0]} "
+                             f"images and {y.shape[0]} labels")
+        sizes = getattr(self, "sizes", None)
+        if sizes is not None:
+            check_labels(y, y.shape[0], sizes[-1])  # dtype and range (one host read for all of y)
+        elif y.is_floating_point() or y.dtype == torch.bool:
+            raise TypeError(f"y must hold integer class indices, got dtype {y.dtype}")
         was_training = self.training
         self.eval()
-        correct = 0
-        for i in range(0, x.shape[0], batch_size):
-            correct += (self.predict(x[i : i + batch_size]) == y[i : i + batch_size]).sum().item()
-        self.train(was_training)
-        return correct / max(1, x.shape[0])
+        try:
+            correct = torch.zeros((), dtype=torch.long, device=y.device)
+            for i in range(0, x.shape[0], batch_size):
+                correct += (self.predict(x[i : i + batch_size]) == y[i : i + batch_size]).sum()
+            return int(correct) / x.shape[0]
+        finally:
+            self.train(was_training)
 
     def _finish_step(self, metrics: dict) -> dict:
         """Count the step, check weights and metrics for non-finite values, return the metrics."""

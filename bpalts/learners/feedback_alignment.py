@@ -22,8 +22,8 @@ import torch
 import torch.nn as nn
 
 from bpalts._backend import resolve_backend
-from bpalts._checks import check_choice, check_int, check_scalar
-from bpalts.learners.base import Learner, check_batch, check_sizes
+from bpalts._checks import check_choice, check_flag, check_int, check_scalar
+from bpalts.learners.base import Learner, check_batch, check_seed, check_sequence, check_sizes
 from bpalts.registry import MethodSpec, register_method
 
 #: Offset between the weight-init seed and the seed of the fixed feedback matrices.
@@ -82,13 +82,13 @@ class _LocalMLP(Learner):
         self.sizes = check_sizes(sizes)
         self.activation = check_choice("activation", activation, ("relu", "tanh"))
         init_gain = check_scalar("init_gain", init_gain, positive=True, allow_zero=False)
-        check_int("seed", seed)
+        seed = check_seed(seed)
         resolve_backend(backend)  # validates the name; the hot path is torch GEMMs on every backend
         self.backend = "reference"
         self.use_bias = bool(bias)
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
-        gen = torch.Generator().manual_seed(int(seed))
+        gen = torch.Generator().manual_seed(seed)
         for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:]):
             w = _uniform((n_out, n_in), init_gain * math.sqrt(3.0 / n_in), gen)  # var gain^2/n_in
             self.weights.append(nn.Parameter(w, requires_grad=False))
@@ -176,6 +176,7 @@ class _LocalMLP(Learner):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
         check_batch(x, None, self.sizes[0], self.sizes[-1])
         return self._forward_all(x)[1][-1]
 
@@ -205,6 +206,7 @@ class _LocalMLP(Learner):
         ``angle_l`` (degrees) between the method's update direction and the backprop gradient of
         the same loss with the same dropout mask, ``update_norm_l``, ``grad_norm_l``,
         ``weight_norm_l``; plus ``loss`` and ``batch_accuracy`` (no dropout)."""
+        self.check_input(x, y)
         check_batch(x, y, self.sizes[0], self.sizes[-1])
         gen_state = self._rng_state()
         method, pre, hs, masks = self._method_gradients(x, y)
@@ -285,14 +287,20 @@ class FeedbackAlignmentMLP(_LocalMLP):
         self.momentum = check_scalar("momentum", momentum, positive=True)
         if self.momentum >= 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-        if len(betas) != 2 or not all(0.0 <= float(b) < 1.0 for b in betas):
+        betas = check_sequence("betas", betas, "Adam's (beta1, beta2)")
+        if len(betas) != 2 or not all(0.0 <= check_scalar("betas", b) < 1.0 for b in betas):
             raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
         self.betas = (float(betas[0]), float(betas[1]))
         self.eps = check_scalar("eps", eps, positive=True, allow_zero=False)
         if input_norm is not None:
-            if len(input_norm) != 2 or not float(input_norm[1]) > 0:
+            input_norm = check_sequence("input_norm", input_norm, "(mean, std) or None")
+            if len(input_norm) != 2:
                 raise ValueError(f"input_norm must be (mean, std) with std > 0, got {input_norm!r}")
-            input_norm = (float(input_norm[0]), float(input_norm[1]))
+            mean = check_scalar("input_norm mean", input_norm[0])
+            std = check_scalar("input_norm std", input_norm[1])
+            if not std > 0:
+                raise ValueError(f"input_norm must be (mean, std) with std > 0, got {input_norm!r}")
+            input_norm = (mean, std)
         self.input_norm = input_norm
         self._init_optimizer(self.optimizer_name)
         self.regenerate_feedback()
@@ -332,6 +340,7 @@ class FeedbackAlignmentMLP(_LocalMLP):
 
     @torch.no_grad()
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> dict:
+        self.check_input(x, y)
         check_batch(x, y, self.sizes[0], self.sizes[-1])
         grads, pre, hs, _ = self._method_gradients(x, y)
         lr = self.lr * self.lr_decay ** int(self.steps_done)
@@ -406,12 +415,14 @@ class PEPITA(_LocalMLP):
         if self.dropout >= 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.f_scale = check_scalar("f_scale", f_scale, positive=True, allow_zero=False)
-        if not all(isinstance(m, (int, float)) and not isinstance(m, bool) and m > 0 for m in milestones):
+        milestones = check_sequence("milestones", milestones, "epochs at which the rate decays, e.g. (60, 90)")
+        if not all(isinstance(m, (int, float)) and not isinstance(m, bool) and math.isfinite(m) and m > 0
+                   for m in milestones):
             raise ValueError(f"milestones must be positive epoch numbers, got {milestones!r}")
         self.milestones = tuple(sorted(float(m) for m in milestones))
         self.gamma = check_scalar("gamma", gamma, positive=True, allow_zero=False)
         self.epoch_samples = check_int("epoch_samples", epoch_samples, 1)
-        self.mirror = bool(mirror)
+        self.mirror = check_flag("mirror", mirror)
         self.mirror_lr = check_scalar("mirror_lr", mirror_lr, positive=True, allow_zero=False)
         self.mirror_noise = check_scalar("mirror_noise", mirror_noise, positive=True, allow_zero=False)
         self.optimizer_name = "sgd"
@@ -484,6 +495,7 @@ class PEPITA(_LocalMLP):
 
     @torch.no_grad()
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> dict:
+        self.check_input(x, y)
         check_batch(x, y, self.sizes[0], self.sizes[-1])
         grads, pre, hs, _ = self._method_gradients(x, y)
         lr = self.current_lr()

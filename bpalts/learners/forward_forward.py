@@ -38,8 +38,8 @@ import torch
 import torch.nn as nn
 
 from bpalts._backend import resolve_backend
-from bpalts._checks import check_choice, check_int, check_scalar
-from bpalts.learners.base import Learner, check_batch, check_sizes
+from bpalts._checks import check_choice, check_flag, check_int, check_scalar
+from bpalts.learners.base import Learner, check_batch, check_seed, check_sizes
 from bpalts.ops.ff_layer_step import ff_layer_step, rms_normalize
 from bpalts.registry import MethodSpec, register_method
 
@@ -120,17 +120,20 @@ class ForwardForward(Learner):
         self.negatives = check_choice("negatives", negatives, NEGATIVES)
         self.label_intensity = check_scalar("label_intensity", label_intensity, positive=True, allow_zero=False)
         self.predict_mode = check_choice("predict", predict, PREDICTS)
-        self.goodness_skip_first = bool(goodness_skip_first) and len(self.hidden) > 1
-        self.readout_skip_first = bool(readout_skip_first) and len(self.hidden) > 1
+        goodness_skip_first = check_flag("goodness_skip_first", goodness_skip_first)
+        readout_skip_first = check_flag("readout_skip_first", readout_skip_first)
+        self.goodness_skip_first = goodness_skip_first and len(self.hidden) > 1
+        self.readout_skip_first = readout_skip_first and len(self.hidden) > 1
         self.collab = check_choice("collab", collab, COLLAB)
         self.collab_weight = check_scalar("collab_weight", collab_weight, positive=True, allow_zero=False)
         self.lr_decay = check_scalar("lr_decay", lr_decay, positive=True, allow_zero=False)
         if self.lr_decay > 1.0:
             raise ValueError(f"lr_decay must be in (0, 1], got {lr_decay}")
         self.eps = check_scalar("eps", eps, positive=True, allow_zero=False)
+        seed = check_seed(seed)
         self.backend_arg = backend
         self.backend = resolve_backend(backend)
-        g = torch.Generator().manual_seed(int(seed))
+        g = torch.Generator().manual_seed(seed)
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
         for n_in, n_out in zip(self.sizes[:-2], self.hidden):
@@ -141,7 +144,7 @@ class ForwardForward(Learner):
         n_feat = sum(self.hidden[1:] if self.readout_skip_first else self.hidden)
         self.readout_W = nn.Parameter(torch.zeros(self.n_classes, n_feat), requires_grad=False)
         self.readout_b = nn.Parameter(torch.zeros(self.n_classes), requires_grad=False)
-        self._gen = torch.Generator().manual_seed(int(seed) + 1)
+        self._gen = torch.Generator().manual_seed(seed + 1)
         self._make_optimizers()
 
     # ------------------------------------------------------------------ plumbing
@@ -163,6 +166,7 @@ class ForwardForward(Learner):
         return out
 
     def _check_x(self, x: torch.Tensor, y=None) -> None:
+        self.check_input(x, y)  # every entry point (train_step, forward, diagnostics) comes here
         if isinstance(x, torch.Tensor) and x.dim() == 2 and x.shape[1] < self.n_classes:
             raise ValueError(f"x has {x.shape[1]} features per image, narrower than the label "
                              f"overlay ({self.n_classes} pixels)")
@@ -368,6 +372,7 @@ register_method(
                     "decaying 0.99995/step, summed-goodness prediction",
         batch_size=100,
         full_epochs=60,
+        min_depth=2,  # FF layers are the hidden layers: at least one is needed
     )
 )
 register_method(
@@ -389,5 +394,6 @@ register_method(
                     "layer's loss adds 0.3x the detached goodness margins of all other layers",
         batch_size=100,
         full_epochs=60,
+        min_depth=2,  # FF layers are the hidden layers: at least one is needed
     )
 )

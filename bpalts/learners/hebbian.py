@@ -23,9 +23,9 @@ import torch.nn.functional as F
 
 from bpalts._backend import resolve_backend
 from bpalts._precision import PRECISIONS
-from bpalts._checks import check_choice, check_scalar
-from bpalts.learners.base import Learner, check_batch, check_sizes
-from bpalts.ops.hebbian_update import HEBBIAN_RULES, hebbian_state, hebbian_update
+from bpalts._checks import check_choice, check_int, check_scalar
+from bpalts.learners.base import Learner, check_seed, check_sizes
+from bpalts.ops.hebbian_update import HEBBIAN_RULES, hebbian_state, hebbian_update, resolve_params
 from bpalts.ops.softwta_update import softwta_update
 from bpalts.registry import MethodSpec, register_method
 
@@ -63,6 +63,16 @@ def hebbian_progress(seen: int, hebbian_samples: int, n_layers: int, index: int,
     return (seen - start) / max(1.0, length)
 
 
+def standardise(norm: nn.modules.batchnorm._BatchNorm, h: torch.Tensor) -> torch.Tensor:
+    """``norm(h)``, except for a batch with a single value per channel (one sample of a
+    ``BatchNorm1d``) in training mode, whose batch statistics are undefined (torch raises): it is
+    standardised with the running statistics, which it leaves unchanged. A training set whose
+    size leaves a last batch of one sample so trains through it."""
+    if norm.training and h.dim() >= 2 and h.numel() == h.shape[1]:
+        return F.batch_norm(h, norm.running_mean, norm.running_var, None, None, False, 0.0, norm.eps)
+    return norm(h)
+
+
 def _loss_and_accuracy(z: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     """(cross-entropy, batch accuracy) of scores ``z``, read in one device-to-host copy."""
     loss, acc = torch.stack([F.cross_entropy(z, y.long()), (z.argmax(1) == y).to(z.dtype).mean()]).tolist()
@@ -82,7 +92,7 @@ class _StandardisedLinear(nn.Module):
         self.lr_decay = lr_decay  # multiplies the rate after every step
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.linear(self.norm(h))
+        return self.linear(standardise(self.norm, h))
 
 
 class DeltaRuleReadout(_StandardisedLinear):
@@ -100,7 +110,7 @@ class DeltaRuleReadout(_StandardisedLinear):
     @torch.no_grad()
     def update(self, h: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
         """One delta-rule step on features ``h``; returns (cross-entropy, batch accuracy)."""
-        hn = self.norm(h)  # in training mode: batch statistics, and the running ones updated
+        hn = standardise(self.norm, h)  # training mode: batch statistics, running ones updated
         z = self.linear(hn)
         p = torch.softmax(z, dim=1)
         err = p - F.one_hot(y.long(), z.shape[1]).to(p.dtype)  # dCE/dz
@@ -140,7 +150,7 @@ class TeacherHebbianReadout(_StandardisedLinear):
     @torch.no_grad()
     def update(self, h: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
         """One teacher-clamped instar step; returns (cross-entropy of the scores, batch accuracy)."""
-        hn = self.norm(h)
+        hn = standardise(self.norm, h)
         z = self.linear(hn)  # scores before the step (what the metrics describe)
         T = F.one_hot(y.long(), z.shape[1]).to(hn.dtype)
         V, b = self.linear.weight, self.linear.bias
@@ -167,10 +177,11 @@ class _HebbianNet(Learner):
         self.schedule = check_choice("schedule", schedule, ("simultaneous", "layerwise"))
         self.activation = check_choice("activation", activation, tuple(ACTIVATIONS))
         self.power = check_scalar("power", power, positive=True, allow_zero=False)
-        self.hebbian_samples = int(hebbian_samples)
+        self.hebbian_samples = check_int("hebbian_samples", hebbian_samples, 0,
+                                         what="training samples of the Hebbian phase")
         resolve_backend(backend)  # validates the name; ops resolve it per call
         self.backend_arg = backend
-        self.generator = torch.Generator().manual_seed(int(seed))
+        self.generator = torch.Generator().manual_seed(check_seed(seed))
         # The input's variance floor is a tuning knob: 1e-2 standardises nearly every pixel to
         # unit variance; a floor near the pixels' largest variance (MNIST: ~0.2) only centres and
         # mildly rescales them, leaving the near-constant border pixels small.
@@ -190,14 +201,16 @@ class _HebbianNet(Learner):
 
     @property
     def backend(self) -> str:
-        return resolve_backend(self.backend_arg, self.weights[0].device)
+        # With no hidden layer (sizes = [inputs, classes]) the readout alone learns.
+        ref = self.weights[0] if len(self.weights) else self.readout.linear.weight
+        return resolve_backend(self.backend_arg, ref.device)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Top hidden features (what the readout sees)."""
         act = ACTIVATIONS[self.activation]
         h = x
         for norm, W in zip(self.norms, self.weights):
-            h = act(norm(h) @ W.T, self.power)
+            h = act(standardise(norm, h) @ W.T, self.power)
         return h
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -213,14 +226,15 @@ class _HebbianNet(Learner):
 
     @torch.no_grad()
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> dict:
-        check_batch(x, y, self.sizes[0], self.sizes[-1])
+        self.check_input(x, y)
+        self._check_x(x, y)
         seen = int(self.samples_seen)  # one host read per step
         hebbian = seen < self.hebbian_samples
         act = ACTIVATIONS[self.activation]
         h = x
         for i, (norm, W) in enumerate(zip(self.norms, self.weights)):
             norm.train(hebbian)  # statistics are learned with the layer, then frozen
-            hn = norm(h)
+            hn = standardise(norm, h)
             progress = self._layer_progress(i, seen) if hebbian else None
             if progress is not None:
                 self._hebbian_layer_update(W, hn, i, progress)
@@ -288,6 +302,10 @@ class SoftHebbMLP(_HebbianNet):
                        backend=self.backend_arg, check_finite_input=False, precision=self.precision)
 
 
+#: Keyword options of :class:`HebbianMLP` passed on to :func:`bpalts.ops.hebbian_update`.
+RULE_OPTIONS = ("k", "delta", "p", "theta_rate")
+
+
 class HebbianMLP(_HebbianNet):
     r"""Hebbian hidden layers trained by a :func:`bpalts.ops.hebbian_update` rule, plus a readout.
 
@@ -326,7 +344,17 @@ class HebbianMLP(_HebbianNet):
                          readout_lr_decay, schedule, precision, readout, input_eps)
         self.lr_schedule = check_choice("lr_schedule", lr_schedule, ("constant", "linear"))
         self.rule = check_choice("rule", rule, tuple(HEBBIAN_RULES))
-        # Rule parameters (k, delta, p, theta_rate) go to hebbian_update, which validates them.
+        # Rule parameters (k, delta, p, theta_rate) go to hebbian_update; they are checked here,
+        # against each layer, by the op's own validation (no update runs), so that a misspelt or
+        # out-of-range option fails at construction rather than at the first step.
+        unknown = sorted(set(rule_options) - set(RULE_OPTIONS))
+        if unknown:
+            raise TypeError(f"{type(self).__name__} got unexpected keyword argument(s) {unknown}; "
+                            f"the rule options are {RULE_OPTIONS}")
+        unused = sorted(set(rule_options) - set(HEBBIAN_RULES[self.rule].params))
+        if unused:
+            raise ValueError(f"rule {self.rule!r} takes no option(s) {unused} (options it takes: "
+                             f"{[p for p in HEBBIAN_RULES[self.rule].params if p != 'state']})")
         self.rule_options = dict(rule_options)
         self.lr = check_scalar("lr", lr, positive=True)
         for i, (n_in, n_out) in enumerate(zip(self.sizes[:-2], self.sizes[1:-1])):
@@ -335,6 +363,11 @@ class HebbianMLP(_HebbianNet):
             # Rule state (BCM's sliding threshold) lives in buffers so it moves and saves with W.
             for key, value in hebbian_state(rule, n_out).items():
                 self.register_buffer(f"state{i}_{key}", value)
+            try:
+                resolve_params(HEBBIAN_RULES[self.rule], W, state=self._layer_state(i),
+                               **self.rule_options)
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(f"hidden layer {i + 1} ({n_out} units): {exc}") from None
 
     def _layer_state(self, index: int) -> dict | None:
         prefix = f"state{index}_"

@@ -32,9 +32,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bpalts._backend import resolve_backend
-from bpalts._checks import DivergenceError, check_choice, check_finite, check_int, check_scalar
+from bpalts._checks import DivergenceError, check_choice, check_finite, check_flag, check_int, check_scalar
 from bpalts._precision import PRECISIONS
-from bpalts.learners.base import Learner, check_batch, check_sizes
+from bpalts.learners.base import Learner, check_batch, check_seed, check_sizes
 from bpalts.ops.pc_relax import act, act_deriv, pc_relax
 from bpalts.ops.pc_weight_update import pc_weight_update
 from bpalts.registry import MethodSpec, register_method
@@ -150,7 +150,7 @@ class _PCBase(Learner):
         self.weight_decay = check_scalar("weight_decay", weight_decay, positive=True)
         resolve_backend(backend)  # validates the name; the ops resolve it per call
         self.backend_arg = backend
-        self.generator = torch.Generator().manual_seed(int(seed))
+        self.generator = torch.Generator().manual_seed(check_seed(seed))
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
         for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:]):
@@ -182,6 +182,7 @@ class _PCBase(Learner):
         return h
 
     def _target(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.check_input(x, y)
         check_batch(x, y, self.sizes[0], self.sizes[-1])
         check_finite("x", x)
         return F.one_hot(y.long(), self.sizes[-1]).to(x.dtype)
@@ -332,9 +333,7 @@ class IncrementalPC(_PCBase):
         super().__init__(sizes, activation, output_energy, optimizer, lr, lr_decay, weight_decay,
                          seed, backend, weight_init, steps=steps, step_size=step_size,
                          precision=precision)
-        if not isinstance(skip_unreached, bool):
-            raise TypeError(f"skip_unreached must be a bool, got {type(skip_unreached).__name__}")
-        self.skip_unreached = skip_unreached
+        self.skip_unreached = check_flag("skip_unreached", skip_unreached)
         self.opt = _LocalOptimizer(self, "opt", self._W() + self._b(), self.optimizer_name)
 
     def reached(self, t: int) -> list[bool]:

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from bpalts._backend import resolve_backend
 from bpalts._checks import check_choice, check_int, check_scalar
 from bpalts._precision import PRECISIONS
-from bpalts.learners.base import DivergenceError, Learner, check_batch, check_sizes
+from bpalts.learners.base import DivergenceError, Learner, check_batch, check_seed, check_sizes
 from bpalts.ops.reservoir_run import reservoir_run
 from bpalts.readouts import HebbianWTAReadout, RidgeReadout, RLSReadout, SGDReadout
 from bpalts.registry import MethodSpec, register_method
@@ -238,7 +238,7 @@ class EchoStateNetwork(Learner):
             )
         self.n_reservoir = N = check_int("n_reservoir", n_reservoir, 1)
 
-        g = torch.Generator().manual_seed(int(seed))
+        g = torch.Generator().manual_seed(check_seed(seed))
         # one reservoir per direction, stacked: W (R, N, N), W_in (R, N, D), b (R, N)
         Ws, W_ins, bs = [], [], []
         for _ in range(R):
@@ -283,6 +283,9 @@ class EchoStateNetwork(Learner):
             return x.unsqueeze(0).expand(self.steps, B, self.n_in)  # stride 0: projected once
         return x.reshape(B, self.steps, self.step_dim).transpose(0, 1)
 
+    def _reference_tensor(self) -> torch.Tensor:
+        return self.W  # inputs must match the reservoir's device and dtype
+
     @property
     def backend(self) -> str:
         """The backend the reservoir op runs with on the weights' device."""
@@ -324,6 +327,7 @@ class EchoStateNetwork(Learner):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class scores (B, classes); features computed in chunks of ``eval_chunk`` images."""
+        self.check_input(x)
         check_batch(x, None, self.n_in, self.n_out)
         with torch.no_grad():
             return torch.cat([self.readout(self.feature_map(x[i : i + self.eval_chunk]))
@@ -336,7 +340,18 @@ class EchoStateNetwork(Learner):
             S = self.states(x, keep="all", reservoir=r)  # (T, B, N)
             pre = torch.cat([torch.zeros_like(S[:1]), S[:-1]]).reshape(-1, self.n_reservoir)
             post = S.reshape(-1, self.n_reservoir)
-            hebbian_adapt(self.W[r], pre, post, self.adapt_lr, self.adapt_rule, keep_pattern=True)
+            try:
+                hebbian_adapt(self.W[r], pre, post, self.adapt_lr, self.adapt_rule, keep_pattern=True)
+            except (DivergenceError, ValueError) as exc:
+                # The op reports a step that would make W non-finite (a DivergenceError, or a
+                # ValueError from its finiteness check): report it as this learner's divergence,
+                # with the step. Any other ValueError is not a divergence and passes through.
+                if not isinstance(exc, DivergenceError) and bool(torch.isfinite(self.W[r]).all()):
+                    raise
+                raise DivergenceError(
+                    f"EchoStateNetwork diverged at step {int(self.steps_done) + 1}: the Hebbian "
+                    f"adaptation of the reservoir (adapt_lr={self.adapt_lr}, adapt_rule="
+                    f"{self.adapt_rule!r}) made W non-finite ({exc})") from None
             rms += float(S.pow(2).mean()) / len(self.directions)
         self.adapted += x.shape[0]
         if int(self.adapted) >= self.adapt_samples:
@@ -346,6 +361,7 @@ class EchoStateNetwork(Learner):
 
     @torch.no_grad()
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> dict:
+        self.check_input(x, y)
         check_batch(x, y, self.n_in, self.n_out)
         if int(self.adapted) < self.adapt_samples:
             return self._finish_step(self._adapt_step(x))
@@ -401,6 +417,9 @@ register_method(
         batch_size=500,
         full_epochs=1,
         fixed_depth=False,
+        # At 1 layer (784-10, 7850 parameters) the readout on the raw image alone has the MLP's
+        # parameter count: no reservoir size matches.
+        min_depth=2,
     )
 )
 

@@ -16,17 +16,20 @@ import torch.nn.functional as F
 
 from bpalts._backend import resolve_backend
 from bpalts._checks import check_choice, check_int, check_scalar
-from bpalts.learners.base import Learner, check_labels
-from bpalts.learners.hebbian import DeltaRuleReadout, hebbian_progress
+from bpalts.learners.base import Learner, check_labels, check_seed, check_sequence
+from bpalts.learners.hebbian import DeltaRuleReadout, hebbian_progress, standardise
 from bpalts.ops.softwta_conv_update import softwta_conv_update
 from bpalts.registry import MethodSpec, register_method
 
 
-def _per_layer(name: str, value, n: int, cast=float) -> tuple:
+def _per_layer(name: str, value, n: int, check=None) -> tuple:
+    """One value per conv layer: a sequence of ``n`` or one value for every layer, each passed
+    through ``check(name, v)`` (default: a finite real number)."""
     vals = tuple(value) if isinstance(value, (tuple, list)) else (value,) * n
     if len(vals) != n:
         raise ValueError(f"{name} must have one entry per conv layer ({n}), got {len(vals)}")
-    return tuple(cast(v) for v in vals)
+    check = check or check_scalar
+    return tuple(check(name, v) for v in vals)
 
 
 def random_translate(x: torch.Tensor, shift: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -90,29 +93,39 @@ class SoftHebbConvNet(Learner):
         backend: str = "auto",
     ) -> None:
         super().__init__()
-        channels = tuple(int(c) for c in channels)
+        channels = check_sequence("channels", channels, "output channels of each conv layer, e.g. (96, 384)")
         n = len(channels)
-        if n == 0 or any(c < 1 for c in channels):
-            raise ValueError(f"channels must be one or more positive ints, got {channels}")
-        self.channels = channels
-        self.kernel_sizes = _per_layer("kernel_sizes", kernel_sizes, n, int)
-        self.paddings = _per_layer("paddings", paddings, n, int)
-        self.powers = tuple(check_scalar("powers", p, positive=True, allow_zero=False)
-                            for p in _per_layer("powers", powers, n))
+        if n == 0:
+            raise ValueError("channels must list one or more positive ints (a conv layer each), got ()")
+        self.channels = tuple(check_int("channels", c, 1) for c in channels)
+        self.kernel_sizes = _per_layer("kernel_sizes", kernel_sizes, n,
+                                       lambda name, v: check_int(name, v, 1))
+        self.paddings = _per_layer("paddings", paddings, n, lambda name, v: check_int(name, v, 0))
+        self.powers = _per_layer("powers", powers, n,
+                                 lambda name, v: check_scalar(name, v, positive=True, allow_zero=False))
         self.temperatures = _per_layer("temperatures", temperatures, n)
-        if any(not math.isfinite(t) or t <= 0 for t in self.temperatures):
+        if any(t <= 0 for t in self.temperatures):
             raise ValueError(f"temperatures must be > 0, got {self.temperatures}")
-        self.lrs = tuple(check_scalar("lrs", v, positive=True) for v in _per_layer("lrs", lrs, n))
+        self.lrs = _per_layer("lrs", lrs, n, lambda name, v: check_scalar(name, v, positive=True))
         init_norm = check_scalar("init_norm", init_norm, positive=True, allow_zero=False)
-        self.pool = (int(pool_kernel), int(pool_stride), int(pool_padding))
-        self.in_channels, self.image_size = int(in_channels), int(image_size)
-        self.hebbian_samples = int(hebbian_samples)
-        self.readout_shift = check_int("readout_shift", readout_shift, 0, image_size - 1,
+        pool_kernel = check_int("pool_kernel", pool_kernel, 1)
+        pool_stride = check_int("pool_stride", pool_stride, 1)
+        # torch's max_pool2d pads at most half the kernel on each side
+        pool_padding = check_int("pool_padding", pool_padding, 0, pool_kernel // 2,
+                                 what="at most half of pool_kernel")
+        self.pool = (pool_kernel, pool_stride, pool_padding)
+        self.in_channels = check_int("in_channels", in_channels, 1)
+        self.image_size = check_int("image_size", image_size, 1, what="pixels per side")
+        n_classes = check_int("n_classes", n_classes, 1)
+        self.hebbian_samples = check_int("hebbian_samples", hebbian_samples, 0,
+                                         what="training samples of the Hebbian phase")
+        self.readout_shift = check_int("readout_shift", readout_shift, 0, self.image_size - 1,
                                        what="pixels, less than image_size")
         self.schedule = check_choice("schedule", schedule, ("simultaneous", "layerwise"))
+        readout_lr = check_scalar("readout_lr", readout_lr, positive=True, allow_zero=False)
         resolve_backend(backend)  # validates the name; the op resolves it per call
         self.backend_arg = backend
-        self.generator = torch.Generator().manual_seed(int(seed))
+        self.generator = torch.Generator().manual_seed(check_seed(seed))
 
         self.norms = nn.ModuleList()
         self.weights = nn.ParameterList()
@@ -123,17 +136,20 @@ class SoftHebbConvNet(Learner):
             W = torch.randn(c_out, c_in, k, k, generator=self.generator) * (init_norm / math.sqrt(fan_in))
             self.weights.append(nn.Parameter(W, requires_grad=False))
             size = size + 2 * p - k + 1
+            if size < 1:
+                raise ValueError(f"image_size {image_size} is too small for {n} conv/pool layers "
+                                 f"(kernel_sizes {self.kernel_sizes}, paddings {self.paddings})")
             pk, ps, pp = self.pool
             size = (size + 2 * pp - pk) // ps + 1
             if size < 1:
                 raise ValueError(f"image_size {image_size} is too small for {n} conv/pool layers")
             c_in = c_out
         n_features = c_in * size * size
-        self.sizes = (self.in_channels * self.image_size ** 2, n_features, int(n_classes))
+        self.sizes = (self.in_channels * self.image_size ** 2, n_features, n_classes)
         decay = check_scalar("readout_lr_decay", readout_lr_decay, positive=True, allow_zero=False)
         if decay > 1.0:
             raise ValueError(f"readout_lr_decay must be in (0, 1], got {readout_lr_decay}")
-        self.readout = DeltaRuleReadout(n_features, int(n_classes), readout_lr, self.generator, decay)
+        self.readout = DeltaRuleReadout(n_features, n_classes, readout_lr, self.generator, decay)
         self.register_buffer("samples_seen", torch.zeros((), dtype=torch.long))
 
     @property
@@ -149,6 +165,13 @@ class SoftHebbConvNet(Learner):
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"x must be (batch, {c * s * s}) or (batch, {c}, {s}, {s}), got {shape}")
 
+    def _check_x(self, x, y=None) -> None:
+        h = self._images(x)
+        if h.shape[0] == 0:
+            raise ValueError("x is an empty batch")
+        if y is not None:
+            check_labels(y, h.shape[0], self.sizes[-1])
+
     def _layer(self, i: int, u: torch.Tensor) -> torch.Tensor:
         """``maxpool(triangle(u))`` for layer i's pre-activation ``u``, computed as
         ``relu(maxpool(u - mean_channels(u)))^power``: ``v -> relu(v)^power`` is non-decreasing,
@@ -162,7 +185,7 @@ class SoftHebbConvNet(Learner):
         """Flattened top feature maps (what the readout sees)."""
         h = self._images(x)
         for i, (norm, W) in enumerate(zip(self.norms, self.weights)):
-            h = self._layer(i, F.conv2d(norm(h), W, padding=self.paddings[i]))
+            h = self._layer(i, F.conv2d(standardise(norm, h), W, padding=self.paddings[i]))
         return h.flatten(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -176,17 +199,16 @@ class SoftHebbConvNet(Learner):
 
     @torch.no_grad()
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> dict:
+        self.check_input(x, y)
+        self._check_x(x, y)
         h = self._images(x)
-        if h.shape[0] == 0:
-            raise ValueError("x is an empty batch")
-        check_labels(y, h.shape[0], self.sizes[-1])
         seen = int(self.samples_seen)  # one host read per step
         hebbian = seen < self.hebbian_samples
         if not hebbian and self.readout_shift:
             h = random_translate(h, self.readout_shift, self.generator)
         for i, (norm, W) in enumerate(zip(self.norms, self.weights)):
             norm.train(hebbian)  # statistics are learned with the layers, then frozen
-            hn = norm(h)
+            hn = standardise(norm, h)
             frac = self._phase(i, seen)
             if frac is not None:
                 softwta_conv_update(W.data, hn, lr=self.lrs[i] * frac, temperature=self.temperatures[i],
