@@ -68,7 +68,13 @@ def check_batch(x, y, n_in: int, n_out: int) -> None:
 class Learner(nn.Module):
     """Base class: ``forward(x)`` -> logits/features, ``predict(x)`` -> class indices,
     ``train_step(x, y) -> dict`` of float metrics. Subclasses call :meth:`_finish_step` at the end
-    of ``train_step`` so that divergence is reported with the step at which it happened."""
+    of ``train_step`` so that divergence is reported with the step at which it happened.
+
+    ``state_dict()`` holds everything training needs to resume exactly where it stopped: the
+    weights and buffers, and (as the module's extra state, :meth:`get_extra_state`) the state of
+    every ``torch.optim`` optimiser (moments, step counts, decayed learning rates) and
+    ``torch.Generator`` (negative samples, dropout masks, shifts) the learner holds. A learner
+    built with the same arguments and given ``load_state_dict`` then takes the same next steps."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -151,6 +157,40 @@ class Learner(nn.Module):
             return int(correct) / x.shape[0]
         finally:
             self.train(was_training)
+
+    # -- resumable training state ----------------------------------------------------------
+    def _training_objects(self):
+        """``(name, object)`` for every ``torch.optim.Optimizer`` and ``torch.Generator`` held as
+        an attribute of this learner or of a plain module inside it, in a fixed order."""
+        for prefix, mod in self.named_modules():
+            if mod is not self and isinstance(mod, Learner):
+                continue  # a learner inside saves its own
+            for key, value in sorted(vars(mod).items()):
+                if isinstance(value, (torch.optim.Optimizer, torch.Generator)):
+                    yield (f"{prefix}.{key}" if prefix else key), value
+
+    def get_extra_state(self) -> dict:
+        """The optimisers' ``state_dict()`` and the generators' ``get_state()``, by attribute
+        name (saved by ``state_dict()`` under ``_extra_state``)."""
+        return {name: obj.get_state() if isinstance(obj, torch.Generator) else obj.state_dict()
+                for name, obj in self._training_objects()}
+
+    def set_extra_state(self, state: dict) -> None:
+        """Load what :meth:`get_extra_state` saved into this learner's optimisers and generators
+        (an optimiser's state is moved to its parameters' device by ``torch.optim``)."""
+        if not isinstance(state, dict):
+            raise TypeError(f"the state_dict's _extra_state must be a dict, got {type(state).__name__}")
+        objects = dict(self._training_objects())
+        unknown = sorted(set(state) - set(objects))
+        if unknown:
+            raise ValueError(f"the state_dict holds training state for {unknown}, which this "
+                             f"{type(self).__name__} does not have (built with other arguments?)")
+        for name, value in state.items():
+            obj = objects[name]
+            if isinstance(obj, torch.Generator):
+                obj.set_state(value)
+            else:
+                obj.load_state_dict(value)
 
     def _finish_step(self, metrics: dict) -> dict:
         """Count the step, check weights and metrics for non-finite values, return the metrics."""
