@@ -32,6 +32,11 @@ captured per parameter set; off until these rows have timed it), on the cuBLAS p
 the learners' B256 T3) and the tile path (the learners' own batch, B64 T3, also timed without).
 Their check is the third call, a replay. Only the plain-call time differs from the rows
 without: inside the bench's own graph both record the same launches.
+
+``pc_relax[default]`` rows: the op as shipped (no module setting touched: since the eleventh
+session the cuBLAS path from 256 rows with concurrent GEMMs at fp32 and full graphs), at every
+shape, tf32 at the largest batch, and the learners' B256 and B64 relaxations; their check is a
+replay too. The unbracketed ``pc_relax`` rows force the tile path.
 """
 from __future__ import annotations
 

@@ -47,25 +47,22 @@ fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1
 $PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
 
-# Rows that the last GPU session (2026-11-27, H100) left open or that changed after it, most
-# decisive first: pc_relax's cuBLAS path with and without concurrent GEMMs (CONCURRENT_GEMMS)
-# and whole calls replayed from a graph (FULL_GRAPHS_MAX, also on the tile path at B64), the
-# SoftHebb cuBLAS path with its forward GEMM split (SPLIT_K),
-# GHA's cuBLAS path with the decay as panels or as residual blocks (TRIL_FORM), the Hebbian
-# and SoftHebb plain calls replayed from a cached graph (GRAPH_MAX_MACS), the reservoir's graph-replayed per-step path (GRAPH_MIN_STEPS) against the default row, the cuBLAS paths of the Hebbian ops at fp32 and tf32 on the large shape (GHA,
-# Oja, instar: CUBLAS_MIN_MACS / CUBLAS_MIN_MACS_TF32) with their Triton twins, the new tf32x3
-# tiles (softwta, reservoir), the reservoir's named choices (sync, batched GEMM), then every
-# reservoir row. '|'-separated substrings of "name shape"; gpu.py runs the rows in the order of
-# the first substring each matches, so a step cut off by its limit loses the last ones. The
-# default rows these are compared with run here too, so that each ratio comes from one run.
-NEW_ROWS=${NEW_ROWS:-"pc_relax[cublas|softwta_update[cublas] |full]|pc_relax 784-861-645-484-10 B64|hebbian_update[gha,cublas|graph] B256|graph] tf32x3 B256|hebbian_update[gha] B256|softwta_update B256|hebbian_update[gha] tf32x3 B256|softwta_update tf32x3 B256|reservoir_run N2000 B1 |cublas-graph] tf32|cublas-split|reservoir_run[graph]|reservoir_run[persistent-graph]|reservoir_run N2000 B256|cublas] B1024|hebbian_update[gha] B1024|hebbian_update[oja] B1024|hebbian_update[instar] B1024|softwta_update B1024|hebbian_update[gha] tf32 |softwta_update tf32 |cublas] B256|softwta_update tf32x3|reservoir_run tf32x3|reservoir_run["}
+# Rows to time first. The eleventh session (2026-11-28, H100) timed every switch built without a
+# GPU and set them (bench/results/2026-11-28-h100); what is left open is the op as shipped, so
+# these lead with the default rows at the issues' target shapes (pc_relax[default]: the module
+# untouched; the B256 Hebbian rules, whose cuBLAS threshold moved down to B256 and of which
+# instar and krotov have not been timed since; the tf32 large shape's default paths), then the
+# reservoir, conv SoftHebb and the remaining path rows for the decisions. '|'-separated
+# substrings of "name shape"; gpu.py runs the rows in the order of the first substring each
+# matches, so a step cut off by its limit loses the last ones.
+NEW_ROWS=${NEW_ROWS:-"pc_relax[default]|hebbian_update[gha] B256|softwta_update B256|hebbian_update[oja] B256|hebbian_update[hpca] B256|hebbian_update[nlpca_sym] B256|hebbian_update[instar] B256|hebbian_update[krotov] B256|hebbian_update[gha] tf32x3 B256|softwta_update tf32x3 B256|cublas-graph] tf32|hebbian_update[gha,cublas-blocks] tf32|reservoir_run N2000 B1 |reservoir_run N2000 B256|reservoir_run tf32x3|softwta_conv_update|hebbian_update[gha] B1024|softwta_update B1024|pc_relax[cublas|graph] B256|cublas-split|reservoir_run["}
 IFS='|' read -ra NEW_ONLY <<< "$NEW_ROWS"
-# Rows to profile: the issues' fp32 target shapes on their default paths.
-PROFILE_ROWS=${PROFILE_ROWS:-"pc_relax[cublas] 784-1000-500-250-10 B256 T20|pc_relax[cublas-concurrent] 784-1000-500-250-10 B256 T20|pc_relax[cublas] 784-861-645-484-10 B256 T3|hebbian_update[gha] tf32x3 B256|softwta_update[cublas] B256|softwta_update tf32x3 B256|reservoir_run N2000 B256 T28 D28|reservoir_run tf32x3 N2000 B256"}
+# Rows to profile: the issues' fp32 target shapes on their default paths (as shipped).
+PROFILE_ROWS=${PROFILE_ROWS:-"pc_relax[default] 784-1000-500-250-10 B256 T20|pc_relax[default] 784-861-645-484-10 B256 T3|hebbian_update[gha] B256|softwta_update B256|hebbian_update[gha] tf32x3 B256|reservoir_run N2000 B256 T28 D28|reservoir_run tf32x3 N2000 B256"}
 IFS='|' read -ra PROFILE_ONLY <<< "$PROFILE_ROWS"
 # Rows whose plain call's host time is broken down (gpu.py --host): on the H100 the plain calls
 # of the cuBLAS paths took 0.50 ms against 0.05-0.13 in a CUDA graph.
-HOST_ROWS=${HOST_ROWS:-"softwta_update B256|softwta_update[cublas] B256|hebbian_update[gha] B256|hebbian_update[gha,cublas] B256|pc_relax[cublas] 784-861-645-484-10 B256 T3|reservoir_run N2000 B256 T28 D28|reservoir_run[graph] N2000|reservoir_run[persistent-graph]|reservoir_run N2000 B1 |hebbian_update[gha,graph] B256|softwta_update[graph] B256|pc_relax[cublas-full] 784-861-645-484-10 B256 T3|pc_relax[full] 784-861-645-484-10 B64|pc_relax 784-861-645-484-10 B64"}
+HOST_ROWS=${HOST_ROWS:-"pc_relax[default] 784-861-645-484-10 B256 T3|pc_relax[default] 784-861-645-484-10 B64|pc_relax[default] 784-1000-500-250-10 B256 T20|hebbian_update[gha] B256|softwta_update B256|reservoir_run N2000 B256 T28 D28|reservoir_run N2000 B1 "}
 IFS='|' read -ra HOST_ONLY <<< "$HOST_ROWS"
 
 SESSION_T=${SESSION_T:-570}
