@@ -107,7 +107,8 @@ def hebb_case(label, B, D, N, rule, precision, configs):
         return lambda: hebbian_update(W, X, rule, 1e-6, backend="triton", check_finite_input=False,
                                       precision=precision)
     return dict(label=label, module=k_hebb, ref=ref, tri=tri, timed=timed, graph=True,
-                tol=3e-3 if precision == "tf32" else 1e-4, configs=_for_precision(configs, precision, k_hebb))
+                tol=3e-3 if precision == "tf32" else 1e-4,
+                configs=_for_precision(configs, precision, k_hebb))
 
 
 def swta_case(label, B, D, N, precision, configs):
@@ -127,7 +128,8 @@ def swta_case(label, B, D, N, precision, configs):
         return lambda: softwta_update(W, X, 1e-6, backend="triton", check_finite_input=False,
                                       precision=precision)
     return dict(label=label, module=k_swta, ref=ref, tri=tri, timed=timed, graph=True,
-                tol=3e-3 if precision == "tf32" else 1e-4, configs=_for_precision(configs, precision, k_swta))
+                tol=3e-3 if precision == "tf32" else 1e-4,
+                configs=_for_precision(configs, precision, k_swta))
 
 
 def pc_case(label, widths, B, T, precision, configs):
@@ -242,14 +244,17 @@ def pc_cfgs(big):
 
 def cublas_case(case, configs):
     """A hebb_case / swta_case with configs of its cuBLAS path (CUBLAS_MIN_MACS on; the first
-    config, the module's defaults, is the Triton path as the baseline). Not renamed for the
-    precision: both thresholds are set."""
+    config, the defaults over TRITON_PATH, is the Triton path as the baseline). Not renamed for
+    the precision: both thresholds are set."""
     return dict(case, configs=configs)
 
 
 def hebb_cublas_cfgs():
+    """The Triton path, then the cuBLAS path: the residual blocks (TRIL_FORM "blocks", the
+    default) at TRIL_BLOCK 128 (the default), 64 and 256 units, and the row panels."""
     on = dict(CUBLAS_MIN_MACS=1, CUBLAS_MIN_MACS_TF32=1)
-    return [{}, on] + [dict(on, TRIL_PANELS=p, TRIL_PANEL_MIN=16) for p in (1, 2, 8)]
+    return [{}, on] + [dict(on, TRIL_BLOCK=b) for b in (64, 256)] + [
+        dict(on, TRIL_FORM="panels", TRIL_PANELS=p, TRIL_PANEL_MIN=16) for p in (1, 2)]
 
 
 def swta_cublas_cfgs():
@@ -295,6 +300,12 @@ def cases():
                 ff_case("ff B5 13->37", 5, 13, 37, ff_cfgs())]
     net = (784, 1000, 500, 250, 10)
     return [
+        # GHA's and SoftHebb's cuBLAS paths at B256 784->1024, their default since 2026-11-28
+        # (0.082 / 0.051 ms in a graph against the 0.08 / 0.04 targets): TRIL_BLOCK, GATE_*, DW_*
+        cublas_case(hebb_case("gha cublas fp32 B256 784->1024", 256, 784, 1024, "gha", "fp32", []),
+                    hebb_cublas_cfgs()),
+        cublas_case(swta_case("softwta cublas fp32 B256 784->1024", 256, 784, 1024, "fp32", []),
+                    swta_cublas_cfgs()),
         # the persistent and cuBLAS paths of pc_relax (seventh session, no GPU timing yet)
         pc_case("pc persistent fp32 B256 T20", net, 256, 20, "fp32", pc_persistent_cfgs()),
         pc_case("pc persistent tf32x3 B256 T20", net, 256, 20, "tf32x3", pc_persistent_cfgs()),
@@ -302,11 +313,7 @@ def cases():
         pc_case("pc cublas tf32 B4096 T20", net, 4096, 20, "tf32", pc_cublas_cfgs()),
         cublas_case(hebb_case("gha cublas tf32 B1024 4096->4096", 1024, 4096, 4096, "gha", "tf32", []),
                     hebb_cublas_cfgs()),
-        cublas_case(hebb_case("gha cublas fp32 B256 784->1024", 256, 784, 1024, "gha", "fp32", []),
-                    hebb_cublas_cfgs()),
         cublas_case(swta_case("softwta cublas tf32 B1024 4096->4096", 1024, 4096, 4096, "tf32", []),
-                    swta_cublas_cfgs()),
-        cublas_case(swta_case("softwta cublas fp32 B256 784->1024", 256, 784, 1024, "fp32", []),
                     swta_cublas_cfgs()),
         # precision="tf32x3" (fp32-level accuracy on tensor cores) at the fp32 targets' shapes:
         # no tile has been timed for it yet (2026-11-27, third session without a sweep)
@@ -373,8 +380,11 @@ def graphed(fn):
 
 # Path switches that send a call away from the fused Triton kernels (cuBLAS), set to "off" under
 # every config unless the config sets them: the sweep times the tiles of the Triton path, and a
-# config's defaults ({}) are that path, whatever the modules now pick by default.
-TRITON_PATH = dict(CUBLAS_MIN_ROWS=0, CUBLAS_MIN_MACS=0, CUBLAS_MIN_MACS_TF32=0, BATCHED_GEMM="triton")
+# config's defaults ({}) are that path, whatever the modules now pick by default. The ops' own
+# graph caches of plain calls (GRAPH_MAX_MACS, GRAPH_MIN_STEPS) are off too: a sweep times the
+# kernels.
+TRITON_PATH = dict(CUBLAS_MIN_ROWS=0, CUBLAS_MIN_MACS=0, CUBLAS_MIN_MACS_TF32=0, BATCHED_GEMM="triton",
+                   GRAPH_MAX_MACS=0, GRAPH_MIN_STEPS=0)
 
 
 class _Config:
