@@ -380,3 +380,15 @@ def test_reservoir_adaptation_divergence_names_the_step():
     with pytest.raises(DivergenceError, match=r"EchoStateNetwork diverged at step \d+: .*adapt_lr"):
         for _ in range(10):
             model.train_step(x, y)
+
+
+@pytest.mark.parametrize("name", sorted(LEARNERS))
+def test_non_finite_batch_is_bad_input_not_divergence(name, batch):
+    """A NaN pixel is reported as bad input naming x (a ValueError), not as divergence: PC and
+    the ESN check x before the step; the others find it when the step's result is non-finite
+    (x is examined only then, so a finite step costs nothing more)."""
+    x, y = batch
+    x = x.clone()
+    x[0, 500] = float("nan")
+    with pytest.raises(ValueError, match="contains NaN or infinite values"):
+        LEARNERS[name]().train_step(x, y)

@@ -101,6 +101,8 @@ class Learner(nn.Module):
             raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
         if y is not None and not isinstance(y, torch.Tensor):
             raise TypeError(f"y must be a torch.Tensor of class indices, got {type(y).__name__}")
+        if y is not None:  # a training batch (or evaluate's): kept for _finish_step's diagnosis
+            self._step_x = x
         ref = self._reference_tensor()
         if ref is None:
             return
@@ -193,10 +195,15 @@ class Learner(nn.Module):
                 obj.load_state_dict(value)
 
     def _finish_step(self, metrics: dict) -> dict:
-        """Count the step, check weights and metrics for non-finite values, return the metrics."""
+        """Count the step, check weights and metrics for non-finite values, return the metrics.
+        A non-finite result is a :class:`DivergenceError` naming the step, or, when the step's
+        batch ``x`` itself held NaN / inf (checked only then: no cost on a finite step), a
+        ``ValueError`` saying so."""
+        x, self._step_x = getattr(self, "_step_x", None), None
         self.steps_done += 1  # a device op: no host sync (the step is read only to report)
         for name, value in metrics.items():
             if isinstance(value, float) and not math.isfinite(value):
+                self._blame_input(x)
                 raise DivergenceError(
                     f"{type(self).__name__} diverged at step {int(self.steps_done)}: {name} is {value}"
                 )
@@ -208,6 +215,7 @@ class Learner(nn.Module):
         device = flags[0].device
         if all(f.device == device for f in flags) and bool(torch.stack(flags).all()):
             return metrics
+        self._blame_input(x)
         for (name, _), ok in zip(named, flags):
             if not bool(ok):
                 raise DivergenceError(
@@ -215,3 +223,12 @@ class Learner(nn.Module):
                     f"weights {name!r} are not finite"
                 )
         return metrics
+
+    def _blame_input(self, x) -> None:
+        """Raise a ValueError if the failed step's batch ``x`` was not finite: bad input, not
+        divergence (the update has been applied by then)."""
+        if isinstance(x, torch.Tensor) and x.is_floating_point() and not bool(torch.isfinite(x).all()):
+            raise ValueError(
+                f"x contains NaN or infinite values: {type(self).__name__}'s training step "
+                f"{int(self.steps_done)} was given a non-finite batch, and its update has been "
+                "applied (the weights may be non-finite now: reload a state_dict to go on)")
