@@ -499,7 +499,8 @@ def _replayed(tag, key, W, U, a, x0, T_run, fn) -> torch.Tensor:
     (``_graphs``), which replays it from a CUDA graph from the third call with this ``key`` on:
     the first ``T_run`` steps of ``U`` (its one step when the input is held: time stride 0),
     the leak and ``x0`` are copied in, ``W`` is read in place (address, shape and strides in
-    the key). Returns a fresh copy of the result (a replay's lives in the graph)."""
+    the key). Returns what ``fn`` returned; on a replay those tensors live in the graph and are
+    rewritten by the next replay, so the caller clones what it keeps."""
     held_u = U.stride(0) == 0 and T_run > 1  # one projected input held for every step
     key = (tag, str(W.device), tuple(U[:T_run].shape), held_u, x0 is None, tensor_key(W),
            settings_key(sys.modules[__name__])) + key
@@ -610,11 +611,10 @@ def reservoir_run(W, W_in, inputs, leak, bias=None, state0=None, *, keep="all",
             out, status = _replayed("persistent", (len(steps), mode, tuple(steps) if mode == KEEP_TABLE
                                                    else None, n_programs, sync, bool(resident)),
                                     W, U, a, x0, T, launch)
-            _check_persistent_status(status, sync)
             out = out.clone()
         else:
             out, status = launch(U, a, x0)
-            _check_persistent_status(status, sync)
+        _check_persistent_status(status, sync)
         return out if order is None else out.index_select(0, order)
 
     # Per-step launches.

@@ -52,13 +52,13 @@ from bpalts._checks import (
     FLOAT32_ONLY,
     FLOAT32_OR_64,
     check_finite,
-    check_flag,
     check_in_place,
     check_same,
     check_scalar,
     check_tensor,
     one_finite_sync,
 )
+from bpalts.ops.softwta_update import check_softwta_settings
 
 _W_DIMS = ("out_channels", "in_channels", "kernel_height", "kernel_width")
 _X_DIMS = ("batch", "channels", "height", "width")
@@ -165,10 +165,7 @@ def softwta_conv_update(
     stride, padding = check_conv_weights_and_batch(W, X, stride, padding)
     check_in_place("W", W)
     lr = check_scalar("lr", lr)
-    temperature = check_scalar("temperature", temperature, positive=True, allow_zero=False)
-    if 1.0 / temperature > torch.finfo(W.dtype).max:
-        raise ValueError(f"temperature must be at least {1 / torch.finfo(W.dtype).max:.3g} (its inverse "
-                         f"must be finite in {str(W.dtype).replace('torch.', '')}), got {temperature}")
+    temperature, flags = check_softwta_settings(W, temperature, anti_hebbian, adaptive_lr, max_normalize)
     which = resolve_backend(backend, W.device)
     if which == "triton":
         check_tensor("W", W, _W_DIMS, FLOAT32_ONLY)
@@ -176,9 +173,6 @@ def softwta_conv_update(
         with one_finite_sync():  # one host sync for every finiteness check below
             check_finite("X", X)
             check_finite("W", W)
-    flags = dict(anti_hebbian=check_flag("anti_hebbian", anti_hebbian),
-                 adaptive_lr=check_flag("adaptive_lr", adaptive_lr),
-                 max_normalize=check_flag("max_normalize", max_normalize))
     with torch.no_grad():
         if which == "reference":
             softwta_conv_update_reference(W, X, lr, temperature, stride, padding, **flags)

@@ -87,6 +87,21 @@ def softwta_update_reference(
     return W
 
 
+def check_softwta_settings(W: torch.Tensor, temperature, anti_hebbian, adaptive_lr,
+                           max_normalize) -> tuple[float, dict]:
+    """The settings the dense and convolutional SoftHebb ops share, checked: ``temperature`` > 0
+    with an inverse that is finite in ``W``'s dtype, and the three flags bools. Returns
+    ``(temperature, flags)``, ``flags`` the keyword arguments ``anti_hebbian``, ``adaptive_lr``,
+    ``max_normalize``."""
+    temperature = check_scalar("temperature", temperature, positive=True, allow_zero=False)
+    if 1.0 / temperature > torch.finfo(W.dtype).max:
+        raise ValueError(f"temperature must be at least {1 / torch.finfo(W.dtype).max:.3g} (its inverse "
+                         f"must be finite in {str(W.dtype).replace('torch.', '')}), got {temperature}")
+    return temperature, dict(anti_hebbian=check_flag("anti_hebbian", anti_hebbian),
+                             adaptive_lr=check_flag("adaptive_lr", adaptive_lr),
+                             max_normalize=check_flag("max_normalize", max_normalize))
+
+
 def softwta_update(
     W: torch.Tensor,
     X: torch.Tensor,
@@ -119,10 +134,7 @@ def softwta_update(
     check_in_place("W", W)
     precision = check_precision(precision, W.dtype)
     lr = check_scalar("lr", lr)
-    temperature = check_scalar("temperature", temperature, positive=True, allow_zero=False)
-    if 1.0 / temperature > torch.finfo(W.dtype).max:
-        raise ValueError(f"temperature must be at least {1 / torch.finfo(W.dtype).max:.3g} (its inverse "
-                         f"must be finite in {str(W.dtype).replace('torch.', '')}), got {temperature}")
+    temperature, flags = check_softwta_settings(W, temperature, anti_hebbian, adaptive_lr, max_normalize)
     which = resolve_backend(backend, W.device)
     if which == "triton":
         check_tensor("W", W, ("units", "features"), FLOAT32_ONLY)
@@ -130,9 +142,7 @@ def softwta_update(
         with one_finite_sync():  # one host sync for every finiteness check below
             check_finite("X", X)
             check_finite("W", W)
-    flags = dict(anti_hebbian=check_flag("anti_hebbian", anti_hebbian),
-                 adaptive_lr=check_flag("adaptive_lr", adaptive_lr),
-                 max_normalize=check_flag("max_normalize", max_normalize), precision=precision)
+    flags["precision"] = precision
     with torch.no_grad():
         if which == "reference":
             softwta_update_reference(W, X, lr, temperature, **flags)
