@@ -148,6 +148,20 @@ def check_in_place(name: str, t: torch.Tensor) -> None:
             f"(shape {tuple(t.shape)}, strides {tuple(t.stride())}); pass a copy (.clone())")
 
 
+GENERATOR_SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed takes a 64-bit seed (negatives alias 2**64 + s)
+
+
+def check_float_dtype(name: str, value) -> torch.dtype:
+    """A ``torch.dtype`` that is ``torch.float32`` or ``torch.float64`` (a TypeError naming
+    ``name`` otherwise), returned."""
+    if not isinstance(value, torch.dtype):
+        raise TypeError(
+            f"{name} must be a torch.dtype (torch.float32 or torch.float64), got {type(value).__name__} {value!r}")
+    if value not in FLOAT32_OR_64:
+        raise TypeError(f"{name} must be torch.float32 or torch.float64, got {value}")
+    return value
+
+
 def check_choice(name: str, value, choices: Sequence[str]) -> str:
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")

@@ -51,7 +51,7 @@ from bpalts import registry
 from bpalts._backend import resolve_backend
 from bpalts._checks import check_choice, check_int
 from bpalts.plots import COLUMNS
-from bpalts.learners.base import SEED_MAX
+from bpalts.learners.base import SEED_MAX, check_seed
 from bpalts.learners.widths import layer_sizes
 
 #: Training samples per method in the ``quick`` preset (a fixed budget: the whole quick comparison
@@ -438,7 +438,7 @@ def _check_options(methods, layers, *, preset, epochs, device, backend, eval_eve
                    seed) -> tuple[list[tuple[registry.MethodSpec, int]], torch.device]:
     """Validate :func:`compare`'s options; returns its (spec, depth) runs and the device."""
     check_budget(preset=preset, epochs=epochs, max_samples=max_samples, eval_every=eval_every)
-    check_int("seed", seed, 0, SEED_MAX)
+    check_seed(seed)
     if isinstance(methods, str):
         methods = [methods]
     specs = _select_methods(methods)

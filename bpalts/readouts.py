@@ -27,9 +27,11 @@ import torch.nn as nn
 
 from bpalts._checks import (
     FLOAT32_OR_64,
+    GENERATOR_SEED_MAX,
     check_choice,
     check_finite,
     check_flag,
+    check_float_dtype,
     check_int,
     check_scalar,
     check_tensor,
@@ -37,19 +39,7 @@ from bpalts._checks import (
 
 SINGULAR_POLICIES = ("error", "jitter")
 SGD_LOSSES = ("mse", "ce")
-SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed takes a 64-bit seed
 INDEX_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
-
-
-def _check_dtype(name: str, value) -> torch.dtype:
-    """A floating dtype the readouts compute in: ``torch.float32`` or ``torch.float64``."""
-    if not isinstance(value, torch.dtype):
-        raise TypeError(
-            f"{name} must be a torch.dtype (torch.float32 or torch.float64), "
-            f"got {type(value).__name__} {value!r}")
-    if value not in FLOAT32_OR_64:
-        raise TypeError(f"{name} must be torch.float32 or torch.float64, got {value}")
-    return value
 
 
 class _Readout(nn.Module):
@@ -179,9 +169,9 @@ class RidgeReadout(_Readout):
     ) -> None:
         super().__init__(n_features, n_outputs, bias)
         self.ridge = check_scalar("ridge", ridge, positive=True)
-        self.product_dtype = _check_dtype("product_dtype", product_dtype)
+        self.product_dtype = check_float_dtype("product_dtype", product_dtype)
         self.singular = check_choice("singular", singular, SINGULAR_POLICIES)
-        out_dtype = _check_dtype("out_dtype", out_dtype)
+        out_dtype = check_float_dtype("out_dtype", out_dtype)
         F = n_features + int(bias)
         self.register_buffer("gram", torch.zeros(F, F, dtype=torch.float64))
         self.register_buffer("cross", torch.zeros(F, n_outputs, dtype=torch.float64))
@@ -291,7 +281,7 @@ class SGDReadout(_Readout):
         self.lr = check_scalar("lr", lr, positive=True, allow_zero=False)
         self.loss = check_choice("loss", loss, SGD_LOSSES)
         self.weight_decay = check_scalar("weight_decay", weight_decay, positive=True)
-        dtype = _check_dtype("dtype", dtype)
+        dtype = check_float_dtype("dtype", dtype)
         self.register_buffer("weight", torch.zeros(n_outputs, n_features, dtype=dtype))
         self.register_buffer("bias_vector", torch.zeros(n_outputs, dtype=dtype))
 
@@ -330,7 +320,7 @@ class SGDReadout(_Readout):
         """Reset, then ``epochs`` shuffled passes of ``partial_fit`` in batches of ``batch_size``."""
         batch_size = check_int("batch_size", batch_size, 1)
         epochs = check_int("epochs", epochs, 1)
-        seed = check_int("seed", seed, 0, SEED_MAX)
+        seed = check_int("seed", seed, 0, GENERATOR_SEED_MAX)
         self._check_fit(X, Y)
         self.reset()
         g = torch.Generator().manual_seed(seed)
@@ -374,7 +364,7 @@ class HebbianWTAReadout(_Readout):
             raise ValueError(f"lr must be in (0, 1] (or None for running class means), got {lr}")
         self.anti_hebbian = check_flag("anti_hebbian", anti_hebbian)
         self.lr_anti = check_scalar("lr_anti", lr_anti, positive=True)
-        dtype = _check_dtype("dtype", dtype)
+        dtype = check_float_dtype("dtype", dtype)
         self.register_buffer("weight", torch.zeros(n_outputs, n_features, dtype=dtype))
         self.register_buffer("counts", torch.zeros(n_outputs, dtype=torch.float64))
 
@@ -449,7 +439,7 @@ class RLSReadout(_Readout):
         self.forgetting = check_scalar("forgetting", forgetting, positive=True, allow_zero=False)
         if self.forgetting > 1.0:
             raise ValueError(f"forgetting must be in (0, 1], got {forgetting}")
-        self.out_dtype = _check_dtype("out_dtype", out_dtype)
+        self.out_dtype = check_float_dtype("out_dtype", out_dtype)
         F = n_features + int(bias)
         self.register_buffer("P", torch.eye(F, dtype=torch.float64) / self.delta)
         self.register_buffer("weight_full", torch.zeros(n_outputs, F, dtype=torch.float64))

@@ -39,10 +39,12 @@ import torch
 
 from bpalts._checks import (
     FLOAT32_OR_64,
+    GENERATOR_SEED_MAX,
     DivergenceError,
     check_choice,
     check_finite,
     check_flag,
+    check_float_dtype,
     check_in_place,
     check_int,
     check_same,
@@ -54,7 +56,6 @@ GRAPHS = ("erdos_renyi", "scale_free")
 DISTRIBUTIONS = ("uniform", "normal")
 LAYOUTS = ("dense", "csr")
 ADAPT_RULES = ("oja", "anti_oja")
-SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed takes a 64-bit seed (negatives alias 2**64 + s)
 _EPS64 = torch.finfo(torch.float64).eps
 ZERO_RTOL = math.sqrt(_EPS64)  # a spectral radius <= ZERO_RTOL * ||W||_F counts as 0 (see _zero_radius)
 
@@ -77,15 +78,6 @@ def _check_radius(value) -> float:
     return value
 
 
-def _check_dtype(value) -> torch.dtype:
-    if not isinstance(value, torch.dtype):
-        raise TypeError(
-            f"dtype must be a torch.dtype (torch.float32 or torch.float64), got {type(value).__name__} {value!r}")
-    if value not in FLOAT32_OR_64:
-        raise TypeError(f"dtype must be torch.float32 or torch.float64, got {value}")
-    return value
-
-
 def _generator(generator: torch.Generator | None, seed) -> torch.Generator:
     """``generator`` if given (``seed`` is then ignored), else a new one seeded with ``seed``, an
     int in ``0..2**64 - 1``."""
@@ -93,7 +85,7 @@ def _generator(generator: torch.Generator | None, seed) -> torch.Generator:
         if not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
         return generator
-    seed = check_int("seed", seed, 0, SEED_MAX)
+    seed = check_int("seed", seed, 0, GENERATOR_SEED_MAX)
     return torch.Generator().manual_seed(seed)
 
 
@@ -401,7 +393,7 @@ def reservoir_matrix(
     graph = check_choice("graph", graph, GRAPHS)
     distribution = check_choice("distribution", distribution, DISTRIBUTIONS)
     layout = check_choice("layout", layout, LAYOUTS)
-    dtype = _check_dtype(dtype)
+    dtype = check_float_dtype("dtype", dtype)
     g = _generator(generator, seed)
     A = random_graph(n, density, graph, generator=g)
     W = _draw((n, n), distribution, g, torch.float64) * A
@@ -434,7 +426,7 @@ def input_matrix(
     scaling = check_scalar("scaling", scaling, positive=True, allow_zero=False)
     density = _check_density(density)
     distribution = check_choice("distribution", distribution, DISTRIBUTIONS)
-    dtype = _check_dtype(dtype)
+    dtype = check_float_dtype("dtype", dtype)
     g = _generator(generator, seed)
     W = _draw((n, d), distribution, g, torch.float64) * scaling
     if density < 1.0:

@@ -103,7 +103,6 @@ from bpalts._backend import cpp_module, resolve_backend
 from bpalts._precision import TRITON_INPUT_PRECISION, check_precision, mm, operand_rounder
 from bpalts._checks import (
     check_in_place,
-    check_int,
     check_weights_and_batch,
     FLOAT32_ONLY,
     check_choice,
