@@ -3,8 +3,9 @@ r"""Triton kernels for :func:`bpalts.ops.ff_layer_step` (math: see that module).
 Three launches per call (the first once for each of the positive and negative batches):
 
 1. ``_forward_kernel``: the forward GEMM ``X W^T`` per (batch, units) tile on the raw input;
-   the K loop also accumulates the squared row norms of the X tiles it loads, so the length
-   normalisation costs no extra pass: epilogue ``z = s * acc + b`` with
+   the K loop also accumulates the squared row norms of the X tiles it loads (in float64:
+   the squares of entries above 1.8e19 overflow float32), so the length normalisation costs
+   no extra pass: epilogue ``z = s * acc + b`` with
    ``s = 1 / (sqrt(mean x^2) + eps)``, ``h = relu(z)`` stored, and the tile's partial goodness
    ``sum_n h^2`` per row written to a small (batch, unit tiles) buffer; the programs with
    ``pid_n == 0`` store ``s``.
@@ -47,7 +48,7 @@ def _forward_kernel(
     mmask = rm < B
     nmask = rn < N
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    xsq = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    xsq = tl.zeros((BLOCK_M,), dtype=tl.float64)  # float64: squares of |x| > 1.8e19 overflow float32
     for k0 in range(0, F, BLOCK_K):
         kk = k0 + rk
         kmask = kk < F
@@ -56,9 +57,11 @@ def _forward_kernel(
         w = tl.load(W + kk[:, None] * s_wf + rn[None, :] * s_wn,
                     mask=kmask[:, None] & nmask[None, :], other=0.0)  # (K, N) tile of W^T
         acc += tl.dot(x, w, input_precision=PRECISION)
-        xsq += tl.sum(x * x, axis=1)
+        if NORMALIZE:
+            xd = x.to(tl.float64)
+            xsq += tl.sum(xd * xd, axis=1)
     if NORMALIZE:
-        s = 1.0 / (tl.sqrt(xsq / F) + eps)
+        s = (1.0 / (tl.sqrt(xsq / F) + eps)).to(tl.float32)
     else:
         s = tl.full((BLOCK_M,), 1.0, tl.float32)
     bias = tl.load(BIAS + rn, mask=nmask, other=0.0)

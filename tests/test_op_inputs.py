@@ -151,3 +151,18 @@ def test_competitive_nan_currents_stay_in_bounds(rule, backend):
     Wv = guard[0]
     hebbian_update(Wv, X, rule, 0.05, backend=backend, check_finite_input=False)
     assert Wv.isnan().any() and torch.equal(guard[1], torch.zeros(5, 7))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ff_layer_step_rows_of_huge_entries_are_normalised(backend):
+    """FF's length normalisation of rows whose squares overflow float32 (|x| ~ 1e20): the mean
+    square is accumulated in float64 on every backend, so the step equals that of the same rows
+    at unit scale (it used to divide them by infinity in the reference and Triton paths)."""
+    g = torch.Generator().manual_seed(3)
+    W, b = torch.randn(7, 11, generator=g) * 0.3, torch.randn(7, generator=g) * 0.1
+    xp, xn = torch.randn(5, 11, generator=g), torch.randn(4, 11, generator=g)
+    want = ff_layer_step(W, b, xp, xn, 1.0, backend="reference")
+    got = ff_layer_step(W, b, xp * 1e20, xn * 3e21, 1.0, backend=backend)
+    for name, w, v in zip(want._fields, want, got):
+        assert torch.isfinite(v).all(), name
+        torch.testing.assert_close(v, w, rtol=1e-5, atol=1e-5, msg=name)

@@ -73,8 +73,12 @@ class FFStep(NamedTuple):
 
 def rms_normalize(x: torch.Tensor, eps: float) -> torch.Tensor:
     """Each row divided by its root mean square plus ``eps`` (FF's length normalisation of a
-    layer's input; the learner uses it for the passes the op does not make)."""
-    return x / (x.pow(2).mean(dim=1, keepdim=True).sqrt() + eps)
+    layer's input; the learner uses it for the passes the op does not make). The mean square
+    of a float32 ``x`` is accumulated in float64, as the C++ and Triton backends do, so that
+    rows of large entries (``|x| > 1.8e19``, whose squares overflow float32) are normalised,
+    not divided by infinity."""
+    acc = x.to(torch.float64) if x.dtype == torch.float32 else x
+    return x / (acc.pow(2).mean(dim=1, keepdim=True).sqrt() + eps).to(x.dtype)
 
 
 def _layer_input(x: torch.Tensor, eps: float, normalize: bool) -> torch.Tensor:

@@ -54,6 +54,11 @@ use it is an error):
   0.4), its strength; ``p >= 1`` (default 2), the norm of the currents. ``dw_k = g_k (x -
   <w_k, x>_p w_k)`` summed over the batch, as in the paper with R = 1. (The paper's code also
   divides each update by its max-abs entry; here it is divided by the batch size like every rule.)
+  The currents grow as ``|W|^(p-1)``: in float32 ``W~`` overflows once ``max|W|`` passes
+  ``3.4e38^(1/(p-1))`` (9.7 at p = 40, 1.9e4 at p = 10), the currents and the decay term
+  somewhat before, and the update is then inf / NaN on every backend, as the formula is. The
+  rule drives each row towards unit p-norm (R = 1), so this only happens with weights far from
+  that: start them small, as the paper does (learners report the divergence).
 
 The batched matrix form (one GEMM per term instead of a per-sample outer product) is FastHebb:
 Lagani, Gennaro, Falchi, Amato, "FastHebb: Scaling Hebbian Training of Deep Neural Networks to
