@@ -17,6 +17,9 @@ the CSVs, nothing is measured here):
 - ``kernels/reservoir_run.py`` ``BATCHED_GEMM``: ``"cublas"`` if ``reservoir_run[cublas-gemm]``
   beats ``reservoir_run[triton-gemm]`` at N2000 B256 T28 (older CSVs: ``[cublas]`` against the
   default row), plain call and graph both.
+- ``kernels/reservoir_run.py`` ``BATCHED_GEMM_TF32X3``: ``"cublas"`` if
+  ``reservoir_run[cublas-gemm] tf32x3`` (one TF32 GEMM of the split operands) beats
+  ``reservoir_run[triton-gemm] tf32x3`` at N2000 B256 T28, plain call and graph both.
 - ``kernels/pc_relax.py`` ``CONCURRENT_GEMMS`` (fp32 rows) and ``CONCURRENT_GEMMS_TF32`` (tf32
   rows): True if ``pc_relax[cublas-concurrent]`` beat ``pc_relax[cublas]`` in every row measured
   at those precisions (same shape and precision, plain call and graph).
@@ -181,6 +184,8 @@ def decisions(rows: list[Row]) -> list[str]:
             out.append(_either(by, switch, "reservoir_run", shape, variant, yes, no, against=against))
         else:
             out.append(_either(by, switch, "reservoir_run", shape, legacy, yes, no))
+    out.append(_either(by, "BATCHED_GEMM_TF32X3", "reservoir_run", "N2000 B256 T28 D28", "cublas-gemm",
+                       "cublas", "triton", against="triton-gemm", precision="tf32x3"))
     # the op's own graph replays change only the plain call (in the bench's graph both rows
     # record the same launches): plain calls decide
     out.append(_either(by, "GRAPH_MIN_STEPS", "reservoir_run", "N2000 B256 T28 D28", "graph", 28, 0,
@@ -251,14 +256,15 @@ def _cublas_min_macs(rows: list[Row], by: dict, base: str, where: str, precision
 
 
 def _either(by: dict, switch: str, op: str, shape: str, variant: str, yes: str, no: str,
-            against: str = "", plain_only: bool = False) -> str:
+            against: str = "", plain_only: bool = False, precision: str = "fp32") -> str:
     """``switch = yes`` if ``op[variant]`` beat the ``op[against]`` row (the default ``op`` row
-    without ``against``) at ``shape`` (plain call and graph both, or with ``plain_only`` the
-    plain call), else ``no``."""
-    new = by.get((f"{op}[{variant}]", shape))
-    default = by.get((f"{op}[{against}]" if against else op, shape))
+    without ``against``) at ``shape`` and ``precision`` (plain call and graph both, or with
+    ``plain_only`` the plain call), else ``no``."""
+    suffix = "" if precision == "fp32" else f" {precision}"
+    new = by.get((f"{op}[{variant}]{suffix}", shape))
+    default = by.get(((f"{op}[{against}]" if against else op) + suffix, shape))
     if new is None or default is None:
-        return f"{switch}: no decision (the {op} {shape} rows are missing)"
+        return f"{switch}: no decision (the {op}{suffix} {shape} rows are missing)"
     won = _beats_plain(new, default) if plain_only else _beats(new, default)
     choice = yes if won else no
     return (f"{switch} = {choice!r}: {yes} {_fmt(new.triton)} / {_fmt(new.graph)} ms "

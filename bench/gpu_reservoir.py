@@ -17,7 +17,7 @@ Rows (DESIGN.md section 7 shapes):
   step's product by cuBLAS, then one elementwise kernel for tanh and the leak
   (``BATCHED_GEMM = "cublas"``).
 - ``reservoir_run tf32x3`` / ``tf32`` same shape: tf32x3 runs the fused Triton GEMM step on
-  tensor cores (cuBLAS has no 3xTF32) and is held to the fp32 tolerance; tf32 (cuBLAS) to the
+  tensor cores (``BATCHED_GEMM_TF32X3``) and is held to the fp32 tolerance; tf32 (cuBLAS) to the
   tf32 one (against the fp32 reference).
 - ``reservoir_run[graph]`` (fp32 and tf32x3) same shape: the default per-step path replayed
   from the op's own cached CUDA graph (``GRAPH_MIN_STEPS``, off by default): its plain call
@@ -25,9 +25,10 @@ Rows (DESIGN.md section 7 shapes):
 - ``reservoir_run[persistent-graph]`` N2000 B1 T784 D1: the default (persistent kernel) path
   with ``PERSISTENT_GRAPHS`` on (its plain calls replayed from a cached graph; off by default).
   This and the ``[graph]`` rows check their third call, a replay.
-- ``reservoir_run[cublas-gemm]`` / ``[triton-gemm]`` (fp32 and tf32) same shape: each of
-  ``BATCHED_GEMM``'s choices named (``gemm=``): cuBLAS, or the fused Triton GEMM step (tanh and
-  the leak in its epilogue).
+- ``reservoir_run[cublas-gemm]`` / ``[triton-gemm]`` (fp32, tf32 and tf32x3) same shape: each
+  of ``BATCHED_GEMM``'s (``BATCHED_GEMM_TF32X3``'s) choices named (``gemm=``): cuBLAS (at
+  tf32x3 one TF32 GEMM of the 3xTF32-split operands, K tripled), or the fused Triton GEMM step
+  (tanh and the leak in its epilogue).
 
 torch.compile of the reference is not timed for the 784-step row (Dynamo unrolls the loop into
 thousands of ops; DESIGN.md has no anchor there either): its compile column reports why.
@@ -58,6 +59,8 @@ ANCHORS: dict = {
     ("reservoir_run[cublas-gemm] tf32", "N2000 B256 T28 D28"): (3.44, 2.06, 2.49, None),
     ("reservoir_run[triton-gemm]", "N2000 B256 T28 D28"): (3.44, 2.06, 2.49, 1.5),
     ("reservoir_run[triton-gemm] tf32", "N2000 B256 T28 D28"): (3.44, 2.06, 2.49, None),
+    ("reservoir_run[cublas-gemm] tf32x3", "N2000 B256 T28 D28"): (3.44, 2.06, 2.49, 1.5),
+    ("reservoir_run[triton-gemm] tf32x3", "N2000 B256 T28 D28"): (3.44, 2.06, 2.49, 1.5),
 }
 TOL_TF32 = 3e-3  # gpu.TOL_TF32
 
@@ -162,8 +165,8 @@ def ops(smoke: bool, Op) -> list:
         triton=check_a_replay(lambda W, W_in, inputs: triton_graphed(
             W, W_in, inputs, switch="PERSISTENT_GRAPHS", on=True))))
     label, N, B, T, D = rows
-    for gemm in ("cublas", "triton"):  # BATCHED_GEMM's two choices, each named
-        for precision in ("fp32", "tf32"):
+    for gemm in ("cublas", "triton"):  # BATCHED_GEMM's (and BATCHED_GEMM_TF32X3's) choices, named
+        for precision in ("fp32", "tf32", "tf32x3"):
             out.append(Op(
                 name=f"reservoir_run[{gemm}-gemm]" + ("" if precision == "fp32" else f" {precision}"),
                 shape=label, make_inputs=_inputs(N, B, T, D),
@@ -171,6 +174,6 @@ def ops(smoke: bool, Op) -> list:
                 triton=lambda W, W_in, inputs, p=precision, g=gemm: tk.reservoir_run(
                     W, W_in, inputs, LEAK, precision=p, gemm=g),
                 tol=TOL_TF32 if precision == "tf32" else Op.tol,
-                spec=None if precision == "fp32" else
+                spec=None if precision != "tf32" else
                 (lambda W, W_in, inputs: reservoir_run_reference(W, W_in, inputs, LEAK, precision="tf32"))))
     return out

@@ -12,3 +12,21 @@ def tanh(x):
     e = tl.exp(-2.0 * tl.abs(x))
     t = (1.0 - e) / (1.0 + e)
     return tl.where(x >= 0, t, -t)
+
+
+@triton.jit
+def round_tf32(x):
+    """float32 ``x`` rounded to TF32 (nearest, ties to even: the 13 low mantissa bits cleared),
+    as :func:`bpalts._precision.round_tf32` does; infinities and NaNs pass through."""
+    bits = x.to(tl.int32, bitcast=True)
+    r = ((bits + (0x0FFF + ((bits >> 13) & 1))) & -8192).to(tl.float32, bitcast=True)
+    return tl.where(tl.abs(x) < float("inf"), r, x)
+
+
+@triton.jit
+def split_tf32(x):
+    """3xTF32's split of float32 ``x`` into two TF32 numbers: ``hi = round_tf32(x)`` and
+    ``lo = round_tf32(x - hi)`` (``x - hi`` is exact), so ``hi + lo`` is ``x`` to about
+    2^-22 relative; both are exact inputs of a TF32 tensor-core product."""
+    hi = round_tf32(x)
+    return hi, round_tf32(x - hi)

@@ -44,6 +44,11 @@ once (N=2000, B=1: four 16 x 512 tiles, 185 registers, no spill on sm_90):
    (``ieee``) products ran at 0.58-0.88x cuBLAS at 4096 and this path's eager reference (cuBLAS
    plus four elementwise kernels per step) beat ``_gemm_step_kernel`` at B256 T28 (1.85 ms in a
    CUDA graph against 4.99), so the fused epilogue does not pay for the slower GEMM there.
+   At ``precision="tf32x3"`` (cuBLAS has no 3xTF32) the product is one TF32 GEMM with K
+   tripled, ``P = [x_hi, x_lo, x_hi] [W_hi, W_hi, W_lo]^T`` (``hi = round_tf32(v)``, ``lo =
+   round_tf32(v - hi)``: both TF32-exact, so the tensor cores' products are exact and only the
+   ``lo lo`` term is dropped): ``_split3_kernel`` splits ``W`` once per call, and
+   ``_leak_tanh_kernel`` writes each new state's split beside the state itself.
 
 With ``GRAPH_MIN_STEPS`` set (28, the default: runs of at least that many steps), the per-step
 paths (3 and 4) replay a CUDA graph of their step loop instead of launching every step from
@@ -67,9 +72,10 @@ import torch
 import triton
 import triton.language as tl
 
-from bpalts._precision import CUBLAS_PRECISIONS, TRITON_INPUT_PRECISION, gemm_into, gemm_precision
+from bpalts._precision import TRITON_INPUT_PRECISION, gemm_into, gemm_precision
 from bpalts.kernels._capture import PlainCallGraphs, settings_key, tensor_key
 from bpalts.kernels._capture import graphs_apply as _graphs_apply  # tests stand in for it here
+from bpalts.kernels._math import split_tf32 as _split_tf32
 from bpalts.kernels._math import tanh as _tanh
 
 # Batches up to this size use the unit-block (broadcast) kernels; larger ones the tl.dot GEMM.
@@ -96,7 +102,15 @@ NUM_WARPS = 4
 # 4.97 for "triton" (_gemm_step_kernel, fp32 products); at tf32 2.63 / 0.59 against 1.89 / 0.65.
 BATCHED_GEMM = "cublas"
 GEMMS = ("triton", "cublas")
+# The same choice at precision="tf32x3". "cublas" runs 3xTF32 as ONE TF32 GEMM with K tripled:
+# ``[x_hi, x_lo, x_hi] [W_hi, W_hi, W_lo]^T`` (W split once per call by _split3_kernel, the state
+# split by _leak_tanh_kernel as it writes it); "triton" splits both operands in every tile of
+# _gemm_step_kernel (tl.dot's tf32x3: 1.48 ms in a CUDA graph on an H100 at N2000 B256 T28,
+# bench/results/2026-11-28-h100). The cuBLAS form is not timed yet (written without a GPU,
+# twelfth session): "triton" until bench/gpu_decide.py says otherwise.
+BATCHED_GEMM_TF32X3 = "triton"
 EW_BLOCK = 1024  # units per program of _leak_tanh_kernel
+SPLIT_BR, SPLIT_BC = 16, 256  # _split3_kernel's tile (rows, columns)
 
 # The per-step path replayed from a CUDA graph (its step loop captured once per configuration,
 # at its third call, then one replay per call) for runs of at least GRAPH_MIN_STEPS steps; 0 =
@@ -373,9 +387,11 @@ def _gemm_step_kernel(
 
 
 @triton.jit
-def _leak_tanh_kernel(P, U_t, s_ub, s_un, X, leak, Xn, N, BLOCK_N: tl.constexpr):
+def _leak_tanh_kernel(P, U_t, s_ub, s_un, X, leak, Xn, X3, N, SPLIT: tl.constexpr,
+                      BLOCK_N: tl.constexpr):
     """Row ``program_id(0)``, units ``program_id(1) * BLOCK_N ..``: ``Xn = X + a (tanh(P + U_t) -
-    X)``; P, X, Xn contiguous (B, N), U_t strided."""
+    X)``; P, X, Xn contiguous (B, N), U_t strided. SPLIT (3xTF32): also ``X3[b] = [hi, lo, hi]``
+    of the new state (X3 contiguous (B, 3, N)), the next step's GEMM operand."""
     b = tl.program_id(0)
     rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     mn = rn < N
@@ -383,7 +399,41 @@ def _leak_tanh_kernel(P, U_t, s_ub, s_un, X, leak, Xn, N, BLOCK_N: tl.constexpr)
     u = tl.load(U_t + b * s_ub + rn * s_un, mask=mn, other=0.0)
     x = tl.load(X + b * N + rn, mask=mn, other=0.0)
     a = tl.load(leak + rn, mask=mn, other=1.0)
-    tl.store(Xn + b * N + rn, x + a * (_tanh(p + u) - x), mask=mn)
+    xn = x + a * (_tanh(p + u) - x)
+    tl.store(Xn + b * N + rn, xn, mask=mn)
+    if SPLIT:
+        hi, lo = _split_tf32(xn)
+        row = X3 + b * 3 * N + rn
+        tl.store(row, hi, mask=mn)
+        tl.store(row + N, lo, mask=mn)
+        tl.store(row + 2 * N, hi, mask=mn)
+
+
+@triton.jit
+def _split3_kernel(A, s_ar, s_ac, A3, R, C, LO: tl.constexpr, BLOCK_R: tl.constexpr,
+                   BLOCK_C: tl.constexpr):
+    """``A3[r] = three parts of row r of A`` (A (R, C) strided, A3 contiguous (R, 3, C)): part
+    ``LO`` (1 or 2) the TF32 remainder ``lo`` of the row, the other two its TF32 ``hi``: the
+    K-concatenated operands of a 3xTF32 product (``[hi, lo, hi] [hi, hi, lo]^T = hi hi + lo hi +
+    hi lo``)."""
+    rr = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    rc = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    m = (rr[:, None] < R) & (rc[None, :] < C)
+    hi, lo = _split_tf32(tl.load(A + rr[:, None] * s_ar + rc[None, :] * s_ac, mask=m, other=0.0))
+    row = A3 + rr[:, None] * 3 * C + rc[None, :]
+    tl.store(row, hi, mask=m)
+    tl.store(row + C, lo if LO == 1 else hi, mask=m)
+    tl.store(row + 2 * C, lo if LO == 2 else hi, mask=m)
+
+
+def split3(A: torch.Tensor, lo: int) -> torch.Tensor:
+    """(R, 3, C) float32: each row of ``A`` (R, C) as its TF32 parts, ``lo`` (1 or 2) the index
+    of the remainder (see ``_split3_kernel``)."""
+    R, C = A.shape
+    A3 = torch.empty((R, 3, C), dtype=torch.float32, device=A.device)
+    _split3_kernel[(triton.cdiv(R, SPLIT_BR), triton.cdiv(C, SPLIT_BC))](
+        A, A.stride(0), A.stride(1), A3, R, C, LO=lo, BLOCK_R=SPLIT_BR, BLOCK_C=SPLIT_BC)
+    return A3
 
 
 def _launch_persistent(W, n_keep, mode, slots, T_run, B, N, n_programs, sync, resident, batch,
@@ -466,23 +516,34 @@ def _step_loop(W, U, a, x0, out, *, steps, T_run, gemm, precision, small) -> Non
         x.zero_()
     else:
         x = x0
+    split = gemm == "cublas" and precision == "tf32x3"  # 3xTF32 as one K-concatenated TF32 GEMM
+    gemm_prec = "tf32" if split else precision
     if gemm == "cublas":
         WT = W.t()
         grid = (B, triton.cdiv(N, EW_BLOCK))
+        X3 = P  # unread without the split
+        if split:  # P = [x_hi, x_lo, x_hi] [W_hi, W_hi, W_lo]^T
+            WT = split3(W, 2).view(N, 3 * N).t()
+            if x0 is None:
+                X3 = torch.zeros((B, 3, N), dtype=torch.float32, device=dev)
+            else:
+                X3 = split3(x0, 1)
+            x3 = X3.view(B, 3 * N)
     elif small:
         batch, block_n, block_k, k_tiles = _small_blocks(B, N)
         grid = (triton.cdiv(N, block_n),)
     else:
         bm, bn, bk = (BM_TF32X3, BN_TF32X3, BK_TF32X3) if precision == "tf32x3" else (BM, BN, BK)
         grid = (triton.cdiv(B, bm), triton.cdiv(N, bn))
-    with gemm_precision(W, precision) if gemm == "cublas" else nullcontext():
+    with gemm_precision(W, gemm_prec) if gemm == "cublas" else nullcontext():
         for t in range(T_run):
             i = slot.get(t)
             dst = out[i] if i is not None else bufs[t & 1]
             U_t = U[t]
             if gemm == "cublas":
-                gemm_into(P, x, WT, precision)
-                _leak_tanh_kernel[grid](P, U_t, s_ub, s_un, x, a, dst, N, BLOCK_N=EW_BLOCK, num_warps=4)
+                gemm_into(P, x3 if split else x, WT, gemm_prec)
+                _leak_tanh_kernel[grid](P, U_t, s_ub, s_un, x, a, dst, X3, N, SPLIT=split,
+                                        BLOCK_N=EW_BLOCK, num_warps=4)
             elif small:
                 _gemv_step_kernel[grid](W, W.stride(0), W.stride(1), x, U_t, s_ub, s_un, a, dst, B, N,
                                         BATCH=batch, BLOCK_N=block_n, BLOCK_K=block_k,
@@ -531,9 +592,10 @@ def reservoir_run(W, W_in, inputs, leak, bias=None, state0=None, *, keep="all",
     rounding (``"tf32"``); the small-batch kernels compute ``x_{t-1} W^T`` in fp32.
     ``gemm``: the per-step product ``x_{t-1} W^T``: ``"triton"`` (``tl.dot`` with the tanh and
     leak in its epilogue; ``_gemv_step_kernel`` for batches up to ``SMALL_BATCH_MAX``) or
-    ``"cublas"`` (``torch.mm``, then ``_leak_tanh_kernel``; any batch, "fp32" or "tf32", not
-    with the persistent kernel). None: ``BATCHED_GEMM`` for larger batches where cuBLAS can
-    compute ``precision``, else ``"triton"``.
+    ``"cublas"`` (``torch.mm``, then ``_leak_tanh_kernel``; any batch and precision, "tf32x3"
+    as one TF32 GEMM of split operands; not with the persistent kernel). None: for batches
+    above ``SMALL_BATCH_MAX`` ``BATCHED_GEMM`` (``BATCHED_GEMM_TF32X3`` at "tf32x3"), else
+    ``"triton"``.
     """
     from bpalts.ops.reservoir_run import _input_projection, _keep_plan
 
@@ -554,13 +616,11 @@ def reservoir_run(W, W_in, inputs, leak, bias=None, state0=None, *, keep="all",
     if gemm is not None and gemm not in GEMMS:
         raise ValueError(f"gemm must be one of {GEMMS}, got {gemm!r}")
     if gemm == "cublas":
-        if precision not in CUBLAS_PRECISIONS:
-            raise ValueError(f"gemm='cublas' computes precision 'fp32' or 'tf32', got {precision!r}")
         if persistent:
             raise ValueError("gemm='cublas' runs one step per launch: it cannot be persistent")
         persistent = False
     elif gemm is None:
-        gemm = BATCHED_GEMM if not small and precision in CUBLAS_PRECISIONS else "triton"
+        gemm = "triton" if small else BATCHED_GEMM_TF32X3 if precision == "tf32x3" else BATCHED_GEMM
     if persistent is None:
         persistent = small and dev.type == "cuda" and not interp
     if persistent:

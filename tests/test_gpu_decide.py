@@ -126,10 +126,13 @@ def test_named_reservoir_twins(tmp_path):
         ("reservoir_run[cublas-gemm]", "N2000 B256 T28 D28", "ok", "2.4", "1.7", "<= 1.5"),
         ("reservoir_run[triton-gemm]", "N2000 B256 T28 D28", "ok", "2.3", "5.0", "<= 1.5"),
         ("reservoir_run[graph]", "N2000 B256 T28 D28", "ok", "0.09", "0.09", "<= 1.5"),
+        ("reservoir_run[cublas-gemm] tf32x3", "N2000 B256 T28 D28", "ok", "1.3", "1.2", "<= 1.5"),
+        ("reservoir_run[triton-gemm] tf32x3", "N2000 B256 T28 D28", "ok", "1.6", "1.48", "<= 1.5"),
     ])
     text = "\n".join(gpu_decide.decisions(gpu_decide.read_rows([path])))
     assert "DEFAULT_SYNC = 'll': ll 2.000 / 1.900 ms (ok) against barrier 2.100 / 2.000" in text
     assert "BATCHED_GEMM = 'triton'" in text  # the plain call lost
+    assert "BATCHED_GEMM_TF32X3 = 'cublas': cublas 1.300 / 1.200 ms (ok) against triton 1.600 / 1.480" in text
     assert "GRAPH_MIN_STEPS = 28: 28 0.090 / 0.090 ms (ok) against 0 0.100 / 0.100 ms" in text
 
 
@@ -141,5 +144,5 @@ def test_no_decision_without_rows(tmp_path):
     assert "BATCHED_GEMM: no decision" in text and "CUBLAS_MIN_ROWS: no decision" in text
     assert "PERSISTENT_MAX_ROWS: no decision" in text and "CONCURRENT_GEMMS: no decision" in text
     for switch in ("TRIL_FORM", "GRAPH_MAX_MACS", "FULL_GRAPHS_MAX", "SPLIT_K", "PERSISTENT_GRAPHS",
-                   "GRAPH_MIN_STEPS"):
+                   "GRAPH_MIN_STEPS", "BATCHED_GEMM_TF32X3"):
         assert f"{switch}: no decision" in text, switch

@@ -230,11 +230,12 @@ def test_runtime_k_loop(persistent, B, monkeypatch, poisoned_empty):
 
 
 @pytest.mark.parametrize("keep", ["all", "last", [2, 0, 2]], ids=str)
-@pytest.mark.parametrize("precision", ["fp32", "tf32"])
+@pytest.mark.parametrize("precision", ["fp32", "tf32", "tf32x3"])
 @pytest.mark.parametrize("shape", [(1, 1, 3, 1), (37, 3, 4, 5), (70, 67, 3, 28)], ids=str)
 def test_cublas_gemm_path(shape, precision, keep, monkeypatch, poisoned_empty):
     """gemm="cublas": torch.mm for x_{t-1} W^T, then _leak_tanh_kernel (once per step); tf32
-    against the tf32 reference (operands rounded on both sides here, so fp32-level agreement)."""
+    against the tf32 reference (operands rounded on both sides here, so fp32-level agreement),
+    tf32x3 (one K-concatenated TF32 GEMM of the split operands) against the fp32 one."""
     from bpalts.kernels import reservoir_run as tk
 
     spy = LaunchSpy(tk._leak_tanh_kernel)
@@ -252,14 +253,15 @@ def test_cublas_gemm_path(shape, precision, keep, monkeypatch, poisoned_empty):
 
 
 def test_batched_gemm_default(monkeypatch, poisoned_empty):
-    """BATCHED_GEMM picks the batched path's GEMM: "cublas" reaches _leak_tanh_kernel for
-    batches above SMALL_BATCH_MAX at fp32 / tf32, never for tf32x3 (cuBLAS has no 3xTF32) or
+    """BATCHED_GEMM picks the batched path's GEMM at fp32 / tf32, BATCHED_GEMM_TF32X3 at
+    tf32x3: "cublas" reaches _leak_tanh_kernel for batches above SMALL_BATCH_MAX, never for
     small batches."""
     from bpalts.kernels import reservoir_run as tk
 
     spy = LaunchSpy(tk._leak_tanh_kernel)
     monkeypatch.setattr(tk, "_leak_tanh_kernel", spy)
     monkeypatch.setattr(tk, "BATCHED_GEMM", "cublas")
+    monkeypatch.setattr(tk, "BATCHED_GEMM_TF32X3", "triton")
     for B, precision, used in ((11, "fp32", True), (11, "tf32", True), (11, "tf32x3", False),
                                (3, "fp32", False)):
         W, W_in, inputs, leak, bias, x0 = _problem(21, B, 2, 3, B, True)
@@ -269,6 +271,49 @@ def test_batched_gemm_default(monkeypatch, poisoned_empty):
                                        precision="tf32" if precision == "tf32" else "fp32")
         assert rel_err(got, want) < RTOL_REDUCTION
         assert (len(spy.grids) > n) == used, (B, precision)
+    monkeypatch.setattr(tk, "BATCHED_GEMM", "triton")
+    monkeypatch.setattr(tk, "BATCHED_GEMM_TF32X3", "cublas")
+    for B, precision, used in ((11, "fp32", False), (11, "tf32x3", True), (3, "tf32x3", False)):
+        W, W_in, inputs, leak, bias, x0 = _problem(21, B, 2, 3, B, True)
+        n = len(spy.grids)
+        got = reservoir_run(W, W_in, inputs, leak, bias, x0, backend="triton", precision=precision)
+        assert rel_err(got, reservoir_run_reference(W, W_in, inputs, leak, bias, x0)) < RTOL_REDUCTION
+        assert (len(spy.grids) > n) == used, (B, precision)
+
+
+def test_cublas_tf32x3_is_float32_accurate(poisoned_empty):
+    """3xTF32 on the cuBLAS path: the split operands are TF32-exact, so the CPU's emulation of a
+    TF32 GEMM (operands rounded to TF32, products in float32) computes what tensor cores do.
+    Against a float64 run its error is within a small factor of plain fp32's and far below
+    tf32's (whose operands lose 13 bits)."""
+    from bpalts.kernels import reservoir_run as tk
+
+    W, W_in, inputs, leak, bias, x0 = _problem(96, 40, 5, 7, 5, True)
+    W = W * (1.2 / W.abs().sum(1).max())  # a spectral radius near 1: errors are not damped away
+    exact = reservoir_run_reference(*(t.double() if isinstance(t, torch.Tensor) else t
+                                      for t in (W, W_in, inputs, leak, bias, x0)))
+    err = {p: rel_err(tk.reservoir_run(W, W_in, inputs, leak, bias, x0, precision=p, gemm="cublas").double(),
+                      exact) for p in ("fp32", "tf32", "tf32x3")}
+    assert err["tf32x3"] < 4 * err["fp32"] + 1e-7, err
+    assert err["tf32"] > 30 * err["tf32x3"], err
+
+
+def test_split3_parts(poisoned_empty):
+    """_split3_kernel: rows of a strided A as [hi, lo, hi] (lo=1) or [hi, hi, lo] (lo=2), hi and
+    lo TF32-exact and hi + lo = A to 2^-22."""
+    from bpalts._precision import round_tf32
+    from bpalts.kernels import reservoir_run as tk
+
+    A = (torch.randn(40, 300) * torch.logspace(-3, 3, 300)).T  # (300, 40), strides (1, 300)
+    hi = round_tf32(A.contiguous())
+    lo = round_tf32(A - hi)
+    for where in (1, 2):
+        A3 = tk.split3(A, where)
+        assert A3.shape == (300, 3, 40) and A3.is_contiguous()
+        parts = [lo if i == where else hi for i in range(3)]
+        for i in range(3):
+            assert torch.equal(A3[:, i], parts[i]), (where, i)
+    assert ((hi.double() + lo.double() - A.double()).abs() <= A.double().abs() * 2.0 ** -22).all()
 
 
 def test_cublas_gemm_bad_requests():
@@ -277,8 +322,6 @@ def test_cublas_gemm_bad_requests():
     W, W_in, inputs, leak, bias, x0 = _problem(9, 2, 2, 3, 1, False)
     with pytest.raises(ValueError, match="gemm must be one of"):
         tk.reservoir_run(W, W_in, inputs, 0.5, gemm="cudnn")
-    with pytest.raises(ValueError, match="gemm='cublas' computes precision 'fp32' or 'tf32'"):
-        tk.reservoir_run(W, W_in, inputs, 0.5, gemm="cublas", precision="tf32x3")
     with pytest.raises(ValueError, match="cannot be persistent"):
         tk.reservoir_run(W, W_in, inputs, 0.5, gemm="cublas", persistent=True, n_programs=1)
 
