@@ -465,14 +465,16 @@ class RLSReadout(_Readout):
         K = torch.linalg.solve(S, PX.T).T  # (F, B) = P X^T S^{-1}  (S symmetric)
         E = T - Xa @ self.weight_full.T  # (B, C) a-priori error
         W = self.weight_full + E.T @ K.T
-        P = (self.P - K @ PX.T).div_(self.forgetting)
-        P = 0.5 * (P + P.T)  # keep it symmetric against rounding
-        if not bool(torch.isfinite(W).all() & torch.isfinite(P).all()):
+        # P <- sym((P - K PX^T) / beta), with two F x F temporaries (F can be thousands)
+        P = torch.addmm(self.P, K, PX.T, alpha=-1.0)
+        Psym = torch.add(P, P.T).mul_(0.5 / self.forgetting)  # symmetric against rounding
+        if not bool(torch.isfinite(W).all() & torch.isfinite(Psym).all()):
             raise ValueError(
                 "RLSReadout diverged (the step gives non-finite weights; the state is left "
                 "unchanged): increase delta or forgetting")
+        del P
         self.weight_full.copy_(W)
-        self.P.copy_(P)
+        self.P.copy_(Psym)
         return self
 
     @property
