@@ -504,7 +504,7 @@ def _tril_blocks(W, X, G, scale: float, precision: str) -> None:
     (Sanger's per-sample ``dw_i = g_i (x - sum_{j<=i} g_j w_j)``, a block at a time, as the C++
     path computes it). Unlike the C++ path's loop, every block here runs at once, as batched
     GEMMs: ``P_j = G_j W_j`` for all blocks but the last (one batched GEMM, written negated
-    into the residual buffer), a cumulative sum over the blocks plus ``X`` gives every
+    into the residual buffer after ``R_0 = X``), a cumulative sum over the blocks gives every
     ``R_i``, then ``G_i^T R_i`` and ``G_i^T G_i`` (batched), the triangles and
     ``-tril(C_ii) W_i`` (batched, accumulated), ``W += scale T``. Multiply-adds
     ``B N F (3 - 1/nb) + N b (B + F)`` against the panel form's
@@ -525,7 +525,7 @@ def _tril_blocks(W, X, G, scale: float, precision: str) -> None:
         m = nb - 1  # P_j for j < nb - 1: always full blocks
         Gm = blocks(Gt[:m * b], m)  # (m, b, B): G_j^T
         gemm_into(R[1:], Gm.transpose(1, 2), blocks(W[:m * b], m), precision, alpha=-1.0)
-        R[1:].cumsum_(0).add_(X)  # R_i = X - sum_{j<i} P_j
+        R.cumsum_(0)  # R_i = X - sum_{j<i} P_j (R_0 = X): one pass, no separate "+ X"
     T = torch.empty((N, F), **f32)
     C = torch.empty((nb, b, b), **f32)
     if nf:
