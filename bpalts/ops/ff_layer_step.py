@@ -77,8 +77,8 @@ def rms_normalize(x: torch.Tensor, eps: float) -> torch.Tensor:
     of a float32 ``x`` is accumulated in float64, as the C++ and Triton backends do, so that
     rows of large entries (``|x| > 1.8e19``, whose squares overflow float32) are normalised,
     not divided by infinity."""
-    acc = x.to(torch.float64) if x.dtype == torch.float32 else x
-    return x / (acc.pow(2).mean(dim=1, keepdim=True).sqrt() + eps).to(x.dtype)
+    norm = torch.linalg.vector_norm(x, dim=1, keepdim=True, dtype=torch.float64)  # no float64 copy of x
+    return x / (norm * x.shape[1] ** -0.5 + eps).to(x.dtype)
 
 
 def _layer_input(x: torch.Tensor, eps: float, normalize: bool) -> torch.Tensor:
