@@ -200,8 +200,9 @@ class ForwardForward(Learner):
         xm = x.clone()
         xm[:, :C] = 0.0
         D = x.shape[1]
-        rms = ((xm.pow(2).sum(1, keepdim=True) + self.label_intensity ** 2) / D).sqrt()
-        s = 1.0 / (rms + self.eps)  # (B, 1)
+        sq = torch.linalg.vector_norm(xm, dim=1, keepdim=True, dtype=torch.float64).pow(2)  # as rms_normalize
+        rms = ((sq + self.label_intensity ** 2) / D).sqrt()
+        s = (1.0 / (rms + self.eps)).to(x.dtype)  # (B, 1)
         W0 = self.weights[0]
         z0 = torch.addmm(self.biases[0], xm * s, W0.T)  # (B, N0)
         cols = self.label_intensity * W0[:, :C].T  # (C, N0)
