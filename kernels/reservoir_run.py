@@ -47,7 +47,7 @@ once (N=2000, B=1: four 16 x 512 tiles, 185 registers, no spill on sm_90):
    At ``precision="tf32x3"`` (cuBLAS has no 3xTF32) the product is one TF32 GEMM with K
    tripled, ``P = [x_hi, x_lo, x_hi] [W_hi, W_hi, W_lo]^T`` (``hi = round_tf32(v)``, ``lo =
    round_tf32(v - hi)``: both TF32-exact, so the tensor cores' products are exact and only the
-   ``lo lo`` term is dropped): ``_split3_kernel`` splits ``W`` once per call, and
+   ``lo lo`` term is dropped): ``split3`` (``kernels/_split_tf32.py``) splits ``W`` once per call, and
    ``_leak_tanh_kernel`` writes each new state's split beside the state itself.
 
 With ``GRAPH_MIN_STEPS`` set (28, the default: runs of at least that many steps), the per-step
@@ -76,6 +76,7 @@ from bpalts._precision import TRITON_INPUT_PRECISION, gemm_into, gemm_precision
 from bpalts.kernels._capture import PlainCallGraphs, settings_key, tensor_key
 from bpalts.kernels._capture import graphs_apply as _graphs_apply  # tests stand in for it here
 from bpalts.kernels._math import split_tf32 as _split_tf32
+from bpalts.kernels._split_tf32 import split3
 from bpalts.kernels._math import tanh as _tanh
 
 # Batches up to this size use the unit-block (broadcast) kernels; larger ones the tl.dot GEMM.
@@ -103,14 +104,13 @@ NUM_WARPS = 4
 BATCHED_GEMM = "cublas"
 GEMMS = ("triton", "cublas")
 # The same choice at precision="tf32x3". "cublas" runs 3xTF32 as ONE TF32 GEMM with K tripled:
-# ``[x_hi, x_lo, x_hi] [W_hi, W_hi, W_lo]^T`` (W split once per call by _split3_kernel, the state
+# ``[x_hi, x_lo, x_hi] [W_hi, W_hi, W_lo]^T`` (W split once per call by kernels/_split_tf32.py, the state
 # split by _leak_tanh_kernel as it writes it); "triton" splits both operands in every tile of
 # _gemm_step_kernel (tl.dot's tf32x3: 1.48 ms in a CUDA graph on an H100 at N2000 B256 T28,
 # bench/results/2026-11-28-h100). The cuBLAS form is not timed yet (written without a GPU,
 # twelfth session): "triton" until bench/gpu_decide.py says otherwise.
 BATCHED_GEMM_TF32X3 = "triton"
 EW_BLOCK = 1024  # units per program of _leak_tanh_kernel
-SPLIT_BR, SPLIT_BC = 16, 256  # _split3_kernel's tile (rows, columns)
 
 # The per-step path replayed from a CUDA graph (its step loop captured once per configuration,
 # at its third call, then one replay per call) for runs of at least GRAPH_MIN_STEPS steps; 0 =
@@ -407,33 +407,6 @@ def _leak_tanh_kernel(P, U_t, s_ub, s_un, X, leak, Xn, X3, N, SPLIT: tl.constexp
         tl.store(row, hi, mask=mn)
         tl.store(row + N, lo, mask=mn)
         tl.store(row + 2 * N, hi, mask=mn)
-
-
-@triton.jit
-def _split3_kernel(A, s_ar, s_ac, A3, R, C, LO: tl.constexpr, BLOCK_R: tl.constexpr,
-                   BLOCK_C: tl.constexpr):
-    """``A3[r] = three parts of row r of A`` (A (R, C) strided, A3 contiguous (R, 3, C)): part
-    ``LO`` (1 or 2) the TF32 remainder ``lo`` of the row, the other two its TF32 ``hi``: the
-    K-concatenated operands of a 3xTF32 product (``[hi, lo, hi] [hi, hi, lo]^T = hi hi + lo hi +
-    hi lo``)."""
-    rr = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
-    rc = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    m = (rr[:, None] < R) & (rc[None, :] < C)
-    hi, lo = _split_tf32(tl.load(A + rr[:, None] * s_ar + rc[None, :] * s_ac, mask=m, other=0.0))
-    row = A3 + rr[:, None] * 3 * C + rc[None, :]
-    tl.store(row, hi, mask=m)
-    tl.store(row + C, lo if LO == 1 else hi, mask=m)
-    tl.store(row + 2 * C, lo if LO == 2 else hi, mask=m)
-
-
-def split3(A: torch.Tensor, lo: int) -> torch.Tensor:
-    """(R, 3, C) float32: each row of ``A`` (R, C) as its TF32 parts, ``lo`` (1 or 2) the index
-    of the remainder (see ``_split3_kernel``)."""
-    R, C = A.shape
-    A3 = torch.empty((R, 3, C), dtype=torch.float32, device=A.device)
-    _split3_kernel[(triton.cdiv(R, SPLIT_BR), triton.cdiv(C, SPLIT_BC))](
-        A, A.stride(0), A.stride(1), A3, R, C, LO=lo, BLOCK_R=SPLIT_BR, BLOCK_C=SPLIT_BC)
-    return A3
 
 
 def _launch_persistent(W, n_keep, mode, slots, T_run, B, N, n_programs, sync, resident, batch,

@@ -298,23 +298,6 @@ def test_cublas_tf32x3_is_float32_accurate(poisoned_empty):
     assert err["tf32"] > 30 * err["tf32x3"], err
 
 
-def test_split3_parts(poisoned_empty):
-    """_split3_kernel: rows of a strided A as [hi, lo, hi] (lo=1) or [hi, hi, lo] (lo=2), hi and
-    lo TF32-exact and hi + lo = A to 2^-22."""
-    from bpalts._precision import round_tf32
-    from bpalts.kernels import reservoir_run as tk
-
-    A = (torch.randn(40, 300) * torch.logspace(-3, 3, 300)).T  # (300, 40), strides (1, 300)
-    hi = round_tf32(A.contiguous())
-    lo = round_tf32(A - hi)
-    for where in (1, 2):
-        A3 = tk.split3(A, where)
-        assert A3.shape == (300, 3, 40) and A3.is_contiguous()
-        parts = [lo if i == where else hi for i in range(3)]
-        for i in range(3):
-            assert torch.equal(A3[:, i], parts[i]), (where, i)
-    assert ((hi.double() + lo.double() - A.double()).abs() <= A.double().abs() * 2.0 ** -22).all()
-
 
 def test_cublas_gemm_bad_requests():
     from bpalts.kernels import reservoir_run as tk
