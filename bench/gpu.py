@@ -73,11 +73,14 @@ ANCHORS = {
     # against the fp32 reference; shown against the fp32 targets of the same shape.
     ("hebbian_update[gha] tf32x3", "B256 784->1024"): (0.170, 0.121, 0.161, 0.08),
     ("softwta_update tf32x3", "B256 784->1024"): (0.113, 0.063, 0.140, 0.04),
+    ("softwta_update tf32x3", "B1024 4096->4096"): (1.62, 1.59, 1.52, None),
     # the cuBLAS paths (CUBLAS_MIN_MACS / CUBLAS_MIN_MACS_TF32)
     ("hebbian_update[gha,cublas]", "B256 784->1024"): (0.170, 0.121, 0.161, 0.08),
     ("hebbian_update[gha,cublas] tf32", "B1024 4096->4096"): (4.91, 4.89, 4.91, 4.91 / 4),
     ("softwta_update[cublas]", "B256 784->1024"): (0.113, 0.063, 0.140, 0.04),
     ("softwta_update[cublas] tf32", "B1024 4096->4096"): (1.62, 1.59, 1.52, 1.62 / 4),
+    ("softwta_update[cublas] tf32x3", "B256 784->1024"): (0.113, 0.063, 0.140, 0.04),
+    ("softwta_update[cublas] tf32x3", "B1024 4096->4096"): (1.62, 1.59, 1.52, None),
     # the cuBLAS path with TRIL_FORM = "blocks" (the hierarchical decay in residual form)
     ("hebbian_update[gha,cublas-blocks]", "B256 784->1024"): (0.170, 0.121, 0.161, 0.08),
     ("hebbian_update[gha,cublas-blocks] tf32", "B1024 4096->4096"): (4.91, 4.89, 4.91, 4.91 / 4),
@@ -212,9 +215,13 @@ def _hebbian_inputs(B: int, D: int, N: int):
 
 
 def _with_cublas(module: str, call: Callable[[], Any], on: bool = True, **settings):
-    """``call()`` with ``bpalts.kernels.<module>.CUBLAS_MIN_MACS`` and ``CUBLAS_MIN_MACS_TF32``
-    = 1 (its cuBLAS path on at fp32 and tf32), or 0 with ``on=False`` (the Triton GEMMs), and
-    the module's other constants in ``settings`` set likewise."""
+    """``call()`` with ``bpalts.kernels.<module>.CUBLAS_MIN_MACS``, ``CUBLAS_MIN_MACS_TF32``
+    (and ``CUBLAS_MIN_MACS_TF32X3`` where the module has it) = 1 (its cuBLAS path on at every
+    precision), or 0 with ``on=False`` (the Triton GEMMs), and the module's other constants in
+    ``settings`` set likewise."""
+    tk = importlib.import_module(f"bpalts.kernels.{module}")
+    if hasattr(tk, "CUBLAS_MIN_MACS_TF32X3"):
+        settings = {"CUBLAS_MIN_MACS_TF32X3": int(on), **settings}
     return with_settings(module, call, CUBLAS_MIN_MACS=int(on), CUBLAS_MIN_MACS_TF32=int(on),
                           **settings)
 
@@ -293,6 +300,17 @@ def build_ops(smoke: bool) -> list[Op]:
                                                precision="tf32x3"),
         inplace_arg=0,
     ))
+    # ... and at the largest shape, on the Triton path (tl.dot tf32x3), the twin of the
+    # softwta_update[cublas] tf32x3 row there (CUBLAS_MIN_MACS_TF32X3 is decided on the pair)
+    if hebb_shapes[-1] is not hebb_shapes[0]:
+        label, B, D, N = hebb_shapes[-1]
+        ops.append(Op(
+            name="softwta_update tf32x3", shape=label, make_inputs=_hebbian_inputs(B, D, N),
+            reference=lambda W, X, lr: softwta_update_reference(W, X, lr),
+            triton=lambda W, X, lr: _with_cublas("softwta_update", lambda: softwta_update(
+                W, X, lr, backend="triton", check_finite_input=False, precision="tf32x3"), on=False),
+            inplace_arg=0,
+        ))
     # The cuBLAS paths (cuBLAS GEMMs, fused elementwise passes: CUBLAS_MIN_MACS in
     # kernels/hebbian_update.py and kernels/softwta_update.py) at the shapes of the targets: fp32
     # at B256, fp32 and tf32 at the largest shape; GHA, plus Oja (a subspace rule) and instar (a
@@ -318,8 +336,9 @@ def build_ops(smoke: bool) -> list[Op]:
             spec=None if precision == "fp32" else
             (lambda W, X, lr, r=rule: hebbian_update_reference(W, X, r, lr, precision="tf32")),
         ))
-    for (label, B, D, N), precision in [(hebb_shapes[0], "fp32")] + (
-            [(big, "fp32"), (big, "tf32")] if big is not hebb_shapes[0] else []):
+    # (tf32x3: one TF32 GEMM of 3xTF32-split operands per product, CUBLAS_MIN_MACS_TF32X3)
+    for (label, B, D, N), precision in [(hebb_shapes[0], "fp32"), (hebb_shapes[0], "tf32x3")] + (
+            [(big, "fp32"), (big, "tf32"), (big, "tf32x3")] if big is not hebb_shapes[0] else []):
         suffix = "" if precision == "fp32" else f" {precision}"
         ops.append(Op(
             name=f"softwta_update[cublas]{suffix}", shape=label, make_inputs=_hebbian_inputs(B, D, N),
@@ -327,7 +346,7 @@ def build_ops(smoke: bool) -> list[Op]:
             triton=lambda W, X, lr, p=precision: _with_cublas("softwta_update", lambda: softwta_update(
                 W, X, lr, backend="triton", check_finite_input=False, precision=p)),
             inplace_arg=0, tol=TOL_TF32 if precision == "tf32" else TOL,
-            spec=None if precision == "fp32" else
+            spec=None if precision != "tf32" else
             (lambda W, X, lr: softwta_update_reference(W, X, lr, precision="tf32")),
         ))
     # Plain calls replayed from a cached CUDA graph (GRAPH_MAX_MACS in kernels/hebbian_update.py

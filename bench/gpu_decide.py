@@ -51,7 +51,8 @@ the CSVs, nothing is measured here):
   and ``CUBLAS_MIN_MACS_TF32`` (tf32): likewise in ``B * N * F``, from the rows at that
   precision (``hebbian_update[<rule>,cublas]`` against ``hebbian_update[<rule>]``, one line per
   rule measured: the switch is shared by the dense rules; ``softwta_update[cublas]`` against
-  ``softwta_update``).
+  ``softwta_update``); and ``softwta_update.py``'s ``CUBLAS_MIN_MACS_TF32X3`` from its tf32x3
+  rows (the cuBLAS path's 3xTF32 split operands against the Triton path's ``tl.dot`` tf32x3).
 
 When the same (op, shape) row appears in several CSVs, the last file given wins.
 """
@@ -205,6 +206,8 @@ def decisions(rows: list[Row]) -> list[str]:
         for base in rules or ["hebbian_update[gha]"]:
             out.extend(_cublas_min_macs(rows, by, base, "kernels/hebbian_update.py", precision, switch))
         out.extend(_cublas_min_macs(rows, by, "softwta_update", "kernels/softwta_update.py", precision, switch))
+    out.extend(_cublas_min_macs(rows, by, "softwta_update", "kernels/softwta_update.py", "tf32x3",
+                                "CUBLAS_MIN_MACS_TF32X3"))
     return out
 
 

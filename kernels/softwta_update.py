@@ -20,7 +20,8 @@ r"""Triton kernels for :func:`bpalts.ops.softwta_update` (math: see that module)
    ``W += rate * dW / (max + 1e-30)``, rate from the squared norms of kernel 1 (the old W).
 
 The cuBLAS path (``precision`` "ieee" or "tf32"; from ``CUBLAS_MIN_MACS`` /
-``CUBLAS_MIN_MACS_TF32`` multiply-adds per update) runs
+``CUBLAS_MIN_MACS_TF32`` multiply-adds per update; "tf32x3" from ``CUBLAS_MIN_MACS_TF32X3``,
+off until timed, as one TF32 GEMM of 3xTF32-split operands per product: kernels/_split_tf32.py) runs
 both GEMMs in cuBLAS (:func:`bpalts._precision.gemm_into`) and the rest in three Triton passes:
 ``U = X W^T`` (cuBLAS); ``_cublas_gate_kernel`` (``GATE_ROWS`` rows per program: the row
 softmax's max, first argmax and sum in one online pass, then ``Y~`` and the program's partial
@@ -54,6 +55,8 @@ import triton.language as tl
 
 from bpalts._precision import TENSOR_CORE_PRECISIONS, gemm_into, gemm_precision
 from bpalts.kernels._capture import PlainCallGraphs, replays_here, settings_key, tensor_key
+from bpalts.kernels._math import split_tf32 as _split_tf32
+from bpalts.kernels._split_tf32 import split3
 
 # Tiles. Forward GEMM: (batch, units, features); update GEMM: (units, features, batch).
 # bench/gpu_tiles.py sweeps them on a GPU; tl.dot needs every block dimension >= 16.
@@ -88,6 +91,11 @@ NUM_STAGES = 3  # software-pipelining depth of the K loops on the GPU (Triton's 
 # B256 shape; tf32 at the smallest shape timed where it won.
 CUBLAS_MIN_MACS = 256 * 1024 * 784
 CUBLAS_MIN_MACS_TF32 = 1024 * 4096 * 4096
+# The cuBLAS path at precision "tf32x3" from this many multiply-adds: each GEMM one TF32 GEMM of
+# 3xTF32-split operands, K tripled (kernels/_split_tf32.py; the forward's W and X split per
+# call). 0 = never (the Triton path's tl.dot tf32x3). Not timed yet (written without a GPU,
+# twelfth session): bench/gpu.py's softwta_update[cublas] tf32x3 rows decide it.
+CUBLAS_MIN_MACS_TF32X3 = 0
 GATE_ROWS, GATE_BN = 4, 512  # _cublas_gate_kernel: rows per program, units per chunk
 # The cuBLAS path's forward GEMM U = X W^T split along the features into SPLIT_K parts (one
 # batched GEMM; _cublas_gate_kernel sums the parts as it reads them) where F divides evenly;
@@ -285,10 +293,11 @@ def _split_u(U, offs, mask, s_k, KS: tl.constexpr):
 
 @triton.jit
 def _cublas_gate_kernel(U, Y, DP, B, N, inv_tau, s_k, ANTI: tl.constexpr, KS: tl.constexpr,
-                        BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr):
+                        SPLIT: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr):
     """Rows ``pid * BLOCK_R ..`` of U (B x N, contiguous; with KS > 1 the sum of KS split-K
     parts ``s_k`` elements apart): ``Y = sign * softmax(U / tau)`` (the first argmax +, the
-    rest -, with ANTI) and ``DP[pid, n] = sum over the rows of Y U``."""
+    rest -, with ANTI) and ``DP[pid, n] = sum over the rows of Y U``. SPLIT (3xTF32): Y is
+    (B, 3, N), each row as its TF32 parts ``[hi, hi, lo]`` (kernels/_split_tf32.py)."""
     pid = tl.program_id(0)
     rb = pid * BLOCK_R + tl.arange(0, BLOCK_R)
     bmask = rb < B
@@ -316,7 +325,14 @@ def _cublas_gate_kernel(U, Y, DP, B, N, inv_tau, s_k, ANTI: tl.constexpr, KS: tl
         if ANTI:
             y = tl.where(rn[None, :] == win[:, None], y, -y)
         y = tl.where(msk, y, 0.0)
-        tl.store(Y + rb[:, None] * N + rn[None, :], y, mask=msk)
+        if SPLIT:
+            hi, lo = _split_tf32(y)
+            row = Y + rb[:, None] * 3 * N + rn[None, :]
+            tl.store(row, hi, mask=msk)
+            tl.store(row + N, hi, mask=msk)
+            tl.store(row + 2 * N, lo, mask=msk)
+        else:
+            tl.store(Y + rb[:, None] * N + rn[None, :], y, mask=msk)
         tl.store(DP + pid * N + rn, tl.sum(y * u, axis=0), mask=nmask)
 
 
@@ -372,24 +388,36 @@ def _cublas_dw_kernel(H, W, DP, NSQ, TMAX, DV, N, F, n_parts, coef, s_wn, s_wf,
 
 def _softwta_update_cublas(W, X, lr, temperature, anti_hebbian, adaptive_lr, max_normalize,
                            precision):
-    """The cuBLAS path of :func:`softwta_update` (module docs); ``precision`` "fp32" / "tf32"."""
+    """The cuBLAS path of :func:`softwta_update` (module docs); ``precision`` "fp32" / "tf32",
+    or "tf32x3": each GEMM one TF32 GEMM of 3xTF32-split operands (kernels/_split_tf32.py):
+    ``U = [X_hi, X_lo, X_hi] [W_hi, W_hi, W_lo]^T`` and ``H = Y3^T X3`` with the parts of the
+    batch rows K-concatenated (``Y`` as ``[hi, hi, lo]``, written so by the gate kernel)."""
     B, F = X.shape
     N = W.shape[0]
     dev = W.device
     n_parts = triton.cdiv(B, GATE_ROWS)
     n_prog = triton.cdiv(N, DW_UNITS)
-    ks = SPLIT_K if SPLIT_K > 1 and F % SPLIT_K == 0 else 1
-    sizes = [ks * B * N, B * N, n_parts * N, N * F, N, n_prog, N]
+    split = precision == "tf32x3"
+    gemm_prec = "tf32" if split else precision
+    ks = SPLIT_K if SPLIT_K > 1 and F % SPLIT_K == 0 and not split else 1
+    sizes = [ks * B * N, (3 if split else 1) * B * N, n_parts * N, N * F, N, n_prog, N]
     U, Y, DP, H, NSQ, TMAX, DV = torch.empty(sum(sizes), device=dev, dtype=torch.float32).split(sizes)
-    Y, H = Y.view(B, N), H.view(N, F)
-    if ks == 1:
+    H = H.view(N, F)
+    if split:
+        X3 = split3(X, 1)  # (B, 3, F): [hi, lo, hi]
+        gemm_into(U.view(B, N), X3.view(B, 3 * F), split3(W, 2).view(N, 3 * F).t(), gemm_prec)
+    elif ks == 1:
         gemm_into(U.view(B, N), X, W.t(), precision)
     else:  # part k = X[:, k-th slice] W[:, k-th slice]^T, one batched GEMM over strided views
         gemm_into(U.view(ks, B, N), X.unflatten(1, (ks, F // ks)).transpose(0, 1),
                   W.unflatten(1, (ks, F // ks)).permute(1, 2, 0), precision)
     _cublas_gate_kernel[(n_parts,)](U, Y, DP, B, N, 1.0 / temperature, B * N, ANTI=bool(anti_hebbian),
-                                    KS=ks, BLOCK_R=GATE_ROWS, BLOCK_N=GATE_BN, num_warps=NUM_WARPS)
-    gemm_into(H, Y.t(), X, precision)
+                                    KS=ks, SPLIT=split, BLOCK_R=GATE_ROWS, BLOCK_N=GATE_BN,
+                                    num_warps=NUM_WARPS)
+    if split:  # sum over the batch rows b and parts k of Y3[b, k]^T X3[b, k]
+        gemm_into(H, Y.view(3 * B, N).t(), X3.view(3 * B, F), gemm_prec)
+    else:
+        gemm_into(H, Y.view(B, N).t(), X, precision)
     _cublas_dw_kernel[(n_prog,)](H, W, DP, NSQ, TMAX, DV, N, F, n_parts, lr if max_normalize else lr / B,
                                  W.stride(0), W.stride(1), MAXNORM=bool(max_normalize),
                                  ADAPTIVE=bool(adaptive_lr), BLOCK_M=DW_UNITS, BLOCK_F=DW_BF,
@@ -424,10 +452,11 @@ def _softwta_update(W: torch.Tensor, X: torch.Tensor, lr: float, temperature: fl
     B, F = X.shape
     N = W.shape[0]
     dev = W.device
-    min_macs = {"ieee": CUBLAS_MIN_MACS, "tf32": CUBLAS_MIN_MACS_TF32}.get(precision, 0)
+    min_macs = {"ieee": CUBLAS_MIN_MACS, "tf32": CUBLAS_MIN_MACS_TF32,
+                "tf32x3": CUBLAS_MIN_MACS_TF32X3}.get(precision, 0)
     if 0 < min_macs <= B * N * F:
         cublas_precision = "fp32" if precision == "ieee" else precision
-        with gemm_precision(W, cublas_precision):
+        with gemm_precision(W, "tf32" if precision == "tf32x3" else cublas_precision):
             _softwta_update_cublas(W, X, lr, temperature, anti_hebbian, adaptive_lr, max_normalize,
                                    cublas_precision)
         return

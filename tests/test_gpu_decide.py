@@ -74,6 +74,10 @@ def test_decisions_and_later_files_win(tmp_path, capsys):
         ("hebbian_update[gha,cublas-blocks] tf32", "B1024 4096->4096", "ok", "0.85", "0.75", "<= 1.23"),
         ("softwta_update tf32", "B1024 4096->4096", "ok", "1.20", "1.16", "<= 0.41"),
         ("softwta_update[cublas] tf32", "B1024 4096->4096", "FAIL", "0.30", "0.30", "<= 0.41"),
+        ("softwta_update tf32x3", "B256 784->1024", "ok", "0.07", "0.065", "<= 0.04"),
+        ("softwta_update[cublas] tf32x3", "B256 784->1024", "ok", "0.08", "0.06", "<= 0.04"),  # plain loses
+        ("softwta_update tf32x3", "B1024 4096->4096", "ok", "3.0", "3.0", "-"),
+        ("softwta_update[cublas] tf32x3", "B1024 4096->4096", "ok", "0.9", "0.8", "-"),
     ])
     rows = gpu_decide.read_rows([first, second])
     ll = [r for r in rows if r.variant == "persistent-ll"]
@@ -91,6 +95,7 @@ def test_decisions_and_later_files_win(tmp_path, capsys):
     assert "hebbian_update.py CUBLAS_MIN_MACS_TF32 = 17179869184 for hebbian_update[gha]" in text
     assert "softwta_update.py CUBLAS_MIN_MACS = 0" in text  # its B256 cuBLAS row loses the plain call
     assert "softwta_update.py CUBLAS_MIN_MACS_TF32 = 0" in text  # its only cuBLAS row failed its check
+    assert "softwta_update.py CUBLAS_MIN_MACS_TF32X3 = 17179869184" in text  # won at 4096 only
     assert "CUBLAS_MIN_MACS = 0 for hebbian_update[oja]" in text
     assert "hebbian_update.py GRAPH_MAX_MACS = 205520896" in text
     assert "cublas-blocks-graph plain 0.075 ms (graph 0.070), cublas-blocks plain 0.400 ms" in text
@@ -144,5 +149,5 @@ def test_no_decision_without_rows(tmp_path):
     assert "BATCHED_GEMM: no decision" in text and "CUBLAS_MIN_ROWS: no decision" in text
     assert "PERSISTENT_MAX_ROWS: no decision" in text and "CONCURRENT_GEMMS: no decision" in text
     for switch in ("TRIL_FORM", "GRAPH_MAX_MACS", "FULL_GRAPHS_MAX", "SPLIT_K", "PERSISTENT_GRAPHS",
-                   "GRAPH_MIN_STEPS", "BATCHED_GEMM_TF32X3"):
+                   "GRAPH_MIN_STEPS", "BATCHED_GEMM_TF32X3", "CUBLAS_MIN_MACS_TF32X3"):
         assert f"{switch}: no decision" in text, switch

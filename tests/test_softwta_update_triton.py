@@ -89,17 +89,20 @@ def test_triton_rejects_float64():
         softwta_update(W, X, backend="triton")
 
 
-@pytest.mark.parametrize("precision", ["fp32", "tf32"])
+@pytest.mark.parametrize("precision", ["fp32", "tf32", "tf32x3"])
 @pytest.mark.parametrize("flags", FLAGS, ids=_flag_id)
 @pytest.mark.parametrize("shape", [(1, 1, 1), (7, 13, 5), (9, 300, 1100)], ids=lambda s: "x".join(map(str, s)))
 def test_cublas_path_matches_reference(shape, flags, precision, monkeypatch, poisoned_empty):
-    """CUBLAS_MIN_MACS: both GEMMs in torch (cuBLAS on a GPU; tf32 emulated on both sides here),
-    _cublas_gate_kernel (1100 units: 3 chunks of the online softmax; 9 rows: 3 programs of 4
-    rows, the last one partial), _cublas_dw_kernel (300 features: 2 chunks)."""
+    """CUBLAS_MIN_MACS: both GEMMs in torch (cuBLAS on a GPU; tf32 emulated on both sides here;
+    tf32x3 as TF32 GEMMs of split operands against the fp32 reference), _cublas_gate_kernel
+    (1100 units: 3 chunks of the online softmax; 9 rows: 3 programs of 4 rows, the last one
+    partial), _cublas_dw_kernel (300 features: 2 chunks)."""
     from bpalts.kernels import softwta_update as tk
 
     monkeypatch.setattr(tk, "CUBLAS_MIN_MACS", 1)
     monkeypatch.setattr(tk, "CUBLAS_MIN_MACS_TF32", 1)
+    monkeypatch.setattr(tk, "CUBLAS_MIN_MACS_TF32X3", 1)
+    monkeypatch.setattr(tk, "SPLIT_K", 2)  # not with tf32x3 (one GEMM of split operands)
     monkeypatch.setattr(tk, "_forward_kernel", None)  # the fused Triton GEMMs must not run
     monkeypatch.setattr(tk, "_update_kernel", None)
     W, X = _inputs(*shape, seed=shape[0] * 1000 + shape[1] * 10 + shape[2] + 1)
@@ -114,7 +117,7 @@ def test_cublas_path_matches_reference(shape, flags, precision, monkeypatch, poi
 def test_cublas_path_ties_strides_and_where_it_applies(monkeypatch, poisoned_empty):
     """Ties in U go to the first unit (as torch.argmax), across the gate kernel's chunks;
     strided W and X; from CUBLAS_MIN_MACS (fp32) / CUBLAS_MIN_MACS_TF32 (tf32) = B * N * F on,
-    not for tf32x3."""
+    not for tf32x3 (CUBLAS_MIN_MACS_TF32X3 = 0: never)."""
     from bpalts.kernels import softwta_update as tk
 
     calls = []
@@ -154,6 +157,31 @@ def test_cublas_path_ties_strides_and_where_it_applies(monkeypatch, poisoned_emp
     monkeypatch.setattr(tk, "CUBLAS_MIN_MACS_TF32", 19 * 40 * 70 + 1)
     softwta_update(W.clone(), X, lr=0.1, backend="triton", precision="tf32")
     assert len(calls) == 6
+
+
+def test_cublas_tf32x3_is_float32_accurate(monkeypatch, poisoned_empty):
+    """The cuBLAS path at tf32x3 (CUBLAS_MIN_MACS_TF32X3): the split operands are TF32-exact, so
+    the CPU's TF32 emulation computes what tensor cores do. Against float64 its update is as
+    accurate as fp32's (the cuBLAS path's and the reference's), and far more than tf32's; W's
+    rows may be strided."""
+    from bpalts.kernels import softwta_update as tk
+
+    monkeypatch.setattr(tk, "CUBLAS_MIN_MACS", 1)
+    monkeypatch.setattr(tk, "CUBLAS_MIN_MACS_TF32", 1)
+    monkeypatch.setattr(tk, "CUBLAS_MIN_MACS_TF32X3", 1)
+    g = torch.Generator().manual_seed(5)
+    W = (torch.randn(300, 90, generator=g) / math.sqrt(300) * 1.7).t()  # (90, 300), column-major
+    X = torch.rand(48, 300, generator=g)
+    kw = dict(lr=0.05, temperature=0.5)
+    exact = softwta_update_reference(W.double(), X.double(), **kw) - W.double()
+    err = {}
+    for precision in ("fp32", "tf32", "tf32x3"):
+        got = W.clone(memory_format=torch.preserve_format)
+        softwta_update(got, X, backend="triton", precision=precision, **kw)
+        err[precision] = rel_err((got - W).double(), exact)
+    err["reference"] = rel_err((softwta_update_reference(W.clone(), X, **kw) - W).double(), exact)
+    assert err["tf32x3"] < 4 * max(err["fp32"], err["reference"]), err
+    assert err["tf32"] > 30 * err["tf32x3"], err
 
 
 @pytest.mark.parametrize("precision", ["fp32", "tf32"])
