@@ -283,7 +283,8 @@ def test_batched_gemm_default(monkeypatch, poisoned_empty):
 
 def test_cublas_tf32x3_is_float32_accurate(poisoned_empty):
     """3xTF32 on the cuBLAS path: the split operands are TF32-exact, so the CPU's emulation of a
-    TF32 GEMM (operands rounded to TF32, products in float32) computes what tensor cores do.
+    TF32 GEMM (operands rounded to TF32, products in float32) forms the tensor cores' (exact)
+    products; only the accumulation's rounding differs (bench/gpu.py checks that on a GPU).
     Against a float64 run its error is within a small factor of plain fp32's and far below
     tf32's (whose operands lose 13 bits)."""
     from bpalts.kernels import reservoir_run as tk

@@ -161,7 +161,8 @@ def test_cublas_path_ties_strides_and_where_it_applies(monkeypatch, poisoned_emp
 
 def test_cublas_tf32x3_is_float32_accurate(monkeypatch, poisoned_empty):
     """The cuBLAS path at tf32x3 (CUBLAS_MIN_MACS_TF32X3): the split operands are TF32-exact, so
-    the CPU's TF32 emulation computes what tensor cores do. Against float64 its update is as
+    the CPU's TF32 emulation forms the tensor cores' (exact) products; only the accumulation's
+    rounding differs (bench/gpu.py checks that on a GPU). Against float64 its update is as
     accurate as fp32's (the cuBLAS path's and the reference's), and far more than tf32's; W's
     rows may be strided."""
     from bpalts.kernels import softwta_update as tk

@@ -1,8 +1,10 @@
 """kernels/_split_tf32.py: 3xTF32 as one TF32 GEMM of split operands, under TRITON_INTERPRET=1.
 
 The split parts are TF32-exact, so the CPU's emulation of a TF32 GEMM (operands rounded to TF32,
-products in float32: ``bpalts._precision.gemm_into(..., "tf32")``) computes what tensor cores do;
-these tests hold the products to float32-level accuracy against float64.
+products in float32: ``bpalts._precision.gemm_into(..., "tf32")``) forms the products tensor cores
+form (exactly); only the accumulation's order and rounding differ, which the GPU rows of
+``bench/gpu.py`` check against the fp32 tolerance. These tests hold the products to
+float32-level accuracy against float64.
 """
 from __future__ import annotations
 
