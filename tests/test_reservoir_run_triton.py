@@ -297,6 +297,11 @@ def test_cublas_tf32x3_is_float32_accurate(poisoned_empty):
                       exact) for p in ("fp32", "tf32", "tf32x3")}
     assert err["tf32x3"] < 4 * err["fp32"] + 1e-7, err
     assert err["tf32"] > 30 * err["tf32x3"], err
+    # from the zero state (its split is zeros) and keeping the last step only
+    exact0 = reservoir_run_reference(*(t.double() if isinstance(t, torch.Tensor) else t
+                                       for t in (W, W_in, inputs, leak, bias)), keep="last")
+    got0 = tk.reservoir_run(W, W_in, inputs, leak, bias, keep="last", precision="tf32x3", gemm="cublas")
+    assert rel_err(got0.double(), exact0) < 4 * err["fp32"] + 1e-7
 
 
 
