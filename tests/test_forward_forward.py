@@ -29,11 +29,17 @@ def test_registered(name):
     assert model.collab_weight == (0.3 if name == "ff-collab" else 1.0)
 
 
-def test_label_goodness_matches_ten_full_passes():
+@pytest.mark.parametrize("scale", [1.0, 1e20])
+def test_label_goodness_matches_ten_full_passes(scale):
+    """label_goodness's shortcut (the first layer's product once, the label's columns added)
+    against ten full passes; at 1e20 the pixels' squares overflow float32, and both sides sum
+    them in float64 (a zero row scale before)."""
     model = ForwardForward(SMALL, seed=1, backend="reference")
     x, y = _toy()
     train_epochs(model, x, y, epochs=2, batch_size=8)
+    x = x * scale
     got = model.label_goodness(x)  # (layers, batch, classes)
+    assert torch.isfinite(got).all()
     for k in range(SMALL[-1]):
         h = model.overlay(x, torch.full((x.shape[0],), k))
         for l in range(3):
