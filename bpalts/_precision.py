@@ -11,7 +11,9 @@ tensor-core products for one; the GPU's fp32 FMA units are about 7x slower than 
 cores, so this can beat ``"fp32"`` where a GEMM is compute-bound.
 
 - Triton backend: ``tl.dot(..., input_precision="tf32")`` / ``"tf32x3"`` (tensor cores). Its
-  cuBLAS paths (:func:`gemm_into`) take ``"fp32"`` or ``"tf32"`` (cuBLAS has no 3xTF32).
+  cuBLAS paths (:func:`gemm_into`) take ``"fp32"`` or ``"tf32"``; cuBLAS has no 3xTF32, so
+  where a cuBLAS path takes ``"tf32x3"`` it runs one ``"tf32"`` GEMM of split operands with K
+  tripled (``bpalts.kernels._split_tf32``), or fp32.
 - Reference and C++ backends: ``"tf32"`` is *emulated* -- each GEMM's operands are rounded to
   TF32 by :func:`round_tf32` and multiplied in float32. CPUs have no TF32 units, so this gives
   the GPU's numerics (to check that a method tolerates them, e.g. its MNIST accuracy) but no
