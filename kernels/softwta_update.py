@@ -403,31 +403,32 @@ def _softwta_update_cublas(W, X, lr, temperature, anti_hebbian, adaptive_lr, max
     sizes = [ks * B * N, (3 if split else 1) * B * N, n_parts * N, N * F, N, n_prog, N]
     U, Y, DP, H, NSQ, TMAX, DV = torch.empty(sum(sizes), device=dev, dtype=torch.float32).split(sizes)
     H = H.view(N, F)
-    if split:
-        X3 = split3(X, 1)  # (B, 3, F): [hi, lo, hi]
-        gemm_into(U.view(B, N), X3.view(B, 3 * F), split3(W, 2).view(N, 3 * F).t(), gemm_prec)
-    elif ks == 1:
-        gemm_into(U.view(B, N), X, W.t(), precision)
-    else:  # part k = X[:, k-th slice] W[:, k-th slice]^T, one batched GEMM over strided views
-        gemm_into(U.view(ks, B, N), X.unflatten(1, (ks, F // ks)).transpose(0, 1),
-                  W.unflatten(1, (ks, F // ks)).permute(1, 2, 0), precision)
-    _cublas_gate_kernel[(n_parts,)](U, Y, DP, B, N, 1.0 / temperature, B * N, ANTI=bool(anti_hebbian),
-                                    KS=ks, SPLIT=split, BLOCK_R=GATE_ROWS, BLOCK_N=GATE_BN,
-                                    num_warps=NUM_WARPS)
-    if split:  # sum over the batch rows b and parts k of Y3[b, k]^T X3[b, k]
-        gemm_into(H, Y.view(3 * B, N).t(), X3.view(3 * B, F), gemm_prec)
-    else:
-        gemm_into(H, Y.view(B, N).t(), X, precision)
-    _cublas_dw_kernel[(n_prog,)](H, W, DP, NSQ, TMAX, DV, N, F, n_parts, lr if max_normalize else lr / B,
-                                 W.stride(0), W.stride(1), MAXNORM=bool(max_normalize),
-                                 ADAPTIVE=bool(adaptive_lr), BLOCK_M=DW_UNITS, BLOCK_F=DW_BF,
-                                 BLOCK_P=DW_BP, num_warps=NUM_WARPS)
-    if max_normalize:
-        _apply_kernel[(triton.cdiv(N, BA_M), triton.cdiv(F, BA_N))](
-            W, H, TMAX, NSQ, DV, N, F, n_prog, lr, W.stride(0), W.stride(1),
-            ADAPTIVE=bool(adaptive_lr), DECAY=True, BLOCK_M=BA_M, BLOCK_N=BA_N, BLOCK_T=BT,
-            num_warps=NUM_WARPS, num_stages=NUM_STAGES,
-        )
+    with gemm_precision(W, gemm_prec):  # entered once for the GEMMs below
+        if split:
+            X3 = split3(X, 1)  # (B, 3, F): [hi, lo, hi]
+            gemm_into(U.view(B, N), X3.view(B, 3 * F), split3(W, 2).view(N, 3 * F).t(), gemm_prec)
+        elif ks == 1:
+            gemm_into(U.view(B, N), X, W.t(), gemm_prec)
+        else:  # part k = X[:, k-th slice] W[:, k-th slice]^T, one batched GEMM over strided views
+            gemm_into(U.view(ks, B, N), X.unflatten(1, (ks, F // ks)).transpose(0, 1),
+                      W.unflatten(1, (ks, F // ks)).permute(1, 2, 0), gemm_prec)
+        _cublas_gate_kernel[(n_parts,)](U, Y, DP, B, N, 1.0 / temperature, B * N, ANTI=bool(anti_hebbian),
+                                        KS=ks, SPLIT=split, BLOCK_R=GATE_ROWS, BLOCK_N=GATE_BN,
+                                        num_warps=NUM_WARPS)
+        if split:  # sum over the batch rows b and parts k of Y3[b, k]^T X3[b, k]
+            gemm_into(H, Y.view(3 * B, N).t(), X3.view(3 * B, F), gemm_prec)
+        else:
+            gemm_into(H, Y.view(B, N).t(), X, gemm_prec)
+        _cublas_dw_kernel[(n_prog,)](H, W, DP, NSQ, TMAX, DV, N, F, n_parts, lr if max_normalize else lr / B,
+                                     W.stride(0), W.stride(1), MAXNORM=bool(max_normalize),
+                                     ADAPTIVE=bool(adaptive_lr), BLOCK_M=DW_UNITS, BLOCK_F=DW_BF,
+                                     BLOCK_P=DW_BP, num_warps=NUM_WARPS)
+        if max_normalize:
+            _apply_kernel[(triton.cdiv(N, BA_M), triton.cdiv(F, BA_N))](
+                W, H, TMAX, NSQ, DV, N, F, n_prog, lr, W.stride(0), W.stride(1),
+                ADAPTIVE=bool(adaptive_lr), DECAY=True, BLOCK_M=BA_M, BLOCK_N=BA_N, BLOCK_T=BT,
+                num_warps=NUM_WARPS, num_stages=NUM_STAGES,
+            )
 
 
 def softwta_update(W: torch.Tensor, X: torch.Tensor, lr: float, temperature: float,
@@ -455,10 +456,8 @@ def _softwta_update(W: torch.Tensor, X: torch.Tensor, lr: float, temperature: fl
     min_macs = {"ieee": CUBLAS_MIN_MACS, "tf32": CUBLAS_MIN_MACS_TF32,
                 "tf32x3": CUBLAS_MIN_MACS_TF32X3}.get(precision, 0)
     if 0 < min_macs <= B * N * F:
-        cublas_precision = "fp32" if precision == "ieee" else precision
-        with gemm_precision(W, "tf32" if precision == "tf32x3" else cublas_precision):
-            _softwta_update_cublas(W, X, lr, temperature, anti_hebbian, adaptive_lr, max_normalize,
-                                   cublas_precision)
+        _softwta_update_cublas(W, X, lr, temperature, anti_hebbian, adaptive_lr, max_normalize,
+                               "fp32" if precision == "ieee" else precision)
         return
     inv_tau = 1.0 / temperature
     if precision == "tf32x3":
