@@ -272,6 +272,170 @@ void run_dense(py::array& W_, py::array& U_, py::ssize_t u_stride_rows, py::arra
   }
 }
 
+// ---- Batch 1, dense: every W entry read once per two steps ("two-step" path).
+//
+// At batch 1 a step is a matrix-vector product: each step streams all of W (16 MB at N = 2000,
+// more than the L2s) for one multiply-add per entry, so the loop is bound by the L3 / memory
+// bandwidth. The entry W[i, j] is needed by step t (times x_{t-1}[j]) and by step t + 1 (times
+// x_t[j]); both uses can share one load as soon as x_t[j] is final. Rows go in chunks of
+// `chunk` rows, one barrier after each chunk, so when a chunk runs every earlier chunk of the same
+// pass is final. With passes alternating direction:
+//
+//   forward pass, step t (chunks in ascending order), row i in chunk c = [r0, r1):
+//     pre_t[i]    = U_t[i] + P[i] + W[i, :r0] . x_{t-1}[:r0] + W[i, r0:r1] . x_{t-1}[r0:r1]
+//     P[i]       <- W[i, :r0] . x_t[:r0]          (same loads as the first product: step t + 1's
+//                                                  part from the chunks before c)
+//   backward pass, step t + 1 (chunks in descending order):
+//     pre_{t+1}[i] = U_{t+1}[i] + P[i] + W[i, r1:] . x_t[r1:] + W[i, r0:r1] . x_t[r0:r1]
+//     P[i]        <- W[i, r1:] . x_{t+1}[r1:]      (step t + 2's part from the chunks after c)
+//
+// so a pass reads the block-lower (or block-upper) triangle of W and the diagonal blocks: about
+// (1/2 + 1/(2 C)) of W per step for C chunks, against all of it. The first step has no P yet and
+// reads its whole rows; the last one starts no P. x_t[i] = x_{t-1}[i] + a_i (tanh(pre_t[i]) -
+// x_{t-1}[i]) as in run_dense. Each row is summed by one thread in a fixed order (rows go to
+// threads in groups of kRows), so the result does not depend on the thread count.
+
+// oa[r] = W[r, :n] . xa, ob[r] = W[r, :n] . xb for kRows rows (w: row 0, ldw apart): each entry
+// of W is loaded once for both products.
+template <typename T>
+inline void dot2_rows4(const T* w, py::ssize_t ldw, const T* xa, const T* xb, py::ssize_t n,
+                       T* oa, T* ob) {
+  using V = typename Vec<T>::type;
+  constexpr int L = Vec<T>::L;
+  const T* wr[kRows] = {w, w + ldw, w + 2 * ldw, w + 3 * ldw};
+  V a0 = {}, a1 = {}, a2 = {}, a3 = {}, b0 = {}, b1 = {}, b2 = {}, b3 = {};
+  py::ssize_t j = 0;
+  for (; j + L <= n; j += L) {
+    const V va = loadu(xa + j), vb = loadu(xb + j);
+    V r = loadu(wr[0] + j);
+    a0 += r * va;
+    b0 += r * vb;
+    r = loadu(wr[1] + j);
+    a1 += r * va;
+    b1 += r * vb;
+    r = loadu(wr[2] + j);
+    a2 += r * va;
+    b2 += r * vb;
+    r = loadu(wr[3] + j);
+    a3 += r * va;
+    b3 += r * vb;
+  }
+  T sa[kRows] = {hsum<T>(a0), hsum<T>(a1), hsum<T>(a2), hsum<T>(a3)};
+  T sb[kRows] = {hsum<T>(b0), hsum<T>(b1), hsum<T>(b2), hsum<T>(b3)};
+  for (; j < n; ++j) {
+    for (int r = 0; r < kRows; ++r) {
+      sa[r] += wr[r][j] * xa[j];
+      sb[r] += wr[r][j] * xb[j];
+    }
+  }
+  for (int r = 0; r < kRows; ++r) {
+    oa[r] = sa[r];
+    ob[r] = sb[r];
+  }
+}
+
+// The same for one row.
+template <typename T>
+inline void dot2_row(const T* w, const T* xa, const T* xb, py::ssize_t n, T* oa, T* ob) {
+  using V = typename Vec<T>::type;
+  constexpr int L = Vec<T>::L;
+  V a = {}, b = {};
+  py::ssize_t j = 0;
+  for (; j + L <= n; j += L) {
+    const V r = loadu(w + j);
+    a += r * loadu(xa + j);
+    b += r * loadu(xb + j);
+  }
+  T sa = hsum<T>(a), sb = hsum<T>(b);
+  for (; j < n; ++j) {
+    sa += w[j] * xa[j];
+    sb += w[j] * xb[j];
+  }
+  *oa = sa;
+  *ob = sb;
+}
+
+// out[r] = W[r, :n] . x for `rows` <= kRows rows.
+template <typename T>
+inline void dot_rows(const T* w, py::ssize_t ldw, const T* x, py::ssize_t n, py::ssize_t rows, T* out) {
+  if (rows == kRows) {
+    dot_rows4<T>(w, ldw, x, n, out);
+  } else {
+    for (py::ssize_t r = 0; r < rows; ++r) out[r] = dot_row<T>(w + r * ldw, x, n);
+  }
+}
+
+template <typename T>
+void run_dense_two_step(py::array& W_, py::array& U_, py::ssize_t u_stride_rows, py::array& x0_,
+                        py::array& leak_, py::array& slots_, py::array& out_, py::ssize_t chunk) {
+  auto W = as_matrix<T>(W_, "W", false);
+  const py::ssize_t N = W.rows;
+  if (W.cols != N) throw py::value_error("W must be square (units x units)");
+  Matrix<T> U{}, x0{}, leak{}, out{};
+  const Plan plan = check_common<T>(U_, u_stride_rows, x0_, leak_, slots_, out_, N, U, x0, leak, out);
+  if (x0.rows != 1) throw py::value_error("the two-step dense path runs batch 1 only (x0 must be (1, units))");
+  if (chunk < kRows || chunk % kRows != 0) throw py::value_error("chunk must be a positive multiple of 4");
+  const py::ssize_t n_chunks = (N + chunk - 1) / chunk;
+  std::vector<T> buf(static_cast<size_t>(2 * N)), part(static_cast<size_t>(N));
+  const T* Wd = W.data;
+  const T* a = leak.data;
+  T* P = part.data();
+  py::gil_scoped_release release;
+#pragma omp parallel if (N * N >= kParallelMin)
+  {
+    std::vector<T> pre(static_cast<size_t>(chunk));
+#ifdef _OPENMP
+    const py::ssize_t nth = omp_get_num_threads(), tid = omp_get_thread_num();
+#else
+    const py::ssize_t nth = 1, tid = 0;
+#endif
+    for (py::ssize_t t = 0; t < plan.T_run; ++t) {
+      const T* xp = t == 0 ? x0.data : buf.data() + ((t - 1) & 1) * N;
+      T* xn = buf.data() + (t & 1) * N;
+      const T* Ut = U.data + t * u_stride_rows * N;
+      T* o = plan.slot[t] >= 0 ? out.data + plan.slot[t] * N : nullptr;
+      const bool fwd = (t & 1) == 0, first = t == 0, last = t + 1 == plan.T_run;
+      for (py::ssize_t cc = 0; cc < n_chunks; ++cc) {
+        const py::ssize_t c = fwd ? cc : n_chunks - 1 - cc;
+        const py::ssize_t r0 = c * chunk, r1 = std::min(N, r0 + chunk);
+        // the columns whose x_t is final (earlier chunks of this pass), and the other side
+        const py::ssize_t d0 = fwd ? 0 : r1, d1 = fwd ? r0 : N;
+        const py::ssize_t e0 = fwd ? r1 : 0, e1 = fwd ? N : r0;
+        // this thread's rows of the chunk: whole groups of kRows, in order
+        const py::ssize_t ng = (r1 - r0 + kRows - 1) / kRows;
+        const py::ssize_t ib = std::min(r1, r0 + kRows * (ng * tid / nth));
+        const py::ssize_t ie = std::min(r1, r0 + kRows * (ng * (tid + 1) / nth));
+        for (py::ssize_t i0 = ib; i0 < ie; i0 += kRows) {
+          const py::ssize_t rows = std::min(kRows, ie - i0);
+          T s_old[kRows], s_new[kRows], s_diag[kRows], s_rest[kRows];
+          const T* w = Wd + i0 * N;
+          if (last) {
+            dot_rows<T>(w + d0, N, xp + d0, d1 - d0, rows, s_old);
+          } else if (rows == kRows) {
+            dot2_rows4<T>(w + d0, N, xp + d0, xn + d0, d1 - d0, s_old, s_new);
+          } else {
+            for (py::ssize_t r = 0; r < rows; ++r) {
+              dot2_row<T>(w + r * N + d0, xp + d0, xn + d0, d1 - d0, s_old + r, s_new + r);
+            }
+          }
+          dot_rows<T>(w + r0, N, xp + r0, r1 - r0, rows, s_diag);
+          if (first) dot_rows<T>(w + e0, N, xp + e0, e1 - e0, rows, s_rest);
+          for (py::ssize_t r = 0; r < rows; ++r) {
+            const py::ssize_t i = i0 + r;
+            pre[i - ib] = Ut[i] + (first ? s_rest[r] : P[i]) + s_old[r] + s_diag[r];
+            if (!last) P[i] = s_new[r];
+          }
+        }
+        if (ie > ib) {
+          leaky_n<T>(xp + ib, pre.data(), a + ib, 1, xn + ib, ie - ib);
+          if (o) std::memcpy(o + ib, xn + ib, static_cast<size_t>(ie - ib) * sizeof(T));
+        }
+#pragma omp barrier
+      }
+    }
+  }
+}
+
 template <typename T, typename I>
 void run_csr(py::array& crow_, py::array& col_, py::array& val_, py::array& U_,
              py::ssize_t u_stride_rows, py::array& x0_, py::array& leak_, py::array& slots_,
@@ -429,6 +593,20 @@ void bind_reservoir_run(py::module_& m) {
       "(u_stride_rows = batch), or (batch, N) held for every step (u_stride_rows = 0); x0 "
       "(batch, N); leak (1, N); slots int64 (steps,): output index of each step or -1; out "
       "(kept*batch, N) written at kept steps.");
+  m.def(
+      "reservoir_run_dense_two_step",
+      [](py::array W, py::array U, py::ssize_t u_stride_rows, py::array x0, py::array leak,
+         py::array slots, py::array out, py::ssize_t chunk) {
+        if (is_float64(W)) {
+          run_dense_two_step<double>(W, U, u_stride_rows, x0, leak, slots, out, chunk);
+        } else {
+          run_dense_two_step<float>(W, U, u_stride_rows, x0, leak, slots, out, chunk);
+        }
+      },
+      py::arg("W"), py::arg("U"), py::arg("u_stride_rows"), py::arg("x0"), py::arg("leak"),
+      py::arg("slots"), py::arg("out"), py::arg("chunk"),
+      "reservoir_run_dense at batch 1 with each W entry read once per two steps (rows in chunks "
+      "of `chunk` rows, a multiple of 4; one barrier per chunk). Arguments as reservoir_run_dense.");
   m.def(
       "reservoir_run_csr",
       [](py::array crow, py::array col, py::array val, py::array U, py::ssize_t u_stride_rows,

@@ -6,6 +6,7 @@ The Triton backend has its own module (test_reservoir_run_triton.py), run under 
 from __future__ import annotations
 
 import math
+import sys
 
 import pytest
 import torch
@@ -128,6 +129,61 @@ def test_noncontiguous_and_static_inputs(backend):
     x0_copy = x0.clone()
     reservoir_run(W, W_in, seq, leak, None, x0, backend=backend)
     assert torch.equal(x0, x0_copy)  # state0 is not modified
+
+
+@CPP
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("chunk", [4, 8, 12, 192])
+@pytest.mark.parametrize("N, T", [(1, 1), (2, 3), (5, 2), (37, 8), (61, 29), (130, 5)], ids=str)
+def test_cpp_two_step_path_matches_reference(N, T, chunk, dtype, monkeypatch, poisoned_empty):
+    # Batch 1, dense: the path that reads W once per two steps (forward / backward passes over
+    # chunks of rows, partial sums carried between passes), forced on at small N; chunks of
+    # 4-12 rows make many chunks, a partial last chunk and rows that are not a multiple of 4.
+    mod = sys.modules["bpalts.ops.reservoir_run"]  # the module (the package exports the function)
+
+    monkeypatch.setattr(mod, "CPP_TWO_STEP_MIN_BYTES", 0)
+    monkeypatch.setattr(mod, "CPP_TWO_STEP_CHUNK", chunk)
+    seed = hash((N, T, chunk)) % 1000
+    args = _problem(N, 1, T, 2, dtype, seed, per_unit_leak=seed % 2 == 0, bias=seed % 3 != 0,
+                    state0=seed % 5 != 0)
+    want = _loop_oracle(*args)
+    tol = RTOL_REDUCTION if dtype == torch.float32 else 1e-12
+    got = reservoir_run(*args, backend="cpp")
+    assert got.shape == (T, 1, N) and got.dtype == dtype
+    assert rel_err(got, want) < tol
+    # kept steps: the last only (the run stops there), an early subset in any order
+    assert rel_err(reservoir_run(*args, keep="last", backend="cpp"), want[-1:]) < tol
+    idx = [T - 1, 0, T // 2]
+    assert rel_err(reservoir_run(*args, keep=idx, backend="cpp"), want[idx]) < tol
+
+
+@CPP
+def test_cpp_two_step_path_static_input_and_bad_arguments(monkeypatch):
+    mod = sys.modules["bpalts.ops.reservoir_run"]  # the module (the package exports the function)
+
+    monkeypatch.setattr(mod, "CPP_TWO_STEP_MIN_BYTES", 0)
+    monkeypatch.setattr(mod, "CPP_TWO_STEP_CHUNK", 8)
+    N, T = 45, 7
+    g = torch.Generator().manual_seed(4)
+    W = torch.randn(N, N, generator=g) * (0.9 / math.sqrt(N))
+    W_in = torch.randn(N, 784, generator=g) * 0.05
+    seq = image_sequence(torch.rand(1, 784, generator=g), "static", steps=T)  # stride 0 in time
+    assert seq.stride(0) == 0
+    want = reservoir_run_reference(W, W_in, seq.contiguous(), 0.4)
+    assert rel_err(reservoir_run(W, W_in, seq, 0.4, backend="cpp"), want) < RTOL_REDUCTION
+    # The binding itself rejects what the dispatch never passes: batch > 1, a bad chunk.
+    C = bpalts._backend.cpp_module()
+    U = torch.zeros(T * 2, N)
+    slots = torch.arange(T, dtype=torch.int64)
+    out = torch.empty(T * 2, N)
+    with pytest.raises(ValueError, match="batch 1"):
+        C.reservoir_run_dense_two_step(W.numpy(), U.numpy(), 2, torch.zeros(2, N).numpy(),
+                                       torch.ones(1, N).numpy(), slots.numpy(), out.numpy(), 8)
+    for chunk in (0, 6, -4):
+        with pytest.raises(ValueError, match="chunk"):
+            C.reservoir_run_dense_two_step(W.numpy(), U[:T].numpy(), 1, torch.zeros(1, N).numpy(),
+                                           torch.ones(1, N).numpy(), slots.numpy(), out[:T].numpy(),
+                                           chunk)
 
 
 @CPP

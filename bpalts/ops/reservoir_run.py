@@ -32,6 +32,13 @@ the benchmarks): the input projection of every step as one GEMM first, then a lo
   ``+ U_t``, a vectorised tanh and the leak fused in. At B = 1 a step streams the 16 MB of a
   2000 x 2000 float32 ``W`` (memory bound); each thread walks its rows forward and backward
   on alternate steps, so the rows still in its caches are read first.
+* dense ``W``, batch 1, ``W`` of at least ``CPP_TWO_STEP_MIN_BYTES`` (6 MB): every entry of
+  ``W`` read once per two steps. ``W[i, j]`` serves step t (times ``x_{t-1}[j]``) and step t+1
+  (times ``x_t[j]``) from one load once ``x_t[j]`` is final. Rows go in chunks of
+  ``CPP_TWO_STEP_CHUNK`` with a barrier after each, passes alternate direction, and a pass
+  reads the block-lower (forward) or block-upper (backward) triangle of ``W`` for both steps,
+  plus the diagonal blocks for the current one, carrying step t+1's partial sums to the next
+  pass: about half of ``W`` streamed per step (the math is in ``run_dense_two_step``).
 * dense ``W``, batch > 16: each step's GEMM in MKL (``torch.addmm``), tanh and leak fused in
   one C++ pass.
 * CSR ``W`` (any batch): the whole loop in C++, rows in parallel, 2-byte column indices when
@@ -382,6 +389,14 @@ def reservoir_run(
 # Above this batch size the C++ backend runs each step's GEMM in MKL (torch.addmm) and only the
 # tanh / leak epilogue in C++; at or below it the whole time loop runs in C++.
 CPP_LOOP_MAX_BATCH = 16
+# At batch 1 with a dense W of at least this many bytes, the C++ loop reads each entry of W once
+# per two steps (csrc/reservoir_run.cpp, run_dense_two_step): a step is a matrix-vector product
+# bound by streaming W from L3 / memory once W outgrows the L2s. Measured on a 2-core Xeon VM
+# (2 MB L2 per core), both paths interleaved, ms for T = 784 (T = 400 at N = 1400): N = 1000
+# (4 MB) 33.7 vs 36-39 (the one-pass loop wins while W fits the L2s), N = 1400 (7.8 MB) 53.5 vs
+# 47.4, N = 2000 (16 MB) 267 vs 186-190.
+CPP_TWO_STEP_MIN_BYTES = 6 << 20
+CPP_TWO_STEP_CHUNK = 192  # rows per chunk (a multiple of 4): one barrier each; 128-320 measured alike
 
 
 def _leak_vector(leak, N: int, like: torch.Tensor) -> torch.Tensor:
@@ -446,8 +461,13 @@ def _reservoir_run_cpp(W, W_in, inputs, leak, bias, state0, keep, precision="fp3
                             a.numpy(), slots.numpy(), out2.numpy())
     else:
         Wc = W.detach().contiguous()
-        C.reservoir_run_dense(Wc.numpy(), U2.numpy(), stride, x0.numpy(), a.numpy(), slots.numpy(),
-                              out2.numpy())
+        if (B == 1 and Wc.numel() * Wc.element_size() >= CPP_TWO_STEP_MIN_BYTES
+                and hasattr(C, "reservoir_run_dense_two_step")):
+            C.reservoir_run_dense_two_step(Wc.numpy(), U2.numpy(), stride, x0.numpy(), a.numpy(),
+                                           slots.numpy(), out2.numpy(), CPP_TWO_STEP_CHUNK)
+        else:
+            C.reservoir_run_dense(Wc.numpy(), U2.numpy(), stride, x0.numpy(), a.numpy(),
+                                  slots.numpy(), out2.numpy())
     return out if order is None else out.index_select(0, order)
 
 
