@@ -33,11 +33,17 @@
 #include "vec_math.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
+#include <thread>
 #include <vector>
 
+#ifdef __AVX2__
+#include <immintrin.h>
+#endif
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -365,6 +371,14 @@ inline void dot_rows(const T* w, py::ssize_t ldw, const T* x, py::ssize_t n, py:
   }
 }
 
+// Spin until *flag >= target (acquire): the stores made before the matching release increments
+// are visible after it. Yields now and then, in case the thread waited for is not running.
+inline void wait_at_least(const std::atomic<int64_t>& flag, int64_t target) {
+  for (int64_t spins = 0; flag.load(std::memory_order_acquire) < target; ++spins) {
+    if ((spins & 1023) == 1023) std::this_thread::yield();
+  }
+}
+
 template <typename T>
 void run_dense_two_step(py::array& W_, py::array& U_, py::ssize_t u_stride_rows, py::array& x0_,
                         py::array& leak_, py::array& slots_, py::array& out_, py::ssize_t chunk) {
@@ -377,64 +391,162 @@ void run_dense_two_step(py::array& W_, py::array& U_, py::ssize_t u_stride_rows,
   if (chunk < kRows || chunk % kRows != 0) throw py::value_error("chunk must be a positive multiple of 4");
   const py::ssize_t n_chunks = (N + chunk - 1) / chunk;
   std::vector<T> buf(static_cast<size_t>(2 * N)), part(static_cast<size_t>(N));
+  // done[c]: how many (thread, step) pairs have finished their rows of chunk c. Within a step
+  // the threads wait for these (not a barrier per chunk): a chunk's products that need x_t of
+  // the previous chunk of the pass come last, after everything else of the chunk.
+  std::unique_ptr<std::atomic<int64_t>[]> done(new std::atomic<int64_t>[static_cast<size_t>(n_chunks)]);
+  for (py::ssize_t c = 0; c < n_chunks; ++c) done[c].store(0, std::memory_order_relaxed);
   const T* Wd = W.data;
   const T* a = leak.data;
   T* P = part.data();
   py::gil_scoped_release release;
 #pragma omp parallel if (N * N >= kParallelMin)
   {
-    std::vector<T> pre(static_cast<size_t>(chunk));
 #ifdef _OPENMP
     const py::ssize_t nth = omp_get_num_threads(), tid = omp_get_thread_num();
 #else
     const py::ssize_t nth = 1, tid = 0;
 #endif
+    // per row of this thread's share of a chunk: the partial products, then pre-activations
+    std::vector<T> acc(static_cast<size_t>(5 * chunk));
+    T* s_fix = acc.data();           // x_{t-1} . W over the diagonal block (+ the rest, first step)
+    T* s_old = s_fix + chunk;        // x_{t-1} . W over the dual columns
+    T* s_new = s_old + chunk;        // x_t . W over the dual columns (step t + 1's partial)
+    T* s_old2 = s_new + chunk;       // the same two over the previous chunk's columns
+    T* s_new2 = s_old2 + chunk;
     for (py::ssize_t t = 0; t < plan.T_run; ++t) {
       const T* xp = t == 0 ? x0.data : buf.data() + ((t - 1) & 1) * N;
       T* xn = buf.data() + (t & 1) * N;
       const T* Ut = U.data + t * u_stride_rows * N;
       T* o = plan.slot[t] >= 0 ? out.data + plan.slot[t] * N : nullptr;
       const bool fwd = (t & 1) == 0, first = t == 0, last = t + 1 == plan.T_run;
+      const int64_t target = static_cast<int64_t>((t + 1) * nth);  // chunk finished in step t
       for (py::ssize_t cc = 0; cc < n_chunks; ++cc) {
         const py::ssize_t c = fwd ? cc : n_chunks - 1 - cc;
         const py::ssize_t r0 = c * chunk, r1 = std::min(N, r0 + chunk);
-        // the columns whose x_t is final (earlier chunks of this pass), and the other side
-        const py::ssize_t d0 = fwd ? 0 : r1, d1 = fwd ? r0 : N;
-        const py::ssize_t e0 = fwd ? r1 : 0, e1 = fwd ? N : r0;
+        // Dual columns (x_t final: earlier chunks of this pass), split at the previous chunk:
+        // [d0, d1) needs chunks up to two back, [m0, m1) the previous one. e: the other side.
+        py::ssize_t d0, d1, m0, m1, e0, e1;
+        if (fwd) {
+          m1 = r0, m0 = std::max<py::ssize_t>(0, r0 - chunk), d0 = 0, d1 = m0, e0 = r1, e1 = N;
+        } else {
+          m0 = r1, m1 = std::min(N, r1 + chunk), d0 = m1, d1 = N, e0 = 0, e1 = r0;
+        }
         // this thread's rows of the chunk: whole groups of kRows, in order
         const py::ssize_t ng = (r1 - r0 + kRows - 1) / kRows;
         const py::ssize_t ib = std::min(r1, r0 + kRows * (ng * tid / nth));
         const py::ssize_t ie = std::min(r1, r0 + kRows * (ng * (tid + 1) / nth));
+        // 1. no wait: the diagonal block (and, at the first step, the other side) with x_{t-1}
         for (py::ssize_t i0 = ib; i0 < ie; i0 += kRows) {
           const py::ssize_t rows = std::min(kRows, ie - i0);
-          T s_old[kRows], s_new[kRows], s_diag[kRows], s_rest[kRows];
-          const T* w = Wd + i0 * N;
-          if (last) {
-            dot_rows<T>(w + d0, N, xp + d0, d1 - d0, rows, s_old);
-          } else if (rows == kRows) {
-            dot2_rows4<T>(w + d0, N, xp + d0, xn + d0, d1 - d0, s_old, s_new);
-          } else {
-            for (py::ssize_t r = 0; r < rows; ++r) {
-              dot2_row<T>(w + r * N + d0, xp + d0, xn + d0, d1 - d0, s_old + r, s_new + r);
+          T* f = s_fix + (i0 - ib);
+          dot_rows<T>(Wd + i0 * N + r0, N, xp + r0, r1 - r0, rows, f);
+          if (first) {
+            T rest[kRows];
+            dot_rows<T>(Wd + i0 * N + e0, N, xp + e0, e1 - e0, rows, rest);
+            for (py::ssize_t r = 0; r < rows; ++r) f[r] += rest[r];
+          }
+        }
+        // 2. the dual columns up to two chunks back, then 3. those of the previous chunk
+        for (int part_no = 0; part_no < 2; ++part_no) {
+          const py::ssize_t lo = part_no == 0 ? d0 : m0, hi = part_no == 0 ? d1 : m1;
+          T* so = part_no == 0 ? s_old : s_old2;
+          T* sn = part_no == 0 ? s_new : s_new2;
+          const py::ssize_t back = part_no == 0 ? 2 : 1;  // chunks back in pass order
+          if (!last && cc >= back) {
+            wait_at_least(done[fwd ? c - back : c + back], target);
+          }
+          for (py::ssize_t i0 = ib; i0 < ie; i0 += kRows) {
+            const py::ssize_t rows = std::min(kRows, ie - i0);
+            const T* w = Wd + i0 * N + lo;
+            const py::ssize_t k = i0 - ib;
+            if (last) {
+              dot_rows<T>(w, N, xp + lo, hi - lo, rows, so + k);
+            } else if (rows == kRows) {
+              dot2_rows4<T>(w, N, xp + lo, xn + lo, hi - lo, so + k, sn + k);
+            } else {
+              for (py::ssize_t r = 0; r < rows; ++r) {
+                dot2_row<T>(w + r * N, xp + lo, xn + lo, hi - lo, so + k + r, sn + k + r);
+              }
             }
           }
-          dot_rows<T>(w + r0, N, xp + r0, r1 - r0, rows, s_diag);
-          if (first) dot_rows<T>(w + e0, N, xp + e0, e1 - e0, rows, s_rest);
-          for (py::ssize_t r = 0; r < rows; ++r) {
-            const py::ssize_t i = i0 + r;
-            pre[i - ib] = Ut[i] + (first ? s_rest[r] : P[i]) + s_old[r] + s_diag[r];
-            if (!last) P[i] = s_new[r];
-          }
+        }
+        for (py::ssize_t i = ib; i < ie; ++i) {
+          const py::ssize_t k = i - ib;
+          s_fix[k] = Ut[i] + (first ? T(0) : P[i]) + (s_old[k] + s_old2[k]) + s_fix[k];
+          if (!last) P[i] = s_new[k] + s_new2[k];
         }
         if (ie > ib) {
-          leaky_n<T>(xp + ib, pre.data(), a + ib, 1, xn + ib, ie - ib);
+          leaky_n<T>(xp + ib, s_fix, a + ib, 1, xn + ib, ie - ib);
           if (o) std::memcpy(o + ib, xn + ib, static_cast<size_t>(ie - ib) * sizeof(T));
         }
-#pragma omp barrier
+        done[c].fetch_add(1, std::memory_order_release);
       }
+      // The next step reads all of x_t and overwrites x_{t-1}'s buffer.
+#pragma omp barrier
     }
   }
 }
+
+// sum_k val[k] * x[col[k]] over k in [k0, k1): one CSR row times a dense vector. Portable
+// version: four partial sums (independent FMA chains for the gathered loads).
+template <typename T, typename I>
+inline T sparse_dot(const T* val, const I* col, const T* x, int64_t k0, int64_t k1) {
+  T q0 = 0, q1 = 0, q2 = 0, q3 = 0;
+  int64_t k = k0;
+  for (; k + 4 <= k1; k += 4) {
+    q0 += val[k] * x[col[k]];
+    q1 += val[k + 1] * x[col[k + 1]];
+    q2 += val[k + 2] * x[col[k + 2]];
+    q3 += val[k + 3] * x[col[k + 3]];
+  }
+  for (; k < k1; ++k) q0 += val[k] * x[col[k]];
+  return (q0 + q1) + (q2 + q3);
+}
+
+#ifdef __AVX2__
+// float with AVX2 (the default -march=native build on x86): 16 nonzeros per iteration, x read
+// with two 8-lane gathers (vgatherdps), two FMA chains. On a 2-core Xeon VM, N = 2000 at 5%
+// density, one thread, 784 steps of the row products: 80 ms with the scalar loop, 50 ms with
+// this one. The index loads widen uint16 / take int32 as they are.
+inline __m256i load_index8(const uint16_t* c) {
+  return _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c)));
+}
+inline __m256i load_index8(const int32_t* c) {
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c));
+}
+
+template <typename I>
+inline float sparse_dot_avx2(const float* val, const I* col, const float* x, int64_t k0, int64_t k1) {
+  __m256 a = _mm256_setzero_ps(), b = _mm256_setzero_ps();
+  int64_t k = k0;
+  for (; k + 16 <= k1; k += 16) {
+    a = _mm256_fmadd_ps(_mm256_loadu_ps(val + k), _mm256_i32gather_ps(x, load_index8(col + k), 4), a);
+    b = _mm256_fmadd_ps(_mm256_loadu_ps(val + k + 8),
+                        _mm256_i32gather_ps(x, load_index8(col + k + 8), 4), b);
+  }
+  if (k + 8 <= k1) {
+    a = _mm256_fmadd_ps(_mm256_loadu_ps(val + k), _mm256_i32gather_ps(x, load_index8(col + k), 4), a);
+    k += 8;
+  }
+  alignas(32) float s[8];
+  _mm256_store_ps(s, _mm256_add_ps(a, b));
+  float q = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+  for (; k < k1; ++k) q += val[k] * x[col[k]];
+  return q;
+}
+
+template <>
+inline float sparse_dot<float, uint16_t>(const float* val, const uint16_t* col, const float* x,
+                                         int64_t k0, int64_t k1) {
+  return sparse_dot_avx2(val, col, x, k0, k1);
+}
+template <>
+inline float sparse_dot<float, int32_t>(const float* val, const int32_t* col, const float* x,
+                                        int64_t k0, int64_t k1) {
+  return sparse_dot_avx2(val, col, x, k0, k1);
+}
+#endif
 
 template <typename T, typename I>
 void run_csr(py::array& crow_, py::array& col_, py::array& val_, py::array& U_,
@@ -495,18 +607,7 @@ void run_csr(py::array& crow_, py::array& col_, py::array& val_, py::array& U_,
           const py::ssize_t ns = std::min(kSuper, N - s0);
           for (py::ssize_t r = 0; r < ns; ++r) {
             const py::ssize_t i = s0 + r;
-            const int64_t k0 = crow[i], k1 = crow[i + 1];
-            // four partial sums: independent FMA chains for the gathered loads
-            T q0 = 0, q1 = 0, q2 = 0, q3 = 0;
-            int64_t k = k0;
-            for (; k + 4 <= k1; k += 4) {
-              q0 += val[k] * xp[col[k]];
-              q1 += val[k + 1] * xp[col[k + 1]];
-              q2 += val[k + 2] * xp[col[k + 2]];
-              q3 += val[k + 3] * xp[col[k + 3]];
-            }
-            for (; k < k1; ++k) q0 += val[k] * xp[col[k]];
-            pre[r] = Ut[i] + ((q0 + q1) + (q2 + q3));
+            pre[r] = Ut[i] + sparse_dot<T, I>(val, col, xp, crow[i], crow[i + 1]);
           }
           leaky_n<T>(xp + s0, pre, a + s0, 1, xn + s0, ns);
           if (o) std::memcpy(o + s0, xn + s0, static_cast<size_t>(ns) * sizeof(T));
