@@ -4,7 +4,7 @@
 //   x_t = x_{t-1} + a * (tanh(U_t + x_{t-1} W^T) - x_{t-1}),   U_t = u_t W_in^T + b
 //
 // The input projection U (all steps, one GEMM) comes from Python (MKL). This file runs the
-// whole time loop in one OpenMP region, one barrier per step (the implicit one of `omp for`):
+// whole time loop in one OpenMP region, one barrier per step:
 //
 //   reservoir_run_dense: W (N x N) row-major, so unit i's pre-activation is the dot product of
 //     the contiguous row W_i with x_{t-1}. Units go in blocks of kRows = 4 rows: the 4 rows
@@ -19,8 +19,11 @@
 //     machine this beat the plain streaming floor, W.sum(), by 1.6x).
 //   reservoir_run_csr: CSR W (int64 crow; uint16 col when N <= 65536, else int32: fewer bytes
 //     streamed per step), rows in parallel, the same fused epilogue. B = 1: per row, a gathered
-//     dot product (4 chains), work items in snake order as above. B > 1: the state is kept transposed (units x batch), so every
+//     dot product (AVX2 gathers where the build has AVX2, else 4 scalar chains), work items in
+//     snake order as above. B > 1: the state is kept transposed (units x batch), so every
 //     nonzero is one contiguous, vectorised axpy over the batch.
+//   reservoir_run_dense_two_step: B = 1, W larger than the L2s: each entry of W read once per
+//     two steps (see run_dense_two_step below).
 //   reservoir_epilogue: x_next = x + a (tanh(pre) - x), for the large-batch path where the step
 //     GEMM runs in MKL from Python.
 //
@@ -284,8 +287,10 @@ void run_dense(py::array& W_, py::array& U_, py::ssize_t u_stride_rows, py::arra
 // more than the L2s) for one multiply-add per entry, so the loop is bound by the L3 / memory
 // bandwidth. The entry W[i, j] is needed by step t (times x_{t-1}[j]) and by step t + 1 (times
 // x_t[j]); both uses can share one load as soon as x_t[j] is final. Rows go in chunks of
-// `chunk` rows, one barrier after each chunk, so when a chunk runs every earlier chunk of the same
-// pass is final. With passes alternating direction:
+// `chunk` rows, each chunk's rows split among the threads; a thread counts each chunk it
+// finishes (done[c], release) and waits (acquire) for the earlier chunks of the pass only before
+// the products that read their x_t: first the diagonal block, then the columns up to two chunks
+// back, then the previous chunk's. One barrier per step. With passes alternating direction:
 //
 //   forward pass, step t (chunks in ascending order), row i in chunk c = [r0, r1):
 //     pre_t[i]    = U_t[i] + P[i] + W[i, :r0] . x_{t-1}[:r0] + W[i, r0:r1] . x_{t-1}[r0:r1]

@@ -187,6 +187,38 @@ def test_cpp_two_step_path_static_input_and_bad_arguments(monkeypatch):
 
 
 @CPP
+@pytest.mark.parametrize("B", [1, 3])
+@pytest.mark.parametrize("index_dtype", ["uint16", "int32"])
+def test_cpp_csr_binding_both_index_widths(index_dtype, B):
+    # The dispatch passes 2-byte column indices up to 65536 units and 4-byte ones above; both
+    # go through the binding here at a small N. Row lengths 0..N cover the batch-1 row product's
+    # 16- and 8-wide vector parts and its scalar tail.
+    import numpy as np
+
+    N, T = 41, 6
+    g = torch.Generator().manual_seed(11)
+    dense = torch.randn(N, N, generator=g) * (0.9 / math.sqrt(N))
+    dense = dense * (torch.arange(N)[None, :] < torch.arange(N)[:, None])  # row i: i nonzeros
+    W = dense.to_sparse_csr()
+    U = torch.randn(T, B, N, generator=g) * 0.5
+    x0 = torch.rand(B, N, generator=g) * 2 - 1
+    leak = torch.rand(1, N, generator=g) * 0.9 + 0.1
+    want, x = [], x0.double()
+    for t in range(T):
+        x = x + leak.double() * (torch.tanh(U[t].double() + x @ dense.double().T) - x)
+        want.append(x)
+    want = torch.stack(want)
+    out = torch.empty(T * B, N)
+    C = bpalts._backend.cpp_module()
+    C.reservoir_run_csr(W.crow_indices().to(torch.int64).contiguous().numpy(),
+                        W.col_indices().numpy().astype(np.dtype(index_dtype)),
+                        W.values().contiguous().numpy(), U.reshape(T * B, N).numpy(), B,
+                        x0.numpy(), leak.numpy(), torch.arange(T, dtype=torch.int64).numpy(),
+                        out.numpy())
+    assert rel_err(out.view(T, B, N), want) < RTOL_REDUCTION
+
+
+@CPP
 def test_auto_picks_cpp_and_pixel_benchmark_shape_short():
     # The benchmark layout (B=1, D=1 pixel sequence) at N=2000, a few steps: cpp == reference.
     N, T = 2000, 12

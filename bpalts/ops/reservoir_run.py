@@ -42,7 +42,9 @@ the benchmarks): the input projection of every step as one GEMM first, then a lo
 * dense ``W``, batch > 16: each step's GEMM in MKL (``torch.addmm``), tanh and leak fused in
   one C++ pass.
 * CSR ``W`` (any batch): the whole loop in C++, rows in parallel, 2-byte column indices when
-  N <= 65536; B = 1: gathered dot products; B > 1: the state kept transposed (units x batch)
+  N <= 65536; B = 1: gathered dot products (AVX2 gathers, 16 nonzeros per iteration, where the
+  extension is built for x86 with AVX2: the default ``-march=native`` build there); B > 1: the
+  state kept transposed (units x batch)
   so every nonzero is one contiguous axpy over the batch.
 
 float32 and float64 (double uses ``std::tanh``).
