@@ -12,10 +12,12 @@ reference (``reference``): ``reference/cpp`` is the dense C++ speedup (target >=
 ``reference/cpp-csr`` the CSR C++ speedup over the dense eager run (target >= 5x), and
 ``reference/reference-csr`` what plain torch.sparse gives.
 
-At B=1 every step is a 2000 x 2000 matrix-vector product: 16 MB of float32 W streamed per
-step (memory bound; the C++ loop walks the rows forward and backward on alternate steps, so
-what is still cached from the last step is read first); the CSR matrix is 1.2 MB (values +
-2-byte column indices) at 5%.
+At B=1 every step is a 2000 x 2000 matrix-vector product: 16 MB of float32 W, more than the
+L2s, for one multiply-add per entry (memory bound). The reference streams all of W every step;
+the C++ path reads each entry once per two steps (forward and backward passes over chunks of
+rows, each load used for step t and step t+1: about 0.55 of W per step; see
+``run_dense_two_step`` in csrc/reservoir_run.cpp). The CSR matrix is 1.2 MB (values + 2-byte
+column indices) at 5%, its rows multiplied with AVX2 gathers.
 
 On a shared, busy machine add ``--benchmark-timer=time.process_time`` (CPU time of this
 process): wall-clock medians there swing by 2x between runs.
