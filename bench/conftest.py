@@ -26,7 +26,8 @@ def pytest_report_header(config):
         info = bpalts.info(print_it=False)
         return (
             f"bpalts {info['bpalts']}, torch {info['torch']}, torch threads {info['torch_threads']}, "
-            f"cpp built {info['cpp_built']} (OpenMP threads {info['cpp_openmp_threads']}), "
+            f"cpp built {info['cpp_built']} (OpenMP threads {info['cpp_openmp_threads']}, "
+            f"SIMD {info.get('cpp_simd')}), "
             f"CPU backends {info['backends_cpu']}, MKL {torch.backends.mkl.is_available()}"
         )
     except Exception as exc:  # a header must never break the run

@@ -164,6 +164,8 @@ def info(print_it: bool = True) -> dict:
         "cpp_built": _C is not None,
         "cpp_error": _C_ERROR,
         "cpp_openmp_threads": _C.openmp_threads() if _C is not None else None,
+        # an extension built before this entry existed has no simd(): reported as unknown
+        "cpp_simd": (getattr(_C, "simd", lambda: "unknown")() if _C is not None else None),
         "torch_threads": torch.get_num_threads(),
         "backends_cpu": available_backends("cpu"),
         "backends_cuda": available_backends("cuda") if torch.cuda.is_available() else [],

@@ -25,6 +25,20 @@ PYBIND11_MODULE(_C, m) {
     return 1;
 #endif
   }, "Threads OpenMP will use (1 when built without OpenMP).");
+  m.def("simd", []() {
+#if defined(__AVX512F__)
+    return "avx512f";
+#elif defined(__AVX2__)
+    return "avx2";
+#elif defined(__ARM_NEON)
+    return "neon";
+#else
+    return "none";
+#endif
+  }, "The widest vector instruction set the extension was compiled for (-march=native picks the "
+     "building machine's; BPALTS_PORTABLE=1 builds without it). Hand-vectorised paths such as the "
+     "CSR gathers of reservoir_run need avx2 or avx512f; the rest use GCC vector types, which any "
+     "target compiles.");
   bpalts::bind_hebbian_update(m);
   bpalts::bind_softwta_update(m);
   bpalts::bind_pc_relax(m);

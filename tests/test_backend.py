@@ -57,6 +57,7 @@ def test_info_reports_versions_and_backends(capsys):
     assert "cpp_built" in out and "backends_cpu" in out
     if d["cpp_built"]:
         assert d["cpp_openmp_threads"] >= 1
+        assert d["cpp_simd"] in ("avx512f", "avx2", "neon", "none")
     else:
         assert d["cpp_error"]
 
