@@ -186,6 +186,43 @@ def test_cpp_two_step_path_static_input_and_bad_arguments(monkeypatch):
                                            chunk)
 
 
+_THREADS_SCRIPT = """
+import hashlib, math, sys, torch
+import bpalts.ops.reservoir_run
+mod = sys.modules["bpalts.ops.reservoir_run"]
+mod.CPP_TWO_STEP_MIN_BYTES = 0
+mod.CPP_TWO_STEP_CHUNK = 8
+g = torch.Generator().manual_seed(2)
+N = 600
+W = torch.randn(N, N, generator=g) * (0.9 / math.sqrt(N))
+Ws = (W * (torch.rand(N, N, generator=g) < 0.1)).to_sparse_csr()
+W_in = torch.randn(N, 1, generator=g)
+u = torch.rand(40, 1, 1, generator=g)
+for w in (W, Ws):
+    out = mod.reservoir_run(w, W_in, u, 0.4, backend="cpp")
+    print(hashlib.sha256(out.numpy().tobytes()).hexdigest())
+"""
+
+
+@CPP
+def test_cpp_batch1_paths_do_not_depend_on_the_thread_count():
+    # The C++ module docs promise sums in a fixed order whatever the thread count: the two-step
+    # dense path (rows split among the threads inside each chunk, counters between chunks) and
+    # the CSR path, bit for bit at 1, 2 and 3 OpenMP threads (3: more threads than this CI's
+    # cores, so the counters' waits also see descheduled threads).
+    import os
+    import subprocess
+
+    outs = []
+    for n in (1, 2, 3):
+        env = dict(os.environ, OMP_NUM_THREADS=str(n))
+        run = subprocess.run([sys.executable, "-c", _THREADS_SCRIPT], capture_output=True, text=True,
+                             timeout=120, env=env)
+        assert run.returncode == 0, run.stderr[-2000:]
+        outs.append(run.stdout.split())
+    assert len(outs[0]) == 2 and outs[0] == outs[1] == outs[2]
+
+
 @CPP
 @pytest.mark.parametrize("B", [1, 3])
 @pytest.mark.parametrize("index_dtype", ["uint16", "int32"])
