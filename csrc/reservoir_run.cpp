@@ -11,7 +11,7 @@
 //     stream from memory/L3 once per step (4 sequential streams, which the prefetchers follow),
 //     each loaded x vector is reused for the 4 rows, and every row keeps two independent
 //     accumulator vectors (8 FMA chains). For B > 1 the block's rows are reused for every
-//     sample from L1/L2. An OpenMP work item is kSuper = 64 units: their pre-activations go to
+//     sample from L1/L2, two samples per read (one accumulator per row and sample). An OpenMP work item is kSuper = 64 units: their pre-activations go to
 //     a small buffer, then one vectorised tanh + leak pass writes the state (ping-pong buffer)
 //     and, on kept steps, the output. Each thread owns a fixed range of work items and walks it
 //     forward on even steps and backward on odd ones ("snake" order): the rows it streamed last
@@ -146,6 +146,76 @@ inline T dot_row(const T* w, const T* x, py::ssize_t n) {
   return s;
 }
 
+// oa[r] = W[r, :n] . xa, ob[r] = W[r, :n] . xb for kRows rows (w: row 0, ldw apart): each entry
+// of W is loaded once for both products.
+template <typename T>
+inline void dot2_rows4(const T* w, py::ssize_t ldw, const T* xa, const T* xb, py::ssize_t n,
+                       T* oa, T* ob) {
+  using V = typename Vec<T>::type;
+  constexpr int L = Vec<T>::L;
+  const T* wr[kRows] = {w, w + ldw, w + 2 * ldw, w + 3 * ldw};
+  V a0 = {}, a1 = {}, a2 = {}, a3 = {}, b0 = {}, b1 = {}, b2 = {}, b3 = {};
+  py::ssize_t j = 0;
+  for (; j + L <= n; j += L) {
+    const V va = loadu(xa + j), vb = loadu(xb + j);
+    V r = loadu(wr[0] + j);
+    a0 += r * va;
+    b0 += r * vb;
+    r = loadu(wr[1] + j);
+    a1 += r * va;
+    b1 += r * vb;
+    r = loadu(wr[2] + j);
+    a2 += r * va;
+    b2 += r * vb;
+    r = loadu(wr[3] + j);
+    a3 += r * va;
+    b3 += r * vb;
+  }
+  T sa[kRows] = {hsum<T>(a0), hsum<T>(a1), hsum<T>(a2), hsum<T>(a3)};
+  T sb[kRows] = {hsum<T>(b0), hsum<T>(b1), hsum<T>(b2), hsum<T>(b3)};
+  for (; j < n; ++j) {
+    for (int r = 0; r < kRows; ++r) {
+      sa[r] += wr[r][j] * xa[j];
+      sb[r] += wr[r][j] * xb[j];
+    }
+  }
+  for (int r = 0; r < kRows; ++r) {
+    oa[r] = sa[r];
+    ob[r] = sb[r];
+  }
+}
+
+// The same for one row.
+template <typename T>
+inline void dot2_row(const T* w, const T* xa, const T* xb, py::ssize_t n, T* oa, T* ob) {
+  using V = typename Vec<T>::type;
+  constexpr int L = Vec<T>::L;
+  V a = {}, b = {};
+  py::ssize_t j = 0;
+  for (; j + L <= n; j += L) {
+    const V r = loadu(w + j);
+    a += r * loadu(xa + j);
+    b += r * loadu(xb + j);
+  }
+  T sa = hsum<T>(a), sb = hsum<T>(b);
+  for (; j < n; ++j) {
+    sa += w[j] * xa[j];
+    sb += w[j] * xb[j];
+  }
+  *oa = sa;
+  *ob = sb;
+}
+
+// out[r] = W[r, :n] . x for `rows` <= kRows rows.
+template <typename T>
+inline void dot_rows(const T* w, py::ssize_t ldw, const T* x, py::ssize_t n, py::ssize_t rows, T* out) {
+  if (rows == kRows) {
+    dot_rows4<T>(w, ldw, x, n, out);
+  } else {
+    for (py::ssize_t r = 0; r < rows; ++r) out[r] = dot_row<T>(w + r * ldw, x, n);
+  }
+}
+
 // ---- tanh, vectorised for float (std::tanh is a scalar call: at B = 256 it would cost more
 // than the GEMM's memory traffic): Cephes' tanhf from vec_math.h, about 2 ulp. double: std::tanh.
 using vec::v8f;
@@ -259,7 +329,22 @@ void run_dense(py::array& W_, py::array& U_, py::ssize_t u_stride_rows, py::arra
         for (py::ssize_t r0 = 0; r0 < ns; r0 += kRows) {
           const py::ssize_t i0 = s0 + r0;
           const py::ssize_t rows = std::min(kRows, ns - r0);
-          for (py::ssize_t b = 0; b < B; ++b) {
+          py::ssize_t b = 0;
+          // two samples per read of the block's rows: 8 FMA chains, 6 loads per 8 FMAs
+          for (; b + 2 <= B; b += 2) {
+            const T* xa = xp + b * N;
+            T sa[kRows], sb[kRows];
+            if (rows == kRows) {
+              dot2_rows4<T>(Wd + i0 * N, N, xa, xa + N, N, sa, sb);
+            } else {
+              for (py::ssize_t r = 0; r < rows; ++r) dot2_row<T>(Wd + (i0 + r) * N, xa, xa + N, N, sa + r, sb + r);
+            }
+            for (py::ssize_t r = 0; r < rows; ++r) {
+              pre[b * kSuper + r0 + r] = Ut[b * N + i0 + r] + sa[r];
+              pre[(b + 1) * kSuper + r0 + r] = Ut[(b + 1) * N + i0 + r] + sb[r];
+            }
+          }
+          for (; b < B; ++b) {
             const T* xb = xp + b * N;
             T sum[kRows];
             if (rows == kRows) {
@@ -305,76 +390,6 @@ void run_dense(py::array& W_, py::array& U_, py::ssize_t u_stride_rows, py::arra
 // reads its whole rows; the last one starts no P. x_t[i] = x_{t-1}[i] + a_i (tanh(pre_t[i]) -
 // x_{t-1}[i]) as in run_dense. Each row is summed by one thread in a fixed order (rows go to
 // threads in groups of kRows), so the result does not depend on the thread count.
-
-// oa[r] = W[r, :n] . xa, ob[r] = W[r, :n] . xb for kRows rows (w: row 0, ldw apart): each entry
-// of W is loaded once for both products.
-template <typename T>
-inline void dot2_rows4(const T* w, py::ssize_t ldw, const T* xa, const T* xb, py::ssize_t n,
-                       T* oa, T* ob) {
-  using V = typename Vec<T>::type;
-  constexpr int L = Vec<T>::L;
-  const T* wr[kRows] = {w, w + ldw, w + 2 * ldw, w + 3 * ldw};
-  V a0 = {}, a1 = {}, a2 = {}, a3 = {}, b0 = {}, b1 = {}, b2 = {}, b3 = {};
-  py::ssize_t j = 0;
-  for (; j + L <= n; j += L) {
-    const V va = loadu(xa + j), vb = loadu(xb + j);
-    V r = loadu(wr[0] + j);
-    a0 += r * va;
-    b0 += r * vb;
-    r = loadu(wr[1] + j);
-    a1 += r * va;
-    b1 += r * vb;
-    r = loadu(wr[2] + j);
-    a2 += r * va;
-    b2 += r * vb;
-    r = loadu(wr[3] + j);
-    a3 += r * va;
-    b3 += r * vb;
-  }
-  T sa[kRows] = {hsum<T>(a0), hsum<T>(a1), hsum<T>(a2), hsum<T>(a3)};
-  T sb[kRows] = {hsum<T>(b0), hsum<T>(b1), hsum<T>(b2), hsum<T>(b3)};
-  for (; j < n; ++j) {
-    for (int r = 0; r < kRows; ++r) {
-      sa[r] += wr[r][j] * xa[j];
-      sb[r] += wr[r][j] * xb[j];
-    }
-  }
-  for (int r = 0; r < kRows; ++r) {
-    oa[r] = sa[r];
-    ob[r] = sb[r];
-  }
-}
-
-// The same for one row.
-template <typename T>
-inline void dot2_row(const T* w, const T* xa, const T* xb, py::ssize_t n, T* oa, T* ob) {
-  using V = typename Vec<T>::type;
-  constexpr int L = Vec<T>::L;
-  V a = {}, b = {};
-  py::ssize_t j = 0;
-  for (; j + L <= n; j += L) {
-    const V r = loadu(w + j);
-    a += r * loadu(xa + j);
-    b += r * loadu(xb + j);
-  }
-  T sa = hsum<T>(a), sb = hsum<T>(b);
-  for (; j < n; ++j) {
-    sa += w[j] * xa[j];
-    sb += w[j] * xb[j];
-  }
-  *oa = sa;
-  *ob = sb;
-}
-
-// out[r] = W[r, :n] . x for `rows` <= kRows rows.
-template <typename T>
-inline void dot_rows(const T* w, py::ssize_t ldw, const T* x, py::ssize_t n, py::ssize_t rows, T* out) {
-  if (rows == kRows) {
-    dot_rows4<T>(w, ldw, x, n, out);
-  } else {
-    for (py::ssize_t r = 0; r < rows; ++r) out[r] = dot_row<T>(w + r * ldw, x, n);
-  }
-}
 
 // Spin until *flag >= target (acquire): the stores made before the matching release increments
 // are visible after it. Yields now and then, in case the thread waited for is not running.

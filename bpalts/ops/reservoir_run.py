@@ -26,7 +26,7 @@ the benchmarks): the input projection of every step as one GEMM first, then a lo
 
 ``cpp``: the input projection as one GEMM in PyTorch (MKL), then (``csrc/reservoir_run.cpp``):
 
-* dense ``W``, batch <= 16: the whole time loop in C++, one OpenMP region, one barrier per
+* dense ``W``, batch <= 7 (``CPP_LOOP_MAX_BATCH``): the whole time loop in C++, one OpenMP region, one barrier per
   step. Units go in blocks of 4 rows of the row-major ``W`` (4 sequential streams, each loaded
   ``x`` vector reused for 4 rows, 8 independent FMA chains), 64 units per work item with
   ``+ U_t``, a vectorised tanh and the leak fused in. At B = 1 a step streams the 16 MB of a
@@ -39,7 +39,7 @@ the benchmarks): the input projection of every step as one GEMM first, then a lo
   reads the block-lower (forward) or block-upper (backward) triangle of ``W`` for both steps,
   plus the diagonal blocks for the current one, carrying step t+1's partial sums to the next
   pass: about half of ``W`` streamed per step (the math is in ``run_dense_two_step``).
-* dense ``W``, batch > 16: each step's GEMM in MKL (``torch.addmm``), tanh and leak fused in
+* dense ``W``, larger batches: each step's GEMM in MKL (``torch.addmm``), tanh and leak fused in
   one C++ pass.
 * CSR ``W`` (any batch): the whole loop in C++, rows in parallel, 2-byte column indices when
   N <= 65536; B = 1: gathered dot products (AVX2 gathers, 16 nonzeros per iteration, where the
@@ -389,8 +389,13 @@ def reservoir_run(
 
 
 # Above this batch size the C++ backend runs each step's GEMM in MKL (torch.addmm) and only the
-# tanh / leak epilogue in C++; at or below it the whole time loop runs in C++.
-CPP_LOOP_MAX_BATCH = 16
+# tanh / leak epilogue in C++; at or below it the whole time loop runs in C++. Measured on a
+# 2-core Xeon VM (AVX-512: MKL's GEMM runs at about 3x the loop's 256-bit FMA rate), N2000 T200,
+# both paths interleaved, ms (loop / MKL), 2 threads: B2 70-80 / 89-102, B4 119-131 / 165-188,
+# B6 167-181 / 189-205, B7 206 / 227, B8 213-233 / 194-206, B16 406-432 / 280-283; 1 thread:
+# B7 413 / 532, B8 462 / 539. It was 16, never measured; at B16 the loop took 1.6x the
+# reference's time.
+CPP_LOOP_MAX_BATCH = 7
 # At batch 1 with a dense W of at least this many bytes, the C++ loop reads each entry of W once
 # per two steps (csrc/reservoir_run.cpp, run_dense_two_step): a step is a matrix-vector product
 # bound by streaming W from L3 / memory once W outgrows the L2s. Measured on a 2-core Xeon VM
