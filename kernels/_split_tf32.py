@@ -33,6 +33,18 @@ SPLIT_BR, SPLIT_BC = 16, 256  # _split3_kernel's tile (rows, columns)
 
 
 @triton.jit
+def store_parts(row, v, C, mask, LO: tl.constexpr):
+    """Store float32 ``v`` (any block shape) at pointers ``row`` as its three TF32 parts, ``C``
+    elements apart: the ``(R, 3, C)`` layout, ``row`` pointing into part 0. Part ``LO`` (1 or 2)
+    is the remainder ``lo``, the other two ``hi``. Every kernel that writes a split operand
+    (``_split3_kernel``, and the ops' fused kernels) stores it through here."""
+    hi, lo = _split_tf32(v)
+    tl.store(row, hi, mask=mask)
+    tl.store(row + C, lo if LO == 1 else hi, mask=mask)
+    tl.store(row + 2 * C, lo if LO == 2 else hi, mask=mask)
+
+
+@triton.jit
 def _split3_kernel(A, s_ar, s_ac, A3, R, C, LO: tl.constexpr, BLOCK_R: tl.constexpr,
                    BLOCK_C: tl.constexpr):
     """``A3[r] = three parts of row r of A`` (A (R, C) strided, A3 contiguous (R, 3, C)): part
@@ -40,11 +52,8 @@ def _split3_kernel(A, s_ar, s_ac, A3, R, C, LO: tl.constexpr, BLOCK_R: tl.conste
     rr = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     rc = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     m = (rr[:, None] < R) & (rc[None, :] < C)
-    hi, lo = _split_tf32(tl.load(A + rr[:, None] * s_ar + rc[None, :] * s_ac, mask=m, other=0.0))
-    row = A3 + rr[:, None] * 3 * C + rc[None, :]
-    tl.store(row, hi, mask=m)
-    tl.store(row + C, lo if LO == 1 else hi, mask=m)
-    tl.store(row + 2 * C, lo if LO == 2 else hi, mask=m)
+    v = tl.load(A + rr[:, None] * s_ar + rc[None, :] * s_ac, mask=m, other=0.0)
+    store_parts(A3 + rr[:, None] * 3 * C + rc[None, :], v, C, m, LO)
 
 
 def split3(A: torch.Tensor, lo: int) -> torch.Tensor:

@@ -75,8 +75,7 @@ import triton.language as tl
 from bpalts._precision import TRITON_INPUT_PRECISION, gemm_into, gemm_precision
 from bpalts.kernels._capture import PlainCallGraphs, settings_key, tensor_key
 from bpalts.kernels._capture import graphs_apply as _graphs_apply  # tests stand in for it here
-from bpalts.kernels._math import split_tf32 as _split_tf32
-from bpalts.kernels._split_tf32 import split3
+from bpalts.kernels._split_tf32 import split3, store_parts
 from bpalts.kernels._math import tanh as _tanh
 
 # Batches up to this size use the unit-block (broadcast) kernels; larger ones the tl.dot GEMM.
@@ -402,11 +401,7 @@ def _leak_tanh_kernel(P, U_t, s_ub, s_un, X, leak, Xn, X3, N, SPLIT: tl.constexp
     xn = x + a * (_tanh(p + u) - x)
     tl.store(Xn + b * N + rn, xn, mask=mn)
     if SPLIT:
-        hi, lo = _split_tf32(xn)
-        row = X3 + b * 3 * N + rn
-        tl.store(row, hi, mask=mn)
-        tl.store(row + N, lo, mask=mn)
-        tl.store(row + 2 * N, hi, mask=mn)
+        store_parts(X3 + b * 3 * N + rn, xn, N, mn, 1)
 
 
 def _launch_persistent(W, n_keep, mode, slots, T_run, B, N, n_programs, sync, resident, batch,

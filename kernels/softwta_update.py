@@ -55,8 +55,7 @@ import triton.language as tl
 
 from bpalts._precision import TENSOR_CORE_PRECISIONS, gemm_into, gemm_precision
 from bpalts.kernels._capture import PlainCallGraphs, replays_here, settings_key, tensor_key
-from bpalts.kernels._math import split_tf32 as _split_tf32
-from bpalts.kernels._split_tf32 import split3
+from bpalts.kernels._split_tf32 import split3, store_parts
 
 # Tiles. Forward GEMM: (batch, units, features); update GEMM: (units, features, batch).
 # bench/gpu_tiles.py sweeps them on a GPU; tl.dot needs every block dimension >= 16.
@@ -326,11 +325,7 @@ def _cublas_gate_kernel(U, Y, DP, B, N, inv_tau, s_k, ANTI: tl.constexpr, KS: tl
             y = tl.where(rn[None, :] == win[:, None], y, -y)
         y = tl.where(msk, y, 0.0)
         if SPLIT:
-            hi, lo = _split_tf32(y)
-            row = Y + rb[:, None] * 3 * N + rn[None, :]
-            tl.store(row, hi, mask=msk)
-            tl.store(row + N, hi, mask=msk)
-            tl.store(row + 2 * N, lo, mask=msk)
+            store_parts(Y + rb[:, None] * 3 * N + rn[None, :], y, N, msk, 2)
         else:
             tl.store(Y + rb[:, None] * N + rn[None, :], y, mask=msk)
         tl.store(DP + pid * N + rn, tl.sum(y * u, axis=0), mask=nmask)

@@ -304,7 +304,6 @@ def test_cublas_tf32x3_is_float32_accurate(poisoned_empty):
     assert rel_err(got0.double(), exact0) < 4 * err["fp32"] + 1e-7
 
 
-
 def test_cublas_gemm_bad_requests():
     from bpalts.kernels import reservoir_run as tk
 
