@@ -216,6 +216,17 @@ inline void dot_rows(const T* w, py::ssize_t ldw, const T* x, py::ssize_t n, py:
   }
 }
 
+// dot2_rows4 for `rows` <= kRows rows.
+template <typename T>
+inline void dot2_rows(const T* w, py::ssize_t ldw, const T* xa, const T* xb, py::ssize_t n,
+                      py::ssize_t rows, T* oa, T* ob) {
+  if (rows == kRows) {
+    dot2_rows4<T>(w, ldw, xa, xb, n, oa, ob);
+  } else {
+    for (py::ssize_t r = 0; r < rows; ++r) dot2_row<T>(w + r * ldw, xa, xb, n, oa + r, ob + r);
+  }
+}
+
 // ---- tanh, vectorised for float (std::tanh is a scalar call: at B = 256 it would cost more
 // than the GEMM's memory traffic): Cephes' tanhf from vec_math.h, about 2 ulp. double: std::tanh.
 using vec::v8f;
@@ -334,24 +345,15 @@ void run_dense(py::array& W_, py::array& U_, py::ssize_t u_stride_rows, py::arra
           for (; b + 2 <= B; b += 2) {
             const T* xa = xp + b * N;
             T sa[kRows], sb[kRows];
-            if (rows == kRows) {
-              dot2_rows4<T>(Wd + i0 * N, N, xa, xa + N, N, sa, sb);
-            } else {
-              for (py::ssize_t r = 0; r < rows; ++r) dot2_row<T>(Wd + (i0 + r) * N, xa, xa + N, N, sa + r, sb + r);
-            }
+            dot2_rows<T>(Wd + i0 * N, N, xa, xa + N, N, rows, sa, sb);
             for (py::ssize_t r = 0; r < rows; ++r) {
               pre[b * kSuper + r0 + r] = Ut[b * N + i0 + r] + sa[r];
               pre[(b + 1) * kSuper + r0 + r] = Ut[(b + 1) * N + i0 + r] + sb[r];
             }
           }
           for (; b < B; ++b) {
-            const T* xb = xp + b * N;
             T sum[kRows];
-            if (rows == kRows) {
-              dot_rows4<T>(Wd + i0 * N, N, xb, N, sum);
-            } else {
-              for (py::ssize_t r = 0; r < rows; ++r) sum[r] = dot_row<T>(Wd + (i0 + r) * N, xb, N);
-            }
+            dot_rows<T>(Wd + i0 * N, N, xp + b * N, N, rows, sum);
             for (py::ssize_t r = 0; r < rows; ++r) pre[b * kSuper + r0 + r] = Ut[b * N + i0 + r] + sum[r];
           }
         }
@@ -482,12 +484,8 @@ void run_dense_two_step(py::array& W_, py::array& U_, py::ssize_t u_stride_rows,
             const py::ssize_t k = i0 - ib;
             if (last) {
               dot_rows<T>(w, N, xp + lo, hi - lo, rows, so + k);
-            } else if (rows == kRows) {
-              dot2_rows4<T>(w, N, xp + lo, xn + lo, hi - lo, so + k, sn + k);
             } else {
-              for (py::ssize_t r = 0; r < rows; ++r) {
-                dot2_row<T>(w + r * N, xp + lo, xn + lo, hi - lo, so + k + r, sn + k + r);
-              }
+              dot2_rows<T>(w, N, xp + lo, xn + lo, hi - lo, rows, so + k, sn + k);
             }
           }
         }
@@ -727,7 +725,8 @@ void bind_reservoir_run(py::module_& m) {
       py::arg("W"), py::arg("U"), py::arg("u_stride_rows"), py::arg("x0"), py::arg("leak"),
       py::arg("slots"), py::arg("out"), py::arg("chunk"),
       "reservoir_run_dense at batch 1 with each W entry read once per two steps (rows in chunks "
-      "of `chunk` rows, a multiple of 4; one barrier per chunk). Arguments as reservoir_run_dense.");
+      "of `chunk` rows, a multiple of 4; threads wait on per-chunk counters, one barrier per "
+      "step). Arguments as reservoir_run_dense.");
   m.def(
       "reservoir_run_csr",
       [](py::array crow, py::array col, py::array val, py::array U, py::ssize_t u_stride_rows,

@@ -35,7 +35,8 @@ the benchmarks): the input projection of every step as one GEMM first, then a lo
 * dense ``W``, batch 1, ``W`` of at least ``CPP_TWO_STEP_MIN_BYTES`` (6 MB): every entry of
   ``W`` read once per two steps. ``W[i, j]`` serves step t (times ``x_{t-1}[j]``) and step t+1
   (times ``x_t[j]``) from one load once ``x_t[j]`` is final. Rows go in chunks of
-  ``CPP_TWO_STEP_CHUNK`` with a barrier after each, passes alternate direction, and a pass
+  ``CPP_TWO_STEP_CHUNK`` (threads wait on per-chunk counters, not barriers), passes alternate
+  direction, and a pass
   reads the block-lower (forward) or block-upper (backward) triangle of ``W`` for both steps,
   plus the diagonal blocks for the current one, carrying step t+1's partial sums to the next
   pass: about half of ``W`` streamed per step (the math is in ``run_dense_two_step``).
@@ -403,7 +404,7 @@ CPP_LOOP_MAX_BATCH = 7
 # (4 MB) 33.7 vs 36-39 (the one-pass loop wins while W fits the L2s), N = 1400 (7.8 MB) 53.5 vs
 # 47.4, N = 2000 (16 MB) 267 vs 186-190.
 CPP_TWO_STEP_MIN_BYTES = 6 << 20
-CPP_TWO_STEP_CHUNK = 192  # rows per chunk (a multiple of 4): one barrier each; 128-320 measured alike
+CPP_TWO_STEP_CHUNK = 192  # rows per chunk (a multiple of 4): one counter wait each; 48-384 measured alike
 
 
 def _leak_vector(leak, N: int, like: torch.Tensor) -> torch.Tensor:
