@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))  # the pytest-benchmark files' input builders
 sys.path.insert(0, str(ROOT.parent))
 
 import bpalts  # noqa: E402
+from test_bench_hebbian import _inputs as _hebbian_inputs  # noqa: E402  (softwta's are the same)
 from bpalts.ops import hebbian_update, softwta_update  # noqa: E402
 from bpalts.ops.hebbian_update import HEBBIAN_RULES, current_weights, hebbian_state, resolve_params  # noqa: E402
 from bpalts.ops.pc_relax import pc_relax  # noqa: E402
@@ -59,11 +60,6 @@ class Case:
     target: float
     base: Callable[[], object]
     other: Callable[[], object]
-
-
-def _hebbian_inputs(B, D, N):
-    g = torch.Generator().manual_seed(0)
-    return torch.randn(N, D, generator=g) / D**0.5, torch.rand(B, D, generator=g)
 
 
 def _hebbian_cases(smoke: bool) -> list[Case]:
