@@ -7,7 +7,13 @@ in each round it calls the two backends back to back (which goes first alternate
 on the same inputs and shapes as the pytest-benchmark files. Per case it reports:
 - both medians and their ratio;
 - the median of the per-round ratios (each a pair of adjacent calls) and their range;
-- the issue's target, met or not, judged by the median paired ratio.
+- the issue's target, met or not, judged by the median paired ratio;
+- a floor, timed in the same rounds, and the ceiling it puts on the ratio (base / floor): the
+  most any exact fp32 C++ path built on the same GEMMs could reach on this machine. For the
+  GEMM-bound cases the floor replays the very GEMM calls the C++ path makes (recorded during the
+  warm-up, same operands and output buffers) with nothing else; for the dense batch-1 reservoir
+  it is the time to stream half of W per step (``W.sum()`` T/2 times): the two-step path reads
+  about that much, and a step is bandwidth-bound. Cases where neither applies show ``-``.
 
 Every timing goes to a CSV as it is taken (``--csv``; an interrupted run keeps its rounds), the
 summary to stdout and, with ``--summary``, a second CSV.
@@ -60,6 +66,8 @@ class Case:
     target: float
     base: Callable[[], object]
     other: Callable[[], object]
+    # the floor: a callable, "gemms" (the GEMM calls ``other`` makes, recorded), or None (none)
+    floor: Callable[[], object] | str | None = None
 
 
 def _hebbian_cases(smoke: bool) -> list[Case]:
@@ -73,7 +81,7 @@ def _hebbian_cases(smoke: bool) -> list[Case]:
             per_backend[backend] = (lambda W=W, X=X, kw=kw, be=backend, rule=rule: hebbian_update(
                 W, X, rule=rule, lr=LR, backend=be, check_finite_input=False, **kw))
         cases.append(Case(f"hebbian_update[{rule}] B{B} {D}->{N}", 1.5, per_backend["reference"],
-                          per_backend["cpp"]))
+                          per_backend["cpp"], "gemms"))
     Nw = 60 if smoke else 2000
     for rule in ("instar", "krotov"):
         W0, X = _hebbian_inputs(B, D, Nw)
@@ -96,7 +104,7 @@ def _softwta_cases(smoke: bool) -> list[Case]:
         W, X = _hebbian_inputs(B, D, N)
         fns[backend] = (lambda W=W, X=X, be=backend: softwta_update(W, X, lr=LR, backend=be,
                                                                     check_finite_input=False))
-    return [Case(f"softwta_update B{B} {D}->{N}", 1.5, fns["reference"], fns["cpp"])]
+    return [Case(f"softwta_update B{B} {D}->{N}", 1.5, fns["reference"], fns["cpp"], "gemms")]
 
 
 def _pc_cases(smoke: bool) -> list[Case]:
@@ -111,7 +119,7 @@ def _pc_cases(smoke: bool) -> list[Case]:
         f = {be: (lambda be=be, Ws=Ws, bs=bs, x=x, t=t, T=T, act=act: pc_relax(
             Ws, x, t, T, 0.1, biases=bs, activation=act, backend=be, check_finite_input=False))
             for be in ("reference", "cpp")}
-        cases.append(Case(label, 2.0, f["reference"], f["cpp"]))
+        cases.append(Case(label, 2.0, f["reference"], f["cpp"], "gemms"))
     return cases
 
 
@@ -130,9 +138,52 @@ def _reservoir_cases(smoke: bool) -> list[Case]:
     def run(w, be):
         return lambda: reservoir_run(w, W_in, u, 0.3, backend=be, check_finite_input=False)
 
+    def stream_half_w():  # the bandwidth floor of a dense batch-1 step: half of W per step
+        for _ in range((T + 1) // 2):
+            W.sum()
+
     label = f"reservoir_run N{N} B1 T{T}"
-    return [Case(f"{label} dense", 2.0, run(W, "reference"), run(W, "cpp")),
+    return [Case(f"{label} dense", 2.0, run(W, "reference"), run(W, "cpp"), stream_half_w),
             Case(f"{label} 5% CSR cpp vs the dense reference", 5.0, run(W, "reference"), run(Ws, "cpp"))]
+
+
+_GEMMS = (
+    (torch, "mm"), (torch, "addmm"), (torch, "matmul"), (torch.Tensor, "mm"), (torch.Tensor, "addmm"),
+    (torch.Tensor, "addmm_"), (torch.Tensor, "matmul"), (torch.Tensor, "__matmul__"),
+)
+
+
+def record_gemms(fn: Callable[[], object]) -> list[tuple]:
+    """Run ``fn`` once and return the GEMM calls it made (function, args, kwargs) in order.
+
+    Patches torch's matrix-product entry points (``torch.mm``/``addmm``/``matmul``, the Tensor
+    methods and ``@``) for the duration of the call; the arguments are the call's own tensors
+    (operands and ``out=`` buffers), so :func:`replay` redoes exactly those products."""
+    calls: list[tuple] = []
+    saved = [(owner, name, getattr(owner, name)) for owner, name in _GEMMS]
+
+    def wrap(orig):
+        def recorder(*args, **kwargs):
+            calls.append((orig, args, kwargs))
+            return orig(*args, **kwargs)
+        return recorder
+
+    try:
+        for owner, name, orig in saved:
+            setattr(owner, name, wrap(orig))
+        fn()
+    finally:
+        for owner, name, orig in saved:
+            setattr(owner, name, orig)
+    return calls
+
+
+def replay(calls: list[tuple]) -> Callable[[], None]:
+    """A callable that makes the recorded GEMM calls again, in order, and nothing else."""
+    def run():
+        for orig, args, kwargs in calls:
+            orig(*args, **kwargs)
+    return run
 
 
 FAMILIES = {"hebbian": _hebbian_cases, "softwta": _softwta_cases, "pc": _pc_cases,
@@ -168,42 +219,67 @@ def main(argv=None) -> int:
     print(f"torch {info['torch']}, torch threads {info['torch_threads']}, C++ OpenMP threads "
           f"{info['cpp_openmp_threads']}, SIMD {info.get('cpp_simd')}; {len(cases)} cases, "
           f"{rounds} rounds (+1 warm-up)", flush=True)
+    floors = {}
     for c in cases:  # warm-up: first-call costs (allocations, MKL / OpenMP start) off the clock
         c.base()
         c.other()
-    times = {c.name: ([], []) for c in cases}
+        if c.floor == "gemms":
+            calls = record_gemms(c.other)
+            if calls:
+                floors[c.name] = replay(calls)
+        elif c.floor is not None:
+            floors[c.name] = c.floor
+        if c.name in floors:
+            floors[c.name]()
+    times = {c.name: ([], [], []) for c in cases}
     path = Path(args.csv)
     path.parent.mkdir(parents=True, exist_ok=True)
+    labels = ("base", "other", "floor")
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["round", "case", "backend", "ms"])
         for r in range(rounds):
             for c in cases:
-                order = ((0, c.base), (1, c.other)) if r % 2 == 0 else ((1, c.other), (0, c.base))
+                order = [(0, c.base), (1, c.other)] + ([(2, floors[c.name])] if c.name in floors else [])
+                if r % 2:
+                    order.reverse()
                 for k, fn in order:
                     ms = _time(fn)
                     times[c.name][k].append(ms)
-                    w.writerow([r, c.name, "base" if k == 0 else "other", f"{ms:.4f}"])
+                    w.writerow([r, c.name, labels[k], f"{ms:.4f}"])
             fh.flush()
             print(f"round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
     rows = []
     for c in cases:
-        tb, to = times[c.name]
+        tb, to, tf = times[c.name]
         paired = [b / o for b, o in zip(tb, to)]
         mp = statistics.median(paired)
+        floor = statistics.median(tf) if tf else None
         rows.append({"case": c.name, "base ms": statistics.median(tb), "other ms": statistics.median(to),
                      "ratio of medians": statistics.median(tb) / statistics.median(to),
                      "median paired ratio": mp, "min paired": min(paired), "max paired": max(paired),
-                     "target": c.target, "met": (mp >= c.target) if not args.smoke else ""})
+                     "target": c.target, "met": (mp >= c.target) if not args.smoke else "",
+                     "floor ms": floor if floor is not None else "",
+                     "ceiling": statistics.median([b / f for b, f in zip(tb, tf)]) if tf else ""})
+
     def verdict(r):  # the targets are for the issues' shapes, not the smoke run's
         return "(smoke: n/a)" if args.smoke else ("met" if r["met"] else "NOT met")
 
+    def fmt_floor(r):
+        if r["floor ms"] == "":
+            return f"{'-':>9}  {'-':>7}"
+        return f"{r['floor ms']:9.2f}  {r['ceiling']:6.2f}x"
+
     width = max(len(r["case"]) for r in rows)
-    print(f"{'case':<{width}}  {'base ms':>9}  {'other ms':>9}  {'ratio':>6}  {'paired (min-max)':>19}  target")
+    print(f"{'case':<{width}}  {'base ms':>9}  {'other ms':>9}  {'ratio':>6}  {'paired (min-max)':>19}"
+          f"  {'floor ms':>9}  {'ceiling':>7}  target")
     for r in rows:
         print(f"{r['case']:<{width}}  {r['base ms']:9.2f}  {r['other ms']:9.2f}  {r['ratio of medians']:5.2f}x"
               f"  {r['median paired ratio']:5.2f}x ({r['min paired']:.2f}-{r['max paired']:.2f})"
-              f"  >= {r['target']:g}x {verdict(r)}")
+              f"  {fmt_floor(r)}  >= {r['target']:g}x {verdict(r)}")
+    print("floor: the C++ path's own GEMM calls replayed alone (the reservoir: streaming half of W per "
+          "step); ceiling: the median paired base / floor, the most an exact fp32 path on these GEMMs "
+          "could reach here")
     print(f"timings: {path}")
     if args.summary:
         sp = Path(args.summary)
