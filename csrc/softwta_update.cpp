@@ -83,6 +83,29 @@ double exp_shifted<float>(const float* u, float* e, py::ssize_t n, float m, floa
   return (t[0] + t[1]) + (t[2] + t[3]);
 }
 
+// The first k with u[k] == m, or n if there is none (a NaN row). float: 8 compares at a time.
+template <typename T>
+inline py::ssize_t first_equal(const T* u, py::ssize_t n, T m) {
+  py::ssize_t k = 0;
+  while (k < n && u[k] != m) ++k;
+  return k;
+}
+
+template <>
+inline py::ssize_t first_equal<float>(const float* u, py::ssize_t n, float m) {
+  py::ssize_t k = 0;
+  for (; k + 8 <= n; k += 8) {
+    v8f x;
+    std::memcpy(&x, u + k, sizeof(x));
+    const v8i eq = x == m;
+    bool any = false;
+    for (int l = 0; l < 8; ++l) any |= eq[l] != 0;
+    if (any) break;
+  }
+  while (k < n && u[k] != m) ++k;
+  return k;
+}
+
 template <typename T>
 void softwta_gate(py::array& U_, py::array& d_, double inv_tau, bool anti_hebbian) {
   auto U = as_matrix<T>(U_, "U", true);
@@ -110,8 +133,7 @@ void softwta_gate(py::array& U_, py::array& d_, double inv_tau, bool anti_hebbia
         T m = u[0];
 #pragma omp simd reduction(max : m)
         for (py::ssize_t k = 1; k < N; ++k) m = u[k] > m ? u[k] : m;
-        py::ssize_t win = 0;
-        while (win < N && u[win] != m) ++win;
+        py::ssize_t win = first_equal(u, N, m);
         if (win == N) {  // nothing equals the max: the row holds a NaN (torch.argmax: the first)
           win = 0;
           while (win < N - 1 && !std::isnan(u[win])) ++win;

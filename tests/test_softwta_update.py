@@ -244,3 +244,29 @@ def test_update_moves_winner_towards_input(backend):
     after = (W[win] / W[win].norm() - x[0] / x[0].norm()).norm()
     assert after < before
     assert math.isfinite(float(after))
+
+
+@CPP
+@pytest.mark.parametrize("N", [1, 7, 8, 9, 37, 1024])
+def test_cpp_gate_winner_is_the_first_argmax(N):
+    # The C++ gate finds the row's winner with a vectorised scan (8 at a time, then the tail):
+    # the winner must be torch.argmax's choice, the first maximum, wherever the maxima fall
+    # (lane 0 or 7, the first or a later block, the scalar tail, tied).
+    C = bpalts._backend.cpp_module()
+    g = torch.Generator().manual_seed(N)
+    rows = []
+    for first in sorted({0, min(7, N - 1), min(8, N - 1), min(15, N - 1), N // 2, N - 1}):
+        for tied in sorted({first, min(first + 1, N - 1), N - 1}):
+            u = torch.rand(N, generator=g) - 2.0
+            u[first] = u[tied] = 1.0
+            rows.append(u)
+    U = torch.stack(rows)
+    want_win = U.argmax(1)
+    Y = U.clone()
+    d = torch.empty(1, N)
+    C.softwta_gate(Y.numpy(), d.numpy(), 1.0, True)
+    soft = torch.softmax(U, 1)
+    sign = -torch.ones_like(U)
+    sign[torch.arange(len(rows)), want_win] = 1.0
+    torch.testing.assert_close(Y, sign * soft, rtol=1e-5, atol=1e-7)
+    assert (Y > 0).sum(1).eq(1).all() and torch.equal((Y > 0).float().argmax(1), want_win)
