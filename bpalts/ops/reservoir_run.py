@@ -39,7 +39,9 @@ the benchmarks): the input projection of every step as one GEMM first, then a lo
   direction, and a pass
   reads the block-lower (forward) or block-upper (backward) triangle of ``W`` for both steps,
   plus the diagonal blocks for the current one, carrying step t+1's partial sums to the next
-  pass: about half of ``W`` streamed per step (the math is in ``run_dense_two_step``).
+  pass: about half of ``W`` streamed per step (the math is in ``run_dense_two_step``). Each
+  chunk's rows are split among the threads in proportion to their measured speeds, updated
+  every 16 steps (a shared VM's vCPUs can differ by 15%); the results do not depend on it.
 * dense ``W``, larger batches: each step's GEMM in MKL (``torch.addmm``), tanh and leak fused in
   one C++ pass.
 * CSR ``W`` (any batch): the whole loop in C++, rows in parallel, 2-byte column indices when
