@@ -539,26 +539,26 @@ void run_dense_two_step(py::array& W_, py::array& U_, py::ssize_t u_stride_rows,
 #pragma omp single
         {
           // New weights: each thread's share times its speed (rows per busy second), halfway
-          // from the old weights to damp the noise; at least 1/8 of an even share each.
-          std::vector<double> speed(static_cast<size_t>(nth));
-          double total = 0.0;
+          // from the old weights to damp the noise; at least 1/8 of an even share each; then
+          // rescaled to sum to kWeightTotal.
+          std::vector<double> speed(static_cast<size_t>(nth)), w(static_cast<size_t>(nth));
+          double total_speed = 0.0, total_w = 0.0;
           for (py::ssize_t i = 0; i < nth; ++i) {
             speed[i] = static_cast<double>(cum[i + 1] - cum[i]) / static_cast<double>(std::max<int64_t>(busy_ns[i], 1));
-            total += speed[i];
+            total_speed += speed[i];
           }
-          int64_t acc = 0;
           for (py::ssize_t i = 0; i < nth; ++i) {
             const double old_w = static_cast<double>(cum[i + 1] - cum[i]);
-            const double new_w = static_cast<double>(kWeightTotal) * speed[i] / total;
-            const double w = std::max(0.5 * (old_w + new_w), static_cast<double>(kWeightTotal) / (8.0 * nth));
-            cum[i] = acc;
-            acc += static_cast<int64_t>(w);
+            const double new_w = static_cast<double>(kWeightTotal) * speed[i] / total_speed;
+            w[i] = std::max(0.5 * (old_w + new_w), static_cast<double>(kWeightTotal) / (8.0 * nth));
+            total_w += w[i];
           }
-          // rescale to kWeightTotal exactly
-          std::vector<int64_t> c2(static_cast<size_t>(nth + 1));
-          for (py::ssize_t i = 0; i < nth; ++i) c2[i] = static_cast<int64_t>(static_cast<double>(cum[i]) * kWeightTotal / acc);
-          c2[nth] = kWeightTotal;
-          cum = c2;
+          double acc = 0.0;
+          for (py::ssize_t i = 0; i < nth; ++i) {
+            cum[i] = static_cast<int64_t>(acc * static_cast<double>(kWeightTotal) / total_w);
+            acc += w[i];
+          }
+          cum[nth] = kWeightTotal;
         }  // (implicit barrier: everyone sees the new split)
         waited_ns = 0;
         step_start = std::chrono::steady_clock::now();
