@@ -397,7 +397,7 @@ void run_dense(py::array& W_, py::array& U_, py::ssize_t u_stride_rows, py::arra
 // thread's share of a chunk is moved halfway towards its share of the rows processed per busy
 // second (time waiting on counters or at the barrier excluded). On a 2-vCPU VM where one vCPU
 // ran ~15% slower, the faster thread had waited 25-30 ms of a 200 ms run (N2000 T784); with the
-// adaptive split the path ran 2-6% faster (two interleaved runs of 16 rounds in one process).
+// adaptive split the path ran 0-6% faster (four interleaved runs of 16 rounds in one process).
 
 // Spin until *flag >= target (acquire): the stores made before the matching release increments
 // are visible after it. Yields now and then, in case the thread waited for is not running.
