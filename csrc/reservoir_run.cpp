@@ -11,8 +11,9 @@
 //     stream from memory/L3 once per step (4 sequential streams, which the prefetchers follow),
 //     each loaded x vector is reused for the 4 rows, and every row keeps two independent
 //     accumulator vectors (8 FMA chains). For B > 1 the block's rows are reused for every
-//     sample from L1/L2, two samples per read (one accumulator per row and sample). An OpenMP work item is kSuper = 64 units: their pre-activations go to
-//     a small buffer, then one vectorised tanh + leak pass writes the state (ping-pong buffer)
+//     sample from L1/L2, two samples per read (one accumulator per row and sample). An OpenMP
+//     work item is kSuper = 64 units: their pre-activations go to a small buffer, then one
+//     vectorised tanh + leak pass writes the state (ping-pong buffer)
 //     and, on kept steps, the output. Each thread owns a fixed range of work items and walks it
 //     forward on even steps and backward on odd ones ("snake" order): the rows it streamed last
 //     are still in its L2 / the L3 and are the first it reads at the next step (on a busy
@@ -415,6 +416,32 @@ inline void wait_at_least(const std::atomic<int64_t>& flag, int64_t target, int6
   *waited_ns += std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// The two-step path's speed-balanced split: thread i sums the rows [cum[i], cum[i + 1]) out of
+// `total` of every chunk. Each share moves halfway towards the thread's share of the speeds
+// (rows per busy nanosecond in the last window) to damp the noise, keeps at least 1/8 of an
+// even share, and the shares are rescaled to sum to `total`.
+inline void rebalance_split(std::vector<int64_t>& cum, const std::vector<int64_t>& busy_ns, int64_t total) {
+  const size_t nth = busy_ns.size();
+  std::vector<double> speed(nth), w(nth);
+  double total_speed = 0.0, total_w = 0.0;
+  for (size_t i = 0; i < nth; ++i) {
+    speed[i] = static_cast<double>(cum[i + 1] - cum[i]) / static_cast<double>(std::max<int64_t>(busy_ns[i], 1));
+    total_speed += speed[i];
+  }
+  for (size_t i = 0; i < nth; ++i) {
+    const double old_w = static_cast<double>(cum[i + 1] - cum[i]);
+    const double new_w = static_cast<double>(total) * speed[i] / total_speed;
+    w[i] = std::max(0.5 * (old_w + new_w), static_cast<double>(total) / (8.0 * static_cast<double>(nth)));
+    total_w += w[i];
+  }
+  double acc = 0.0;
+  for (size_t i = 0; i < nth; ++i) {
+    cum[i] = static_cast<int64_t>(acc * static_cast<double>(total) / total_w);
+    acc += w[i];
+  }
+  cum[nth] = total;
+}
+
 template <typename T>
 void run_dense_two_step(py::array& W_, py::array& U_, py::ssize_t u_stride_rows, py::array& x0_,
                         py::array& leak_, py::array& slots_, py::array& out_, py::ssize_t chunk) {
@@ -538,27 +565,7 @@ void run_dense_two_step(py::array& W_, py::array& U_, py::ssize_t u_stride_rows,
 #pragma omp barrier
 #pragma omp single
         {
-          // New weights: each thread's share times its speed (rows per busy second), halfway
-          // from the old weights to damp the noise; at least 1/8 of an even share each; then
-          // rescaled to sum to kWeightTotal.
-          std::vector<double> speed(static_cast<size_t>(nth)), w(static_cast<size_t>(nth));
-          double total_speed = 0.0, total_w = 0.0;
-          for (py::ssize_t i = 0; i < nth; ++i) {
-            speed[i] = static_cast<double>(cum[i + 1] - cum[i]) / static_cast<double>(std::max<int64_t>(busy_ns[i], 1));
-            total_speed += speed[i];
-          }
-          for (py::ssize_t i = 0; i < nth; ++i) {
-            const double old_w = static_cast<double>(cum[i + 1] - cum[i]);
-            const double new_w = static_cast<double>(kWeightTotal) * speed[i] / total_speed;
-            w[i] = std::max(0.5 * (old_w + new_w), static_cast<double>(kWeightTotal) / (8.0 * nth));
-            total_w += w[i];
-          }
-          double acc = 0.0;
-          for (py::ssize_t i = 0; i < nth; ++i) {
-            cum[i] = static_cast<int64_t>(acc * static_cast<double>(kWeightTotal) / total_w);
-            acc += w[i];
-          }
-          cum[nth] = kWeightTotal;
+          rebalance_split(cum, busy_ns, kWeightTotal);
         }  // (implicit barrier: everyone sees the new split)
         waited_ns = 0;
         step_start = std::chrono::steady_clock::now();
