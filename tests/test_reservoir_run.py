@@ -209,7 +209,8 @@ for w in (W, Ws):
 @CPP
 def test_cpp_batch1_paths_do_not_depend_on_the_thread_count():
     # The C++ module docs promise sums in a fixed order whatever the thread count: the two-step
-    # dense path (rows split among the threads inside each chunk, counters between chunks) and
+    # dense path (rows split among the threads inside each chunk by their measured speeds, so
+    # the split itself differs from run to run; counters between chunks) and
     # the CSR path, bit for bit at 1, 2 and 3 OpenMP threads (3: more threads than this CI's
     # cores, so the counters' waits also see descheduled threads).
     import os
