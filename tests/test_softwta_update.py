@@ -270,3 +270,89 @@ def test_cpp_gate_winner_is_the_first_argmax(N):
     sign[torch.arange(len(rows)), want_win] = 1.0
     torch.testing.assert_close(Y, sign * soft, rtol=1e-5, atol=1e-7)
     assert (Y > 0).sum(1).eq(1).all() and torch.equal((Y > 0).float().argmax(1), want_win)
+
+
+@CPP
+@pytest.mark.parametrize("N,B", [(1, 1), (2, 5), (9, 31), (37, 32), (131, 33), (257, 70), (1024, 256)])
+@pytest.mark.parametrize("anti_hebbian", [True, False], ids=["anti", "plain"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_cpp_column_gate_matches_the_row_gate(N, B, anti_hebbian, dtype):
+    # The dense op gates U^T (units x batch) down its columns in blocks of 32 (a partial last
+    # block padded); the convolutional op gates U along rows. Same U, same Y~ and d, up to the
+    # order of the double sums (s per column, d per unit).
+    C = bpalts._backend.cpp_module()
+    g = torch.Generator().manual_seed(N * 1000 + B)
+    U = torch.randn(B, N, generator=g, dtype=dtype) * 3.0
+    Y, d_row = U.clone(), torch.empty(1, N, dtype=dtype)
+    C.softwta_gate(Y.numpy(), d_row.numpy(), 1.7, anti_hebbian)
+    Yt, d_col = U.T.contiguous(), torch.empty(1, N, dtype=dtype)
+    C.softwta_gate_columns(Yt.numpy(), d_col.numpy(), 1.7, anti_hebbian)
+    tol = 1e-6 if dtype == torch.float32 else 1e-13
+    torch.testing.assert_close(Yt.T, Y, rtol=tol, atol=0.0)
+    scale = float((Y * U).abs().sum(0).max())  # d_k sums terms of either sign
+    torch.testing.assert_close(d_col, d_row, rtol=tol, atol=tol * scale)
+
+
+@CPP
+@pytest.mark.parametrize("N", [1, 7, 8, 9, 37, 1024])
+def test_cpp_column_gate_winner_is_the_first_argmax(N):
+    # The column gate keeps a per-lane running max and takes a later unit only when it is
+    # strictly greater: the winner is torch.argmax's first maximum, tied or not, in any lane of
+    # a block, full or padded (36 columns: one block of 32 and one of 4).
+    C = bpalts._backend.cpp_module()
+    g = torch.Generator().manual_seed(N)
+    cols = []
+    for first in sorted({0, min(7, N - 1), min(8, N - 1), N // 2, N - 1}):
+        for tied in sorted({first, min(first + 1, N - 1), N - 1}):
+            u = torch.rand(N, generator=g) - 2.0
+            u[first] = u[tied] = 1.0
+            cols.append(u)
+    while len(cols) < 36:
+        cols.append(torch.rand(N, generator=g))
+    U = torch.stack(cols)  # (batch, units)
+    want_win = U.argmax(1)
+    Yt, d = U.T.contiguous(), torch.empty(1, N)
+    C.softwta_gate_columns(Yt.numpy(), d.numpy(), 1.0, True)
+    sign = -torch.ones_like(U)
+    sign[torch.arange(len(cols)), want_win] = 1.0
+    torch.testing.assert_close(Yt.T, sign * torch.softmax(U, 1), rtol=1e-5, atol=1e-7)
+    assert torch.equal((Yt.T > 0).float().argmax(1), want_win) and (Yt > 0).sum(0).eq(1).all()
+
+
+_THREADS_SCRIPT = """
+import hashlib, torch
+import bpalts
+C = bpalts._backend.cpp_module()
+g = torch.Generator().manual_seed(4)
+for B, D, N in ((70, 33, 257), (256, 160, 300)):  # the second above kParallelMin (2^15)
+    Ut = torch.randn(N, B, generator=g) * 3.0
+    d = torch.empty(1, N)
+    C.softwta_gate_columns(Ut.numpy(), d.numpy(), 1.3, True)
+    H = torch.randn(N, D, generator=g)
+    W = torch.randn(N, D, generator=g) / D ** 0.5
+    for max_normalize in (True, False):
+        C.softwta_apply(W.numpy(), H.numpy(), d.numpy(), 0.05, True, max_normalize, 1.0 / B)
+    h = hashlib.sha256()
+    for t in (Ut, d, W):
+        h.update(t.numpy().tobytes())
+    print(h.hexdigest())
+"""
+
+
+@CPP
+def test_cpp_kernels_do_not_depend_on_the_thread_count():
+    # The column gate's blocks and the apply's row blocks are fixed partitions with their sums
+    # in a fixed order: the same Y~, d and W bit for bit at 1, 2 and 3 OpenMP threads (3: more
+    # threads than this CI's cores). Inputs made without GEMMs, whose results are MKL's affair.
+    import os
+    import subprocess
+    import sys
+
+    outs = []
+    for n in (1, 2, 3):
+        env = dict(os.environ, OMP_NUM_THREADS=str(n))
+        run = subprocess.run([sys.executable, "-c", _THREADS_SCRIPT], capture_output=True, text=True,
+                             timeout=120, env=env)
+        assert run.returncode == 0, run.stderr[-2000:]
+        outs.append(run.stdout.split())
+    assert len(outs[0]) == 2 and outs[0] == outs[1] == outs[2]

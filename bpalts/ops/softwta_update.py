@@ -155,17 +155,21 @@ def softwta_update(
 
 def _softwta_update_cpp(W, X, lr, temperature, anti_hebbian, adaptive_lr, max_normalize,
                         precision="fp32") -> None:
-    """C++ backend: the two GEMMs in torch (MKL), the gate and the apply fused in C++."""
+    """C++ backend: the two GEMMs in torch (MKL), the gate and the apply fused in C++.
+
+    Units-major: ``U^T = W X^T`` (units, batch), the gate down its columns in place
+    (``U^T <- Y~^T``), then ``H = Y~^T X``, both plain products for MKL (3-8% faster at
+    B256 784->1024 than ``X W^T`` and ``U^T X``; see ``csrc/softwta_update.cpp``)."""
     C = cpp_module()
     Wc = W if W.is_contiguous() else W.contiguous()
     Xc = X.contiguous()
     # .detach(): numpy() refuses tensors that require grad; the storage is shared either way.
     Wd, Xd = Wc.detach(), Xc.detach()
     B, N = Xd.shape[0], Wd.shape[0]
-    U = mm(Xd, Wd.T, precision).contiguous()  # (B, N)
-    d = U.new_empty((1, N))
-    C.softwta_gate(U.numpy(), d.numpy(), 1.0 / temperature, anti_hebbian)  # U <- Y~
-    H = mm(U.T, Xd, precision).contiguous()  # Y~^T X, (N, D)
+    Ut = mm(Wd, Xd.T, precision).contiguous()  # U^T, (N, B)
+    d = Ut.new_empty((1, N))
+    C.softwta_gate_columns(Ut.numpy(), d.numpy(), 1.0 / temperature, anti_hebbian)  # Ut <- Y~^T
+    H = mm(Ut, Xd, precision).contiguous()  # Y~^T X, (N, D)
     C.softwta_apply(Wd.numpy(), H.numpy(), d.numpy(), lr, adaptive_lr, max_normalize, 1.0 / B)
     if Wc is not W:
         W.copy_(Wc)
