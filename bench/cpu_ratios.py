@@ -8,6 +8,10 @@ on the same inputs and shapes as the pytest-benchmark files. Per case it reports
 - both medians and their ratio;
 - the median of the per-round ratios (each a pair of adjacent calls) and their range;
 - the issue's target, met or not, judged by the median paired ratio;
+- the median minor page faults per call of each side: glibc hands the reference's large
+  temporaries back to the kernel or keeps them depending on the process's history, so in some
+  processes every reference call maps ~1500 fresh pages (softwta: 5.8 ms without, 9.2 ms with);
+  a ratio far from the usual one usually shows up there;
 - a floor, timed in the same rounds, and the ceiling it puts on the ratio (base / floor): the
   most any exact fp32 C++ path built on the same GEMMs could reach on this machine. For the
   GEMM-bound cases the floor replays the very GEMM calls the C++ path makes (recorded during the
@@ -190,10 +194,22 @@ FAMILIES = {"hebbian": _hebbian_cases, "softwta": _softwta_cases, "pc": _pc_case
             "reservoir": _reservoir_cases}
 
 
-def _time(fn) -> float:
+def _minor_faults() -> int | None:
+    """The process's minor page faults so far (None where ``resource`` is missing: Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def _time(fn) -> tuple[float, int | None]:
+    """Milliseconds of one call, and the minor page faults it took (None where unknown)."""
+    f0 = _minor_faults()
     t0 = time.perf_counter()
     fn()
-    return (time.perf_counter() - t0) * 1e3
+    ms = (time.perf_counter() - t0) * 1e3
+    return ms, (None if f0 is None else _minor_faults() - f0)
 
 
 def main(argv=None) -> int:
@@ -232,26 +248,30 @@ def main(argv=None) -> int:
         if c.name in floors:
             floors[c.name]()
     times = {c.name: ([], [], []) for c in cases}
+    faults = {c.name: ([], [], []) for c in cases}
     path = Path(args.csv)
     path.parent.mkdir(parents=True, exist_ok=True)
     labels = ("base", "other", "floor")
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["round", "case", "backend", "ms"])
+        w.writerow(["round", "case", "backend", "ms", "minor_faults"])
         for r in range(rounds):
             for c in cases:
                 order = [(0, c.base), (1, c.other)] + ([(2, floors[c.name])] if c.name in floors else [])
                 if r % 2:
                     order.reverse()
                 for k, fn in order:
-                    ms = _time(fn)
+                    ms, nf = _time(fn)
                     times[c.name][k].append(ms)
-                    w.writerow([r, c.name, labels[k], f"{ms:.4f}"])
+                    if nf is not None:
+                        faults[c.name][k].append(nf)
+                    w.writerow([r, c.name, labels[k], f"{ms:.4f}", "" if nf is None else nf])
             fh.flush()
             print(f"round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
     rows = []
     for c in cases:
         tb, to, tf = times[c.name]
+        fb, fo, _ = faults[c.name]
         paired = [b / o for b, o in zip(tb, to)]
         mp = statistics.median(paired)
         floor = statistics.median(tf) if tf else None
@@ -260,7 +280,9 @@ def main(argv=None) -> int:
                      "median paired ratio": mp, "min paired": min(paired), "max paired": max(paired),
                      "target": c.target, "met": (mp >= c.target) if not args.smoke else "",
                      "floor ms": floor if floor is not None else "",
-                     "ceiling": statistics.median([b / f for b, f in zip(tb, tf)]) if tf else ""})
+                     "ceiling": statistics.median([b / f for b, f in zip(tb, tf)]) if tf else "",
+                     "base faults": statistics.median(fb) if fb else "",
+                     "other faults": statistics.median(fo) if fo else ""})
 
     def verdict(r):  # the targets are for the issues' shapes, not the smoke run's
         return "(smoke: n/a)" if args.smoke else ("met" if r["met"] else "NOT met")
@@ -271,15 +293,22 @@ def main(argv=None) -> int:
         return f"{r['floor ms']:9.2f}  {r['ceiling']:6.2f}x"
 
     width = max(len(r["case"]) for r in rows)
+    def fmt_faults(r):
+        if r["base faults"] == "":
+            return f"{'-':>11}"
+        return f"{r['base faults']:>5g}/{r['other faults']:<5g}"
+
     print(f"{'case':<{width}}  {'base ms':>9}  {'other ms':>9}  {'ratio':>6}  {'paired (min-max)':>19}"
-          f"  {'floor ms':>9}  {'ceiling':>7}  target")
+          f"  {'floor ms':>9}  {'ceiling':>7}  {'faults b/o':>11}  target")
     for r in rows:
         print(f"{r['case']:<{width}}  {r['base ms']:9.2f}  {r['other ms']:9.2f}  {r['ratio of medians']:5.2f}x"
               f"  {r['median paired ratio']:5.2f}x ({r['min paired']:.2f}-{r['max paired']:.2f})"
-              f"  {fmt_floor(r)}  >= {r['target']:g}x {verdict(r)}")
+              f"  {fmt_floor(r)}  {fmt_faults(r)}  >= {r['target']:g}x {verdict(r)}")
     print("floor: the C++ path's own GEMM calls replayed alone (the reservoir: streaming half of W per "
           "step); ceiling: the median paired base / floor, the most an exact fp32 path on these GEMMs "
-          "could reach here")
+          "could reach here; faults b/o: median minor page faults per call of the base and the other "
+          "(fresh pages the allocator had to map: each costs about a microsecond, and whether a "
+          "process's allocator hands back reused memory or new pages varies from run to run)")
     print(f"timings: {path}")
     if args.summary:
         sp = Path(args.summary)

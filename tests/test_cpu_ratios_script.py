@@ -29,6 +29,7 @@ def test_smoke_run_writes_every_timing_and_a_summary(tmp_path):
     # 2 rounds x (2 backends + the floor where the case has one), every case of the four families
     per_case = {c: [r["backend"] for r in rows if r["case"] == c] for c in cases}
     assert len(cases) >= 10 and all(float(r["ms"]) > 0 for r in rows)
+    assert all(int(r["minor_faults"]) >= 0 for r in rows)  # resource is there on Linux
     for c, kinds in per_case.items():
         assert kinds.count("base") == kinds.count("other") == 2 and kinds.count("floor") in (0, 2), (c, kinds)
     floored = {c for c, kinds in per_case.items() if "floor" in kinds}
@@ -45,6 +46,7 @@ def test_smoke_run_writes_every_timing_and_a_summary(tmp_path):
         assert (r["floor ms"] != "") == (r["case"] in floored)
         if r["case"] in floored:
             assert float(r["floor ms"]) > 0 and float(r["ceiling"]) > 0
+        assert float(r["base faults"]) >= 0 and float(r["other faults"]) >= 0
     assert "(smoke: n/a)" in out and "NOT met" not in out  # smoke shapes are not the targets'
 
 
