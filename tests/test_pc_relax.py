@@ -6,6 +6,7 @@ The Triton backend has its own module (test_pc_relax_triton.py), run under the i
 from __future__ import annotations
 
 import itertools
+import sys
 
 import pytest
 import torch
@@ -216,6 +217,22 @@ def test_cpp_tanh_accuracy_over_a_wide_range():
     assert (f.double() - want).abs().max() < 3e-7
     assert (d.double() - (1 - want**2)).abs().max() < 1e-6
     C.pc_act([torch.tensor([[float("nan")]]).numpy()], None, [f[:, :1].contiguous().numpy()], None, 0)
+
+
+@CPP
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_cpp_transpose(dtype):
+    # The C++ path keeps its states units-major and transposes them in and out with
+    # C.pc_transpose (32 x 32 tiles, parallel above 2^15 elements): partial tiles on both sides,
+    # a single row or column, and a matrix large enough for the parallel loop.
+    C = bpalts._backend.cpp_module()
+    g = torch.Generator().manual_seed(0)
+    src = [torch.randn(r, c, generator=g, dtype=dtype) for r, c in ((1, 1), (1, 70), (33, 1), (37, 65), (1000, 256))]
+    dst = [torch.full((t.shape[1], t.shape[0]), float("nan"), dtype=dtype) for t in src]
+    C.pc_transpose([t.numpy() for t in src], [d.numpy() for d in dst])
+    assert all(torch.equal(d, t.T) for d, t in zip(dst, src))
+    with pytest.raises(ValueError, match="wrong shape"):
+        C.pc_transpose([src[3].numpy()], [src[3].clone().numpy()])
 
 
 @CPP
@@ -442,3 +459,47 @@ def test_precision_bad_values(backend):
         pc_relax(Ws, x, t, 2, 0.1, precision="tf32", backend=backend)
     with pytest.raises(TypeError, match="precision='tf32x3' needs float32"):
         pc_relax(Ws, x, t, 2, 0.1, precision="tf32x3", backend=backend)
+
+
+_THREADS_SCRIPT = """
+import hashlib, torch
+import bpalts
+C = bpalts._backend.cpp_module()
+g = torch.Generator().manual_seed(6)
+widths, B = (300, 200, 10), 131  # units-major (units, rows); 131 * 510 elements: the parallel loops
+h = hashlib.sha256()
+for nudge, ce in ((False, False), (False, True), (True, False), (True, True)):
+    S = [torch.randn(n, B, generator=g) for n in widths]
+    MU = [torch.randn(n, B, generator=g) for n in widths]
+    E = [torch.empty(n, B) for n in widths]
+    G, F, D = ([torch.randn(n, B, generator=g) for n in widths[:-1]] for _ in range(3))
+    # one-hot targets: torch.softmax's bits depend on torch's thread count
+    t = torch.nn.functional.one_hot(torch.randint(0, widths[-1], (B,), generator=g), widths[-1]).T.float().contiguous()
+    beta = torch.randn(1, B, generator=g)
+    npy = lambda ts: [v.numpy() for v in ts]
+    F0, nz = C.pc_errors(npy(S), npy(MU), npy(E), t.numpy(), beta.numpy(), nudge, ce)
+    C.pc_update(npy(S), npy(E), npy(G), npy(F), npy(D), t.numpy(), beta.numpy(), 0.1, 0, nudge, ce,
+                True, [True, False], [True, True, True])
+    h.update(repr((F0, nz)).encode())
+    for v in S + E + F + D:
+        h.update(v.numpy().tobytes())
+print(h.hexdigest())
+"""
+
+
+@CPP
+def test_cpp_kernels_do_not_depend_on_the_thread_count():
+    # pc_errors sums its energy per unit row and per sample in a fixed order and pc_update is
+    # elementwise per row or column: the same energies, errors and states bit for bit at 1, 2
+    # and 3 OpenMP threads, for every output mode (clamped / nudged, squared error / ce).
+    import os
+    import subprocess
+
+    outs = []
+    for n in (1, 2, 3):
+        env = dict(os.environ, OMP_NUM_THREADS=str(n))
+        run = subprocess.run([sys.executable, "-c", _THREADS_SCRIPT], capture_output=True, text=True,
+                             timeout=120, env=env)
+        assert run.returncode == 0, run.stderr[-2000:]
+        outs.append(run.stdout.split())
+    assert len(outs[0]) == 1 and outs[0] == outs[1] == outs[2]

@@ -437,6 +437,12 @@ def _relax_cpp(weights, biases, feedback, x, target, states, steps, step_size, a
     """C++ backend: the GEMMs in torch (MKL) into preallocated buffers, every elementwise pass of a
     step fused in C++ (two calls per step for all layers). Same loop and results as the reference.
 
+    Units-major: every state, prediction, error and feedback buffer is kept transposed,
+    (units, rows), so the products are ``mu_l^T = W_l f(x_{l-1})^T + b_l`` and
+    ``g_l^T = W_{l+1}^T e_{l+1}^T``; MKL runs these 8-9% faster than the row-major
+    ``f W^T`` / ``e W`` at 784-1000-500-250-10 B256 (two threads). The states come in and go out
+    row-major (one transposed copy each way, ``C.pc_transpose``).
+
     ``states=None`` means the feed-forward initialisation, computed here with the same GEMMs and
     activation as the loop, so the hidden errors start at exactly 0. ``pc_errors`` reports which
     layers' errors are nonzero; a feedback GEMM whose input error is exactly 0 and a forward GEMM
@@ -450,52 +456,62 @@ def _relax_cpp(weights, biases, feedback, x, target, states, steps, step_size, a
     rnd = operand_rounder(precision)
     W = [rnd(w.detach()) for w in weights]
     back = [rnd(w.detach()) if w is not None else None for w in feedback] if feedback is not None else W
-    bias = [b.detach() for b in biases] if biases is not None else None
-    x, target = x.detach(), target.detach().contiguous()
+    bias_rows = [b.detach() for b in biases] if biases is not None else None
+    bias = [b[:, None] for b in bias_rows] if biases is not None else None  # (units, 1)
+    x, target = x.detach(), target.detach()
     R, widths = x.shape[0], [w.shape[0] for w in W]
 
     def buf(n):
-        return torch.empty((R, n), dtype=x.dtype)
+        return torch.empty((n, R), dtype=x.dtype)
 
-    def lin(i, inp, out):  # out = inp W_i^T + b_i
-        inp = rnd(inp)
+    def transposed(ts):  # C-contiguous copies of the transposes (C.pc_transpose: tiled, parallel)
+        ts = [t.detach().contiguous() for t in ts]
+        out = [torch.empty((t.shape[1], t.shape[0]), dtype=t.dtype) for t in ts]
+        C.pc_transpose([t.numpy() for t in ts], [o.numpy() for o in out])
+        return out
+
+    def lin(i, inp_t, out):  # out = W_i inp^T + b_i, inp_t = inp^T (units-major)
+        inp_t = rnd(inp_t)
         if bias is not None:
-            torch.addmm(bias[i], inp, W[i].T, out=out)
+            torch.addmm(bias[i], W[i], inp_t, out=out)
         else:
-            torch.mm(inp, W[i].T, out=out)
+            torch.mm(W[i], inp_t, out=out)
 
     MU, E = [buf(n) for n in widths], [buf(n) for n in widths]
     Fs, Ds, Gs = ([buf(n) for n in widths[:-1]] for _ in range(3))
     nF, nD, nG = [f.numpy() for f in Fs], [d.numpy() for d in Ds], [g.numpy() for g in Gs]
+    target_t = transposed([target])[0]
     if fixed_predictions:  # mu_l and f'(x_l) frozen at the feed-forward values
-        mu_ff, _ = _feedforward(W, bias, x, activation, precision)  # (W already rounded: idempotent)
+        mu_ff, _ = _feedforward(W, bias_rows, x, activation, precision)  # (W already rounded: idempotent)
         for m, v in zip(MU, mu_ff):
-            m.copy_(v)
+            m.copy_(v.T)
         if L > 1:
             C.pc_act([m.numpy() for m in MU[:-1]], None, nF, nD, a)
         if states is None:
-            states = [m.clone() for m in MU[:-1]] + [target.clone() if clamp else MU[-1].clone()]
-        S = [v.contiguous() for v in states]
+            states_t = [m.clone() for m in MU[:-1]] + [target_t.clone() if clamp else MU[-1].clone()]
+        else:
+            states_t = transposed(states)
+        S = states_t
     else:
-        lin(0, x, MU[0])  # x_0 never changes: mu_1 once
+        lin(0, x.T, MU[0])  # x_0 never changes: mu_1 once
         if states is None:
             S = []
             for i in range(L):
                 if i > 0:
                     lin(i, Fs[i - 1], MU[i])
-                S.append(target.clone() if (clamp and i == L - 1) else MU[i].clone())
+                S.append(target_t.clone() if (clamp and i == L - 1) else MU[i].clone())
                 if i < L - 1:
                     C.pc_act([S[i].numpy()], None, [nF[i]], [nD[i]], a)
             stale = [False] * L
         else:
-            S = [v.contiguous() for v in states]
+            S = transposed(states)
             if L > 1:
                 C.pc_act([v.numpy() for v in S[:-1]], None, nF, nD, a)
             stale = [False] + [True] * (L - 1)
     nS, nMU, nE = [v.numpy() for v in S], [m.numpy() for m in MU], [e.numpy() for e in E]
-    nt = target.numpy()
+    nt = target_t.numpy()
     nudge = not clamp
-    nb = beta_rows.contiguous().numpy() if nudge else None
+    nb = beta_rows.reshape(1, -1).contiguous().numpy() if nudge else None
 
     def errors_energy():
         if not fixed_predictions:
@@ -511,7 +527,7 @@ def _relax_cpp(weights, biases, feedback, x, target, states, steps, step_size, a
         use_g = [bool(nz[i + 1]) for i in range(L - 1)]
         for i in range(L - 1):
             if use_g[i]:
-                torch.mm(rnd(E[i + 1]), back[i + 1], out=Gs[i])
+                torch.mm(back[i + 1].T, rnd(E[i + 1]), out=Gs[i])
         C.pc_update(nS, nE, nG, nF, nD, nt, nb, step_size, a, nudge, ce, not fixed_predictions, use_g, nz)
         if not fixed_predictions:
             for i in range(1, L):
@@ -521,4 +537,4 @@ def _relax_cpp(weights, biases, feedback, x, target, states, steps, step_size, a
         if tol is not None and abs(F - F_prev) <= tol * abs(F_prev):
             break
         F_prev = F
-    return S, E, torch.tensor(energy, dtype=x.dtype), len(energy)
+    return transposed(S), transposed(E), torch.tensor(energy, dtype=x.dtype), len(energy)
