@@ -9,8 +9,10 @@
 // still the old weights when it is computed: the update is in place without a copy of W_i.
 // OpenMP splits the columns (features); each thread owns strips of columns for every row.
 //
-// BCM (bcm_modulate): one pass over Y (B x N) that writes G = Y * (Y - theta) in place and
-// updates theta += rate * (mean_b Y^2 - theta); OpenMP over strips of units.
+// BCM (bcm_modulate): one pass over Y^T (N x B: the Python side computes the currents
+// units-major, U^T = W X^T, and the update as the plain product G^T X, both faster in MKL than
+// X W^T and the transposed-A product) that writes G^T = Y^T * (Y^T - theta) in place and
+// updates theta += rate * (mean_b Y^2 - theta); OpenMP over units.
 //
 // Competitive rules (sparse_apply: instar = top-k winners, krotov = +1 winner / -delta k-th):
 // given the currents U (B x N, from MKL), rank each sample's units (OpenMP over samples), group
@@ -130,33 +132,28 @@ void tril_apply(py::array& W_, py::array& H_, py::array& C_, double scale) {
 
 // ---------------------------------------------------------------- BCM modulation
 
-// Y (B x N) <- Y * (Y - theta); theta (1 x N) += rate * (mean_b Y^2 - theta). Columns in strips.
+// Yt (N x B, units-major: Y^T) <- Yt * (Yt - theta[:, None]); theta (1 x N) += rate *
+// (mean_b Yt^2 - theta). One contiguous row per unit: OpenMP over units.
 template <typename T>
-void bcm_modulate(py::array& Y_, py::array& theta_, double rate) {
-  auto Y = as_matrix<T>(Y_, "Y", true);
+void bcm_modulate(py::array& Yt_, py::array& theta_, double rate) {
+  auto Yt = as_matrix<T>(Yt_, "Yt", true);
   auto th = as_matrix<T>(theta_, "theta", true);
-  const py::ssize_t B = Y.rows, N = Y.cols;
+  const py::ssize_t N = Yt.rows, B = Yt.cols;
   if (th.rows != 1 || th.cols != N)
-    throw py::value_error("theta must be (1, units) with units = Y's columns");
-  constexpr py::ssize_t strip = 64;
-  const py::ssize_t n_strips = (N + strip - 1) / strip;
+    throw py::value_error("theta must be (1, units) with units = Yt's rows");
   py::gil_scoped_release release;
-#pragma omp parallel for schedule(static)
-  for (py::ssize_t s = 0; s < n_strips; ++s) {
-    const py::ssize_t c0 = s * strip, w = std::min(strip, N - c0);
-    T t[strip];
-    double sq[strip];
-    for (py::ssize_t c = 0; c < w; ++c) { t[c] = th.data[c0 + c]; sq[c] = 0.0; }
+#pragma omp parallel for schedule(static) if (N * B >= (1 << 15))
+  for (py::ssize_t k = 0; k < N; ++k) {
+    T* y = Yt.data + k * B;
+    const T t = th.data[k];
+    double sq = 0.0;
+#pragma omp simd reduction(+ : sq)
     for (py::ssize_t b = 0; b < B; ++b) {
-      T* y = Y.data + b * N + c0;
-      for (py::ssize_t c = 0; c < w; ++c) {
-        const T v = y[c];
-        sq[c] += static_cast<double>(v) * v;
-        y[c] = v * (v - t[c]);
-      }
+      const T v = y[b];
+      sq += static_cast<double>(v) * static_cast<double>(v);
+      y[b] = v * (v - t);
     }
-    for (py::ssize_t c = 0; c < w; ++c)
-      th.data[c0 + c] = static_cast<T>(t[c] + rate * (sq[c] / static_cast<double>(B) - t[c]));
+    th.data[k] = static_cast<T>(t + rate * (sq / static_cast<double>(B) - t));
   }
 }
 
@@ -319,13 +316,13 @@ void bind_hebbian_update(py::module_& m) {
       "In place: W += scale * (H - tril(C) @ W). W, H: (k, D); C: (k, k); C-contiguous, one dtype.");
   m.def(
       "hebbian_bcm_modulate",
-      [](py::array Y, py::array theta, double rate) {
-        if (is_float64(Y)) bcm_modulate<double>(Y, theta, rate);
-        else bcm_modulate<float>(Y, theta, rate);
+      [](py::array Yt, py::array theta, double rate) {
+        if (is_float64(Yt)) bcm_modulate<double>(Yt, theta, rate);
+        else bcm_modulate<float>(Yt, theta, rate);
       },
-      py::arg("Y"), py::arg("theta"), py::arg("rate"),
-      "In place: Y <- Y * (Y - theta); theta += rate * (mean over rows of Y^2 - theta). "
-      "Y: (B, N); theta: (1, N); C-contiguous, one dtype.");
+      py::arg("Yt"), py::arg("theta"), py::arg("rate"),
+      "In place: Yt <- Yt * (Yt - theta^T); theta += rate * (mean over columns of Yt^2 - theta). "
+      "Yt: (N, B), units-major; theta: (1, N); C-contiguous, one dtype.");
   m.def(
       "hebbian_sparse_apply",
       [](py::array W, py::array X, py::array U, int mode, int k, double delta, double scale) {

@@ -398,11 +398,13 @@ def _hebbian_update_cpp(W: torch.Tensor, X: torch.Tensor, rule: HebbianRule, lr:
         sparse_from_currents_cpp(Wc, Xc, U, rule, prm, lr)
     elif rule.select == "bcm":
         assert rule.decay == "none", rule  # BCM has no decay term here (see the module docs)
-        Y = apply_gate(rule.gate, torch.mm(t(Xc), t(Wc.T)))  # fresh (B, N)
+        # Units-major: U^T = W X^T and the plain product G^T X run faster in MKL than X W^T and
+        # the transposed-A product (4-8% of the op at B256 784->1024, two threads).
+        Yt = apply_gate(rule.gate, torch.mm(t(Wc), t(Xc.T)))  # fresh (N, B)
         theta = prm.theta.detach()
         th = theta if theta.is_contiguous() else theta.contiguous()
-        C.hebbian_bcm_modulate(Y.numpy(), th.view(1, N).numpy(), prm.theta_rate)  # Y <- G; theta
-        Wc.addmm_(t(Y.T), t(Xc), alpha=scale)  # W += lr/B G^T X, accumulated by the GEMM
+        C.hebbian_bcm_modulate(Yt.numpy(), th.view(1, N).numpy(), prm.theta_rate)  # Yt <- G^T; theta
+        Wc.addmm_(t(Yt), t(Xc), alpha=scale)  # W += lr/B G^T X, accumulated by the GEMM
         if th is not theta:
             theta.copy_(th)
     elif rule.decay == "full":
