@@ -398,8 +398,9 @@ def _hebbian_update_cpp(W: torch.Tensor, X: torch.Tensor, rule: HebbianRule, lr:
         sparse_from_currents_cpp(Wc, Xc, U, rule, prm, lr)
     elif rule.select == "bcm":
         assert rule.decay == "none", rule  # BCM has no decay term here (see the module docs)
-        # Units-major: U^T = W X^T and the plain product G^T X run faster in MKL than X W^T and
-        # the transposed-A product (4-8% of the op at B256 784->1024, two threads).
+        # Units-major, as every dense rule here: U^T = W X^T and the plain product G^T X run
+        # faster in MKL than X W^T and the transposed-A product (bcm: 4-9% of the op at B256
+        # 784->1024, two threads; the products of oja and gha: 4-7%).
         Yt = apply_gate(rule.gate, torch.mm(t(Wc), t(Xc.T)))  # fresh (N, B)
         theta = prm.theta.detach()
         th = theta if theta.is_contiguous() else theta.contiguous()
@@ -408,21 +409,21 @@ def _hebbian_update_cpp(W: torch.Tensor, X: torch.Tensor, rule: HebbianRule, lr:
         if th is not theta:
             theta.copy_(th)
     elif rule.decay == "full":
-        G = apply_gate(rule.gate, torch.mm(t(Xc), t(Wc.T)))
+        Gt = apply_gate(rule.gate, torch.mm(t(Wc), t(Xc.T)))  # G^T, units-major (as bcm)
         # dW = G^T (X - G W): the subspace rule needs no N x N matrix at all.
-        R = torch.addmm(Xc, t(G), t(Wc), alpha=-1.0)
-        Wc.addmm_(t(G.T), t(R), alpha=scale)
+        R = torch.addmm(Xc, t(Gt.T), t(Wc), alpha=-1.0)
+        Wc.addmm_(t(Gt), t(R), alpha=scale)
     elif rule.decay == "tril":
-        G = apply_gate(rule.gate, torch.mm(t(Xc), t(Wc.T)))
+        Gt = apply_gate(rule.gate, torch.mm(t(Wc), t(Xc.T)))  # G^T: block i is rows s:e
         # Hierarchical: block i of units sees the residual of the blocks before it.
         R = Xc.clone()
         for s in range(0, N, CPP_BLOCK):
             e = min(N, s + CPP_BLOCK)
-            Gi, Wi = G[:, s:e], Wc[s:e]
-            H = t(Gi.T) @ t(R)  # k x D Hebbian term against the residual
-            Cii = t(Gi.T) @ t(Gi)  # k x k, only its lower triangle is used
+            Gti, Wi = Gt[s:e], Wc[s:e]
+            H = t(Gti) @ t(R)  # k x D Hebbian term against the residual
+            Cii = t(Gti) @ t(Gti.T)  # G_i^T G_i, k x k, only its lower triangle is used
             if e < N:
-                R.addmm_(t(Gi), t(Wi), alpha=-1.0)  # uses the old Wi: before the apply below
+                R.addmm_(t(Gti.T), t(Wi), alpha=-1.0)  # uses the old Wi: before the apply below
             C.hebbian_tril_apply(Wi.numpy(), H.numpy(), Cii.numpy(), scale)
     else:
         raise AssertionError(rule)
