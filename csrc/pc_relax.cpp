@@ -17,8 +17,11 @@
 //     at step L - l) and the forward GEMMs whose input layer did not move. Exact: a skipped
 //     product would have been exactly zero / exactly the stored one.
 //   pc_update: one pass per unit row of the hidden layers: x_l += gamma (-e_l + f'(x_l) g_l), and,
-//     while the row is in cache, f(x_l) and f'(x_l) for the next step's GEMMs (layers that cannot
-//     move are skipped); nudged output: x_L += gamma (-e_L - beta_b dloss/dx_L).
+//     while the row is in cache, f(x_l) for the next step's GEMMs (layers that cannot move are
+//     skipped); nudged output: x_L += gamma (-e_L - beta_b dloss/dx_L). f'(x_l) is formed on the
+//     fly from the stored f (tanh: 1 - f^2, the same float operations as activate) or the sign of
+//     x (relu, leaky relu), not stored and read back: two fewer passes over a layer's memory; only
+//     fixed predictions read a frozen f' from dfs.
 //   pc_act: f (and f') of a list of arrays (the initial states; any layout: elementwise).
 //   pc_transpose: tiled transposes (the states in and out of the units-major layout).
 //
@@ -310,15 +313,26 @@ void pc_update(py::list states_, py::list errs_, py::list gs_, py::list fs_, py:
       T* s = S[l].data + k * B;
       const T* e = E[l].data + k * B;
       const T* gg = G[l].data + k * B;
-      T* df = D[l].data + k * B;
-      if (use_g[l]) {
-#pragma omp simd
-        for (py::ssize_t b = 0; b < B; ++b) s[b] += g * (df[b] * gg[b] - e[b]);
-      } else {
+      T* f = F[l].data + k * B;
+      if (!use_g[l]) {
 #pragma omp simd
         for (py::ssize_t b = 0; b < B; ++b) s[b] -= g * e[b];
+      } else if (!refresh) {  // fixed predictions: f' frozen in dfs
+        const T* df = D[l].data + k * B;
+#pragma omp simd
+        for (py::ssize_t b = 0; b < B; ++b) s[b] += g * (df[b] * gg[b] - e[b]);
+      } else if (act == kTanh) {  // f' = 1 - f^2 from the stored f = tanh(x) (as activate forms it)
+#pragma omp simd
+        for (py::ssize_t b = 0; b < B; ++b) s[b] += g * ((T(1) - f[b] * f[b]) * gg[b] - e[b]);
+      } else if (act == kIdentity) {
+#pragma omp simd
+        for (py::ssize_t b = 0; b < B; ++b) s[b] += g * (gg[b] - e[b]);
+      } else {  // relu / leaky relu: f' from the sign of the old x
+        const T slope = act == kRelu ? T(0) : static_cast<T>(kLeakySlope);
+#pragma omp simd
+        for (py::ssize_t b = 0; b < B; ++b) s[b] += g * ((s[b] > T(0) ? T(1) : slope) * gg[b] - e[b]);
       }
-      if (refresh) activate(s, F[l].data + k * B, df, B, act);
+      if (refresh) activate(s, f, nullptr, B, act);
     }
     if (nudge) {
       T* s = S[L - 1].data;
@@ -442,10 +456,11 @@ void bind_pc_relax(py::module_& m) {
       py::arg("states"), py::arg("errs"), py::arg("gs"), py::arg("fs"), py::arg("dfs"), py::arg("target"),
       py::arg("beta_rows"), py::arg("step"), py::arg("act"), py::arg("nudge"), py::arg("ce"),
       py::arg("refresh"), py::arg("use_g"), py::arg("e_nonzero"),
-      "Units-major (units, rows) arrays, as pc_errors. In place: hidden x_l += step (dfs_l * gs_l - e_l) "
-      "(gs_l taken as 0 where not use_g[l]; a layer "
-      "with neither g nor a nonzero error is left alone), then (refresh) fs_l = f(x_l), "
-      "dfs_l = f'(x_l); nudged output x_L += step (-e_L - beta_b dloss/dx_L).");
+      "Units-major (units, rows) arrays, as pc_errors. In place: hidden x_l += step (f'(x_l) * gs_l "
+      "- e_l) (gs_l taken as 0 where not use_g[l]; a layer with neither g nor a nonzero error is "
+      "left alone), then fs_l = f(x_l). f'(x_l): with refresh, formed from fs_l (which must hold "
+      "f(x_l)) or x_l, and dfs is not touched; without, read from dfs (frozen). Nudged output "
+      "x_L += step (-e_L - beta_b dloss/dx_L).");
   m.def(
       "pc_transpose",
       [](py::list src, py::list dst) {

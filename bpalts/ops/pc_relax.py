@@ -478,7 +478,8 @@ def _relax_cpp(weights, biases, feedback, x, target, states, steps, step_size, a
             torch.mm(W[i], inp_t, out=out)
 
     MU, E = [buf(n) for n in widths], [buf(n) for n in widths]
-    Fs, Ds, Gs = ([buf(n) for n in widths[:-1]] for _ in range(3))
+    Fs, Gs = [buf(n) for n in widths[:-1]], [buf(n) for n in widths[:-1]]
+    Ds = [buf(n) for n in widths[:-1]] if fixed_predictions else Fs  # f' frozen / formed on the fly
     nF, nD, nG = [f.numpy() for f in Fs], [d.numpy() for d in Ds], [g.numpy() for g in Gs]
     target_t = transposed([target])[0]
     if fixed_predictions:  # mu_l and f'(x_l) frozen at the feed-forward values
@@ -500,13 +501,13 @@ def _relax_cpp(weights, biases, feedback, x, target, states, steps, step_size, a
                 if i > 0:
                     lin(i, Fs[i - 1], MU[i])
                 S.append(target_t.clone() if (clamp and i == L - 1) else MU[i].clone())
-                if i < L - 1:
-                    C.pc_act([S[i].numpy()], None, [nF[i]], [nD[i]], a)
+                if i < L - 1:  # f only: pc_update forms f' from f (or x) as it goes
+                    C.pc_act([S[i].numpy()], None, [nF[i]], None, a)
             stale = [False] * L
         else:
             S = transposed(states)
             if L > 1:
-                C.pc_act([v.numpy() for v in S[:-1]], None, nF, nD, a)
+                C.pc_act([v.numpy() for v in S[:-1]], None, nF, None, a)
             stale = [False] + [True] * (L - 1)
     nS, nMU, nE = [v.numpy() for v in S], [m.numpy() for m in MU], [e.numpy() for e in E]
     nt = target_t.numpy()
