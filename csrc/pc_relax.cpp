@@ -141,13 +141,22 @@ double lse_strided(const T* u, py::ssize_t n, py::ssize_t ld) {
   return m + std::log(s);
 }
 
-// The unit rows (layer, row) of the first n_layers layers, flattened for one OpenMP loop.
+// The unit rows (layer, row) of the layers l with take[l], flattened for one OpenMP loop.
 template <typename T>
-std::vector<std::pair<size_t, py::ssize_t>> unit_rows(const std::vector<Matrix<T>>& S, size_t n_layers) {
+std::vector<std::pair<size_t, py::ssize_t>> unit_rows(const std::vector<Matrix<T>>& S,
+                                                      const std::vector<char>& take) {
   std::vector<std::pair<size_t, py::ssize_t>> rows;
-  for (size_t l = 0; l < n_layers; ++l)
-    for (py::ssize_t k = 0; k < S[l].rows; ++k) rows.emplace_back(l, k);
+  for (size_t l = 0; l < take.size(); ++l)
+    if (take[l])
+      for (py::ssize_t k = 0; k < S[l].rows; ++k) rows.emplace_back(l, k);
   return rows;
+}
+
+template <typename T>
+py::ssize_t total_elements(const std::vector<Matrix<T>>& S) {
+  py::ssize_t total = 0;
+  for (auto& s : S) total += s.rows * s.cols;
+  return total;
 }
 
 template <typename T>
@@ -176,17 +185,17 @@ py::tuple pc_errors(py::list states_, py::list mus_, py::list errs_, py::array t
   }
   const bool ce_clamped = !nudge && ce;
   // The output layer as plain rows too, unless its errors are the clamped cross-entropy's.
-  const auto rows = unit_rows(S, ce_clamped ? L - 1 : L);
+  std::vector<char> plain(L, 1);
+  plain[L - 1] = !ce_clamped;
+  const auto rows = unit_rows(S, plain);
   const py::ssize_t n_rows = static_cast<py::ssize_t>(rows.size());
   std::vector<double> rowE(rows.size(), 0.0);  // 0.5 |e|^2 per unit row
   std::vector<unsigned char> rowNZ(rows.size(), 0);
   std::vector<double> colE(static_cast<size_t>(B), 0.0);  // the output's per-sample terms
   std::vector<unsigned char> colNZ(static_cast<size_t>(B), 0);
-  py::ssize_t total = 0;
-  for (auto& s : S) total += s.rows * s.cols;
   {
     py::gil_scoped_release release;
-#pragma omp parallel if (total >= kParallelMin)
+#pragma omp parallel if (total_elements(S) >= kParallelMin)
     {
 #pragma omp for schedule(static)
       for (py::ssize_t r = 0; r < n_rows; ++r) {
@@ -295,16 +304,13 @@ void pc_update(py::list states_, py::list errs_, py::list gs_, py::list fs_, py:
   std::vector<char> use_g(L - 1), e_nz(L);
   for (size_t l = 0; l + 1 < L; ++l) use_g[l] = use_g_[l].cast<bool>();
   for (size_t l = 0; l < L; ++l) e_nz[l] = e_nz_[l].cast<bool>();
-  std::vector<std::pair<size_t, py::ssize_t>> rows;  // the unit rows of the hidden layers that move
-  for (size_t l = 0; l + 1 < L; ++l)
-    if (use_g[l] || e_nz[l])
-      for (py::ssize_t k = 0; k < S[l].rows; ++k) rows.emplace_back(l, k);
+  std::vector<char> moves(L - 1);  // the hidden layers that move
+  for (size_t l = 0; l + 1 < L; ++l) moves[l] = use_g[l] || e_nz[l];
+  const auto rows = unit_rows(S, moves);
   const py::ssize_t n_rows = static_cast<py::ssize_t>(rows.size());
   const T g = static_cast<T>(step);
-  py::ssize_t total = 0;
-  for (auto& s : S) total += s.rows * s.cols;
   py::gil_scoped_release release;
-#pragma omp parallel if (total >= kParallelMin)
+#pragma omp parallel if (total_elements(S) >= kParallelMin)
   {
 #pragma omp for schedule(static)
     for (py::ssize_t r = 0; r < n_rows; ++r) {

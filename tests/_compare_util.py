@@ -73,3 +73,22 @@ class ReplayCalls:
     def replay(self):
         self.replays += 1
         return self.fn()
+
+
+def stdout_words_per_thread_count(script: str, counts=(1, 2, 3)) -> list[list[str]]:
+    """Run ``python -c script`` once per OpenMP thread count in ``counts`` (a fresh process each,
+    ``OMP_NUM_THREADS`` set) and return each run's stdout split into words. A run that fails
+    fails the calling test with its stderr. For the C++ kernels' thread-count independence: the
+    script prints hashes of the outputs, and the caller compares the runs."""
+    import os
+    import subprocess
+    import sys
+
+    outs = []
+    for n in counts:
+        env = dict(os.environ, OMP_NUM_THREADS=str(n))
+        run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                             env=env)
+        assert run.returncode == 0, run.stderr[-2000:]
+        outs.append(run.stdout.split())
+    return outs

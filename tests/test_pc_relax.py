@@ -6,7 +6,6 @@ The Triton backend has its own module (test_pc_relax_triton.py), run under the i
 from __future__ import annotations
 
 import itertools
-import sys
 
 import pytest
 import torch
@@ -14,7 +13,7 @@ import torch
 import bpalts
 from bpalts._checks import DivergenceError
 from bpalts.ops.pc_relax import pc_relax, pc_relax_reference
-from tests._compare_util import RTOL_REDUCTION, rel_err
+from tests._compare_util import RTOL_REDUCTION, rel_err, stdout_words_per_thread_count
 
 CPP = pytest.mark.skipif("cpp" not in bpalts.available_backends("cpu"), reason="bpalts._C not built")
 F64 = torch.float64
@@ -492,14 +491,5 @@ def test_cpp_kernels_do_not_depend_on_the_thread_count():
     # pc_errors sums its energy per unit row and per sample in a fixed order and pc_update is
     # elementwise per row or column: the same energies, errors and states bit for bit at 1, 2
     # and 3 OpenMP threads, for every output mode (clamped / nudged, squared error / ce).
-    import os
-    import subprocess
-
-    outs = []
-    for n in (1, 2, 3):
-        env = dict(os.environ, OMP_NUM_THREADS=str(n))
-        run = subprocess.run([sys.executable, "-c", _THREADS_SCRIPT], capture_output=True, text=True,
-                             timeout=120, env=env)
-        assert run.returncode == 0, run.stderr[-2000:]
-        outs.append(run.stdout.split())
+    outs = stdout_words_per_thread_count(_THREADS_SCRIPT)
     assert len(outs[0]) == 1 and outs[0] == outs[1] == outs[2]

@@ -13,7 +13,7 @@ import torch
 
 import bpalts
 from bpalts.ops.reservoir_run import image_sequence, reservoir_run, reservoir_run_reference
-from tests._compare_util import RTOL_REDUCTION, rel_err
+from tests._compare_util import RTOL_REDUCTION, rel_err, stdout_words_per_thread_count
 
 pytestmark = pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
 
@@ -213,16 +213,7 @@ def test_cpp_batch1_paths_do_not_depend_on_the_thread_count():
     # the split itself differs from run to run; counters between chunks) and
     # the CSR path, bit for bit at 1, 2 and 3 OpenMP threads (3: more threads than this CI's
     # cores, so the counters' waits also see descheduled threads).
-    import os
-    import subprocess
-
-    outs = []
-    for n in (1, 2, 3):
-        env = dict(os.environ, OMP_NUM_THREADS=str(n))
-        run = subprocess.run([sys.executable, "-c", _THREADS_SCRIPT], capture_output=True, text=True,
-                             timeout=120, env=env)
-        assert run.returncode == 0, run.stderr[-2000:]
-        outs.append(run.stdout.split())
+    outs = stdout_words_per_thread_count(_THREADS_SCRIPT)
     assert len(outs[0]) == 2 and outs[0] == outs[1] == outs[2]
 
 

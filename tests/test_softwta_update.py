@@ -13,7 +13,7 @@ import torch
 
 import bpalts
 from bpalts.ops import softwta_update, softwta_update_reference
-from tests._compare_util import RTOL_REDUCTION, rel_err
+from tests._compare_util import RTOL_REDUCTION, rel_err, stdout_words_per_thread_count
 
 CPP = pytest.mark.skipif("cpp" not in bpalts.available_backends("cpu"), reason="bpalts._C not built")
 
@@ -247,32 +247,6 @@ def test_update_moves_winner_towards_input(backend):
 
 
 @CPP
-@pytest.mark.parametrize("N", [1, 7, 8, 9, 37, 1024])
-def test_cpp_gate_winner_is_the_first_argmax(N):
-    # The C++ gate finds the row's winner with a vectorised scan (8 at a time, then the tail):
-    # the winner must be torch.argmax's choice, the first maximum, wherever the maxima fall
-    # (lane 0 or 7, the first or a later block, the scalar tail, tied).
-    C = bpalts._backend.cpp_module()
-    g = torch.Generator().manual_seed(N)
-    rows = []
-    for first in sorted({0, min(7, N - 1), min(8, N - 1), min(15, N - 1), N // 2, N - 1}):
-        for tied in sorted({first, min(first + 1, N - 1), N - 1}):
-            u = torch.rand(N, generator=g) - 2.0
-            u[first] = u[tied] = 1.0
-            rows.append(u)
-    U = torch.stack(rows)
-    want_win = U.argmax(1)
-    Y = U.clone()
-    d = torch.empty(1, N)
-    C.softwta_gate(Y.numpy(), d.numpy(), 1.0, True)
-    soft = torch.softmax(U, 1)
-    sign = -torch.ones_like(U)
-    sign[torch.arange(len(rows)), want_win] = 1.0
-    torch.testing.assert_close(Y, sign * soft, rtol=1e-5, atol=1e-7)
-    assert (Y > 0).sum(1).eq(1).all() and torch.equal((Y > 0).float().argmax(1), want_win)
-
-
-@CPP
 @pytest.mark.parametrize("N,B", [(1, 1), (2, 5), (9, 31), (37, 32), (131, 33), (257, 70), (1024, 256)])
 @pytest.mark.parametrize("anti_hebbian", [True, False], ids=["anti", "plain"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
@@ -294,29 +268,38 @@ def test_cpp_column_gate_matches_the_row_gate(N, B, anti_hebbian, dtype):
 
 
 @CPP
+@pytest.mark.parametrize("layout", ["rows", "columns"])
 @pytest.mark.parametrize("N", [1, 7, 8, 9, 37, 1024])
-def test_cpp_column_gate_winner_is_the_first_argmax(N):
-    # The column gate keeps a per-lane running max and takes a later unit only when it is
-    # strictly greater: the winner is torch.argmax's first maximum, tied or not, in any lane of
-    # a block, full or padded (36 columns: one block of 32 and one of 4).
+def test_cpp_gate_winner_is_the_first_argmax(N, layout):
+    # Each sample's winner must be torch.argmax's choice, the first maximum, wherever the maxima
+    # fall (lane 0 or 7, the first or a later block, the scalar tail, tied). The row gate
+    # (convolutional op) scans a row 8 at a time, then the tail; the column gate (dense op) keeps
+    # a running max per column and takes a later unit only when it is strictly greater, 32
+    # columns per block (36 samples: one full block and one padded).
     C = bpalts._backend.cpp_module()
     g = torch.Generator().manual_seed(N)
-    cols = []
-    for first in sorted({0, min(7, N - 1), min(8, N - 1), N // 2, N - 1}):
+    rows = []
+    for first in sorted({0, min(7, N - 1), min(8, N - 1), min(15, N - 1), N // 2, N - 1}):
         for tied in sorted({first, min(first + 1, N - 1), N - 1}):
             u = torch.rand(N, generator=g) - 2.0
             u[first] = u[tied] = 1.0
-            cols.append(u)
-    while len(cols) < 36:
-        cols.append(torch.rand(N, generator=g))
-    U = torch.stack(cols)  # (batch, units)
+            rows.append(u)
+    while len(rows) < 36:
+        rows.append(torch.rand(N, generator=g))
+    U = torch.stack(rows)  # (batch, units)
     want_win = U.argmax(1)
-    Yt, d = U.T.contiguous(), torch.empty(1, N)
-    C.softwta_gate_columns(Yt.numpy(), d.numpy(), 1.0, True)
+    d = torch.empty(1, N)
+    if layout == "rows":
+        Y = U.clone()
+        C.softwta_gate(Y.numpy(), d.numpy(), 1.0, True)
+    else:
+        Yt = U.T.contiguous()
+        C.softwta_gate_columns(Yt.numpy(), d.numpy(), 1.0, True)
+        Y = Yt.T
     sign = -torch.ones_like(U)
-    sign[torch.arange(len(cols)), want_win] = 1.0
-    torch.testing.assert_close(Yt.T, sign * torch.softmax(U, 1), rtol=1e-5, atol=1e-7)
-    assert torch.equal((Yt.T > 0).float().argmax(1), want_win) and (Yt > 0).sum(0).eq(1).all()
+    sign[torch.arange(len(rows)), want_win] = 1.0
+    torch.testing.assert_close(Y, sign * torch.softmax(U, 1), rtol=1e-5, atol=1e-7)
+    assert (Y > 0).sum(1).eq(1).all() and torch.equal((Y > 0).float().argmax(1), want_win)
 
 
 _THREADS_SCRIPT = """
@@ -344,15 +327,5 @@ def test_cpp_kernels_do_not_depend_on_the_thread_count():
     # The column gate's blocks and the apply's row blocks are fixed partitions with their sums
     # in a fixed order: the same Y~, d and W bit for bit at 1, 2 and 3 OpenMP threads (3: more
     # threads than this CI's cores). Inputs made without GEMMs, whose results are MKL's affair.
-    import os
-    import subprocess
-    import sys
-
-    outs = []
-    for n in (1, 2, 3):
-        env = dict(os.environ, OMP_NUM_THREADS=str(n))
-        run = subprocess.run([sys.executable, "-c", _THREADS_SCRIPT], capture_output=True, text=True,
-                             timeout=120, env=env)
-        assert run.returncode == 0, run.stderr[-2000:]
-        outs.append(run.stdout.split())
+    outs = stdout_words_per_thread_count(_THREADS_SCRIPT)
     assert len(outs[0]) == 2 and outs[0] == outs[1] == outs[2]
