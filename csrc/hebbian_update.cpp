@@ -31,6 +31,9 @@ namespace bpalts {
 
 namespace {
 
+// Below this many elements a pass runs on the calling thread (a fork/join costs more).
+constexpr py::ssize_t kParallelMin = 1 << 15;
+
 // Register tile: kRows rows x 2 vectors of 32 bytes (16 floats / 8 doubles) of accumulators,
 // the shape of a classic 6x16 GEMM micro-kernel: 12 accumulators + 2 loads + 1 broadcast fit in
 // the 16 AVX2 registers. GCC vector extensions keep this portable (no intrinsics).
@@ -142,7 +145,7 @@ void bcm_modulate(py::array& Yt_, py::array& theta_, double rate) {
   if (th.rows != 1 || th.cols != N)
     throw py::value_error("theta must be (1, units) with units = Yt's rows");
   py::gil_scoped_release release;
-#pragma omp parallel for schedule(static) if (N * B >= (1 << 15))
+#pragma omp parallel for schedule(static) if (N * B >= kParallelMin)
   for (py::ssize_t k = 0; k < N; ++k) {
     T* y = Yt.data + k * B;
     const T t = th.data[k];

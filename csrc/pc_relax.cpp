@@ -141,6 +141,16 @@ double lse_strided(const T* u, py::ssize_t n, py::ssize_t ld) {
   return m + std::log(s);
 }
 
+// The per-sample nudging strengths, beta_rows (1, rows): a view of the caller's array, which
+// outlives the call.
+template <typename T>
+const T* nudge_strengths(py::object beta_, py::ssize_t B) {
+  py::array b = beta_.cast<py::array>();
+  auto bm = as_matrix<T>(b, "beta_rows", false);
+  check_shape(bm, 1, B, "beta_rows");
+  return bm.data;
+}
+
 // The unit rows (layer, row) of the layers l with take[l], flattened for one OpenMP loop.
 template <typename T>
 std::vector<std::pair<size_t, py::ssize_t>> unit_rows(const std::vector<Matrix<T>>& S,
@@ -176,13 +186,7 @@ py::tuple pc_errors(py::list states_, py::list mus_, py::list errs_, py::array t
   }
   const py::ssize_t nL = S[L - 1].rows;
   check_shape(t, nL, B, "target");
-  const T* beta = nullptr;
-  if (nudge) {
-    py::array b = beta_.cast<py::array>();
-    auto bm = as_matrix<T>(b, "beta", false);
-    check_shape(bm, 1, B, "beta");
-    beta = bm.data;
-  }
+  const T* beta = nudge ? nudge_strengths<T>(beta_, B) : nullptr;
   const bool ce_clamped = !nudge && ce;
   // The output layer as plain rows too, unless its errors are the clamped cross-entropy's.
   std::vector<char> plain(L, 1);
@@ -290,13 +294,7 @@ void pc_update(py::list states_, py::list errs_, py::list gs_, py::list fs_, py:
   }
   const py::ssize_t nL = S[L - 1].rows;
   check_shape(t, nL, B, "target");
-  const T* beta = nullptr;
-  if (nudge) {
-    py::array b = beta_.cast<py::array>();
-    auto bm = as_matrix<T>(b, "beta", false);
-    check_shape(bm, 1, B, "beta");
-    beta = bm.data;
-  }
+  const T* beta = nudge ? nudge_strengths<T>(beta_, B) : nullptr;
   if (use_g_.size() + 1 != L || e_nz_.size() != L)
     throw py::value_error("pc_update: use_g needs L-1 flags and e_nonzero L flags");
   // use_g[l]: g_l was computed (else it is exactly 0: e_{l+1} == 0); e_nz[l]: e_l has a nonzero.

@@ -403,9 +403,9 @@ void run_dense(py::array& W_, py::array& U_, py::ssize_t u_stride_rows, py::arra
 // depend on the thread count, nor on how the rows are split. The split follows the threads'
 // speeds: every kBalanceSteps steps each thread's share of a chunk is moved halfway towards its
 // share of the rows processed per busy second (time waiting on counters or at the barrier
-// excluded). On a 2-vCPU VM where one vCPU
-// ran ~15% slower, the faster thread had waited 25-30 ms of a 200 ms run (N2000 T784); with the
-// adaptive split the path ran 0-6% faster (four interleaved runs of 16 rounds in one process).
+// excluded). On a 2-vCPU VM where one vCPU ran ~15% slower, the faster thread had waited
+// 25-30 ms of a 200 ms run (N2000 T784); with the adaptive split the path ran 0-6% faster (four
+// interleaved runs of 16 rounds in one process).
 
 // Spin until *flag >= target (acquire): the stores made before the matching release increments
 // are visible after it. Yields now and then, in case the thread waited for is not running.
@@ -536,13 +536,10 @@ void run_dense_two_step(py::array& W_, py::array& U_, py::ssize_t u_stride_rows,
         const py::ssize_t ie = std::min(r1, r0 + kRows * (ng * cum[tid + 1] / kWeightTotal));
         // 1. no wait: the diagonal block (and, at the first step, the other side) with x_{t-1}.
         //    A backward pass has it in P already (the forward pass before it added it).
-        for (py::ssize_t i0 = ib; i0 < ie; i0 += kRows) {
+        if (!fwd) std::fill(s_fix, s_fix + (ie - ib), T(0));
+        for (py::ssize_t i0 = ib; fwd && i0 < ie; i0 += kRows) {
           const py::ssize_t rows = std::min(kRows, ie - i0);
           T* f = s_fix + (i0 - ib);
-          if (!fwd) {
-            for (py::ssize_t r = 0; r < rows; ++r) f[r] = T(0);
-            continue;
-          }
           dot_rows<T>(Wd + i0 * N + r0, N, xp + r0, r1 - r0, rows, f);
           if (first) {
             T rest[kRows];

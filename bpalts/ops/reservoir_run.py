@@ -27,20 +27,21 @@ the benchmarks): the input projection of every step as one GEMM first, then a lo
 ``cpp``: the input projection as one GEMM in PyTorch (MKL), then (``csrc/reservoir_run.cpp``):
 
 * dense ``W``, batch <= 7 (``CPP_LOOP_MAX_BATCH``): the whole time loop in C++, one OpenMP
-  region, one barrier per step. Units go in blocks of 4 rows of the row-major ``W`` (4 sequential streams, each loaded
-  ``x`` vector reused for 4 rows, 8 independent FMA chains), 64 units per work item with
-  ``+ U_t``, a vectorised tanh and the leak fused in. At B = 1 a step streams the 16 MB of a
-  2000 x 2000 float32 ``W`` (memory bound); each thread walks its rows forward and backward
-  on alternate steps, so the rows still in its caches are read first.
+  region, one barrier per step. Units go in blocks of 4 rows of the row-major ``W`` (4
+  sequential streams, each loaded ``x`` vector reused for 4 rows, 8 independent FMA chains),
+  64 units per work item with ``+ U_t``, a vectorised tanh and the leak fused in. At B = 1 a
+  step streams the 16 MB of a 2000 x 2000 float32 ``W`` (memory bound); each thread walks its
+  rows forward and backward on alternate steps, so the rows still in its caches are read first.
 * dense ``W``, batch 1, ``W`` of at least ``CPP_TWO_STEP_MIN_BYTES`` (6 MB): every entry of
   ``W`` read once per two steps. ``W[i, j]`` serves step t (times ``x_{t-1}[j]``) and step t+1
   (times ``x_t[j]``) from one load once ``x_t[j]`` is final. Rows go in chunks of
   ``CPP_TWO_STEP_CHUNK`` (threads wait on per-chunk counters, not barriers), passes alternate
-  direction, and a pass reads the block-lower (forward) or block-upper (backward) triangle of ``W`` for both steps,
-  plus the diagonal blocks for the current one, carrying step t+1's partial sums to the next
-  pass: about half of ``W`` streamed per step (the math is in ``run_dense_two_step``). Each
-  chunk's rows are split among the threads in proportion to their measured speeds, updated
-  every 16 steps (a shared VM's vCPUs can differ by 15%); the results do not depend on it.
+  direction, and a pass reads the block-lower (forward) or block-upper (backward) triangle of
+  ``W`` for both steps; the forward pass also reads the diagonal blocks for both steps (the
+  second time from its own cache). Step t+1's partial sums are carried to the next pass: half
+  of ``W`` streamed per step (the math is in ``run_dense_two_step``). Each chunk's rows are
+  split among the threads in proportion to their measured speeds, updated every 16 steps (a
+  shared VM's vCPUs can differ by 15%); the results do not depend on it.
 * dense ``W``, larger batches: each step's GEMM in MKL (``torch.addmm``), tanh and leak fused in
   one C++ pass.
 * CSR ``W`` (any batch): the whole loop in C++, rows in parallel, 2-byte column indices when
