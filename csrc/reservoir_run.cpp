@@ -32,7 +32,8 @@
 //
 // Every thread owns the same rows at every step (its slice of W stays in its caches when it
 // fits). The sums do not depend on the thread count.
-// float and double (GCC vector extensions, 32-byte vectors; -march=native gives AVX2/FMA).
+// float and double (GCC vector extensions, 32-byte vectors; -march=native gives AVX2/FMA; the
+// two-step path uses 64-byte vectors where the build has AVX-512).
 #include "common.h"
 #include "vec_math.h"
 
@@ -229,6 +230,131 @@ inline void dot2_rows(const T* w, py::ssize_t ldw, const T* xa, const T* xb, py:
   }
 }
 
+// ---- The two-step path's products: groups of kGroup2 rows, vectors of kWideBytes, lanes summed
+// as a tree. With AVX-512: 8 rows of 16 floats. The path had used the 4-row, 8-float products
+// above, with sequential lane sums; at N2000 T784, 2 threads, interleaved in one process, the
+// new products made the whole call 4-10% faster (two runs of 20 rounds). The wider groups alone
+// gained nothing there: a sequential sum of 16 lanes, once per row, product and column segment
+// (about 5 per row and step), ate what they saved. Without AVX-512 (16 vector registers: 8 rows
+// would spill) the group is 4 rows of 32 bytes.
+#if defined(__AVX512F__)
+constexpr int kWideBytes = 64;
+constexpr py::ssize_t kGroup2 = 8;
+#else
+constexpr int kWideBytes = 32;
+constexpr py::ssize_t kGroup2 = 4;
+#endif
+
+template <typename T>
+struct Wide;
+template <>
+struct Wide<float> {
+  typedef float type __attribute__((vector_size(kWideBytes)));
+  static constexpr int L = kWideBytes / 4;
+};
+template <>
+struct Wide<double> {
+  typedef double type __attribute__((vector_size(kWideBytes)));
+  static constexpr int L = kWideBytes / 8;
+};
+
+template <typename V, typename T>
+inline V loadw(const T* p) {
+  V v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+// The lanes summed as a tree: halves added until 4 lanes are left, then (l0 + l2) + (l1 + l3).
+// (A sequential sum of 16 lanes, once per row and product, took about a tenth of the pass.)
+template <typename T, typename V, int L>
+inline T hsum_wide(V v) {
+  if constexpr (L == 16) {
+    typedef T H __attribute__((vector_size(L / 2 * sizeof(T))));
+    const H h = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
+                __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+    return hsum_wide<T, H, 8>(h);
+  } else if constexpr (L == 8) {
+    typedef T H __attribute__((vector_size(L / 2 * sizeof(T))));
+    const H h = __builtin_shufflevector(v, v, 0, 1, 2, 3) + __builtin_shufflevector(v, v, 4, 5, 6, 7);
+    return hsum_wide<T, H, 4>(h);
+  } else {
+    static_assert(L == 4, "hsum_wide: 4, 8 or 16 lanes");
+    return (v[0] + v[2]) + (v[1] + v[3]);
+  }
+}
+
+// o[r] = W[r, :n] . x for the G rows w + r * ldw: one accumulator vector per row, then the lanes
+// in order, then the scalar tail. A row's sum does not depend on G (a partial group goes row by
+// row through G = 1 with the same order).
+template <typename T, int G>
+inline void dot_group(const T* w, py::ssize_t ldw, const T* x, py::ssize_t n, T* o) {
+  using V = typename Wide<T>::type;
+  constexpr int L = Wide<T>::L;
+  V a[G];
+  for (int r = 0; r < G; ++r) a[r] = V{};
+  py::ssize_t j = 0;
+  for (; j + L <= n; j += L) {
+    const V vx = loadw<V>(x + j);
+#pragma GCC unroll 8
+    for (int r = 0; r < G; ++r) a[r] += loadw<V>(w + r * ldw + j) * vx;
+  }
+  for (int r = 0; r < G; ++r) {
+    T s = hsum_wide<T, V, L>(a[r]);
+    for (py::ssize_t k = j; k < n; ++k) s += w[r * ldw + k] * x[k];
+    o[r] = s;
+  }
+}
+
+// oa[r] = W[r, :n] . xa and ob[r] = W[r, :n] . xb from one load of each entry, likewise.
+template <typename T, int G>
+inline void dot2_group(const T* w, py::ssize_t ldw, const T* xa, const T* xb, py::ssize_t n, T* oa,
+                       T* ob) {
+  using V = typename Wide<T>::type;
+  constexpr int L = Wide<T>::L;
+  V a[G], b[G];
+  for (int r = 0; r < G; ++r) a[r] = b[r] = V{};
+  py::ssize_t j = 0;
+  for (; j + L <= n; j += L) {
+    const V va = loadw<V>(xa + j), vb = loadw<V>(xb + j);
+#pragma GCC unroll 8
+    for (int r = 0; r < G; ++r) {
+      const V v = loadw<V>(w + r * ldw + j);
+      a[r] += v * va;
+      b[r] += v * vb;
+    }
+  }
+  for (int r = 0; r < G; ++r) {
+    T sa = hsum_wide<T, V, L>(a[r]), sb = hsum_wide<T, V, L>(b[r]);
+    for (py::ssize_t k = j; k < n; ++k) {
+      sa += w[r * ldw + k] * xa[k];
+      sb += w[r * ldw + k] * xb[k];
+    }
+    oa[r] = sa;
+    ob[r] = sb;
+  }
+}
+
+// dot_group / dot2_group for `rows` <= kGroup2 rows.
+template <typename T>
+inline void dot_rows_wide(const T* w, py::ssize_t ldw, const T* x, py::ssize_t n, py::ssize_t rows, T* o) {
+  if (rows == kGroup2) {
+    dot_group<T, kGroup2>(w, ldw, x, n, o);
+  } else {
+    for (py::ssize_t r = 0; r < rows; ++r) dot_group<T, 1>(w + r * ldw, ldw, x, n, o + r);
+  }
+}
+
+template <typename T>
+inline void dot2_rows_wide(const T* w, py::ssize_t ldw, const T* xa, const T* xb, py::ssize_t n,
+                           py::ssize_t rows, T* oa, T* ob) {
+  if (rows == kGroup2) {
+    dot2_group<T, kGroup2>(w, ldw, xa, xb, n, oa, ob);
+  } else {
+    for (py::ssize_t r = 0; r < rows; ++r) dot2_group<T, 1>(w + r * ldw, ldw, xa, xb, n, oa + r, ob + r);
+  }
+}
+
 // ---- tanh, vectorised for float (std::tanh is a scalar call: at B = 256 it would cost more
 // than the GEMM's memory traffic): Cephes' tanhf from vec_math.h, about 2 ulp. double: std::tanh.
 using vec::v8f;
@@ -399,7 +525,7 @@ void run_dense(py::array& W_, py::array& U_, py::ssize_t u_stride_rows, py::arra
 // the forward pass was 1.5-2.4% faster at N2000 T784.) The first step has no P yet and reads its
 // whole rows; the last one starts no P. x_t[i] = x_{t-1}[i] + a_i (tanh(pre_t[i]) -
 // x_{t-1}[i]) as in run_dense. Each row is summed by one thread in a fixed order (rows go to
-// threads in groups of kRows; the split changes only between steps), so the result does not
+// threads in groups of kGroup2; the split changes only between steps), so the result does not
 // depend on the thread count, nor on how the rows are split. The split follows the threads'
 // speeds: every kBalanceSteps steps each thread's share of a chunk is moved halfway towards its
 // share of the rows processed per busy second (time waiting on counters or at the barrier
@@ -469,7 +595,7 @@ void run_dense_two_step(py::array& W_, py::array& U_, py::ssize_t u_stride_rows,
   const T* Wd = W.data;
   const T* a = leak.data;
   T* P = part.data();
-  // Each chunk's groups of kRows rows are split among the threads in proportion to weights that
+  // Each chunk's groups of kGroup2 rows are split among the threads in proportion to weights that
   // follow the threads' measured speeds: on a shared VM one vCPU can run 15% slower than the
   // other, and the faster thread would wait for it at every chunk. The split moves only every
   // kBalanceSteps steps, so a thread keeps finding its rows in its caches; which thread sums a
@@ -508,10 +634,10 @@ void run_dense_two_step(py::array& W_, py::array& U_, py::ssize_t u_stride_rows,
       // P[i] += W[i, chunk c's columns] . x_t[chunk c] for this thread's rows [i_b, i_e) of c
       auto diag_next = [&](py::ssize_t c, py::ssize_t i_b, py::ssize_t i_e) {
         const py::ssize_t c0 = c * chunk, c1 = std::min(N, c0 + chunk);
-        for (py::ssize_t i0 = i_b; i0 < i_e; i0 += kRows) {
-          const py::ssize_t rows = std::min(kRows, i_e - i0);
-          T q[kRows];
-          dot_rows<T>(Wd + i0 * N + c0, N, xn + c0, c1 - c0, rows, q);
+        for (py::ssize_t i0 = i_b; i0 < i_e; i0 += kGroup2) {
+          const py::ssize_t rows = std::min(kGroup2, i_e - i0);
+          T q[kGroup2];
+          dot_rows_wide<T>(Wd + i0 * N + c0, N, xn + c0, c1 - c0, rows, q);
           for (py::ssize_t r = 0; r < rows; ++r) P[i0 + r] += q[r];
         }
       };
@@ -530,20 +656,20 @@ void run_dense_two_step(py::array& W_, py::array& U_, py::ssize_t u_stride_rows,
         } else {
           m0 = r1, m1 = std::min(N, r1 + chunk), d0 = m1, d1 = N, e0 = 0, e1 = r0;
         }
-        // this thread's rows of the chunk: whole groups of kRows, in order
-        const py::ssize_t ng = (r1 - r0 + kRows - 1) / kRows;
-        const py::ssize_t ib = std::min(r1, r0 + kRows * (ng * cum[tid] / kWeightTotal));
-        const py::ssize_t ie = std::min(r1, r0 + kRows * (ng * cum[tid + 1] / kWeightTotal));
+        // this thread's rows of the chunk: whole groups of kGroup2, in order
+        const py::ssize_t ng = (r1 - r0 + kGroup2 - 1) / kGroup2;
+        const py::ssize_t ib = std::min(r1, r0 + kGroup2 * (ng * cum[tid] / kWeightTotal));
+        const py::ssize_t ie = std::min(r1, r0 + kGroup2 * (ng * cum[tid + 1] / kWeightTotal));
         // 1. no wait: the diagonal block (and, at the first step, the other side) with x_{t-1}.
         //    A backward pass has it in P already (the forward pass before it added it).
         if (!fwd) std::fill(s_fix, s_fix + (ie - ib), T(0));
-        for (py::ssize_t i0 = ib; fwd && i0 < ie; i0 += kRows) {
-          const py::ssize_t rows = std::min(kRows, ie - i0);
+        for (py::ssize_t i0 = ib; fwd && i0 < ie; i0 += kGroup2) {
+          const py::ssize_t rows = std::min(kGroup2, ie - i0);
           T* f = s_fix + (i0 - ib);
-          dot_rows<T>(Wd + i0 * N + r0, N, xp + r0, r1 - r0, rows, f);
+          dot_rows_wide<T>(Wd + i0 * N + r0, N, xp + r0, r1 - r0, rows, f);
           if (first) {
-            T rest[kRows];
-            dot_rows<T>(Wd + i0 * N + e0, N, xp + e0, e1 - e0, rows, rest);
+            T rest[kGroup2];
+            dot_rows_wide<T>(Wd + i0 * N + e0, N, xp + e0, e1 - e0, rows, rest);
             for (py::ssize_t r = 0; r < rows; ++r) f[r] += rest[r];
           }
         }
@@ -556,14 +682,14 @@ void run_dense_two_step(py::array& W_, py::array& U_, py::ssize_t u_stride_rows,
           if (!last && cc >= back) {
             wait_at_least(done[fwd ? c - back : c + back], target, &waited_ns);
           }
-          for (py::ssize_t i0 = ib; i0 < ie; i0 += kRows) {
-            const py::ssize_t rows = std::min(kRows, ie - i0);
+          for (py::ssize_t i0 = ib; i0 < ie; i0 += kGroup2) {
+            const py::ssize_t rows = std::min(kGroup2, ie - i0);
             const T* w = Wd + i0 * N + lo;
             const py::ssize_t k = i0 - ib;
             if (last) {
-              dot_rows<T>(w, N, xp + lo, hi - lo, rows, so + k);
+              dot_rows_wide<T>(w, N, xp + lo, hi - lo, rows, so + k);
             } else {
-              dot2_rows<T>(w, N, xp + lo, xn + lo, hi - lo, rows, so + k, sn + k);
+              dot2_rows_wide<T>(w, N, xp + lo, xn + lo, hi - lo, rows, so + k, sn + k);
             }
           }
         }
