@@ -237,9 +237,69 @@ void column_block(T* src, py::ssize_t ld, T* ebuf, py::ssize_t N, T it, T neg, d
   }
 }
 
-// float: kLanes / 8 vectors of 8 lanes per row; the exp as in exp_shifted.
-typedef double v8d __attribute__((vector_size(64)));
+// float: kLanes / 16 vectors of 16 lanes per row where the build has AVX-512, else kLanes / 8 of
+// 8 lanes; the exp as in exp_shifted. Both give the same bits under the same compiler flags
+// (checked at six shapes, three temperatures, with and without the sign flip): the sums of e run
+// per lane in double, in the same order, and d's products go through the same 8-lane double
+// vectors. The 16-lane version took the gate from 0.33-0.43 to 0.27-0.36 ms (B256 784->1024,
+// 2 threads, interleaved, two runs of 300 rounds: 1.19x and 1.20x).
+using vec::v8d;
 
+#if defined(__AVX512F__)
+template <>
+void column_block<float>(float* src, py::ssize_t ld, float* ebuf, py::ssize_t N, float it,
+                         float neg, double* dpart) {
+  using vec::v16f;
+  using vec::v16i;
+  constexpr int V = kLanes / 16;
+  // the 8-lane quarters of a 16-lane vector, as doubles
+  auto lo8 = [](v16f v) { return __builtin_convertvector(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7), v8d); };
+  auto hi8 = [](v16f v) { return __builtin_convertvector(__builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15), v8d); };
+  v16f m[V];
+  v16i wi[V] = {};
+  for (int h = 0; h < V; ++h) std::memcpy(&m[h], src + 16 * h, sizeof(v16f));
+  for (py::ssize_t k = 1; k < N; ++k) {
+    const v16i kv = v16i{} + static_cast<int>(k);
+    for (int h = 0; h < V; ++h) {
+      v16f x;
+      std::memcpy(&x, src + k * ld + 16 * h, sizeof(x));
+      const v16i gt = x > m[h];
+      m[h] = gt ? x : m[h];
+      wi[h] = gt ? kv : wi[h];
+    }
+  }
+  v8d acc[2 * V] = {};
+  for (py::ssize_t k = 0; k < N; ++k) {
+    for (int h = 0; h < V; ++h) {
+      v16f x;
+      std::memcpy(&x, src + k * ld + 16 * h, sizeof(x));
+      const v16f v = vec::exp_nonpositive((x - m[h]) * it);
+      std::memcpy(ebuf + k * kLanes + 16 * h, &v, sizeof(v));
+      acc[2 * h] += lo8(v);
+      acc[2 * h + 1] += hi8(v);
+    }
+  }
+  v16f cw[V], cl[V];
+  for (int h = 0; h < V; ++h) {
+    for (int l = 0; l < 16; ++l) cw[h][l] = static_cast<float>(1.0 / acc[2 * h + l / 8][l % 8]);
+    cl[h] = neg * cw[h];
+  }
+  for (py::ssize_t k = 0; k < N; ++k) {
+    const v16i kv = v16i{} + static_cast<int>(k);
+    v8d t = {};
+    for (int h = 0; h < V; ++h) {
+      v16f x, e;
+      std::memcpy(&x, src + k * ld + 16 * h, sizeof(x));
+      std::memcpy(&e, ebuf + k * kLanes + 16 * h, sizeof(e));
+      const v16f y = e * (wi[h] == kv ? cw[h] : cl[h]);
+      t += lo8(y) * lo8(x);
+      t += hi8(y) * hi8(x);
+      std::memcpy(src + k * ld + 16 * h, &y, sizeof(y));
+    }
+    dpart[k] = ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
+  }
+}
+#else
 template <>
 void column_block<float>(float* src, py::ssize_t ld, float* ebuf, py::ssize_t N, float it,
                          float neg, double* dpart) {
@@ -286,6 +346,7 @@ void column_block<float>(float* src, py::ssize_t ld, float* ebuf, py::ssize_t N,
     dpart[k] = ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
   }
 }
+#endif
 
 template <typename T>
 void softwta_gate_columns(py::array& Ut_, py::array& d_, double inv_tau, bool anti_hebbian) {

@@ -1,5 +1,5 @@
-// Vectorised float math shared by the C++ kernels: 8-lane GCC vector types and Cephes-style
-// expf / tanhf (about 2 ulp). One copy, used by softwta_update, pc_relax and reservoir_run.
+// Vectorised float math shared by the C++ kernels: 8- and 16-lane GCC vector types and
+// Cephes-style expf / tanhf (about 2 ulp). One copy, used by softwta_update, pc_relax and reservoir_run.
 #pragma once
 
 namespace bpalts {
@@ -8,31 +8,40 @@ namespace vec {
 typedef float v8f __attribute__((vector_size(32)));
 typedef int v8i __attribute__((vector_size(32)));
 typedef double v4d __attribute__((vector_size(32)));
+// 16 lanes: one AVX-512 register where the build has AVX-512 (else GCC splits them).
+typedef float v16f __attribute__((vector_size(64)));
+typedef int v16i __attribute__((vector_size(64)));
+typedef double v8d __attribute__((vector_size(64)));
 
 // exp(x) for x <= 0 (Cephes expf: range reduction by ln 2, degree-5 polynomial); inputs below
 // -87.3 give 0 (exp there is below the smallest normal float).
-inline v8f exp_nonpositive(v8f x) {
-  const v8f lo = v8f{} - 87.3f;
-  const v8i under = x < lo;
+template <typename VF, typename VI>
+inline VF exp_nonpositive_n(VF x) {
+  const VF lo = VF{} - 87.3f;
+  const VI under = x < lo;
   x = under ? lo : x;
   // n = floor(x * log2(e) + 0.5): truncation rounds toward zero, fix the negative ones down.
-  const v8f t = x * 1.44269504088896341f + 0.5f;
-  v8i n = __builtin_convertvector(t, v8i);
-  const v8f nf0 = __builtin_convertvector(n, v8f);
+  const VF t = x * 1.44269504088896341f + 0.5f;
+  VI n = __builtin_convertvector(t, VI);
+  const VF nf0 = __builtin_convertvector(n, VF);
   n += (nf0 > t);  // -1 where truncation went up
-  const v8f nf = __builtin_convertvector(n, v8f);
+  const VF nf = __builtin_convertvector(n, VF);
   x = x - nf * 0.693359375f - nf * -2.12194440e-4f;
-  const v8f z = x * x;
-  v8f y = 1.9875691500e-4f * x + 1.3981999507e-3f;
+  const VF z = x * x;
+  VF y = 1.9875691500e-4f * x + 1.3981999507e-3f;
   y = y * x + 8.3334519073e-3f;
   y = y * x + 4.1665795894e-2f;
   y = y * x + 1.6666665459e-1f;
   y = y * x + 5.0000001201e-1f;
   y = y * z + x + 1.0f;
-  const v8f scale = (v8f)((n + 127) << 23);  // 2^n, n >= -126: a normal float
+  const VF scale = (VF)((n + 127) << 23);  // 2^n, n >= -126: a normal float
   y = y * scale;
-  return under ? v8f{} : y;
+  return under ? VF{} : y;
 }
+
+// The 8- and 16-lane versions (the same operations, lane by lane).
+inline v8f exp_nonpositive(v8f x) { return exp_nonpositive_n<v8f, v8i>(x); }
+inline v16f exp_nonpositive(v16f x) { return exp_nonpositive_n<v16f, v16i>(x); }
 
 // tanh (Cephes tanhf): |x| < 0.625: x + x^3 P(x^2); else (1 - e) / (1 + e) with e = exp(-2|x|).
 // NaN stays NaN.
