@@ -61,12 +61,28 @@ inline void tanh_block(const float* v, float* f, float* df) {
     std::memcpy(df, &d, sizeof(d));
   }
 }
+
+// 16 elements in one AVX-512 register (the same operations per element as tanh_block).
+inline void tanh_block16(const float* v, float* f, float* df) {
+  vec::v16f x;
+  std::memcpy(&x, v, sizeof(x));
+  const vec::v16f y = vec::tanh16(x);
+  std::memcpy(f, &y, sizeof(y));
+  if (df) {
+    const vec::v16f d = 1.0f - y * y;
+    std::memcpy(df, &d, sizeof(d));
+  }
+}
 }  // namespace
 
 // f(v) -> f, f'(v) -> df (df may be null); f may alias v.
 void activate(const float* v, float* f, float* df, py::ssize_t n, int act) {
   if (act == kTanh) {
     py::ssize_t k = 0;
+#if defined(__AVX512F__)
+    // 16 at a time where the build has AVX-512: the tanh about twice as fast, the same bits.
+    for (; k + 16 <= n; k += 16) tanh_block16(v + k, f + k, df ? df + k : nullptr);
+#endif
     for (; k + 8 <= n; k += 8) tanh_block(v + k, f + k, df ? df + k : nullptr);
     if (k < n) {
       alignas(32) float src[8] = {0}, fo[8], dfo[8];

@@ -364,6 +364,14 @@ using vec::tanh8;
 // p[i] <- tanh(p[i]) for i < n.
 inline void tanh_inplace(float* p, py::ssize_t n) {
   py::ssize_t i = 0;
+#if defined(__AVX512F__)
+  for (; i + 16 <= n; i += 16) {  // 16 at a time where the build has AVX-512 (the same bits)
+    vec::v16f v;
+    std::memcpy(&v, p + i, sizeof(v));
+    v = vec::tanh16(v);
+    std::memcpy(p + i, &v, sizeof(v));
+  }
+#endif
   for (; i + 8 <= n; i += 8) {
     v8f v;
     std::memcpy(&v, p + i, sizeof(v));

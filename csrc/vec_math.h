@@ -45,21 +45,25 @@ inline v16f exp_nonpositive(v16f x) { return exp_nonpositive_n<v16f, v16i>(x); }
 
 // tanh (Cephes tanhf): |x| < 0.625: x + x^3 P(x^2); else (1 - e) / (1 + e) with e = exp(-2|x|).
 // NaN stays NaN.
-inline v8f tanh8(v8f x) {
-  const v8i neg = x < 0.0f;
-  const v8f a = neg ? -x : x;
-  const v8f e = exp_nonpositive(-2.0f * a);
-  const v8f big = (1.0f - e) / (1.0f + e);
-  const v8f z = a * a;
-  v8f p = -5.70498872745e-3f * z + 2.06390887954e-2f;
+template <typename VF, typename VI>
+inline VF tanh_n(VF x) {
+  const VI neg = x < 0.0f;
+  const VF a = neg ? -x : x;
+  const VF e = exp_nonpositive_n<VF, VI>(-2.0f * a);
+  const VF big = (1.0f - e) / (1.0f + e);
+  const VF z = a * a;
+  VF p = -5.70498872745e-3f * z + 2.06390887954e-2f;
   p = p * z - 5.37397155531e-2f;
   p = p * z + 1.33314422036e-1f;
   p = p * z - 3.33332819422e-1f;
-  const v8f small = p * z * a + a;
-  v8f r = (a < 0.625f) ? small : big;
+  const VF small = p * z * a + a;
+  VF r = (a < 0.625f) ? small : big;
   r = neg ? -r : r;
   return (x != x) ? x : r;
 }
+
+inline v8f tanh8(v8f x) { return tanh_n<v8f, v8i>(x); }
+inline v16f tanh16(v16f x) { return tanh_n<v16f, v16i>(x); }
 
 }  // namespace vec
 }  // namespace bpalts
