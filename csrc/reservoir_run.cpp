@@ -7,11 +7,11 @@
 // whole time loop in one OpenMP region, one barrier per step:
 //
 //   reservoir_run_dense: W (N x N) row-major, so unit i's pre-activation is the dot product of
-//     the contiguous row W_i with x_{t-1}. Units go in blocks of kRows = 4 rows: the 4 rows
-//     stream from memory/L3 once per step (4 sequential streams, which the prefetchers follow),
-//     each loaded x vector is reused for the 4 rows, and every row keeps two independent
-//     accumulator vectors (8 FMA chains). For B > 1 the block's rows are reused for every
-//     sample from L1/L2, two samples per read (one accumulator per row and sample). An OpenMP
+//     the contiguous row W_i with x_{t-1}. Units go in groups of kGroup rows (8 with AVX-512,
+//     else 4): the group's rows stream from memory/L3 once per step (sequential streams, which
+//     the prefetchers follow), each loaded x vector is reused for all of them, and every row
+//     keeps one accumulator vector per sample (independent FMA chains). For B > 1 the group's
+//     rows are reused for every sample from L1/L2, two samples per read. An OpenMP
 //     work item is kSuper = 64 units: their pre-activations go to a small buffer, then one
 //     vectorised tanh + leak pass writes the state (ping-pong buffer)
 //     and, on kept steps, the output. Each thread owns a fixed range of work items and walks it
@@ -58,191 +58,26 @@ namespace bpalts {
 
 namespace {
 
-constexpr py::ssize_t kRows = 4;
-// Units per OpenMP work item (a multiple of kRows): their tanh runs as one vector pass.
+// Units per OpenMP work item (a multiple of kGroup): their tanh runs as one vector pass.
 constexpr py::ssize_t kSuper = 64;
 // Below this many multiply-adds per step the loop runs on one thread (a barrier costs more).
 constexpr py::ssize_t kParallelMin = 1 << 15;
 
-template <typename T>
-struct Vec;
-template <>
-struct Vec<float> {
-  typedef float type __attribute__((vector_size(32)));
-  static constexpr int L = 8;
-};
-template <>
-struct Vec<double> {
-  typedef double type __attribute__((vector_size(32)));
-  static constexpr int L = 4;
-};
-
-template <typename T>
-inline typename Vec<T>::type loadu(const T* p) {
-  typename Vec<T>::type v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
-
-template <typename T>
-inline T hsum(typename Vec<T>::type v) {
-  T s = 0;
-  for (int l = 0; l < Vec<T>::L; ++l) s += v[l];
-  return s;
-}
-
-// out[r] = sum_j w[r * ldw + j] * x[j] for r < kRows (all kRows rows exist).
-template <typename T>
-inline void dot_rows4(const T* w, py::ssize_t ldw, const T* x, py::ssize_t n, T* out) {
-  using V = typename Vec<T>::type;
-  constexpr int L = Vec<T>::L;
-  const T* w0 = w;
-  const T* w1 = w + ldw;
-  const T* w2 = w + 2 * ldw;
-  const T* w3 = w + 3 * ldw;
-  V a0 = {}, a1 = {}, a2 = {}, a3 = {}, b0 = {}, b1 = {}, b2 = {}, b3 = {};
-  py::ssize_t j = 0;
-  for (; j + 2 * L <= n; j += 2 * L) {
-    const V xa = loadu(x + j), xb = loadu(x + j + L);
-    a0 += loadu(w0 + j) * xa;
-    b0 += loadu(w0 + j + L) * xb;
-    a1 += loadu(w1 + j) * xa;
-    b1 += loadu(w1 + j + L) * xb;
-    a2 += loadu(w2 + j) * xa;
-    b2 += loadu(w2 + j + L) * xb;
-    a3 += loadu(w3 + j) * xa;
-    b3 += loadu(w3 + j + L) * xb;
-  }
-  if (j + L <= n) {
-    const V xa = loadu(x + j);
-    a0 += loadu(w0 + j) * xa;
-    a1 += loadu(w1 + j) * xa;
-    a2 += loadu(w2 + j) * xa;
-    a3 += loadu(w3 + j) * xa;
-    j += L;
-  }
-  T s0 = hsum<T>(a0 + b0), s1 = hsum<T>(a1 + b1), s2 = hsum<T>(a2 + b2), s3 = hsum<T>(a3 + b3);
-  for (; j < n; ++j) {
-    s0 += w0[j] * x[j];
-    s1 += w1[j] * x[j];
-    s2 += w2[j] * x[j];
-    s3 += w3[j] * x[j];
-  }
-  out[0] = s0;
-  out[1] = s1;
-  out[2] = s2;
-  out[3] = s3;
-}
-
-template <typename T>
-inline T dot_row(const T* w, const T* x, py::ssize_t n) {
-  using V = typename Vec<T>::type;
-  constexpr int L = Vec<T>::L;
-  V a = {}, b = {};
-  py::ssize_t j = 0;
-  for (; j + 2 * L <= n; j += 2 * L) {
-    a += loadu(w + j) * loadu(x + j);
-    b += loadu(w + j + L) * loadu(x + j + L);
-  }
-  T s = hsum<T>(a + b);
-  for (; j < n; ++j) s += w[j] * x[j];
-  return s;
-}
-
-// oa[r] = W[r, :n] . xa, ob[r] = W[r, :n] . xb for kRows rows (w: row 0, ldw apart): each entry
-// of W is loaded once for both products.
-template <typename T>
-inline void dot2_rows4(const T* w, py::ssize_t ldw, const T* xa, const T* xb, py::ssize_t n,
-                       T* oa, T* ob) {
-  using V = typename Vec<T>::type;
-  constexpr int L = Vec<T>::L;
-  const T* wr[kRows] = {w, w + ldw, w + 2 * ldw, w + 3 * ldw};
-  V a0 = {}, a1 = {}, a2 = {}, a3 = {}, b0 = {}, b1 = {}, b2 = {}, b3 = {};
-  py::ssize_t j = 0;
-  for (; j + L <= n; j += L) {
-    const V va = loadu(xa + j), vb = loadu(xb + j);
-    V r = loadu(wr[0] + j);
-    a0 += r * va;
-    b0 += r * vb;
-    r = loadu(wr[1] + j);
-    a1 += r * va;
-    b1 += r * vb;
-    r = loadu(wr[2] + j);
-    a2 += r * va;
-    b2 += r * vb;
-    r = loadu(wr[3] + j);
-    a3 += r * va;
-    b3 += r * vb;
-  }
-  T sa[kRows] = {hsum<T>(a0), hsum<T>(a1), hsum<T>(a2), hsum<T>(a3)};
-  T sb[kRows] = {hsum<T>(b0), hsum<T>(b1), hsum<T>(b2), hsum<T>(b3)};
-  for (; j < n; ++j) {
-    for (int r = 0; r < kRows; ++r) {
-      sa[r] += wr[r][j] * xa[j];
-      sb[r] += wr[r][j] * xb[j];
-    }
-  }
-  for (int r = 0; r < kRows; ++r) {
-    oa[r] = sa[r];
-    ob[r] = sb[r];
-  }
-}
-
-// The same for one row.
-template <typename T>
-inline void dot2_row(const T* w, const T* xa, const T* xb, py::ssize_t n, T* oa, T* ob) {
-  using V = typename Vec<T>::type;
-  constexpr int L = Vec<T>::L;
-  V a = {}, b = {};
-  py::ssize_t j = 0;
-  for (; j + L <= n; j += L) {
-    const V r = loadu(w + j);
-    a += r * loadu(xa + j);
-    b += r * loadu(xb + j);
-  }
-  T sa = hsum<T>(a), sb = hsum<T>(b);
-  for (; j < n; ++j) {
-    sa += w[j] * xa[j];
-    sb += w[j] * xb[j];
-  }
-  *oa = sa;
-  *ob = sb;
-}
-
-// out[r] = W[r, :n] . x for `rows` <= kRows rows.
-template <typename T>
-inline void dot_rows(const T* w, py::ssize_t ldw, const T* x, py::ssize_t n, py::ssize_t rows, T* out) {
-  if (rows == kRows) {
-    dot_rows4<T>(w, ldw, x, n, out);
-  } else {
-    for (py::ssize_t r = 0; r < rows; ++r) out[r] = dot_row<T>(w + r * ldw, x, n);
-  }
-}
-
-// dot2_rows4 for `rows` <= kRows rows.
-template <typename T>
-inline void dot2_rows(const T* w, py::ssize_t ldw, const T* xa, const T* xb, py::ssize_t n,
-                      py::ssize_t rows, T* oa, T* ob) {
-  if (rows == kRows) {
-    dot2_rows4<T>(w, ldw, xa, xb, n, oa, ob);
-  } else {
-    for (py::ssize_t r = 0; r < rows; ++r) dot2_row<T>(w + r * ldw, xa, xb, n, oa + r, ob + r);
-  }
-}
-
-// ---- The two-step path's products: groups of kGroup2 rows, vectors of kWideBytes, lanes summed
-// as a tree. With AVX-512: 8 rows of 16 floats. The path had used the 4-row, 8-float products
-// above, with sequential lane sums; at N2000 T784, 2 threads, interleaved in one process, the
-// new products made the whole call 4-10% faster (two runs of 20 rounds). The wider groups alone
-// gained nothing there: a sequential sum of 16 lanes, once per row, product and column segment
-// (about 5 per row and step), ate what they saved. Without AVX-512 (16 vector registers: 8 rows
-// would spill) the group is 4 rows of 32 bytes.
+// ---- Row products of both dense paths: groups of kGroup rows, vectors of kWideBytes, lanes
+// summed as a tree. With AVX-512: 8 rows of 16 floats. Until the sixteenth session both paths
+// used groups of 4 rows of 8 floats with sequential lane sums. At N2000 B1 T784 (the two-step
+// path), 2 threads, interleaved in one process, the new products made the whole call 4-10%
+// faster (two runs of 20 rounds); the wider groups alone gained nothing there: a sequential sum
+// of 16 lanes, once per row, product and column segment (about 5 per row and step), ate what
+// they saved. The one-pass loop (N <= 1000 at B1, or B2-7), old/new: B1 N600 1.03, N1000 1.02;
+// N2000 B2 1.02, B4 1.10, B7 1.09. Without AVX-512 (16 vector registers: 8 rows would spill) the
+// group is 4 rows of 32 bytes.
 #if defined(__AVX512F__)
 constexpr int kWideBytes = 64;
-constexpr py::ssize_t kGroup2 = 8;
+constexpr py::ssize_t kGroup = 8;
 #else
 constexpr int kWideBytes = 32;
-constexpr py::ssize_t kGroup2 = 4;
+constexpr py::ssize_t kGroup = 4;
 #endif
 
 template <typename T>
@@ -335,11 +170,11 @@ inline void dot2_group(const T* w, py::ssize_t ldw, const T* xa, const T* xb, py
   }
 }
 
-// dot_group / dot2_group for `rows` <= kGroup2 rows.
+// dot_group / dot2_group for `rows` <= kGroup rows.
 template <typename T>
 inline void dot_rows_wide(const T* w, py::ssize_t ldw, const T* x, py::ssize_t n, py::ssize_t rows, T* o) {
-  if (rows == kGroup2) {
-    dot_group<T, kGroup2>(w, ldw, x, n, o);
+  if (rows == kGroup) {
+    dot_group<T, kGroup>(w, ldw, x, n, o);
   } else {
     for (py::ssize_t r = 0; r < rows; ++r) dot_group<T, 1>(w + r * ldw, ldw, x, n, o + r);
   }
@@ -348,8 +183,8 @@ inline void dot_rows_wide(const T* w, py::ssize_t ldw, const T* x, py::ssize_t n
 template <typename T>
 inline void dot2_rows_wide(const T* w, py::ssize_t ldw, const T* xa, const T* xb, py::ssize_t n,
                            py::ssize_t rows, T* oa, T* ob) {
-  if (rows == kGroup2) {
-    dot2_group<T, kGroup2>(w, ldw, xa, xb, n, oa, ob);
+  if (rows == kGroup) {
+    dot2_group<T, kGroup>(w, ldw, xa, xb, n, oa, ob);
   } else {
     for (py::ssize_t r = 0; r < rows; ++r) dot2_group<T, 1>(w + r * ldw, ldw, xa, xb, n, oa + r, ob + r);
   }
@@ -473,23 +308,23 @@ void run_dense(py::array& W_, py::array& U_, py::ssize_t u_stride_rows, py::arra
         const py::ssize_t s0 = sb * kSuper;
         const py::ssize_t ns = std::min(kSuper, N - s0);
         // pre[b][r] = U_t[b, s0 + r] + W[s0 + r, :] . x_{t-1}[b, :]
-        for (py::ssize_t r0 = 0; r0 < ns; r0 += kRows) {
+        for (py::ssize_t r0 = 0; r0 < ns; r0 += kGroup) {
           const py::ssize_t i0 = s0 + r0;
-          const py::ssize_t rows = std::min(kRows, ns - r0);
+          const py::ssize_t rows = std::min(kGroup, ns - r0);
           py::ssize_t b = 0;
-          // two samples per read of the block's rows: 8 FMA chains, 6 loads per 8 FMAs
+          // two samples per read of the group's rows
           for (; b + 2 <= B; b += 2) {
             const T* xa = xp + b * N;
-            T sa[kRows], sb[kRows];
-            dot2_rows<T>(Wd + i0 * N, N, xa, xa + N, N, rows, sa, sb);
+            T sa[kGroup], sb[kGroup];
+            dot2_rows_wide<T>(Wd + i0 * N, N, xa, xa + N, N, rows, sa, sb);
             for (py::ssize_t r = 0; r < rows; ++r) {
               pre[b * kSuper + r0 + r] = Ut[b * N + i0 + r] + sa[r];
               pre[(b + 1) * kSuper + r0 + r] = Ut[(b + 1) * N + i0 + r] + sb[r];
             }
           }
           for (; b < B; ++b) {
-            T sum[kRows];
-            dot_rows<T>(Wd + i0 * N, N, xp + b * N, N, rows, sum);
+            T sum[kGroup];
+            dot_rows_wide<T>(Wd + i0 * N, N, xp + b * N, N, rows, sum);
             for (py::ssize_t r = 0; r < rows; ++r) pre[b * kSuper + r0 + r] = Ut[b * N + i0 + r] + sum[r];
           }
         }
@@ -533,7 +368,7 @@ void run_dense(py::array& W_, py::array& U_, py::ssize_t u_stride_rows, py::arra
 // the forward pass was 1.5-2.4% faster at N2000 T784.) The first step has no P yet and reads its
 // whole rows; the last one starts no P. x_t[i] = x_{t-1}[i] + a_i (tanh(pre_t[i]) -
 // x_{t-1}[i]) as in run_dense. Each row is summed by one thread in a fixed order (rows go to
-// threads in groups of kGroup2; the split changes only between steps), so the result does not
+// threads in groups of kGroup; the split changes only between steps), so the result does not
 // depend on the thread count, nor on how the rows are split. The split follows the threads'
 // speeds: every kBalanceSteps steps each thread's share of a chunk is moved halfway towards its
 // share of the rows processed per busy second (time waiting on counters or at the barrier
@@ -592,7 +427,7 @@ void run_dense_two_step(py::array& W_, py::array& U_, py::ssize_t u_stride_rows,
   Matrix<T> U{}, x0{}, leak{}, out{};
   const Plan plan = check_common<T>(U_, u_stride_rows, x0_, leak_, slots_, out_, N, U, x0, leak, out);
   if (x0.rows != 1) throw py::value_error("the two-step dense path runs batch 1 only (x0 must be (1, units))");
-  if (chunk < kRows || chunk % kRows != 0) throw py::value_error("chunk must be a positive multiple of 4");
+  if (chunk < 4 || chunk % 4 != 0) throw py::value_error("chunk must be a positive multiple of 4");
   const py::ssize_t n_chunks = (N + chunk - 1) / chunk;
   std::vector<T> buf(static_cast<size_t>(2 * N)), part(static_cast<size_t>(N));
   // done[c]: how many (thread, step) pairs have finished their rows of chunk c. Within a step
@@ -603,7 +438,7 @@ void run_dense_two_step(py::array& W_, py::array& U_, py::ssize_t u_stride_rows,
   const T* Wd = W.data;
   const T* a = leak.data;
   T* P = part.data();
-  // Each chunk's groups of kGroup2 rows are split among the threads in proportion to weights that
+  // Each chunk's groups of kGroup rows are split among the threads in proportion to weights that
   // follow the threads' measured speeds: on a shared VM one vCPU can run 15% slower than the
   // other, and the faster thread would wait for it at every chunk. The split moves only every
   // kBalanceSteps steps, so a thread keeps finding its rows in its caches; which thread sums a
@@ -642,9 +477,9 @@ void run_dense_two_step(py::array& W_, py::array& U_, py::ssize_t u_stride_rows,
       // P[i] += W[i, chunk c's columns] . x_t[chunk c] for this thread's rows [i_b, i_e) of c
       auto diag_next = [&](py::ssize_t c, py::ssize_t i_b, py::ssize_t i_e) {
         const py::ssize_t c0 = c * chunk, c1 = std::min(N, c0 + chunk);
-        for (py::ssize_t i0 = i_b; i0 < i_e; i0 += kGroup2) {
-          const py::ssize_t rows = std::min(kGroup2, i_e - i0);
-          T q[kGroup2];
+        for (py::ssize_t i0 = i_b; i0 < i_e; i0 += kGroup) {
+          const py::ssize_t rows = std::min(kGroup, i_e - i0);
+          T q[kGroup];
           dot_rows_wide<T>(Wd + i0 * N + c0, N, xn + c0, c1 - c0, rows, q);
           for (py::ssize_t r = 0; r < rows; ++r) P[i0 + r] += q[r];
         }
@@ -664,19 +499,19 @@ void run_dense_two_step(py::array& W_, py::array& U_, py::ssize_t u_stride_rows,
         } else {
           m0 = r1, m1 = std::min(N, r1 + chunk), d0 = m1, d1 = N, e0 = 0, e1 = r0;
         }
-        // this thread's rows of the chunk: whole groups of kGroup2, in order
-        const py::ssize_t ng = (r1 - r0 + kGroup2 - 1) / kGroup2;
-        const py::ssize_t ib = std::min(r1, r0 + kGroup2 * (ng * cum[tid] / kWeightTotal));
-        const py::ssize_t ie = std::min(r1, r0 + kGroup2 * (ng * cum[tid + 1] / kWeightTotal));
+        // this thread's rows of the chunk: whole groups of kGroup, in order
+        const py::ssize_t ng = (r1 - r0 + kGroup - 1) / kGroup;
+        const py::ssize_t ib = std::min(r1, r0 + kGroup * (ng * cum[tid] / kWeightTotal));
+        const py::ssize_t ie = std::min(r1, r0 + kGroup * (ng * cum[tid + 1] / kWeightTotal));
         // 1. no wait: the diagonal block (and, at the first step, the other side) with x_{t-1}.
         //    A backward pass has it in P already (the forward pass before it added it).
         if (!fwd) std::fill(s_fix, s_fix + (ie - ib), T(0));
-        for (py::ssize_t i0 = ib; fwd && i0 < ie; i0 += kGroup2) {
-          const py::ssize_t rows = std::min(kGroup2, ie - i0);
+        for (py::ssize_t i0 = ib; fwd && i0 < ie; i0 += kGroup) {
+          const py::ssize_t rows = std::min(kGroup, ie - i0);
           T* f = s_fix + (i0 - ib);
           dot_rows_wide<T>(Wd + i0 * N + r0, N, xp + r0, r1 - r0, rows, f);
           if (first) {
-            T rest[kGroup2];
+            T rest[kGroup];
             dot_rows_wide<T>(Wd + i0 * N + e0, N, xp + e0, e1 - e0, rows, rest);
             for (py::ssize_t r = 0; r < rows; ++r) f[r] += rest[r];
           }
@@ -690,8 +525,8 @@ void run_dense_two_step(py::array& W_, py::array& U_, py::ssize_t u_stride_rows,
           if (!last && cc >= back) {
             wait_at_least(done[fwd ? c - back : c + back], target, &waited_ns);
           }
-          for (py::ssize_t i0 = ib; i0 < ie; i0 += kGroup2) {
-            const py::ssize_t rows = std::min(kGroup2, ie - i0);
+          for (py::ssize_t i0 = ib; i0 < ie; i0 += kGroup) {
+            const py::ssize_t rows = std::min(kGroup, ie - i0);
             const T* w = Wd + i0 * N + lo;
             const py::ssize_t k = i0 - ib;
             if (last) {

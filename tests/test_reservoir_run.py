@@ -19,11 +19,11 @@ pytestmark = pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in 
 
 CPP = pytest.mark.skipif("cpp" not in bpalts.available_backends("cpu"), reason="bpalts._C not built")
 
-# (units N, batch B, steps T, inputs D): 1s, primes, N not a multiple of the C++ row block (4) or
-# vector width (8), the C++ loop's batches (up to CPP_LOOP_MAX_BATCH = 7: sample pairs, odd B with
-# one sample left over) and B above it (MKL step + C++ epilogue).
+# (units N, batch B, steps T, inputs D): 1s, primes, N not a multiple of the C++ row group (8 with
+# AVX-512, else 4) or vector width (16 / 8), the C++ loop's batches (up to CPP_LOOP_MAX_BATCH = 12:
+# sample pairs, odd B with one sample left over) and B above it (MKL step + C++ epilogue).
 SHAPES = [(1, 1, 1, 1), (2, 1, 3, 1), (13, 7, 5, 3), (61, 1, 29, 1), (97, 17, 11, 2), (130, 3, 8, 28),
-          (29, 4, 6, 2)]
+          (29, 4, 6, 2), (37, 11, 4, 2), (45, 12, 3, 1), (19, 13, 3, 2)]
 
 
 def _problem(N, B, T, D, dtype, seed, *, density=None, per_unit_leak=False, bias=True, state0=True):

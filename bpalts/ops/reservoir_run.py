@@ -26,12 +26,13 @@ the benchmarks): the input projection of every step as one GEMM first, then a lo
 
 ``cpp``: the input projection as one GEMM in PyTorch (MKL), then (``csrc/reservoir_run.cpp``):
 
-* dense ``W``, batch <= 7 (``CPP_LOOP_MAX_BATCH``): the whole time loop in C++, one OpenMP
-  region, one barrier per step. Units go in blocks of 4 rows of the row-major ``W`` (4
-  sequential streams, each loaded ``x`` vector reused for 4 rows, 8 independent FMA chains),
-  64 units per work item with ``+ U_t``, a vectorised tanh and the leak fused in. At B = 1 a
-  step streams the 16 MB of a 2000 x 2000 float32 ``W`` (memory bound); each thread walks its
-  rows forward and backward on alternate steps, so the rows still in its caches are read first.
+* dense ``W``, batch <= 12 (``CPP_LOOP_MAX_BATCH``): the whole time loop in C++, one OpenMP
+  region, one barrier per step. Units go in groups of 8 rows of the row-major ``W`` where the
+  extension has AVX-512, else 4 (sequential streams, each loaded ``x`` vector reused for the
+  group, one FMA chain per row and sample, lanes summed as a tree), 64 units per work item
+  with ``+ U_t``, a vectorised tanh and the leak fused in. At B = 1 a step streams the 16 MB
+  of a 2000 x 2000 float32 ``W`` (memory bound); each thread walks its rows forward and
+  backward on alternate steps, so the rows still in its caches are read first.
 * dense ``W``, batch 1, ``W`` of at least ``CPP_TWO_STEP_MIN_BYTES`` (6 MB): every entry of
   ``W`` read once per two steps. ``W[i, j]`` serves step t (times ``x_{t-1}[j]``) and step t+1
   (times ``x_t[j]``) from one load once ``x_t[j]`` is final. Rows go in chunks of
@@ -392,12 +393,12 @@ def reservoir_run(
 
 # Above this batch size the C++ backend runs each step's GEMM in MKL (torch.addmm) and only the
 # tanh / leak epilogue in C++; at or below it the whole time loop runs in C++. Measured on a
-# 2-core Xeon VM (AVX-512: MKL's GEMM runs at about 3x the loop's 256-bit FMA rate), N2000 T200,
-# both paths interleaved, ms (loop / MKL), 2 threads: B2 70-80 / 89-102, B4 119-131 / 165-188,
-# B6 167-181 / 189-205, B7 206 / 227, B8 213-233 / 194-206, B16 406-432 / 280-283; 1 thread:
-# B7 413 / 532, B8 462 / 539. It was 16, never measured; at B16 the loop took 1.6x the
-# reference's time.
-CPP_LOOP_MAX_BATCH = 7
+# 2-core Xeon VM (AVX-512), N2000 T200, both paths interleaved, ms (loop / MKL), 2 threads, with
+# the 8-row, 16-float products of the sixteenth session: B6 138 / 193, B8 146 / 179, B10 191 /
+# 217, B11 217 / 236, B12 228 / 240, B14 210 / 224, B16 274 / 231; 1 thread: B8 280 / 436, B12
+# 370 / 579. (With the earlier 4-row, 8-float products the loop lost from B8 on: B7 206 / 227,
+# B8 213-233 / 194-206.)
+CPP_LOOP_MAX_BATCH = 12
 # At batch 1 with a dense W of at least this many bytes, the C++ loop reads each entry of W once
 # per two steps (csrc/reservoir_run.cpp, run_dense_two_step): a step is a matrix-vector product
 # bound by streaming W from L3 / memory once W outgrows the L2s. Measured on a 2-core Xeon VM
