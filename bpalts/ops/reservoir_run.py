@@ -402,9 +402,10 @@ CPP_LOOP_MAX_BATCH = 12
 # At batch 1 with a dense W of at least this many bytes, the C++ loop reads each entry of W once
 # per two steps (csrc/reservoir_run.cpp, run_dense_two_step): a step is a matrix-vector product
 # bound by streaming W from L3 / memory once W outgrows the L2s. Measured on a 2-core Xeon VM
-# (2 MB L2 per core), both paths interleaved, ms for T = 784 (T = 400 at N = 1400): N = 1000
-# (4 MB) 33.7 vs 36-39 (the one-pass loop wins while W fits the L2s), N = 1400 (7.8 MB) 53.5 vs
-# 47.4, N = 2000 (16 MB) 267 vs 186-190.
+# (2 MB L2 per core), both paths interleaved, ms for T = 784, one-pass / two-step (sixteenth
+# session, both with the 8-row products): N = 1000 (3.8 MB) 29.9 / 32.4, N = 1200 (5.5 MB) 43.2 /
+# 44.6 (the one-pass loop wins while W about fits the L2s), N = 1400 (7.5 MB) 87.1 / 79.2,
+# N = 2000 (15.3 MB) 223 / 158.
 CPP_TWO_STEP_MIN_BYTES = 6 << 20
 CPP_TWO_STEP_CHUNK = 192  # rows per chunk (a multiple of 4): one counter wait each; 48-384 measured alike
 
