@@ -14,7 +14,7 @@ import torch
 
 import bpalts
 from bpalts._precision import operand_rounder, round_tf32
-from bpalts.ops import hebbian_update, hebbian_update_reference, softwta_update, softwta_update_reference
+from bpalts.ops import hebbian_update, hebbian_update_reference, softwta_update
 from tests._compare_util import rel_err
 from tests.test_hebbian_update import clone_kwargs, rule_kwargs
 
