@@ -62,6 +62,7 @@ inline void tanh_block(const float* v, float* f, float* df) {
   }
 }
 
+#if defined(__AVX512F__)
 // 16 elements in one AVX-512 register (the same operations per element as tanh_block).
 inline void tanh_block16(const float* v, float* f, float* df) {
   vec::v16f x;
@@ -73,6 +74,7 @@ inline void tanh_block16(const float* v, float* f, float* df) {
     std::memcpy(df, &d, sizeof(d));
   }
 }
+#endif
 }  // namespace
 
 // f(v) -> f, f'(v) -> df (df may be null); f may alias v.

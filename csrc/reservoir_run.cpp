@@ -32,8 +32,8 @@
 //
 // Every thread owns the same rows at every step (its slice of W stays in its caches when it
 // fits). The sums do not depend on the thread count.
-// float and double (GCC vector extensions, 32-byte vectors; -march=native gives AVX2/FMA; the
-// two-step path uses 64-byte vectors where the build has AVX-512).
+// float and double (GCC vector extensions; -march=native gives AVX2/FMA; the row products use
+// 64-byte vectors where the build has AVX-512 and W streams from the L3, else 32-byte ones).
 #include "common.h"
 #include "vec_math.h"
 
@@ -63,15 +63,16 @@ constexpr py::ssize_t kSuper = 64;
 // Below this many multiply-adds per step the loop runs on one thread (a barrier costs more).
 constexpr py::ssize_t kParallelMin = 1 << 15;
 
-// ---- Row products of both dense paths: groups of kGroup rows, vectors of kWideBytes, lanes
-// summed as a tree. With AVX-512: 8 rows of 16 floats. Until the sixteenth session both paths
-// used groups of 4 rows of 8 floats with sequential lane sums. At N2000 B1 T784 (the two-step
-// path), 2 threads, interleaved in one process, the new products made the whole call 4-10%
-// faster (two runs of 20 rounds); the wider groups alone gained nothing there: a sequential sum
-// of 16 lanes, once per row, product and column segment (about 5 per row and step), ate what
-// they saved. The one-pass loop (N <= 1000 at B1, or B2-7), old/new: B1 N600 1.03, N1000 1.02;
-// N2000 B2 1.02, B4 1.10, B7 1.09. Without AVX-512 (16 vector registers: 8 rows would spill) the
-// group is 4 rows of 32 bytes.
+// ---- Row products of both dense paths: groups of kGroup rows (8 with AVX-512, else 4), one
+// load of each W entry per group and column block, lanes summed as a tree. Until the sixteenth
+// session both paths used groups of 4 rows of 8 floats with sequential lane sums.
+// - The two-step path (W from the L3) uses vectors of kWideBytes (64 with AVX-512). At N2000 B1
+//   T784, 2 threads, interleaved in one process, the new products made the whole call 4-10%
+//   faster (two runs of 20 rounds); 32-byte vectors in the same groups were 0.8% slower. The
+//   wider groups alone gained nothing there: a sequential sum of 16 lanes, once per row, product
+//   and column segment (about 5 per row and step), ate what they saved.
+// - The one-pass loop uses 32-byte vectors (kLoopBytes, below).
+// Without AVX-512 (16 vector registers: 8 rows of pairs would spill) the group is 4 rows.
 #if defined(__AVX512F__)
 constexpr int kWideBytes = 64;
 constexpr py::ssize_t kGroup = 8;
@@ -80,17 +81,10 @@ constexpr int kWideBytes = 32;
 constexpr py::ssize_t kGroup = 4;
 #endif
 
-template <typename T>
-struct Wide;
-template <>
-struct Wide<float> {
-  typedef float type __attribute__((vector_size(kWideBytes)));
-  static constexpr int L = kWideBytes / 4;
-};
-template <>
-struct Wide<double> {
-  typedef double type __attribute__((vector_size(kWideBytes)));
-  static constexpr int L = kWideBytes / 8;
+template <typename T, int Bytes>
+struct Wide {
+  typedef T type __attribute__((vector_size(Bytes)));
+  static constexpr int L = Bytes / static_cast<int>(sizeof(T));
 };
 
 template <typename V, typename T>
@@ -101,7 +95,6 @@ inline V loadw(const T* p) {
 }
 
 // The lanes summed as a tree: halves added until 4 lanes are left, then (l0 + l2) + (l1 + l3).
-// (A sequential sum of 16 lanes, once per row and product, took about a tenth of the pass.)
 template <typename T, typename V, int L>
 inline T hsum_wide(V v) {
   if constexpr (L == 16) {
@@ -119,42 +112,62 @@ inline T hsum_wide(V v) {
   }
 }
 
-// o[r] = W[r, :n] . x for the G rows w + r * ldw: one accumulator vector per row, then the lanes
-// in order, then the scalar tail. A row's sum does not depend on G (a partial group goes row by
-// row through G = 1 with the same order).
-template <typename T, int G>
+// o[r] = W[r, :n] . x for the G rows w + r * ldw: Acc accumulator vectors of Bytes per row
+// (columns alternating between them), added, then the lanes as a tree, then the scalar tail. A
+// row's sum does not depend on G (a partial group goes row by row through G = 1 with the same
+// order).
+template <typename T, int G, int Bytes, int Acc>
 inline void dot_group(const T* w, py::ssize_t ldw, const T* x, py::ssize_t n, T* o) {
-  using V = typename Wide<T>::type;
-  constexpr int L = Wide<T>::L;
-  V a[G];
-  for (int r = 0; r < G; ++r) a[r] = V{};
+  using V = typename Wide<T, Bytes>::type;
+  constexpr int L = Wide<T, Bytes>::L;
+  const T* wr[G];  // the row pointers, hoisted (else GCC can run out of registers for them)
+  V a[Acc][G];
+  for (int r = 0; r < G; ++r) {
+    wr[r] = w + r * ldw;
+    for (int q = 0; q < Acc; ++q) a[q][r] = V{};
+  }
   py::ssize_t j = 0;
-  for (; j + L <= n; j += L) {
+  for (; j + Acc * L <= n; j += Acc * L) {
+#pragma GCC unroll 2
+    for (int q = 0; q < Acc; ++q) {
+      const V vx = loadw<V>(x + j + q * L);
+#pragma GCC unroll 8
+      for (int r = 0; r < G; ++r) a[q][r] += loadw<V>(wr[r] + j + q * L) * vx;
+    }
+  }
+  if (Acc > 1 && j + L <= n) {
     const V vx = loadw<V>(x + j);
 #pragma GCC unroll 8
-    for (int r = 0; r < G; ++r) a[r] += loadw<V>(w + r * ldw + j) * vx;
+    for (int r = 0; r < G; ++r) a[0][r] += loadw<V>(wr[r] + j) * vx;
+    j += L;
   }
   for (int r = 0; r < G; ++r) {
-    T s = hsum_wide<T, V, L>(a[r]);
+    V v = a[0][r];
+    for (int q = 1; q < Acc; ++q) v += a[q][r];
+    T s = hsum_wide<T, V, L>(v);
     for (py::ssize_t k = j; k < n; ++k) s += w[r * ldw + k] * x[k];
     o[r] = s;
   }
 }
 
 // oa[r] = W[r, :n] . xa and ob[r] = W[r, :n] . xb from one load of each entry, likewise.
-template <typename T, int G>
+template <typename T, int G, int Bytes>
 inline void dot2_group(const T* w, py::ssize_t ldw, const T* xa, const T* xb, py::ssize_t n, T* oa,
                        T* ob) {
-  using V = typename Wide<T>::type;
-  constexpr int L = Wide<T>::L;
+  using V = typename Wide<T, Bytes>::type;
+  constexpr int L = Wide<T, Bytes>::L;
+  const T* wr[G];
   V a[G], b[G];
-  for (int r = 0; r < G; ++r) a[r] = b[r] = V{};
+  for (int r = 0; r < G; ++r) {
+    wr[r] = w + r * ldw;
+    a[r] = b[r] = V{};
+  }
   py::ssize_t j = 0;
   for (; j + L <= n; j += L) {
     const V va = loadw<V>(xa + j), vb = loadw<V>(xb + j);
 #pragma GCC unroll 8
     for (int r = 0; r < G; ++r) {
-      const V v = loadw<V>(w + r * ldw + j);
+      const V v = loadw<V>(wr[r] + j);
       a[r] += v * va;
       b[r] += v * vb;
     }
@@ -171,12 +184,49 @@ inline void dot2_group(const T* w, py::ssize_t ldw, const T* xa, const T* xb, py
 }
 
 // dot_group / dot2_group for `rows` <= kGroup rows.
+// kAcc = 2 with 32-byte vectors: 4 rows with one accumulator each would leave 4 FMA chains, half
+// what the FMA units overlap (a matrix in L2 would then run at half speed).
+constexpr int kAcc = kWideBytes == 64 ? 1 : 2;
+
 template <typename T>
 inline void dot_rows_wide(const T* w, py::ssize_t ldw, const T* x, py::ssize_t n, py::ssize_t rows, T* o) {
   if (rows == kGroup) {
-    dot_group<T, kGroup>(w, ldw, x, n, o);
+    dot_group<T, kGroup, kWideBytes, kAcc>(w, ldw, x, n, o);
   } else {
-    for (py::ssize_t r = 0; r < rows; ++r) dot_group<T, 1>(w + r * ldw, ldw, x, n, o + r);
+    for (py::ssize_t r = 0; r < rows; ++r) dot_group<T, 1, kWideBytes, kAcc>(w + r * ldw, ldw, x, n, o + r);
+  }
+}
+
+// The one-pass loop's products: kGroup rows of 32-byte vectors while W fits the L2s, the
+// two-step path's kWideBytes once it streams from the L3 (kLoopWideMinBytes). Measured (2
+// threads, interleaved, against the 4-row, 8-float products before them): 64-byte vectors ran
+// B1 N600-1000 5-14% slower, 32-byte ones 4-12% faster; at N1000 B2 32-byte pairs 1.12-1.20x,
+// 64-byte 1.04-1.07x; at N2000 B8-16 against MKL's step, 32-byte pairs lost (0.79-0.97x) where
+// 64-byte ones won up to B10-12. With both widths as now, old / new: B1 N600 1.05, N1000 1.01,
+// N1000 B2 1.12, N2000 B3 1.01, B7 1.20 (16 rounds). A 32-byte group of 8 rows takes 16 of
+// AVX-512's 32 vector registers for the pairs; without AVX-512 the group is 4 rows with 2
+// accumulators each.
+// The two wrappers are kept out of line with AVX-512: inlined into run_dense's loop, GCC (12)
+// spilled the 8 row offsets and reloaded one per FMA (B1 N600-1000 then ran 7-9% slower than the
+// old products). With AVX2 (an -mno-avx512f build on the same machine) inlining was the better
+// of the two (0.97-1.02x the old products, against 0.92-0.98x).
+constexpr int kLoopBytes = 32;
+constexpr int kLoopAcc = kGroup == 8 ? 1 : 2;
+// (The Python side's CPP_TWO_STEP_MIN_BYTES has the same value.)
+constexpr py::ssize_t kLoopWideMinBytes = 6 << 20;
+#if defined(__AVX512F__)
+#define BPALTS_LOOP_PRODUCT __attribute__((noinline))
+#else
+#define BPALTS_LOOP_PRODUCT inline
+#endif
+
+template <typename T, int Bytes>
+BPALTS_LOOP_PRODUCT void dot_rows_loop(const T* w, py::ssize_t ldw, const T* x, py::ssize_t n, py::ssize_t rows, T* o) {
+  constexpr int acc = Bytes == 64 ? 1 : kLoopAcc;
+  if (rows == kGroup) {
+    dot_group<T, kGroup, Bytes, acc>(w, ldw, x, n, o);
+  } else {
+    for (py::ssize_t r = 0; r < rows; ++r) dot_group<T, 1, Bytes, acc>(w + r * ldw, ldw, x, n, o + r);
   }
 }
 
@@ -184,9 +234,19 @@ template <typename T>
 inline void dot2_rows_wide(const T* w, py::ssize_t ldw, const T* xa, const T* xb, py::ssize_t n,
                            py::ssize_t rows, T* oa, T* ob) {
   if (rows == kGroup) {
-    dot2_group<T, kGroup>(w, ldw, xa, xb, n, oa, ob);
+    dot2_group<T, kGroup, kWideBytes>(w, ldw, xa, xb, n, oa, ob);
   } else {
-    for (py::ssize_t r = 0; r < rows; ++r) dot2_group<T, 1>(w + r * ldw, ldw, xa, xb, n, oa + r, ob + r);
+    for (py::ssize_t r = 0; r < rows; ++r) dot2_group<T, 1, kWideBytes>(w + r * ldw, ldw, xa, xb, n, oa + r, ob + r);
+  }
+}
+
+template <typename T, int Bytes>
+BPALTS_LOOP_PRODUCT void dot2_rows_loop(const T* w, py::ssize_t ldw, const T* xa, const T* xb, py::ssize_t n,
+                                        py::ssize_t rows, T* oa, T* ob) {
+  if (rows == kGroup) {
+    dot2_group<T, kGroup, Bytes>(w, ldw, xa, xb, n, oa, ob);
+  } else {
+    for (py::ssize_t r = 0; r < rows; ++r) dot2_group<T, 1, Bytes>(w + r * ldw, ldw, xa, xb, n, oa + r, ob + r);
   }
 }
 
@@ -283,6 +343,8 @@ void run_dense(py::array& W_, py::array& U_, py::ssize_t u_stride_rows, py::arra
   const py::ssize_t B = x0.rows;
   std::vector<T> buf(static_cast<size_t>(2 * B * N));
   const py::ssize_t n_sup = (N + kSuper - 1) / kSuper;
+  // W streamed from the L3 (it outgrows the L2s): the two-step path's vector width
+  const bool wide = N * N * static_cast<py::ssize_t>(sizeof(T)) >= kLoopWideMinBytes;
   const T* Wd = W.data;
   const T* a = leak.data;
   py::gil_scoped_release release;
@@ -316,7 +378,11 @@ void run_dense(py::array& W_, py::array& U_, py::ssize_t u_stride_rows, py::arra
           for (; b + 2 <= B; b += 2) {
             const T* xa = xp + b * N;
             T sa[kGroup], sb[kGroup];
-            dot2_rows_wide<T>(Wd + i0 * N, N, xa, xa + N, N, rows, sa, sb);
+            if (wide) {
+              dot2_rows_loop<T, kWideBytes>(Wd + i0 * N, N, xa, xa + N, N, rows, sa, sb);
+            } else {
+              dot2_rows_loop<T, kLoopBytes>(Wd + i0 * N, N, xa, xa + N, N, rows, sa, sb);
+            }
             for (py::ssize_t r = 0; r < rows; ++r) {
               pre[b * kSuper + r0 + r] = Ut[b * N + i0 + r] + sa[r];
               pre[(b + 1) * kSuper + r0 + r] = Ut[(b + 1) * N + i0 + r] + sb[r];
@@ -324,7 +390,11 @@ void run_dense(py::array& W_, py::array& U_, py::ssize_t u_stride_rows, py::arra
           }
           for (; b < B; ++b) {
             T sum[kGroup];
-            dot_rows_wide<T>(Wd + i0 * N, N, xp + b * N, N, rows, sum);
+            if (wide) {
+              dot_rows_loop<T, kWideBytes>(Wd + i0 * N, N, xp + b * N, N, rows, sum);
+            } else {
+              dot_rows_loop<T, kLoopBytes>(Wd + i0 * N, N, xp + b * N, N, rows, sum);
+            }
             for (py::ssize_t r = 0; r < rows; ++r) pre[b * kSuper + r0 + r] = Ut[b * N + i0 + r] + sum[r];
           }
         }

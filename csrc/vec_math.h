@@ -41,7 +41,9 @@ inline VF exp_nonpositive_n(VF x) {
 
 // The 8- and 16-lane versions (the same operations, lane by lane).
 inline v8f exp_nonpositive(v8f x) { return exp_nonpositive_n<v8f, v8i>(x); }
+#if defined(__AVX512F__)  // (without it, GCC warns that a 64-byte vector return changes the ABI)
 inline v16f exp_nonpositive(v16f x) { return exp_nonpositive_n<v16f, v16i>(x); }
+#endif
 
 // tanh (Cephes tanhf): |x| < 0.625: x + x^3 P(x^2); else (1 - e) / (1 + e) with e = exp(-2|x|).
 // NaN stays NaN.
@@ -63,7 +65,9 @@ inline VF tanh_n(VF x) {
 }
 
 inline v8f tanh8(v8f x) { return tanh_n<v8f, v8i>(x); }
+#if defined(__AVX512F__)
 inline v16f tanh16(v16f x) { return tanh_n<v16f, v16i>(x); }
+#endif
 
 }  // namespace vec
 }  // namespace bpalts

@@ -20,10 +20,10 @@ pytestmark = pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in 
 CPP = pytest.mark.skipif("cpp" not in bpalts.available_backends("cpu"), reason="bpalts._C not built")
 
 # (units N, batch B, steps T, inputs D): 1s, primes, N not a multiple of the C++ row group (8 with
-# AVX-512, else 4) or vector width (16 / 8), the C++ loop's batches (up to CPP_LOOP_MAX_BATCH = 12:
+# AVX-512, else 4) or vector width (16 / 8), the C++ loop's batches (up to CPP_LOOP_MAX_BATCH = 10:
 # sample pairs, odd B with one sample left over) and B above it (MKL step + C++ epilogue).
 SHAPES = [(1, 1, 1, 1), (2, 1, 3, 1), (13, 7, 5, 3), (61, 1, 29, 1), (97, 17, 11, 2), (130, 3, 8, 28),
-          (29, 4, 6, 2), (37, 11, 4, 2), (45, 12, 3, 1), (19, 13, 3, 2)]
+          (29, 4, 6, 2), (37, 9, 4, 2), (45, 10, 3, 1), (19, 11, 3, 2)]
 
 
 def _problem(N, B, T, D, dtype, seed, *, density=None, per_unit_leak=False, bias=True, state0=True):
@@ -131,6 +131,19 @@ def test_noncontiguous_and_static_inputs(backend):
     x0_copy = x0.clone()
     reservoir_run(W, W_in, seq, leak, None, x0, backend=backend)
     assert torch.equal(x0, x0_copy)  # state0 is not modified
+
+
+@CPP
+@pytest.mark.parametrize("dtype, N", [(torch.float32, 1261), (torch.float64, 893)], ids=["f32", "f64"])
+def test_cpp_loop_with_a_matrix_outgrowing_the_l2s(dtype, N):
+    # The C++ time loop (B 2-10) switches to the two-step path's vector width once W reaches
+    # 6 MB (kLoopWideMinBytes in csrc/reservoir_run.cpp): the smallest such N per dtype, with
+    # pairs of samples and one left over, and a row count that leaves a partial row group.
+    assert N * N * torch.finfo(dtype).bits // 8 >= 6 << 20
+    args = _problem(N, 3, 3, 2, dtype, 5, per_unit_leak=True)
+    want = _loop_oracle(*args)
+    tol = RTOL_REDUCTION if dtype == torch.float32 else 1e-12
+    assert rel_err(reservoir_run(*args, backend="cpp"), want) < tol
 
 
 @CPP

@@ -26,7 +26,7 @@ the benchmarks): the input projection of every step as one GEMM first, then a lo
 
 ``cpp``: the input projection as one GEMM in PyTorch (MKL), then (``csrc/reservoir_run.cpp``):
 
-* dense ``W``, batch <= 12 (``CPP_LOOP_MAX_BATCH``): the whole time loop in C++, one OpenMP
+* dense ``W``, batch <= 10 (``CPP_LOOP_MAX_BATCH``): the whole time loop in C++, one OpenMP
   region, one barrier per step. Units go in groups of 8 rows of the row-major ``W`` where the
   extension has AVX-512, else 4 (sequential streams, each loaded ``x`` vector reused for the
   group, one FMA chain per row and sample, lanes summed as a tree), 64 units per work item
@@ -393,12 +393,12 @@ def reservoir_run(
 
 # Above this batch size the C++ backend runs each step's GEMM in MKL (torch.addmm) and only the
 # tanh / leak epilogue in C++; at or below it the whole time loop runs in C++. Measured on a
-# 2-core Xeon VM (AVX-512), N2000 T200, both paths interleaved, ms (loop / MKL), 2 threads, with
-# the 8-row, 16-float products of the sixteenth session: B6 138 / 193, B8 146 / 179, B10 191 /
-# 217, B11 217 / 236, B12 228 / 240, B14 210 / 224, B16 274 / 231; 1 thread: B8 280 / 436, B12
-# 370 / 579. (With the earlier 4-row, 8-float products the loop lost from B8 on: B7 206 / 227,
-# B8 213-233 / 194-206.)
-CPP_LOOP_MAX_BATCH = 12
+# 2-core Xeon VM (AVX-512), both paths interleaved, ms (loop / MKL), 2 threads, with the
+# sixteenth session's 8-row products: N2000 T200 B8 190 / 210, B10 220 / 231, B12 217-240 /
+# 220-247 (0.98-1.00x), B14 275 / 249, B16 317 / 258; N1000 T300 B8 75 / 91, B12 107 / 108,
+# B16 138 / 121. (With the earlier 4-row, 8-float products the loop lost from B8 on: B7 206 /
+# 227, B8 213-233 / 194-206.)
+CPP_LOOP_MAX_BATCH = 10
 # At batch 1 with a dense W of at least this many bytes, the C++ loop reads each entry of W once
 # per two steps (csrc/reservoir_run.cpp, run_dense_two_step): a step is a matrix-vector product
 # bound by streaming W from L3 / memory once W outgrows the L2s. Measured on a 2-core Xeon VM
