@@ -183,17 +183,27 @@ inline void dot2_group(const T* w, py::ssize_t ldw, const T* xa, const T* xb, py
   }
 }
 
-// dot_group / dot2_group for `rows` <= kGroup rows.
-// kAcc = 2 with 32-byte vectors: 4 rows with one accumulator each would leave 4 FMA chains, half
-// what the FMA units overlap (a matrix in L2 would then run at half speed).
-constexpr int kAcc = kWideBytes == 64 ? 1 : 2;
+// dot_group / dot2_group for `rows` <= kGroup rows, vectors of Bytes.
+// kAcc = 2 with 4-row groups (no AVX-512): one accumulator per row would leave 4 FMA chains, half
+// what the FMA units overlap (a matrix in L2 would then run at half speed). 8-row groups have 8.
+constexpr int kAcc = kGroup == 8 ? 1 : 2;
 
-template <typename T>
-inline void dot_rows_wide(const T* w, py::ssize_t ldw, const T* x, py::ssize_t n, py::ssize_t rows, T* o) {
+template <typename T, int Bytes>
+inline void dot_rows(const T* w, py::ssize_t ldw, const T* x, py::ssize_t n, py::ssize_t rows, T* o) {
   if (rows == kGroup) {
-    dot_group<T, kGroup, kWideBytes, kAcc>(w, ldw, x, n, o);
+    dot_group<T, kGroup, Bytes, kAcc>(w, ldw, x, n, o);
   } else {
-    for (py::ssize_t r = 0; r < rows; ++r) dot_group<T, 1, kWideBytes, kAcc>(w + r * ldw, ldw, x, n, o + r);
+    for (py::ssize_t r = 0; r < rows; ++r) dot_group<T, 1, Bytes, kAcc>(w + r * ldw, ldw, x, n, o + r);
+  }
+}
+
+template <typename T, int Bytes>
+inline void dot2_rows(const T* w, py::ssize_t ldw, const T* xa, const T* xb, py::ssize_t n,
+                      py::ssize_t rows, T* oa, T* ob) {
+  if (rows == kGroup) {
+    dot2_group<T, kGroup, Bytes>(w, ldw, xa, xb, n, oa, ob);
+  } else {
+    for (py::ssize_t r = 0; r < rows; ++r) dot2_group<T, 1, Bytes>(w + r * ldw, ldw, xa, xb, n, oa + r, ob + r);
   }
 }
 
@@ -204,14 +214,12 @@ inline void dot_rows_wide(const T* w, py::ssize_t ldw, const T* x, py::ssize_t n
 // 64-byte 1.04-1.07x; at N2000 B8-16 against MKL's step, 32-byte pairs lost (0.79-0.97x) where
 // 64-byte ones won up to B10-12. With both widths as now, old / new: B1 N600 1.05, N1000 1.01,
 // N1000 B2 1.12, N2000 B3 1.01, B7 1.20 (16 rounds). A 32-byte group of 8 rows takes 16 of
-// AVX-512's 32 vector registers for the pairs; without AVX-512 the group is 4 rows with 2
-// accumulators each.
-// The two wrappers are kept out of line with AVX-512: inlined into run_dense's loop, GCC (12)
-// spilled the 8 row offsets and reloaded one per FMA (B1 N600-1000 then ran 7-9% slower than the
-// old products). With AVX2 (an -mno-avx512f build on the same machine) inlining was the better
-// of the two (0.97-1.02x the old products, against 0.92-0.98x).
+// AVX-512's 32 vector registers for the pairs.
+// The loop calls them through two out-of-line wrappers with AVX-512: inlined into run_dense's
+// loop, GCC (12) spilled the 8 row offsets and reloaded one per FMA (B1 N600-1000 then ran 7-9%
+// slower than the old products). With AVX2 (an -mno-avx512f build on the same machine) inlining
+// was the better of the two (0.97-1.02x the old products, against 0.92-0.98x).
 constexpr int kLoopBytes = 32;
-constexpr int kLoopAcc = kGroup == 8 ? 1 : 2;
 // (The Python side's CPP_TWO_STEP_MIN_BYTES has the same value.)
 constexpr py::ssize_t kLoopWideMinBytes = 6 << 20;
 #if defined(__AVX512F__)
@@ -222,32 +230,13 @@ constexpr py::ssize_t kLoopWideMinBytes = 6 << 20;
 
 template <typename T, int Bytes>
 BPALTS_LOOP_PRODUCT void dot_rows_loop(const T* w, py::ssize_t ldw, const T* x, py::ssize_t n, py::ssize_t rows, T* o) {
-  constexpr int acc = Bytes == 64 ? 1 : kLoopAcc;
-  if (rows == kGroup) {
-    dot_group<T, kGroup, Bytes, acc>(w, ldw, x, n, o);
-  } else {
-    for (py::ssize_t r = 0; r < rows; ++r) dot_group<T, 1, Bytes, acc>(w + r * ldw, ldw, x, n, o + r);
-  }
-}
-
-template <typename T>
-inline void dot2_rows_wide(const T* w, py::ssize_t ldw, const T* xa, const T* xb, py::ssize_t n,
-                           py::ssize_t rows, T* oa, T* ob) {
-  if (rows == kGroup) {
-    dot2_group<T, kGroup, kWideBytes>(w, ldw, xa, xb, n, oa, ob);
-  } else {
-    for (py::ssize_t r = 0; r < rows; ++r) dot2_group<T, 1, kWideBytes>(w + r * ldw, ldw, xa, xb, n, oa + r, ob + r);
-  }
+  dot_rows<T, Bytes>(w, ldw, x, n, rows, o);
 }
 
 template <typename T, int Bytes>
 BPALTS_LOOP_PRODUCT void dot2_rows_loop(const T* w, py::ssize_t ldw, const T* xa, const T* xb, py::ssize_t n,
                                         py::ssize_t rows, T* oa, T* ob) {
-  if (rows == kGroup) {
-    dot2_group<T, kGroup, Bytes>(w, ldw, xa, xb, n, oa, ob);
-  } else {
-    for (py::ssize_t r = 0; r < rows; ++r) dot2_group<T, 1, Bytes>(w + r * ldw, ldw, xa, xb, n, oa + r, ob + r);
-  }
+  dot2_rows<T, Bytes>(w, ldw, xa, xb, n, rows, oa, ob);
 }
 
 // ---- tanh, vectorised for float (std::tanh is a scalar call: at B = 256 it would cost more
@@ -550,7 +539,7 @@ void run_dense_two_step(py::array& W_, py::array& U_, py::ssize_t u_stride_rows,
         for (py::ssize_t i0 = i_b; i0 < i_e; i0 += kGroup) {
           const py::ssize_t rows = std::min(kGroup, i_e - i0);
           T q[kGroup];
-          dot_rows_wide<T>(Wd + i0 * N + c0, N, xn + c0, c1 - c0, rows, q);
+          dot_rows<T, kWideBytes>(Wd + i0 * N + c0, N, xn + c0, c1 - c0, rows, q);
           for (py::ssize_t r = 0; r < rows; ++r) P[i0 + r] += q[r];
         }
       };
@@ -579,10 +568,10 @@ void run_dense_two_step(py::array& W_, py::array& U_, py::ssize_t u_stride_rows,
         for (py::ssize_t i0 = ib; fwd && i0 < ie; i0 += kGroup) {
           const py::ssize_t rows = std::min(kGroup, ie - i0);
           T* f = s_fix + (i0 - ib);
-          dot_rows_wide<T>(Wd + i0 * N + r0, N, xp + r0, r1 - r0, rows, f);
+          dot_rows<T, kWideBytes>(Wd + i0 * N + r0, N, xp + r0, r1 - r0, rows, f);
           if (first) {
             T rest[kGroup];
-            dot_rows_wide<T>(Wd + i0 * N + e0, N, xp + e0, e1 - e0, rows, rest);
+            dot_rows<T, kWideBytes>(Wd + i0 * N + e0, N, xp + e0, e1 - e0, rows, rest);
             for (py::ssize_t r = 0; r < rows; ++r) f[r] += rest[r];
           }
         }
@@ -600,9 +589,9 @@ void run_dense_two_step(py::array& W_, py::array& U_, py::ssize_t u_stride_rows,
             const T* w = Wd + i0 * N + lo;
             const py::ssize_t k = i0 - ib;
             if (last) {
-              dot_rows_wide<T>(w, N, xp + lo, hi - lo, rows, so + k);
+              dot_rows<T, kWideBytes>(w, N, xp + lo, hi - lo, rows, so + k);
             } else {
-              dot2_rows_wide<T>(w, N, xp + lo, xn + lo, hi - lo, rows, so + k, sn + k);
+              dot2_rows<T, kWideBytes>(w, N, xp + lo, xn + lo, hi - lo, rows, so + k, sn + k);
             }
           }
         }
