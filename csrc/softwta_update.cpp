@@ -238,115 +238,99 @@ void column_block(T* src, py::ssize_t ld, T* ebuf, py::ssize_t N, T it, T neg, d
 }
 
 // float: kLanes / 16 vectors of 16 lanes per row where the build has AVX-512, else kLanes / 8 of
-// 8 lanes; the exp as in exp_shifted. Both give the same bits under the same compiler flags
-// (checked at six shapes, three temperatures, with and without the sign flip): the sums of e run
-// per lane in double, in the same order, and d's products go through the same 8-lane double
-// vectors. The 16-lane version took the gate from 0.33-0.43 to 0.27-0.36 ms (B256 784->1024,
-// 2 threads, interleaved, two runs of 300 rounds: 1.19x and 1.20x).
+// 8 lanes (one template, column_block_vec); the exp as in exp_shifted. Both give the same bits
+// (checked at six shapes, three temperatures, with and without the sign flip, against an
+// -mno-avx512f build of the same code): the sums of e run per lane in double, in the same
+// order, and d's products go through the same 8-lane double vectors. The 16-lane version took
+// the gate from 0.33-0.43 to 0.27-0.36 ms (B256 784->1024, 2 threads, interleaved, two runs of
+// 300 rounds: 1.19x and 1.20x).
 using vec::v8d;
 
+// acc[q] += lanes 8q..8q+7 of v as doubles, for the W / 8 octets of a VF of W lanes (W = 8 or 16).
+// (Through a pointer: a function returning a 64-byte vector draws an ABI warning from GCC in
+// builds without AVX-512.)
+template <int W, typename VF>
+inline void add_octets(v8d* acc, VF v) {
+  if constexpr (W == 8) {
+    acc[0] += __builtin_convertvector(v, v8d);
+  } else {
+    static_assert(W == 16, "add_octets: 8 or 16 lanes");
+    acc[0] += __builtin_convertvector(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7), v8d);
+    acc[1] += __builtin_convertvector(__builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15), v8d);
+  }
+}
+
+// *t += y * x in double, octet by octet in order (the products exact, one rounding per add).
+template <int W, typename VF>
+inline void add_octet_products(v8d* t, VF y, VF x) {
+  if constexpr (W == 8) {
+    *t += __builtin_convertvector(y, v8d) * __builtin_convertvector(x, v8d);
+  } else {
+    static_assert(W == 16, "add_octet_products: 8 or 16 lanes");
+    *t += __builtin_convertvector(__builtin_shufflevector(y, y, 0, 1, 2, 3, 4, 5, 6, 7), v8d) *
+          __builtin_convertvector(__builtin_shufflevector(x, x, 0, 1, 2, 3, 4, 5, 6, 7), v8d);
+    *t += __builtin_convertvector(__builtin_shufflevector(y, y, 8, 9, 10, 11, 12, 13, 14, 15), v8d) *
+          __builtin_convertvector(__builtin_shufflevector(x, x, 8, 9, 10, 11, 12, 13, 14, 15), v8d);
+  }
+}
+
+// column_block<float> with vectors of W lanes (VF floats, VI ints): kLanes / W per row.
+template <typename VF, typename VI, int W>
+void column_block_vec(float* src, py::ssize_t ld, float* ebuf, py::ssize_t N, float it, float neg,
+                      double* dpart) {
+  constexpr int V = kLanes / W, Q = W / 8;  // vectors per row, 8-lane octets per vector
+  VF m[V];
+  VI wi[V] = {};
+  for (int h = 0; h < V; ++h) std::memcpy(&m[h], src + W * h, sizeof(VF));
+  for (py::ssize_t k = 1; k < N; ++k) {
+    const VI kv = VI{} + static_cast<int>(k);
+    for (int h = 0; h < V; ++h) {
+      VF x;
+      std::memcpy(&x, src + k * ld + W * h, sizeof(x));
+      const VI gt = x > m[h];
+      m[h] = gt ? x : m[h];
+      wi[h] = gt ? kv : wi[h];
+    }
+  }
+  v8d acc[V * Q] = {};
+  for (py::ssize_t k = 0; k < N; ++k) {
+    for (int h = 0; h < V; ++h) {
+      VF x;
+      std::memcpy(&x, src + k * ld + W * h, sizeof(x));
+      const VF v = vec::exp_nonpositive_n<VF, VI>((x - m[h]) * it);
+      std::memcpy(ebuf + k * kLanes + W * h, &v, sizeof(v));
+      add_octets<W>(acc + h * Q, v);
+    }
+  }
+  VF cw[V], cl[V];
+  for (int h = 0; h < V; ++h) {
+    for (int l = 0; l < W; ++l) cw[h][l] = static_cast<float>(1.0 / acc[h * Q + l / 8][l % 8]);
+    cl[h] = neg * cw[h];
+  }
+  for (py::ssize_t k = 0; k < N; ++k) {
+    const VI kv = VI{} + static_cast<int>(k);
+    v8d t = {};
+    for (int h = 0; h < V; ++h) {
+      VF x, e;
+      std::memcpy(&x, src + k * ld + W * h, sizeof(x));
+      std::memcpy(&e, ebuf + k * kLanes + W * h, sizeof(e));
+      const VF y = e * (wi[h] == kv ? cw[h] : cl[h]);
+      add_octet_products<W>(&t, y, x);
+      std::memcpy(src + k * ld + W * h, &y, sizeof(y));
+    }
+    dpart[k] = ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
+  }
+}
+
+template <>
+void column_block<float>(float* src, py::ssize_t ld, float* ebuf, py::ssize_t N, float it,
+                         float neg, double* dpart) {
 #if defined(__AVX512F__)
-template <>
-void column_block<float>(float* src, py::ssize_t ld, float* ebuf, py::ssize_t N, float it,
-                         float neg, double* dpart) {
-  using vec::v16f;
-  using vec::v16i;
-  constexpr int V = kLanes / 16;
-  // the 8-lane quarters of a 16-lane vector, as doubles
-  auto lo8 = [](v16f v) { return __builtin_convertvector(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7), v8d); };
-  auto hi8 = [](v16f v) { return __builtin_convertvector(__builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15), v8d); };
-  v16f m[V];
-  v16i wi[V] = {};
-  for (int h = 0; h < V; ++h) std::memcpy(&m[h], src + 16 * h, sizeof(v16f));
-  for (py::ssize_t k = 1; k < N; ++k) {
-    const v16i kv = v16i{} + static_cast<int>(k);
-    for (int h = 0; h < V; ++h) {
-      v16f x;
-      std::memcpy(&x, src + k * ld + 16 * h, sizeof(x));
-      const v16i gt = x > m[h];
-      m[h] = gt ? x : m[h];
-      wi[h] = gt ? kv : wi[h];
-    }
-  }
-  v8d acc[2 * V] = {};
-  for (py::ssize_t k = 0; k < N; ++k) {
-    for (int h = 0; h < V; ++h) {
-      v16f x;
-      std::memcpy(&x, src + k * ld + 16 * h, sizeof(x));
-      const v16f v = vec::exp_nonpositive((x - m[h]) * it);
-      std::memcpy(ebuf + k * kLanes + 16 * h, &v, sizeof(v));
-      acc[2 * h] += lo8(v);
-      acc[2 * h + 1] += hi8(v);
-    }
-  }
-  v16f cw[V], cl[V];
-  for (int h = 0; h < V; ++h) {
-    for (int l = 0; l < 16; ++l) cw[h][l] = static_cast<float>(1.0 / acc[2 * h + l / 8][l % 8]);
-    cl[h] = neg * cw[h];
-  }
-  for (py::ssize_t k = 0; k < N; ++k) {
-    const v16i kv = v16i{} + static_cast<int>(k);
-    v8d t = {};
-    for (int h = 0; h < V; ++h) {
-      v16f x, e;
-      std::memcpy(&x, src + k * ld + 16 * h, sizeof(x));
-      std::memcpy(&e, ebuf + k * kLanes + 16 * h, sizeof(e));
-      const v16f y = e * (wi[h] == kv ? cw[h] : cl[h]);
-      t += lo8(y) * lo8(x);
-      t += hi8(y) * hi8(x);
-      std::memcpy(src + k * ld + 16 * h, &y, sizeof(y));
-    }
-    dpart[k] = ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
-  }
-}
+  column_block_vec<vec::v16f, vec::v16i, 16>(src, ld, ebuf, N, it, neg, dpart);
 #else
-template <>
-void column_block<float>(float* src, py::ssize_t ld, float* ebuf, py::ssize_t N, float it,
-                         float neg, double* dpart) {
-  constexpr int V = kLanes / 8;
-  v8f m[V];
-  v8i wi[V] = {};
-  for (int h = 0; h < V; ++h) std::memcpy(&m[h], src + 8 * h, sizeof(v8f));
-  for (py::ssize_t k = 1; k < N; ++k) {
-    const v8i kv = v8i{} + static_cast<int>(k);
-    for (int h = 0; h < V; ++h) {
-      v8f x;
-      std::memcpy(&x, src + k * ld + 8 * h, sizeof(x));
-      const v8i gt = x > m[h];
-      m[h] = gt ? x : m[h];
-      wi[h] = gt ? kv : wi[h];
-    }
-  }
-  v8d acc[V] = {};
-  for (py::ssize_t k = 0; k < N; ++k) {
-    for (int h = 0; h < V; ++h) {
-      v8f x;
-      std::memcpy(&x, src + k * ld + 8 * h, sizeof(x));
-      const v8f v = exp_nonpositive((x - m[h]) * it);
-      std::memcpy(ebuf + k * kLanes + 8 * h, &v, sizeof(v));
-      acc[h] += __builtin_convertvector(v, v8d);
-    }
-  }
-  v8f cw[V], cl[V];
-  for (int h = 0; h < V; ++h) {
-    for (int l = 0; l < 8; ++l) cw[h][l] = static_cast<float>(1.0 / acc[h][l]);
-    cl[h] = neg * cw[h];
-  }
-  for (py::ssize_t k = 0; k < N; ++k) {
-    const v8i kv = v8i{} + static_cast<int>(k);
-    v8d t = {};
-    for (int h = 0; h < V; ++h) {
-      v8f x, e;
-      std::memcpy(&x, src + k * ld + 8 * h, sizeof(x));
-      std::memcpy(&e, ebuf + k * kLanes + 8 * h, sizeof(e));
-      const v8f y = e * (wi[h] == kv ? cw[h] : cl[h]);
-      t += __builtin_convertvector(y, v8d) * __builtin_convertvector(x, v8d);
-      std::memcpy(src + k * ld + 8 * h, &y, sizeof(y));
-    }
-    dpart[k] = ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
-  }
-}
+  column_block_vec<v8f, v8i, 8>(src, ld, ebuf, N, it, neg, dpart);
 #endif
+}
 
 template <typename T>
 void softwta_gate_columns(py::array& Ut_, py::array& d_, double inv_tau, bool anti_hebbian) {
