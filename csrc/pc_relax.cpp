@@ -46,55 +46,10 @@ enum Act { kTanh = 0, kRelu = 1, kLeaky = 2, kIdentity = 3 };
 constexpr double kLeakySlope = 0.01;
 constexpr py::ssize_t kParallelMin = 1 << 15;
 
-namespace {
-using vec::v8f;
-using vec::v8i;
-using vec::tanh8;
-
-inline void tanh_block(const float* v, float* f, float* df) {
-  v8f x;
-  std::memcpy(&x, v, sizeof(x));
-  const v8f y = tanh8(x);
-  std::memcpy(f, &y, sizeof(y));
-  if (df) {
-    const v8f d = 1.0f - y * y;
-    std::memcpy(df, &d, sizeof(d));
-  }
-}
-
-#if defined(__AVX512F__)
-// 16 elements in one AVX-512 register (the same operations per element as tanh_block).
-inline void tanh_block16(const float* v, float* f, float* df) {
-  vec::v16f x;
-  std::memcpy(&x, v, sizeof(x));
-  const vec::v16f y = vec::tanh16(x);
-  std::memcpy(f, &y, sizeof(y));
-  if (df) {
-    const vec::v16f d = 1.0f - y * y;
-    std::memcpy(df, &d, sizeof(d));
-  }
-}
-#endif
-}  // namespace
-
 // f(v) -> f, f'(v) -> df (df may be null); f may alias v.
 void activate(const float* v, float* f, float* df, py::ssize_t n, int act) {
   if (act == kTanh) {
-    py::ssize_t k = 0;
-#if defined(__AVX512F__)
-    // 16 at a time where the build has AVX-512: the tanh about twice as fast, the same bits.
-    for (; k + 16 <= n; k += 16) tanh_block16(v + k, f + k, df ? df + k : nullptr);
-#endif
-    for (; k + 8 <= n; k += 8) tanh_block(v + k, f + k, df ? df + k : nullptr);
-    if (k < n) {
-      alignas(32) float src[8] = {0}, fo[8], dfo[8];
-      for (py::ssize_t i = 0; k + i < n; ++i) src[i] = v[k + i];
-      tanh_block(src, fo, dfo);
-      for (py::ssize_t i = 0; k + i < n; ++i) {
-        f[k + i] = fo[i];
-        if (df) df[k + i] = dfo[i];
-      }
-    }
+    vec::tanh_span(v, f, df, n);
     return;
   }
   const float slope = act == kRelu ? 0.0f : act == kLeaky ? static_cast<float>(kLeakySlope) : 1.0f;

@@ -241,37 +241,9 @@ BPALTS_LOOP_PRODUCT void dot2_rows_loop(const T* w, py::ssize_t ldw, const T* xa
 
 // ---- tanh, vectorised for float (std::tanh is a scalar call: at B = 256 it would cost more
 // than the GEMM's memory traffic): Cephes' tanhf from vec_math.h, about 2 ulp. double: std::tanh.
-using vec::v8f;
-using vec::v8i;
-using vec::tanh8;
 
 // p[i] <- tanh(p[i]) for i < n.
-inline void tanh_inplace(float* p, py::ssize_t n) {
-  py::ssize_t i = 0;
-#if defined(__AVX512F__)
-  for (; i + 16 <= n; i += 16) {  // 16 at a time where the build has AVX-512 (the same bits)
-    vec::v16f v;
-    std::memcpy(&v, p + i, sizeof(v));
-    v = vec::tanh16(v);
-    std::memcpy(p + i, &v, sizeof(v));
-  }
-#endif
-  for (; i + 8 <= n; i += 8) {
-    v8f v;
-    std::memcpy(&v, p + i, sizeof(v));
-    v = tanh8(v);
-    std::memcpy(p + i, &v, sizeof(v));
-  }
-  if (i < n) {  // the tail through the same vector formula
-    float tmp[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    for (py::ssize_t j = i; j < n; ++j) tmp[j - i] = p[j];
-    v8f v;
-    std::memcpy(&v, tmp, sizeof(v));
-    v = tanh8(v);
-    std::memcpy(tmp, &v, sizeof(v));
-    for (py::ssize_t j = i; j < n; ++j) p[j] = tmp[j - i];
-  }
-}
+inline void tanh_inplace(float* p, py::ssize_t n) { vec::tanh_span(p, p, nullptr, n); }
 
 inline void tanh_inplace(double* p, py::ssize_t n) {
   for (py::ssize_t i = 0; i < n; ++i) p[i] = std::tanh(p[i]);

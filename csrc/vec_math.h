@@ -2,6 +2,9 @@
 // Cephes-style expf / tanhf (about 2 ulp). One copy, used by softwta_update, pc_relax and reservoir_run.
 #pragma once
 
+#include <cstddef>
+#include <cstring>
+
 namespace bpalts {
 namespace vec {
 
@@ -65,9 +68,38 @@ inline VF tanh_n(VF x) {
 }
 
 inline v8f tanh8(v8f x) { return tanh_n<v8f, v8i>(x); }
+
+// f[k] = tanh(v[k]) and, if df is not null, df[k] = 1 - f[k]^2, for k < n; f may alias v.
+// 16 at a time where the build has AVX-512, then 8 at a time, the tail through a zero-padded
+// block: every element gets the same float operations whichever way it goes.
+template <typename VF, typename VI>
+inline void tanh_block(const float* v, float* f, float* df) {
+  VF x;
+  std::memcpy(&x, v, sizeof(x));
+  const VF y = tanh_n<VF, VI>(x);
+  std::memcpy(f, &y, sizeof(y));
+  if (df) {
+    const VF d = 1.0f - y * y;
+    std::memcpy(df, &d, sizeof(d));
+  }
+}
+
+inline void tanh_span(const float* v, float* f, float* df, std::ptrdiff_t n) {
+  std::ptrdiff_t k = 0;
 #if defined(__AVX512F__)
-inline v16f tanh16(v16f x) { return tanh_n<v16f, v16i>(x); }
+  for (; k + 16 <= n; k += 16) tanh_block<v16f, v16i>(v + k, f + k, df ? df + k : nullptr);
 #endif
+  for (; k + 8 <= n; k += 8) tanh_block<v8f, v8i>(v + k, f + k, df ? df + k : nullptr);
+  if (k < n) {
+    alignas(32) float src[8] = {0}, fo[8], dfo[8];
+    for (std::ptrdiff_t i = 0; k + i < n; ++i) src[i] = v[k + i];
+    tanh_block<v8f, v8i>(src, fo, dfo);
+    for (std::ptrdiff_t i = 0; k + i < n; ++i) {
+      f[k + i] = fo[i];
+      if (df) df[k + i] = dfo[i];
+    }
+  }
+}
 
 }  // namespace vec
 }  // namespace bpalts
