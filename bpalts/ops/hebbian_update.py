@@ -447,6 +447,17 @@ def _hebbian_update_triton(W, X, rule: HebbianRule, lr: float, prm: RuleParams,
         tk.hebbian_update(W, X, gate=rule.gate, decay=rule.decay, lr=lr, precision=prec)
 
 
+def unaliased_input(X: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    """``X``, or a copy of it when it shares memory with ``W``, which an op updates in place:
+    the fast backends write rows of ``W`` while later parts of the update still read ``X``
+    (a sparse rule's winners, a Triton tile of another unit block), so an ``X`` that is ``W``
+    itself or a view of it would be read half-updated. (Sharing a storage is enough to copy:
+    cheap, and only ever the case for such a caller.)"""
+    if X.untyped_storage().data_ptr() == W.untyped_storage().data_ptr():
+        return X.clone()
+    return X
+
+
 def hebbian_update(
     W: torch.Tensor,
     X: torch.Tensor,
@@ -467,7 +478,8 @@ def hebbian_update(
 
     Args:
         W: weights, (units, features), float32 (float64 on the reference and C++ backends).
-        X: a batch of inputs, (batch, features), same dtype and device as ``W``.
+        X: a batch of inputs, (batch, features), same dtype and device as ``W`` (it may share
+            memory with ``W``: it is then copied first, so the update reads ``W`` as it was).
         rule: a name in :data:`HEBBIAN_RULES` (``"gha"``, ``"oja"``, ``"hpca"``, ``"nlpca_sym"``,
             ``"bcm"``, ``"instar"``, ``"krotov"``); see the module docstring for the math.
         lr: learning rate; the update is ``lr / batch * (G^T X - D W)``.
@@ -516,6 +528,7 @@ def hebbian_update(
                 check_finite("currents", currents)
             if prm.theta is not None:
                 check_finite("state['theta']" if isinstance(state, dict) else "state", prm.theta)
+    X = unaliased_input(X, W)  # X may be W itself or a view of it: read it as it was
     with torch.no_grad():
         if which == "reference":
             hebbian_update_reference(W, X, rule, lr, k=k, delta=delta, p=p, theta_rate=theta_rate,

@@ -44,6 +44,8 @@ tensors under ``TRITON_INTERPRET=1``.
 """
 from __future__ import annotations
 
+import numbers
+
 import torch
 import torch.nn.functional as F
 
@@ -58,16 +60,17 @@ from bpalts._checks import (
     check_tensor,
     one_finite_sync,
 )
-from bpalts.ops.softwta_update import check_softwta_settings
+from bpalts.ops.softwta_update import check_softwta_settings, softmax_over
 
 _W_DIMS = ("out_channels", "in_channels", "kernel_height", "kernel_width")
 _X_DIMS = ("batch", "channels", "height", "width")
 
 
 def _pair(name: str, value, minimum: int) -> tuple[int, int]:
-    """An int or a pair of ints, each >= ``minimum``; returned as a pair."""
+    """An int or a pair of ints (Python or NumPy, not bools), each >= ``minimum``; returned as a
+    pair of Python ints."""
     vals = value if isinstance(value, (tuple, list)) else (value, value)
-    if len(vals) != 2 or any(isinstance(v, bool) or not isinstance(v, int) for v in vals):
+    if len(vals) != 2 or any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in vals):
         raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
     if any(v < minimum for v in vals):
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
@@ -115,7 +118,7 @@ def softwta_conv_update_reference(
 ) -> torch.Tensor:
     """The specification of :func:`softwta_conv_update` (plain PyTorch). In place; returns ``W``."""
     U = F.conv2d(X, W, stride=stride, padding=padding)  # (B, C_out, H', W')
-    Y = torch.softmax(U / temperature, dim=1)
+    Y = softmax_over(U, temperature, dim=1)
     if anti_hebbian:
         winner = U.argmax(dim=1, keepdim=True)
         sign = torch.full_like(Y, -1.0).scatter_(1, winner, 1.0)

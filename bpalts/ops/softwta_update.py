@@ -53,6 +53,19 @@ from bpalts._checks import (
     check_tensor,
     one_finite_sync,
 )
+from bpalts.ops.hebbian_update import unaliased_input
+
+
+def softmax_over(U: torch.Tensor, temperature: float, dim: int) -> torch.Tensor:
+    """``softmax(U / temperature)`` along ``dim``, with each slice's maximum subtracted before
+    the division: ``U / temperature`` itself overflows to inf (and the softmax to NaN) for the
+    small temperatures the ops accept (down to ``1 / finfo.max``), ``U - max`` scaled only
+    underflows towards -inf, whose exponential is 0. The same values otherwise. From
+    ``temperature >= 1`` (the learners' and benchmarks' setting) ``U / temperature`` cannot
+    overflow for a finite ``U``, and the plain form runs (one pass fewer)."""
+    if temperature >= 1.0:
+        return torch.softmax(U / temperature, dim=dim)
+    return torch.softmax((U - U.amax(dim=dim, keepdim=True)) / temperature, dim=dim)
 
 
 def softwta_update_reference(
@@ -69,7 +82,7 @@ def softwta_update_reference(
 
     ``precision="tf32"`` rounds both GEMMs' operands to TF32 (see :mod:`bpalts._precision`)."""
     U = mm(X, W.T, precision)
-    Y = torch.softmax(U / temperature, dim=1)
+    Y = softmax_over(U, temperature, dim=1)
     if anti_hebbian:
         winner = U.argmax(dim=1, keepdim=True)
         sign = torch.full_like(Y, -1.0).scatter_(1, winner, 1.0)
@@ -118,7 +131,8 @@ def softwta_update(
 
     Args:
         W: weights (units, features), float32 (float64 on reference / C++).
-        X: batch (batch, features), same dtype and device.
+        X: batch (batch, features), same dtype and device (it may share memory with ``W``:
+            it is then copied first, so the update reads ``W`` as it was).
         lr: base learning rate (finite).
         temperature: softmax temperature tau (> 0); smaller is closer to hard winner-take-all.
         anti_hebbian: flip the sign of every non-winning unit's update.
@@ -143,6 +157,7 @@ def softwta_update(
             check_finite("X", X)
             check_finite("W", W)
     flags["precision"] = precision
+    X = unaliased_input(X, W)  # X may be W itself or a view of it: read it as it was
     with torch.no_grad():
         if which == "reference":
             softwta_update_reference(W, X, lr, temperature, **flags)
