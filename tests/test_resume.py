@@ -61,3 +61,28 @@ def test_extra_state_names_what_it_holds_and_refuses_a_mismatch():
         ff.set_extra_state({"nope": {}})
     with pytest.raises(TypeError, match="_extra_state must be a dict"):
         ff.set_extra_state([1])
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_state_dict_loaded_in_memory_shares_nothing_with_its_source(name):
+    """``b.load_state_dict(a.state_dict())`` without a save / load: torch.optim keeps state tensors
+    of the right dtype and device as given, so b's optimiser moments were a's tensors, and
+    training one learner moved the other's (ForwardForward's and BackpropMLP's Adam)."""
+    make = CASES[name]
+    batches = _batches(5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        a = make()
+        for x, y in batches[:3]:
+            a.train_step(x, y)
+        b = make()
+        b.load_state_dict(a.state_dict())
+        for x, y in batches[3:]:  # b steps first: with shared moments, a would see b's step
+            torch.manual_seed(7)
+            mb = b.train_step(x, y)
+            torch.manual_seed(7)
+            ma = a.train_step(x, y)
+            assert ma == mb
+    ta, tb = _tensors(a), _tensors(b)
+    for k in ta:
+        assert torch.equal(ta[k], tb[k]), k

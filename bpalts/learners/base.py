@@ -1,6 +1,7 @@
 """Shared pieces of the learner contract (DESIGN.md section 3)."""
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 from collections.abc import Iterable, Sequence
@@ -179,7 +180,8 @@ class Learner(nn.Module):
 
     def set_extra_state(self, state: dict) -> None:
         """Load what :meth:`get_extra_state` saved into this learner's optimisers and generators
-        (an optimiser's state is moved to its parameters' device by ``torch.optim``)."""
+        (an optimiser's state is copied, and moved to its parameters' device by ``torch.optim``;
+        the loaded learner shares no tensor with the state_dict's source)."""
         if not isinstance(state, dict):
             raise TypeError(f"the state_dict's _extra_state must be a dict, got {type(state).__name__}")
         objects = dict(self._training_objects())
@@ -192,7 +194,10 @@ class Learner(nn.Module):
             if isinstance(obj, torch.Generator):
                 obj.set_state(value)
             else:
-                obj.load_state_dict(value)
+                # A copy: torch.optim keeps the given state tensors that already have the right
+                # dtype and device, so two learners loaded from one state_dict (or a learner and
+                # the one it was copied from) would share, and both update, one set of moments.
+                obj.load_state_dict(copy.deepcopy(value))
 
     def _finish_step(self, metrics: dict) -> dict:
         """Count the step, check weights and metrics for non-finite values, return the metrics.
