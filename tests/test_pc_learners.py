@@ -346,3 +346,13 @@ def test_pc_bidir_target(mnist_train, mnist_test):
 @pytest.mark.slow
 def test_pc_10_layer_target(mnist_train, mnist_test):
     assert _full("pc", mnist_train, mnist_test, depth=10) >= 0.95
+
+
+def test_bidirectional_generate_divergence_raises_with_the_step():
+    """A relaxation in generate() that blows up must raise, naming the relaxation step, instead
+    of returning NaN images (NaN survives the clamp to [0, 1])."""
+    model = BidirectionalPC([6, 5, 3], step_size=5.0, alpha=1.0)
+    labels = torch.tensor([0, 1, 2])
+    assert torch.isfinite(model.generate(labels, steps=2)).all()  # still finite: no error
+    with pytest.raises(DivergenceError, match=r"generate diverged.*relaxation step \d+ of 50"):
+        model.generate(labels, steps=50)

@@ -530,7 +530,8 @@ class BidirectionalPC(_PCBase):
         top, a top-down sweep ``x_l = mu^d_l``, then ``steps`` (default 0) relaxation steps of every
         other node, the image included; pixels clipped to ``[0, 1]``. (Many relaxation steps let
         the bottom-up errors push unconstrained pixels around: the sweep alone gives the cleanest
-        digits.)"""
+        digits.) A relaxation whose energy becomes non-finite raises
+        :class:`DivergenceError` naming the relaxation step."""
         L = len(self.weights)
         n_out = self.sizes[-1]
         if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.numel() == 0:
@@ -548,7 +549,13 @@ class BidirectionalPC(_PCBase):
         for l in range(L - 1, -1, -1):
             xs[l] = torch.addmm(self.gen_biases[l], self._g(xs, l + 1), self.gen_weights[l].T)
         if steps:
-            xs = self._relax(xs, steps, range(0, L))[0]
+            xs, _, _, _, trace = self._relax(xs, steps, range(0, L))
+            bad = ~torch.isfinite(torch.stack(trace))
+            if bool(bad.any()):  # NaN would survive the clamp below: report the step instead
+                first = int(bad.nonzero()[0, 0]) + 1
+                raise DivergenceError(
+                    f"{type(self).__name__}.generate diverged: the energy became non-finite at "
+                    f"relaxation step {first} of {steps}; lower step_size or steps")
         return xs[0].clamp(0.0, 1.0)
 
 
