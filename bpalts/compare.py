@@ -201,15 +201,24 @@ def prepare_out(out: str | os.PathLike, overwrite: bool = False) -> Path:
 class ResultsWriter:
     """Appends rows to ``results.csv``, writing the header when the file is new or empty, and
     flushing after every row. A file with another header is refused
-    (:func:`check_results_csv`)."""
+    (:func:`check_results_csv`); one whose last line lacks its line terminator (edited by hand)
+    gets one before the first new row."""
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         check_results_csv(self.path)
         new = not self.path.exists() or self.path.stat().st_size == 0
+        ends_open = False  # the file's last line has no line terminator (e.g. edited by hand)
+        if not new:
+            with open(self.path, "rb") as f:
+                f.seek(-1, os.SEEK_END)
+                ends_open = f.read(1) not in (b"\n", b"\r")
         self._file = open(self.path, "a", newline="")
         self._writer = csv.DictWriter(self._file, fieldnames=CSV_COLUMNS)
+        if ends_open:  # end that line first, or the next row would be glued onto it
+            self._file.write("\r\n")  # the csv module's line terminator
+            self._file.flush()
         if new:
             self._writer.writeheader()
             self._file.flush()
@@ -567,7 +576,8 @@ def list_methods() -> str:
     lines = []
     for n in names:
         spec = registry.get_method(n)
-        extra = f"batch {spec.batch_size}, {spec.full_epochs} epochs (full)"
+        epochs = "epoch" if spec.full_epochs == 1 else "epochs"
+        extra = f"batch {spec.batch_size}, {spec.full_epochs} {epochs} (full)"
         if spec.fixed_depth:
             extra += ", fixed depth"
         lines.append(f"{n.ljust(width)}  {spec.description}  [{extra}]")

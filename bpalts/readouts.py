@@ -384,9 +384,16 @@ class HebbianWTAReadout(_Readout):
         T = self._targets(Y, X.shape[0], self.weight.dtype, self.weight.device)  # one-hot
         X = X.to(self.weight.dtype)
         n_b = T.sum(0)  # samples per class in the batch
+        push = None
         if self.anti_hebbian:
+            # the wrong winners' push, against the weights before the batch (as the Hebbian part)
             wrong = self.forward(X).argmax(1)
             mask = wrong != Y.to(wrong.device)
+            if bool(mask.any()):
+                Xw, jw = X[mask], wrong[mask]
+                P = torch.zeros(Xw.shape[0], self.n_outputs, dtype=X.dtype, device=X.device)
+                P[torch.arange(Xw.shape[0], device=X.device), jw] = 1.0
+                push = self.lr_anti * (P.T @ Xw - P.sum(0)[:, None] * self.weight)
         if self.lr is None:
             # exact running mean: w_k <- (n_k w_k + sum_{b in k} x_b) / (n_k + n_b,k)
             n_old = self.counts.to(self.weight.dtype)
@@ -395,11 +402,8 @@ class HebbianWTAReadout(_Readout):
         else:
             # sum over the batch of lr (x_b - w_k) for the samples of class k
             self.weight.add_(self.lr * (T.T @ X - n_b[:, None] * self.weight))
-        if self.anti_hebbian and bool(mask.any()):
-            Xw, jw = X[mask], wrong[mask]
-            P = torch.zeros(Xw.shape[0], self.n_outputs, dtype=X.dtype, device=X.device)
-            P[torch.arange(Xw.shape[0], device=X.device), jw] = 1.0
-            self.weight.sub_(self.lr_anti * (P.T @ Xw - P.sum(0)[:, None] * self.weight))
+        if push is not None:
+            self.weight.sub_(push)
         self.counts += n_b.to(torch.float64)
         return self
 

@@ -475,3 +475,24 @@ def test_last_batch_of_one_sample_trains(tmp_path):
     rows = read_rows(tmp_path)
     assert [(r["method"], int(r["samples_seen"])) for r in rows] == [
         ("softhebb", 65), ("hebbian-wta", 65), ("hebbian-pca", 65)]
+
+
+_ROW = dict(method="m", depth=4, epoch=0.1, samples_seen=500, train_seconds=1.0,
+           test_accuracy=0.5, backend="cpp", device="cpu")
+
+
+@pytest.mark.parametrize("existing", [
+    ",".join(compare.CSV_COLUMNS),  # a header without its newline
+    ",".join(compare.CSV_COLUMNS) + "\nm,4,0.05,250,0.5,0.4,cpp,cpu",  # a last row without one
+])
+def test_results_writer_appends_after_a_file_without_a_final_newline(tmp_path, existing):
+    # Appending glued the new row onto the last line (a broken header, or two rows merged).
+    path = tmp_path / "results.csv"
+    path.write_text(existing)
+    n_before = existing.count("\n")
+    with compare.ResultsWriter(path) as w:
+        w.write(_ROW)
+    df = plots.load_results(path, latest_only=False)
+    assert len(df) == n_before + 1
+    last = df.iloc[-1]
+    assert (last["method"], last["samples_seen"], last["device"]) == ("m", 500, "cpu")

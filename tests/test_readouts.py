@@ -320,3 +320,20 @@ def test_divergence_leaves_state_unchanged():
     with pytest.raises(ValueError, match="RLSReadout diverged.*left unchanged"):
         r.partial_fit(X * 1e200, y)
     assert _same_state(r, before)
+
+
+def test_hebbian_wta_anti_push_uses_the_weights_before_the_batch():
+    # w_j -= lr_anti (x - w_j) with w_j before the batch (the class docstring); it used w_j
+    # already moved by the batch's Hebbian step.
+    r = HebbianWTAReadout(2, 2, lr=0.5, anti_hebbian=True, lr_anti=0.5, dtype=torch.float64)
+    W0 = torch.tensor([[0.0, 0.0], [1.0, 1.0]], dtype=torch.float64)
+    r.weight.copy_(W0)
+    X = torch.tensor([[3.0, 3.0], [1.0, 1.0]], dtype=torch.float64)
+    Y = torch.tensor([1, 0])
+    assert r(X).argmax(1).tolist() == [1, 1]  # sample 1 (class 0) is won by class 1: a push
+    r.partial_fit(X, Y)
+    want = W0.clone()
+    want[1] += 0.5 * (X[0] - W0[1])  # instar, class 1
+    want[0] += 0.5 * (X[1] - W0[0])  # instar, class 0
+    want[1] -= 0.5 * (X[1] - W0[1])  # anti-Hebbian push of the wrong winner
+    torch.testing.assert_close(r.weight, want, rtol=0, atol=1e-12)

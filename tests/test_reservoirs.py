@@ -275,3 +275,23 @@ def test_hebbian_adapt_rejects_broadcast_w():
     W = torch.ones(1, 8).expand(8, 8)
     with pytest.raises(ValueError, match="W is updated in place and must not be a broadcast"):
         hebbian_adapt(W, torch.zeros(2, 8), torch.zeros(2, 8))
+
+
+def _eig_radius(W: torch.Tensor) -> float:
+    return float(np.abs(np.linalg.eigvals(W.to_dense().double().numpy())).max())
+
+
+@pytest.mark.parametrize("layout", ["dense", "csr"])
+@pytest.mark.parametrize("scale", [1e-14, 1e-9, 1.0, 1e12])
+def test_spectral_radius_is_invariant_to_the_scale_of_W(layout, scale):
+    # The Arnoldi happy-breakdown test compared H[j+1, j] with an absolute 1e-12: for a W with
+    # small entries every step looked invariant and the Rayleigh quotient of the start vector
+    # came back as the radius (30x too small at 1e-14), so scale_spectral_radius overshot.
+    g = torch.Generator().manual_seed(3)
+    W0 = torch.randn(50, 50, dtype=torch.float64, generator=g) / 50**0.5
+    W = W0 * scale
+    if layout == "csr":
+        W = W.to_sparse_csr()
+    want = _eig_radius(W0) * scale
+    assert spectral_radius(W) == pytest.approx(want, rel=1e-5)
+    assert _eig_radius(scale_spectral_radius(W, 0.9)) == pytest.approx(0.9, rel=1e-5)
