@@ -6,7 +6,7 @@
 CPU tensors (when it is built), and the plain-PyTorch reference otherwise. The environment
 variable ``BPALTS_BACKEND`` replaces ``auto``'s choice globally (an explicit ``backend=`` argument
 still wins). Asking for a backend that cannot run on the given tensors raises a ``ValueError``
-that says why.
+that says why (and, for one chosen by ``BPALTS_BACKEND``, that the variable chose it).
 """
 from __future__ import annotations
 
@@ -121,6 +121,7 @@ def resolve_backend(backend: str = "auto", device: torch.device | str | None = N
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     device = torch.device("cpu") if device is None else torch.device(device)
+    forced = None
     if backend == "auto":
         forced = os.environ.get("BPALTS_BACKEND", "").strip()
         if forced and forced != "auto":
@@ -137,6 +138,9 @@ def resolve_backend(backend: str = "auto", device: torch.device | str | None = N
             return "reference"
     reason = _why_not(backend, device)
     if reason is not None:
+        if forced:  # the caller asked for "auto": say where this backend came from
+            reason += (f" ({backend!r} was chosen by the environment variable BPALTS_BACKEND; "
+                       "unset it or pass another backend)")
         raise ValueError(reason)
     return backend
 

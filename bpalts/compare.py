@@ -27,7 +27,8 @@ that many epochs; ``--max-samples`` caps it; ``--eval-every`` sets the evaluatio
 
 A run whose learner raises (e.g. :class:`bpalts.learners.base.DivergenceError`) is reported, its
 rows so far are kept, nothing is recorded for the failure itself, and the other runs go on; the
-exit status is then 1.
+exit status is then 1. When MNIST cannot be loaded (:class:`bpalts.data.MNISTUnavailableError`)
+the CLI prints why (the routes tried, where to put the files) and exits with status 1.
 
 Programmatic use: :func:`compare` (returns a list of :class:`RunResult`), :func:`run_one`,
 :func:`load_data` (the one place data is loaded; tests replace it).
@@ -50,7 +51,7 @@ from torch import nn
 from bpalts import registry
 from bpalts._backend import resolve_backend
 from bpalts._checks import check_choice, check_int
-from bpalts.plots import COLUMNS
+from bpalts.plots import COLUMNS, PLOT_FILES  # PLOT_FILES: what overwrite removes
 from bpalts.learners.base import SEED_MAX, check_seed
 from bpalts.learners.widths import layer_sizes
 
@@ -388,6 +389,8 @@ def compare(
 ) -> list[RunResult]:
     """Run every selected (method, depth), appending to ``out/results.csv`` and redrawing the
     plots after each run. Methods with ``fixed_depth`` run once (at the first depth given).
+    ``overwrite`` starts a fresh ``results.csv``: once the data has loaded, the old one and the
+    plots drawn from it (:data:`PLOT_FILES`) are removed.
 
     Failed runs are returned with ``error`` set; a ``KeyboardInterrupt`` stops the remaining runs
     (after the plots are drawn) and is re-raised.
@@ -403,11 +406,16 @@ def compare(
                                seed=seed)
     csv_path = prepare_out(out, overwrite)
     out = csv_path.parent
-    if overwrite and csv_path.exists():
-        csv_path.unlink()
 
     data = tuple(t.to(dev) for t in load_data(dev))
     n_train = data[0].shape[0]
+    if overwrite:  # only once the data is there: a failed load must not lose the old results
+        # the old plots go too, or one this run does not redraw (accuracy_vs_depth.png after a
+        # single-depth run, any plot after a run that fails before its first row) would still
+        # show the replaced results
+        for path in (csv_path, *(out / name for name in PLOT_FILES)):
+            if path.is_file():
+                path.unlink()
 
     results: list[RunResult] = []
     with ResultsWriter(csv_path) as writer:
@@ -585,6 +593,8 @@ def list_methods() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from bpalts.data import MNISTChecksumError, MNISTUnavailableError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.list:
@@ -621,6 +631,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:  # bad depth, unavailable device, ...
         print(f"bpalts-compare: error: {exc}", file=sys.stderr)
         return 2
+    except (MNISTUnavailableError, MNISTChecksumError) as exc:  # no data: say why, no traceback
+        print(f"bpalts-compare: error: {exc}", file=sys.stderr)
+        return 1
     print(format_summary(results))
     print(f"results: {Path(args.out) / CSV_NAME}")
     failed = [r for r in results if not r.ok]

@@ -12,7 +12,9 @@ output path, and returns the path written (``None`` where there is nothing to dr
 
 The CSV is appended to across invocations, so it can hold several runs of the same method,
 depth, backend and device; :func:`load_results` keeps the latest of them (a run starts again
-where ``samples_seen`` stops increasing). Figures are drawn with matplotlib's Agg canvas directly
+where ``samples_seen`` stops increasing; the columns carry nothing else to tell runs apart, so a
+later run whose first evaluation comes after the earlier run's last one, e.g. a longer budget
+with another seed, continues its curve: give such runs another ``--out``, or ``--overwrite``). Figures are drawn with matplotlib's Agg canvas directly
 (no pyplot, no global backend switch) and written atomically (temporary file, then rename).
 """
 from __future__ import annotations
@@ -221,16 +223,21 @@ def plot_accuracy_vs_depth(results: Results, out_path) -> Path | None:
     return _save(fig, out_path)
 
 
+#: The files :func:`plot_all` draws (the last one only when several depths ran).
+PLOT_FILES = ("sample_efficiency.png", "clock_time.png", "accuracy_vs_depth.png")
+
+
 def plot_all(results: Results, out_dir) -> list[Path]:
     """Draw ``sample_efficiency.png``, ``clock_time.png`` and, when several depths ran,
-    ``accuracy_vs_depth.png`` into ``out_dir``; returns the paths written."""
+    ``accuracy_vs_depth.png`` (:data:`PLOT_FILES`) into ``out_dir``; returns the paths written."""
     df = load_results(results)
     out_dir = Path(out_dir)
+    samples_png, clock_png, depth_png = PLOT_FILES
     written = [
-        plot_sample_efficiency(df, out_dir / "sample_efficiency.png"),
-        plot_clock_time(df, out_dir / "clock_time.png"),
+        plot_sample_efficiency(df, out_dir / samples_png),
+        plot_clock_time(df, out_dir / clock_png),
     ]
-    depth_plot = plot_accuracy_vs_depth(df, out_dir / "accuracy_vs_depth.png")
+    depth_plot = plot_accuracy_vs_depth(df, out_dir / depth_png)
     if depth_plot is not None:
         written.append(depth_plot)
     return written
