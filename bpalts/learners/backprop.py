@@ -86,11 +86,16 @@ class BackpropMLP(Learner):
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> dict:
         self.check_input(x, y)
         self._check_x(x, y)
-        logits = self.forward(x)
-        if self.loss_name == "ce":
-            loss = F.cross_entropy(logits, y)
-        else:
-            loss = F.mse_loss(logits, F.one_hot(y.long(), self.sizes[-1]).to(logits.dtype))
+        # Made under torch.inference_mode: autograd cannot save them (the base class runs every
+        # train_step outside that mode, where a clone is a normal tensor).
+        x = x.clone() if x.is_inference() else x
+        y = y.clone() if y.is_inference() else y
+        with torch.enable_grad():  # autograd by design, also inside a caller's torch.no_grad()
+            logits = self.forward(x)
+            if self.loss_name == "ce":
+                loss = F.cross_entropy(logits, y.long())  # int32 / uint8 labels as well
+            else:
+                loss = F.mse_loss(logits, F.one_hot(y.long(), self.sizes[-1]).to(logits.dtype))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

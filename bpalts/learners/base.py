@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import numbers
 from collections.abc import Iterable, Sequence
@@ -44,11 +45,15 @@ def check_sequence(name: str, value, what: str) -> tuple:
     return tuple(value)
 
 
+#: Integer dtypes taken as class indices (those of :mod:`bpalts.readouts` as well).
+LABEL_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+
+
 def check_labels(y, batch: int, n_out: int) -> None:
     """``y`` holds ``batch`` integer class indices in ``0..n_out-1``."""
     if not isinstance(y, torch.Tensor) or y.shape != (batch,):
         raise ValueError(f"y must be ({batch},) class indices, got {getattr(y, 'shape', y)}")
-    if y.dtype not in (torch.int64, torch.int32, torch.uint8):
+    if y.dtype not in LABEL_DTYPES:
         raise TypeError(f"y must hold integer class indices, got dtype {y.dtype}")
     lo, hi = torch.stack([y.min(), y.max()]).tolist()  # one device-to-host read
     if lo < 0 or hi >= n_out:
@@ -80,6 +85,21 @@ class Learner(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.long), persistent=True)
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        # A training step creates state that outlives it (optimiser moments, gradients): made
+        # under a caller's torch.inference_mode() they would be inference tensors, which no later
+        # step outside that mode could update in place. Every train_step so runs outside it.
+        super().__init_subclass__(**kwargs)
+        step = cls.__dict__.get("train_step")
+        if step is not None and not getattr(step, "_outside_inference_mode", False):
+            @functools.wraps(step)
+            def train_step(self, *args, **kw):
+                with torch.inference_mode(False):
+                    return step(self, *args, **kw)
+
+            train_step._outside_inference_mode = True
+            cls.train_step = train_step
 
     # -- input checks shared by every learner (DESIGN.md section 2) -------------------------
     def _reference_tensor(self) -> torch.Tensor | None:
@@ -127,9 +147,19 @@ class Learner(nn.Module):
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Class indices (batch,), computed in eval mode whatever the learner's mode: batch
+        normalisation uses its running statistics (a sample's class does not depend on the rest of
+        the batch) and leaves them unchanged; the mode is restored afterwards."""
         self.check_input(x)
         self._check_x(x)
-        return self.forward(x).argmax(dim=1)
+        was_training = self.training
+        if was_training:
+            self.eval()
+        try:
+            return self.forward(x).argmax(dim=1)
+        finally:
+            if was_training:
+                self.train(True)
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2000) -> float:

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from bpalts._backend import resolve_backend
 from bpalts._checks import DivergenceError, check_choice, check_finite, check_flag, check_int, check_scalar
 from bpalts._precision import PRECISIONS
-from bpalts.learners.base import Learner, check_batch, check_seed, check_sizes
+from bpalts.learners.base import LABEL_DTYPES, Learner, check_batch, check_seed, check_sizes
 from bpalts.ops.pc_relax import act, act_deriv, pc_relax
 from bpalts.ops.pc_weight_update import pc_weight_update
 from bpalts.registry import MethodSpec, register_method
@@ -537,7 +537,7 @@ class BidirectionalPC(_PCBase):
         if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.numel() == 0:
             raise ValueError(f"labels must be a non-empty (batch,) tensor of class indices, got "
                              f"{getattr(labels, 'shape', labels)}")
-        if labels.dtype not in (torch.int64, torch.int32, torch.uint8):
+        if labels.dtype not in LABEL_DTYPES:
             raise TypeError(f"labels must hold integer class indices, got dtype {labels.dtype}")
         if int(labels.min()) < 0 or int(labels.max()) >= n_out:
             raise ValueError(f"labels must be class indices in 0..{n_out - 1}, got range "
