@@ -20,16 +20,10 @@ from bpalts.learners import (
     HebbianMLP,
     IncrementalPC,
     PCNetwork,
-    SoftHebbConvNet,
     SoftHebbMLP,
 )
 
-N_IN, N_OUT = 784, 10
-
-
-def _conv(**kw):
-    args = dict(channels=(4,), kernel_sizes=3, paddings=1, powers=1.0, temperatures=1.0, lrs=0.3)
-    return SoftHebbConvNet(**{**args, **kw})
+from tests.test_learner_inputs import N_IN, N_OUT, _conv  # noqa: E402  (the same tiny conv net)
 
 
 #: name -> builder of a tiny learner taking (B, 784) images and 10 classes
