@@ -271,9 +271,13 @@ def run_one(
     seed: int = 0,
     progress: bool = True,
     setup: Callable[[nn.Module], None] | None = None,
+    result: RunResult | None = None,
 ) -> RunResult:
     """Train ``spec`` at ``depth`` weight layers on ``data`` for ``total_samples`` samples,
     appending a CSV row at every evaluation point (every ``eval_every`` samples, and at the end).
+    Returns ``result`` (a new :class:`RunResult` if none is given), which is filled in as the run
+    goes: after a failure the caller's object still says what the run reached (samples, training
+    time, the last accuracy, the backend).
 
     ``writer`` is anything with ``write(row: dict)`` (a :class:`ResultsWriter` for the CSV).
     ``setup(learner)``, if given, runs on the freshly built learner before it moves to ``device``
@@ -289,7 +293,8 @@ def run_one(
     n_train = x_train.shape[0]
     if n_train == 0:
         raise ValueError("the training set is empty")
-    result = RunResult(method=spec.name, depth=depth, backend=backend, device=str(device))
+    if result is None:
+        result = RunResult(method=spec.name, depth=depth, backend=backend, device=str(device))
 
     torch.manual_seed(seed)
     learner = spec.build(layer_sizes(depth), backend=backend, seed=seed)
@@ -425,21 +430,22 @@ def compare(
                     spec, n_train, preset=preset, epochs=epochs, max_samples=max_samples,
                     eval_every=eval_every,
                 )
-                try:
-                    res = run_one(
+                res = RunResult(spec.name, d, backend=backend, device=str(dev))
+                try:  # run_one fills res as it goes: a failed run's line says what it reached
+                    run_one(
                         spec, d, data, writer, total_samples=total, eval_every=every,
-                        device=dev, backend=backend, seed=seed, progress=progress,
+                        device=dev, backend=backend, seed=seed, progress=progress, result=res,
                     )
                 except KeyboardInterrupt:
                     log(f"interrupted: {spec.name} at {d} layers; rows written so far are kept")
-                    results.append(RunResult(spec.name, d, backend=backend, device=str(dev),
-                                             error="interrupted"))
+                    res.error = "interrupted"
+                    results.append(res)
                     raise
                 except Exception as exc:  # noqa: BLE001 - report and go on with the other runs
                     msg = f"{type(exc).__name__}: {exc}"
                     log(f"FAILED {spec.name} at {d} layers: {msg}")
                     log("".join(traceback.format_exception(exc)).rstrip())
-                    res = RunResult(spec.name, d, backend=backend, device=str(dev), error=msg)
+                    res.error = msg
                 results.append(res)
                 if plots:
                     _draw(csv_path, out, log)

@@ -205,6 +205,11 @@ def test_failing_run_keeps_rows_and_others_continue(tmp_path, make_method, capsy
     captured = capsys.readouterr()
     assert "DivergenceError" in captured.err and "step 10" in captured.err
     assert "FAILED" in captured.out
+    # the failed run's summary line says what it reached: 400 samples, its last accuracy and
+    # the backend it ran on (not 0, "-" and "auto")
+    bad_line = next(line for line in captured.out.splitlines() if line.startswith(bad + " "))
+    cells = bad_line.split()
+    assert cells[1:3] != ["4", "-"] and "400" in cells and "reference" in cells, bad_line
     assert (tmp_path / "sample_efficiency.png").exists()
 
 
