@@ -1,12 +1,13 @@
 """Learning without weight transport: PEPITA, feedback alignment (FA) and direct feedback
 alignment (DFA).
 
-All three train a ReLU MLP with local updates computed from plain GEMMs under ``torch.no_grad()``;
-no autograd graph is ever built (the weights are parameters with ``requires_grad=False``). The
-fixed random feedback matrices are not stored in the ``state_dict``: it holds their seed
-(``feedback_seed``) and they are regenerated from it, on the model's device and dtype, when the
-model is built or a ``state_dict`` is loaded. (PEPITA with weight mirroring changes its feedback
-matrix during training, so there it is stored as a persistent buffer.)
+All three train an MLP (ReLU; FA and DFA also tanh, which the registered ``fa`` and ``dfa``
+use) with local updates computed from plain GEMMs under ``torch.no_grad()``; no autograd graph
+is ever built (the weights are parameters with ``requires_grad=False``). The fixed random
+feedback matrices are not stored in the ``state_dict``: it holds their seed (``feedback_seed``)
+and they are regenerated from it, on the model's device and dtype, when the model is built or a
+``state_dict`` is loaded. (PEPITA with weight mirroring changes its feedback matrix during
+training, so there it is stored as a persistent buffer.)
 
 Every learner here has ``diagnostics(x, y)``: for each layer, the angle between the method's
 update and the true backprop gradient of the same loss on the same batch (the true gradient is

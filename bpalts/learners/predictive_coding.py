@@ -564,7 +564,7 @@ class BidirectionalPC(_PCBase):
 # budget, batch 64, seed 0, reference backend, runs/pc-learners/full.py):
 #   pc 4 layers, 6 epochs: 98.54%;  pc-adaptive 4 layers, 4 epochs: 98.42%;
 #   ipc 4 layers, 6 epochs, skip_unreached: 98.03% (97.68% at 3; without skipping 97.76% after 6,
-#   97.41% after 3; lr 5e-4 over 6 epochs was at 96.86% after 2.5 when stopped);  pc 10 layers: 95.80% after 1 of its 6 epochs (run stopped there);
+#   97.41% after 3; lr 5e-4 over 6 epochs was at 96.86% after 2.5 when stopped);  pc 10 layers: 95.80% after 1 of its 6 epochs (an earlier run, stopped there; the registered lr 3e-4: 97.68% after 6, see depth_lr);
 #   pc-bidir 4 layers, alpha 1e-6, Adam 1e-3 decaying 0.9995, 4 epochs: 98.09% (97.34% after 2;
 #   at alpha 1e-4: 96.85% after 2 epochs with decay 0.9985, 94.0% after 3 with decay 0.9993;
 #   alpha 0.1: 90.4% after 1 epoch). Generated digits: 9 of 10 recognised by an independent

@@ -92,11 +92,13 @@ when it is ``tril``, and one fused apply kernel. Competitive rules: the forward 
 transform of ``W`` on load), a row-wise ranking kernel, a stable ``torch.argsort`` of the selected
 (sample, unit) pairs by unit (plus ``bincount``/``cumsum`` for the segment offsets), and a scatter
 kernel in which each program owns one unit's row: only touched rows are written, no atomics,
-deterministic. Dense updates of at least ``B * N * F`` = 1024 * 4096 * 4096 multiply-adds (fp32
-or tf32; ``CUBLAS_MIN_MACS`` / ``CUBLAS_MIN_MACS_TF32`` in ``kernels/hebbian_update.py``) take a
-cuBLAS path instead (cuBLAS GEMMs, triangular products by row panels): on an H100 1.04x (instar)
-to 2.2x (GHA at tf32) faster there than the Triton GEMMs (kernels/hebbian_update.py has the
-figures).
+deterministic. Dense updates other than BCM's of at least ``B * N * F`` multiply-adds, 256 * 1024
+* 784 at fp32 (``CUBLAS_MIN_MACS``) or 1024 * 4096 * 4096 at tf32 (``CUBLAS_MIN_MACS_TF32``; both
+in ``kernels/hebbian_update.py``; tf32x3 never), take a cuBLAS path instead (cuBLAS GEMMs, the
+hierarchical decay in the residual form by blocks of units, ``TRIL_FORM``): on an H100 1.9x
+(fp32) to 2.4x (GHA at tf32) faster at B1024 4096->4096 than the Triton GEMMs, and at B256
+784->1024 (fp32) faster with the call replayed from a CUDA graph (kernels/hebbian_update.py has
+the figures).
 """
 from __future__ import annotations
 
