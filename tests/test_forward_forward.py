@@ -265,3 +265,20 @@ def test_ff_collab_at_least_as_good_as_ff(mnist_train, mnist_test):
         train_epochs(model, x, y, epochs=spec.full_epochs, batch_size=spec.batch_size)
         acc[name] = model.evaluate(xt, yt)
     assert acc["ff-collab"] >= acc["ff"], acc
+
+
+def test_ff_hardest_negative_is_the_predictions_best_wrong_label_with_goodness_skip_first():
+    # With goodness_skip_first the prediction sums the goodness of every layer but the first;
+    # the "hardest" negative must be the wrong label that this same score ranks highest (it
+    # used to sum every layer, first included: a different label for about half the batch).
+    torch.manual_seed(0)
+    m = ForwardForward([20, 16, 16, 5], negatives="hardest", goodness_skip_first=True,
+                       backend="reference", seed=0)
+    x, y = torch.rand(64, 20), torch.randint(0, 5, (64,))
+    for _ in range(5):
+        m.train_step(x, y)
+    neg = m._negative_labels(x, y)
+    assert (neg != y).all()
+    scores = m(x).clone()
+    scores.scatter_(1, y.view(-1, 1), float("-inf"))
+    torch.testing.assert_close(neg, scores.argmax(1), rtol=0, atol=0)

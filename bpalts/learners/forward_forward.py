@@ -66,13 +66,16 @@ class ForwardForward(Learner):
             ``min(step // layer_steps, L-1)`` only, earlier layers frozen) or ``"alternating"``
             (layer ``step mod L`` only).
         layer_steps: steps per layer for ``"layerwise"``.
-        negatives: ``"random"`` (uniform wrong label) or ``"hardest"`` (highest-goodness wrong label).
+        negatives: ``"random"`` (uniform wrong label) or ``"hardest"`` (the wrong label of highest
+            summed goodness, summed over the layers the prediction sums: see
+            ``goodness_skip_first``).
         label_intensity: value written at the label's pixel (a constant: never a batch statistic).
         predict: ``"goodness"`` or ``"readout"`` (what ``forward`` returns as logits).
         goodness_skip_first: leave the first layer out of the goodness sum (Hinton's choice).
         readout_skip_first: leave the first layer out of the readout features (loeweX's choice).
         collab: ``"none"``, ``"all"`` or ``"preceding"`` (collaborative FF offsets).
         collab_weight: ``gamma > 0``, the scale of the collaborative offset ``c_l``.
+        lr_decay: in (0, 1]; multiplies both Adam rates (layers and readout) after every step.
         eps: added to the RMS in the length normalisation.
     """
 
@@ -214,6 +217,11 @@ class ForwardForward(Learner):
             goods.append(h.pow(2).sum(1))
         return torch.stack(goods).view(len(self.hidden), C, B).transpose(1, 2)
 
+    def _summed_goodness(self, g: torch.Tensor) -> torch.Tensor:
+        """The prediction's score (batch, classes) from :meth:`label_goodness`'s (layers, batch,
+        classes): the sum over the layers, the first left out with ``goodness_skip_first``."""
+        return g[1:].sum(0) if self.goodness_skip_first else g.sum(0)
+
     @torch.no_grad()
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Readout features: normalised activities of the (readout) layers for the neutral label."""
@@ -231,8 +239,7 @@ class ForwardForward(Learner):
         self._check_x(x)
         if self.predict_mode == "readout":
             return torch.addmm(self.readout_b, self.features(x), self.readout_W.T)
-        g = self.label_goodness(x)
-        return g[1:].sum(0) if self.goodness_skip_first else g.sum(0)
+        return self._summed_goodness(self.label_goodness(x))
 
     @torch.no_grad()
     def diagnostics(self, x: torch.Tensor, y: torch.Tensor) -> dict:
@@ -250,7 +257,7 @@ class ForwardForward(Learner):
             out[f"layer{l}_goodness_neg"] = neg
             out[f"layer{l}_separation"] = pos - neg
             out[f"layer{l}_accuracy"] = (g[l].argmax(1) == y).float().mean().item()
-        gs = g[1:].sum(0) if self.goodness_skip_first else g.sum(0)
+        gs = self._summed_goodness(g)
         out["goodness_accuracy"] = (gs.argmax(1) == y).float().mean().item()
         logits = torch.addmm(self.readout_b, self.features(x), self.readout_W.T)
         out["readout_accuracy"] = (logits.argmax(1) == y).float().mean().item()
@@ -260,7 +267,7 @@ class ForwardForward(Learner):
     def _negative_labels(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         C = self.n_classes
         if self.negatives == "hardest":
-            scores = self.label_goodness(x).sum(0)
+            scores = self._summed_goodness(self.label_goodness(x))
             scores.scatter_(1, y.view(-1, 1).long(), float("-inf"))
             return scores.argmax(1)
         shift = torch.randint(1, C, (y.shape[0],), generator=self._gen).to(y.device)
