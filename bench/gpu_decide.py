@@ -55,6 +55,14 @@ the CSVs, nothing is measured here):
   rows (the cuBLAS path's 3xTF32 split operands against the Triton path's ``tl.dot`` tf32x3).
 
 When the same (op, shape) row appears in several CSVs, the last file given wins.
+
+Some twins are the ops' default rows, which run the ops as shipped: a switch already set in
+this tree (``CUBLAS_MIN_MACS`` fp32, ``GRAPH_MAX_MACS``, ``GRAPH_MIN_STEPS``,
+``PERSISTENT_GRAPHS``; read from ``bpalts.kernels`` at decision time, :class:`Shipped`) puts the
+default row on the very path its contest is about, and comparing against it would decide by
+noise, or against the wrong path (e.g. suggest turning a switch off because the variant row
+lost to the default row that already takes it). Those contests are skipped, with a line saying
+so; a switch with no contest left gets "no decision".
 """
 from __future__ import annotations
 
@@ -83,6 +91,48 @@ class Row:
     def best(self) -> float | None:
         times = [t for t in (self.triton, self.graph) if t is not None]
         return min(times) if times else None
+
+
+@dataclass(frozen=True)
+class Shipped:
+    """The switches of this tree that decide which path an op's default bench row ran (the
+    constants of ``kernels/<module>.py``; 0 / False: off). ``off()``: none set, every default
+    row the plain Triton path without a graph replay."""
+
+    cublas_min_macs: dict  # module -> CUBLAS_MIN_MACS (fp32; B * N * F from which: cuBLAS)
+    graph_max_macs: dict  # module -> GRAPH_MAX_MACS (B * N * F up to which: a graph replay)
+    graph_min_steps: int = 0  # reservoir_run: plain calls of at least this many steps replay
+    persistent_graphs: bool = False  # reservoir_run: the persistent kernel's calls replay
+
+    @classmethod
+    def off(cls) -> "Shipped":
+        return cls({}, {})
+
+    @classmethod
+    def from_tree(cls) -> "Shipped":
+        """This checkout's constants (``off()`` where ``bpalts.kernels`` cannot be imported)."""
+        import importlib
+
+        try:
+            mods = {m: importlib.import_module(f"bpalts.kernels.{m}")
+                    for m in ("hebbian_update", "softwta_update", "reservoir_run")}
+        except ImportError:
+            return cls.off()
+        dense = ("hebbian_update", "softwta_update")
+        return cls({m: int(getattr(mods[m], "CUBLAS_MIN_MACS", 0)) for m in dense},
+                   {m: int(getattr(mods[m], "GRAPH_MAX_MACS", 0)) for m in dense},
+                   int(getattr(mods["reservoir_run"], "GRAPH_MIN_STEPS", 0)),
+                   bool(getattr(mods["reservoir_run"], "PERSISTENT_GRAPHS", False)))
+
+    def default_row_cublas(self, module: str, macs: int) -> bool:
+        """Whether an fp32 default row of ``module`` at ``macs`` ran the cuBLAS path."""
+        threshold = self.cublas_min_macs.get(module, 0)
+        return 0 < threshold <= macs
+
+    def replays(self, module: str, macs: int) -> bool:
+        """Whether a plain call of ``module`` at ``macs`` (any path, unless forced) replayed the
+        op's cached graph."""
+        return 0 < macs <= self.graph_max_macs.get(module, 0)
 
 
 def _ms(text: str) -> float | None:
@@ -171,7 +221,11 @@ def _plain_twins(rows: list[Row], base: str, suffix: str):
         yield r, without, twin, _beats_plain(r, twin)
 
 
-def decisions(rows: list[Row]) -> list[str]:
+def decisions(rows: list[Row], shipped: Shipped | None = None) -> list[str]:
+    """The suggestions, one string (or a headline and its detail lines) per switch. ``shipped``
+    (default: this tree's, :meth:`Shipped.from_tree`) says which default rows already ran a
+    switched-on path; their contests are skipped."""
+    shipped = Shipped.from_tree() if shipped is None else shipped
     by = {(r.op, r.shape): r for r in rows}
     out = []
     # (switch, shape, the named choices' variants, the variant of older CSVs against the default
@@ -189,25 +243,36 @@ def decisions(rows: list[Row]) -> list[str]:
                        "cublas", "triton", against="triton-gemm", precision="tf32x3"))
     # the op's own graph replays change only the plain call (in the bench's graph both rows
     # record the same launches): plain calls decide
-    out.append(_either(by, "GRAPH_MIN_STEPS", "reservoir_run", "N2000 B256 T28 D28", "graph", 28, 0,
-                       plain_only=True))
-    out.append(_either(by, "PERSISTENT_GRAPHS", "reservoir_run", "N2000 B1 T784 D1",
-                       "persistent-graph", True, False, plain_only=True))
+    if 0 < shipped.graph_min_steps <= 28:
+        out.append(f"GRAPH_MIN_STEPS: no decision (the default reservoir_run row at T28 already "
+                   f"replays its graph: GRAPH_MIN_STEPS = {shipped.graph_min_steps} in this tree, "
+                   "and the bench has no row with it off)")
+    else:
+        out.append(_either(by, "GRAPH_MIN_STEPS", "reservoir_run", "N2000 B256 T28 D28", "graph", 28,
+                           0, plain_only=True))
+    if shipped.persistent_graphs:
+        out.append("PERSISTENT_GRAPHS: no decision (the default reservoir_run row at B1 already "
+                   "replays its graph: PERSISTENT_GRAPHS = True in this tree)")
+    else:
+        out.append(_either(by, "PERSISTENT_GRAPHS", "reservoir_run", "N2000 B1 T784 D1",
+                           "persistent-graph", True, False, plain_only=True))
     out.extend(_max_rows(rows, by, "rows", "ROWS_MAX_ROWS"))
     out.extend(_max_rows(rows, by, "persistent", "PERSISTENT_MAX_ROWS"))
     out.extend(_cublas_min_rows(rows, by))
     out.extend(_concurrent_gemms(rows, by))
-    out.extend(_tril_form(rows, by))
-    out.extend(_graph_max_macs(rows))
+    out.extend(_tril_form(rows, by, shipped))
+    out.extend(_graph_max_macs(rows, shipped))
     out.extend(_full_graphs(rows))
     out.extend(_split_k(rows, by))
     rules = sorted({r.base for r in rows if r.base.startswith("hebbian_update[") and r.variant == "cublas"})
     for precision, switch in (("fp32", "CUBLAS_MIN_MACS"), ("tf32", "CUBLAS_MIN_MACS_TF32")):
         for base in rules or ["hebbian_update[gha]"]:
-            out.extend(_cublas_min_macs(rows, by, base, "kernels/hebbian_update.py", precision, switch))
-        out.extend(_cublas_min_macs(rows, by, "softwta_update", "kernels/softwta_update.py", precision, switch))
+            out.extend(_cublas_min_macs(rows, by, base, "kernels/hebbian_update.py", precision, switch,
+                                        shipped))
+        out.extend(_cublas_min_macs(rows, by, "softwta_update", "kernels/softwta_update.py", precision,
+                                    switch, shipped))
     out.extend(_cublas_min_macs(rows, by, "softwta_update", "kernels/softwta_update.py", "tf32x3",
-                                "CUBLAS_MIN_MACS_TF32X3"))
+                                "CUBLAS_MIN_MACS_TF32X3", shipped))
     return out
 
 
@@ -245,17 +310,42 @@ def _contests(rows: list[Row], by: dict, base: str, variant: str, default: str) 
     return out
 
 
+def _module(where: str) -> str:
+    """``"kernels/hebbian_update.py"`` -> ``"hebbian_update"``."""
+    return where.rsplit("/", 1)[-1].removesuffix(".py")
+
+
+def _triton_twins(contests: list[tuple], where: str, precision: str, shipped: Shipped):
+    """``contests`` split into those whose default-row twin ran the Triton path and detail lines
+    for the others: fp32 default rows run the op as shipped, on the cuBLAS path from the tree's
+    ``CUBLAS_MIN_MACS`` (the tf32 / tf32x3 ones are forced onto the Triton GEMMs by bench/gpu.py)."""
+    kept, skipped = [], []
+    for c in contests:
+        r = c[0]
+        if precision == "fp32" and shipped.default_row_cublas(_module(where), _macs(r.shape)):
+            skipped.append(f"  {r.base} {r.shape} {precision}: skipped (the default row ran the cuBLAS "
+                           f"path too: CUBLAS_MIN_MACS = {shipped.cublas_min_macs[_module(where)]} in "
+                           "this tree)")
+        else:
+            kept.append(c)
+    return kept, skipped
+
+
 def _cublas_min_macs(rows: list[Row], by: dict, base: str, where: str, precision: str = "fp32",
-                     switch: str = "CUBLAS_MIN_MACS") -> list[str]:
+                     switch: str = "CUBLAS_MIN_MACS", shipped: Shipped | None = None) -> list[str]:
     """``switch`` (the threshold at ``precision``) from ``base``'s cuBLAS rows at that precision
     against their Triton twins; a hebbian ``base`` names its rule (the switch is shared by the
-    dense rules: take the largest of the rules' figures)."""
+    dense rules: take the largest of the rules' figures). Twins that ran the cuBLAS path as
+    shipped are skipped (:func:`_triton_twins`)."""
     contests = [c for c in _contests(rows, by, base, "cublas", "triton") if c[0].precision == precision]
+    contests, skipped = _triton_twins(contests, where, precision, shipped or Shipped.off())
     if not contests:
-        return [f"{where} {switch}: no decision for {base} (no {precision} cuBLAS rows with a Triton twin)"]
+        why = "their Triton twins ran the cuBLAS path as shipped" if skipped else "no such rows"
+        return [f"{where} {switch}: no decision for {base} (no {precision} cuBLAS rows with a Triton "
+                f"twin: {why})"] + skipped
     best = _smallest_winning([(_macs(r.shape), won) for r, won, _ in contests])
     return [f"{where} {switch} = {best} for {base} (B * N * F from which the cuBLAS path won every "
-            f"{precision} row; 0: never)"] + [line for _, _, line in contests]
+            f"{precision} row; 0: never)"] + [line for _, _, line in contests] + skipped
 
 
 def _either(by: dict, switch: str, op: str, shape: str, variant: str, yes: str, no: str,
@@ -337,20 +427,24 @@ def _concurrent_gemms(rows: list[Row], by: dict) -> list[str]:
                             "CONCURRENT_GEMMS_TF32", True, False, names, precisions=("tf32",)))
 
 
-def _tril_form(rows: list[Row], by: dict) -> list[str]:
+def _tril_form(rows: list[Row], by: dict, shipped: Shipped | None = None) -> list[str]:
     """kernels/hebbian_update.py TRIL_FORM: "blocks" if hebbian_update[gha,cublas-blocks] beat
     hebbian_update[gha,cublas] (the panels) in every row measured; then the blocks rows against
-    the Triton path, for CUBLAS_MIN_MACS as it would be with the blocks."""
+    the Triton path, for CUBLAS_MIN_MACS as it would be with the blocks (twins that ran the
+    cuBLAS path as shipped skipped)."""
     out = _variant_wins(rows, by, "hebbian_update[gha]", "cublas-blocks", "cublas",
                         "kernels/hebbian_update.py TRIL_FORM", "blocks", "panels",
                         ("blocks", "panels"))
     for precision, switch in (("fp32", "CUBLAS_MIN_MACS"), ("tf32", "CUBLAS_MIN_MACS_TF32")):
         contests = [c for c in _contests(rows, by, "hebbian_update[gha]", "cublas-blocks", "triton")
                     if c[0].precision == precision]
+        contests, skipped = _triton_twins(contests, "kernels/hebbian_update.py", precision,
+                                          shipped or Shipped.off())
         if contests:
             best = _smallest_winning([(_macs(r.shape), won) for r, won, _ in contests])
             out += [f"  with TRIL_FORM = 'blocks': {switch} = {best} for GHA ({precision})"]
             out += [line for _, _, line in contests]
+        out += skipped
     return out
 
 
@@ -365,23 +459,31 @@ def _largest_winning(results: list[tuple[int, bool]]) -> int:
     return choice
 
 
-def _graph_max_macs(rows: list[Row]) -> list[str]:
+def _graph_max_macs(rows: list[Row], shipped: Shipped | None = None) -> list[str]:
     """GRAPH_MAX_MACS of kernels/hebbian_update.py and kernels/softwta_update.py: the largest
     B * N * F up to which every ``[...graph]`` row's plain call (replayed from the op's cached
     graph) beat its twin's without (``[graph]`` against the default row, ``[cublas-graph]``
     against ``[cublas]``, ``[cublas-blocks-graph]`` against ``[cublas-blocks]``), same shape and
     precision; 0 if the smallest lost. Plain calls only: in the bench's own graph both record
-    the same launches."""
+    the same launches. A twin whose plain call replayed the op's graph as shipped (the tree's
+    ``GRAPH_MAX_MACS``: no bench row forces it off) is skipped."""
+    shipped = shipped or Shipped.off()
     out = []
     for base, where in (("hebbian_update[gha]", "hebbian_update"), ("softwta_update", "softwta_update")):
         lines, wins = [], []
         for r, without, twin, won in _plain_twins(rows, base, "graph"):
+            if shipped.replays(where, _macs(r.shape)):
+                lines.append(f"  {base} {r.shape} {r.precision}: skipped ({without or 'default'} "
+                             f"replayed its graph too: GRAPH_MAX_MACS = {shipped.graph_max_macs[where]} "
+                             "in this tree)")
+                continue
             wins.append((_macs(r.shape), won))
             lines.append(f"  {base} {r.shape} {r.precision}: {r.variant} plain {_fmt(r.triton)} ms "
                          f"(graph {_fmt(r.graph)}), {without or 'default'} plain {_fmt(twin.triton)} ms "
                          f"(graph {_fmt(twin.graph)}) -> {r.variant if won else without or 'default'}")
-        if not lines:
-            out.append(f"kernels/{where}.py GRAPH_MAX_MACS: no decision (no [...graph] rows with a twin)")
+        if not wins:
+            why = "every twin replayed its graph as shipped" if lines else "no [...graph] rows with a twin"
+            out += [f"kernels/{where}.py GRAPH_MAX_MACS: no decision ({why})"] + lines
             continue
         out += [f"kernels/{where}.py GRAPH_MAX_MACS = {_largest_winning(wins)} (the largest B * N * F "
                 "up to which every replayed plain call won; 0: never)"] + lines
@@ -410,9 +512,9 @@ def _split_k(rows: list[Row], by: dict) -> list[str]:
         return ["kernels/softwta_update.py SPLIT_K: no decision (no [cublas-split<k>] rows with a [cublas] twin)"]
     winners = [k for k, res in results.items() if all(won for _, won, _ in res)]
 
-    def smallest_graph(k):
-        res = sorted(results[k])
-        return res[0][2] if res[0][2] is not None else float("inf")
+    def smallest_graph(k):  # rows without a graph time (None) are left out, not compared
+        small = min(m for m, _, _ in results[k])
+        return min((g for m, _, g in results[k] if m == small and g is not None), default=float("inf"))
 
     best = min(winners, key=smallest_graph, default=1)
     return [f"kernels/softwta_update.py SPLIT_K = {best} (a split that won every row it was "

@@ -134,7 +134,7 @@ if [ -f "$WORK/new.csv" ] || [ -f "$WORK/gpu.csv" ]; then
     echo "=== decisions (bench/gpu_decide.py)"
     $PY bench/gpu_decide.py $(ls "$WORK"/gpu.csv "$WORK"/new.csv 2>/dev/null) > "$WORK/decide.txt" 2>&1
     cp "$WORK/decide.txt" "$OUT_DIR/"
-    sed -n '/^DEFAULT_SYNC\|^BATCHED_GEMM\|_MAX_ROWS\|CUBLAS_MIN\|^  /p' "$WORK/decide.txt"
+    sed -n '/^$/,$p' "$WORK/decide.txt"  # the decisions: every line after the summary table
 fi
 pack
 for f in new profile host gpu tiles acc compare; do

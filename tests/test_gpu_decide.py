@@ -10,6 +10,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import gpu_decide  # noqa: E402
 
 FIELDS = ["device", "op", "shape", "check", "triton ms", "triton-graph ms", "target ms"]
+# No switch set in the tree: every default row is the plain Triton path (the contests as designed)
+OFF = gpu_decide.Shipped.off()
 
 
 def _write(path, rows):
@@ -82,7 +84,7 @@ def test_decisions_and_later_files_win(tmp_path, capsys):
     rows = gpu_decide.read_rows([first, second])
     ll = [r for r in rows if r.variant == "persistent-ll"]
     assert len(ll) == 1 and ll[0].triton == 1.5  # the later file's row
-    text = "\n".join(gpu_decide.decisions(rows))
+    text = "\n".join(gpu_decide.decisions(rows, OFF))
     assert "DEFAULT_SYNC = 'll'" in text
     assert "PERSISTENT_GRAPHS = True" in text  # its plain call won (its graph column does not count)
     assert "ROWS_MAX_ROWS = 256" in text and "B4096 T20 fp32: rows 20.000 / 19.000 ms" in text
@@ -134,7 +136,7 @@ def test_named_reservoir_twins(tmp_path):
         ("reservoir_run[cublas-gemm] tf32x3", "N2000 B256 T28 D28", "ok", "1.3", "1.2", "<= 1.5"),
         ("reservoir_run[triton-gemm] tf32x3", "N2000 B256 T28 D28", "ok", "1.6", "1.48", "<= 1.5"),
     ])
-    text = "\n".join(gpu_decide.decisions(gpu_decide.read_rows([path])))
+    text = "\n".join(gpu_decide.decisions(gpu_decide.read_rows([path]), OFF))
     assert "DEFAULT_SYNC = 'll': ll 2.000 / 1.900 ms (ok) against barrier 2.100 / 2.000" in text
     assert "BATCHED_GEMM = 'triton'" in text  # the plain call lost
     assert "BATCHED_GEMM_TF32X3 = 'cublas': cublas 1.300 / 1.200 ms (ok) against triton 1.600 / 1.480" in text
@@ -144,10 +146,47 @@ def test_named_reservoir_twins(tmp_path):
 def test_no_decision_without_rows(tmp_path):
     path = tmp_path / "g.csv"
     _write(path, [("softwta_update", "B256 784->1024", "ok", "0.469", "0.098", "<= 0.04")])
-    text = "\n".join(gpu_decide.decisions(gpu_decide.read_rows([path])))
+    text = "\n".join(gpu_decide.decisions(gpu_decide.read_rows([path]), OFF))
     assert "DEFAULT_SYNC: no decision" in text and "ROWS_MAX_ROWS: no decision" in text
     assert "BATCHED_GEMM: no decision" in text and "CUBLAS_MIN_ROWS: no decision" in text
     assert "PERSISTENT_MAX_ROWS: no decision" in text and "CONCURRENT_GEMMS: no decision" in text
     for switch in ("TRIL_FORM", "GRAPH_MAX_MACS", "FULL_GRAPHS_MAX", "SPLIT_K", "PERSISTENT_GRAPHS",
                    "GRAPH_MIN_STEPS", "BATCHED_GEMM_TF32X3", "CUBLAS_MIN_MACS_TF32X3"):
         assert f"{switch}: no decision" in text, switch
+
+
+def test_switches_set_in_the_tree_skip_the_contests_their_default_rows_no_longer_stand_for():
+    """With CUBLAS_MIN_MACS / GRAPH_MAX_MACS / GRAPH_MIN_STEPS set (as the eleventh session set
+    them), the default rows already run the cuBLAS path and replay their graph: a variant row
+    beating or losing to them says nothing about the switch. gpu_decide suggested turning each
+    off again (CUBLAS_MIN_MACS = 0 from 'cublas 0.511 / 0.115 ms, triton 0.086 / 0.082 ms', the
+    0.086 being the shipped cuBLAS path in a graph)."""
+    path = Path(__file__).resolve().parents[1] / "bench" / "results" / "2026-11-28-h100"
+    csvs = [path / n for n in ("run1_gpu.csv", "run1_new.csv", "run2_new.csv")]
+    rows = gpu_decide.read_rows(csvs)
+    shipped = gpu_decide.Shipped(
+        cublas_min_macs={"hebbian_update": 256 * 1024 * 784, "softwta_update": 256 * 1024 * 784},
+        graph_max_macs={"hebbian_update": 1024 * 4096 * 4096, "softwta_update": 1024 * 4096 * 4096},
+        graph_min_steps=28)
+    text = "\n".join(gpu_decide.decisions(rows, shipped))
+    for wrong in ("hebbian_update.py CUBLAS_MIN_MACS = 0", "softwta_update.py CUBLAS_MIN_MACS = 0",
+                  "GRAPH_MAX_MACS = 0", "GRAPH_MIN_STEPS = 0:", "GRAPH_MIN_STEPS = 28:"):
+        assert wrong not in text, wrong
+    assert "hebbian_update.py CUBLAS_MIN_MACS: no decision for hebbian_update[gha]" in text
+    assert "hebbian_update.py GRAPH_MAX_MACS: no decision (every twin replayed its graph" in text
+    assert "GRAPH_MIN_STEPS: no decision (the default reservoir_run row at T28 already" in text
+    assert "skipped (the default row ran the cuBLAS path too: CUBLAS_MIN_MACS = 205520896" in text
+    # contests whose rows set both sides explicitly are still decided
+    assert "CUBLAS_MIN_MACS_TF32 = 17179869184 for hebbian_update[gha]" in text
+    assert "TRIL_FORM = 'blocks'" in text and "DEFAULT_SYNC = 'll'" in text
+    # the same rows with nothing set: the contests as designed (the old, wrong suggestions)
+    assert "hebbian_update.py CUBLAS_MIN_MACS = 0" in "\n".join(gpu_decide.decisions(rows, OFF))
+
+
+def test_shipped_reads_this_tree():
+    s = gpu_decide.Shipped.from_tree()
+    from bpalts.kernels import hebbian_update, reservoir_run
+
+    assert s.cublas_min_macs["hebbian_update"] == hebbian_update.CUBLAS_MIN_MACS
+    assert s.graph_max_macs["hebbian_update"] == hebbian_update.GRAPH_MAX_MACS
+    assert s.graph_min_steps == reservoir_run.GRAPH_MIN_STEPS
