@@ -8,7 +8,7 @@ from tests._compare_util import train_epochs
 
 from bpalts import registry
 from bpalts.learners import DivergenceError, layer_sizes
-from bpalts.learners.hebbian import HebbianMLP, SoftHebbMLP, TeacherHebbianReadout, triangle
+from bpalts.learners.hebbian import HebbianMLP, SoftHebbMLP, TeacherHebbianReadout, hebbian_rows, triangle
 
 
 def test_triangle():
@@ -59,6 +59,42 @@ def test_layerwise_schedule_trains_one_layer_at_a_time():
     W = [w.detach().clone() for w in model.weights]
     model.train_step(x, y)  # second half: layer 1 only
     assert torch.equal(model.weights[0].detach(), W[0]) and not torch.equal(model.weights[1].detach(), W[1])
+
+
+def test_hebbian_rows_are_decided_per_sample():
+    # simultaneous: every layer learns from samples 0..99, a batch straddling 100 only its rows
+    assert hebbian_rows(64, 64, 100, 3, 2, "simultaneous") == (0, 36, 0.64)
+    assert hebbian_rows(100, 64, 100, 3, 0, "simultaneous") is None
+    # layerwise, shares [0, 33), [33, 67), [67, 100): the third share lies between two batch
+    # starts (0, 64, 128) and was skipped when the layer was chosen once per batch
+    assert [hebbian_rows(0, 64, 100, 3, i, "layerwise") for i in range(3)] == [
+        (0, 33, 0.0), (33, 64, 0.0), None]
+    assert [hebbian_rows(64, 64, 100, 3, i, "layerwise") for i in range(3)] == [
+        None, (0, 3, 31 / 34), (3, 36, 0.0)]
+    assert hebbian_rows(0, 64, 0, 3, 0, "simultaneous") is None  # no Hebbian phase
+
+
+@pytest.mark.parametrize("schedule", ["layerwise", "simultaneous"])
+def test_every_layer_learns_from_exactly_its_share_of_samples(schedule, monkeypatch):
+    """A layer learns from its own samples only, however the batches fall: with batches larger
+    than a layerwise share, the last layer was never trained, and the batch that straddled the
+    end of the phase trained every layer on all its samples."""
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(64, 8, generator=g), torch.randint(0, 3, (64,), generator=g)
+    model = HebbianMLP((8, 6, 5, 4, 3), schedule=schedule, hebbian_samples=100, backend="reference")
+    rows = [0, 0, 0]
+    real = model._hebbian_layer_update
+
+    def count(W, h, index, progress):
+        rows[index] += h.shape[0]
+        return real(W, h, index, progress)
+
+    monkeypatch.setattr(model, "_hebbian_layer_update", count)
+    W0 = [w.detach().clone() for w in model.weights]
+    for _ in range(3):
+        model.train_step(x, y)
+    assert rows == ([33, 34, 33] if schedule == "layerwise" else [100, 100, 100])
+    assert all(not torch.equal(w.detach(), w0) for w, w0 in zip(model.weights, W0))
 
 
 def test_state_dict_round_trip():

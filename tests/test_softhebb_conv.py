@@ -74,6 +74,16 @@ def test_layerwise_schedule_trains_one_layer_at_a_time():
     assert torch.equal(model.weights[0].detach(), W[0]) and not torch.equal(model.weights[1].detach(), W[1])
 
 
+def test_layerwise_share_smaller_than_a_batch_still_trains_every_layer():
+    """hebbian_samples 20 over two layers, a batch of 32: layer 1's share (samples 10..19) lies
+    inside the first batch, which was given wholly to layer 0; now each layer takes its rows."""
+    x, y = _batch(n=32)
+    model = SoftHebbConvNet(**SMALL, schedule="layerwise", hebbian_samples=20, backend="reference")
+    W0 = [w.detach().clone() for w in model.weights]
+    model.train_step(x, y)
+    assert all(not torch.equal(w.detach(), w0) for w, w0 in zip(model.weights, W0))
+
+
 def test_backends_agree_on_a_step():
     x, y = _batch(seed=3)
     a = SoftHebbConvNet(**SMALL, seed=1, backend="reference")

@@ -8,9 +8,11 @@ default), or by a supervised Hebbian rule with a teacher signal (``"hebbian"``: 
 are clamped to ``onehot(y)`` and learn by the instar rule, so unit k's weights track the mean
 feature vector of class k; prediction is the nearest class mean).
 
-Each hidden layer sees its input standardised by running statistics (``BatchNorm1d`` without
-affine parameters, as SoftHebb does before every layer): Hebbian competition needs centred
-inputs, otherwise the one unit aligned with the mean image wins every sample. The variance floor
+Each hidden layer sees its input standardised (``BatchNorm1d`` without affine parameters, as
+SoftHebb does before every layer): Hebbian competition needs centred inputs, otherwise the one
+unit aligned with the mean image wins every sample. During the Hebbian phase a batch is
+standardised by its own statistics while the running ones follow them; after it, and in
+evaluation, by the running statistics, then frozen. The variance floor
 of the input's standardisation is the ``input_eps`` option (hidden layers use ``NORM_EPS``).
 """
 from __future__ import annotations
@@ -48,19 +50,24 @@ ACTIVATIONS = {
 }
 
 
-def hebbian_progress(seen: int, hebbian_samples: int, n_layers: int, index: int,
-                     schedule: str) -> float | None:
-    """How far layer ``index`` is through its Hebbian phase (0..1) after ``seen`` samples, or
-    None if it is not learning now. ``simultaneous``: every layer learns over the first
-    ``hebbian_samples``; ``layerwise``: layer i learns during the i-th equal share of them."""
+def hebbian_rows(seen: int, batch: int, hebbian_samples: int, n_layers: int, index: int,
+                 schedule: str) -> tuple[int, int, float] | None:
+    """Which rows of a batch of ``batch`` samples, arriving after ``seen``, layer ``index``
+    learns from: ``(r0, r1, progress)`` (rows ``r0:r1``; ``progress``, 0..1, how far the layer
+    is through its Hebbian phase at row ``r0``), or None if none. ``simultaneous``: every layer
+    learns from samples ``0 .. hebbian_samples - 1``; ``layerwise``: layer i from the i-th of
+    ``n_layers`` equal shares of them (boundaries rounded to whole samples). Decided per sample,
+    not per batch: a batch that straddles a boundary gives each layer only its own samples, and
+    a share smaller than a batch is not skipped."""
     if schedule == "simultaneous":
-        start, length = 0.0, float(hebbian_samples)
+        start, end = 0, hebbian_samples
     else:
-        length = hebbian_samples / n_layers
-        start = index * length
-    if not (start <= seen < start + length):
+        start = round(index * hebbian_samples / n_layers)
+        end = round((index + 1) * hebbian_samples / n_layers)
+    r0, r1 = max(0, start - seen), min(batch, end - seen)
+    if r0 >= r1:
         return None
-    return (seen - start) / max(1.0, length)
+    return r0, r1, (seen + r0 - start) / max(1, end - start)
 
 
 def standardise(norm: nn.modules.batchnorm._BatchNorm, h: torch.Tensor) -> torch.Tensor:
@@ -81,7 +88,8 @@ def _loss_and_accuracy(z: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
 
 class _StandardisedLinear(nn.Module):
     """The readouts' shared layers: ``linear(norm(h))``, ``norm`` a BatchNorm without affine
-    parameters (running statistics), plus the readout's rate ``lr`` and its per-step decay."""
+    parameters (batch statistics in training, running ones, momentum 0.02, in evaluation), plus
+    the readout's rate ``lr`` and its per-step decay."""
 
     def __init__(self, n_in: int, n_out: int, lr: float, lr_decay: float):
         super().__init__()
@@ -216,10 +224,11 @@ class _HebbianNet(Learner):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.readout(self.features(x))
 
-    def _layer_progress(self, index: int, seen: int) -> float | None:
-        """Layer ``index``'s progress through its Hebbian phase after ``seen`` samples (train_step
-        reads ``samples_seen`` once per step and passes it: on a GPU each read syncs)."""
-        return hebbian_progress(seen, self.hebbian_samples, len(self.weights), index, self.schedule)
+    def _layer_rows(self, index: int, seen: int, batch: int) -> tuple[int, int, float] | None:
+        """The rows of this batch layer ``index`` learns from, and its progress
+        (:func:`hebbian_rows`; train_step reads ``samples_seen`` once per step and passes it: on a
+        GPU each read syncs)."""
+        return hebbian_rows(seen, batch, self.hebbian_samples, len(self.weights), index, self.schedule)
 
     def _hebbian_layer_update(self, W: torch.Tensor, x: torch.Tensor, index: int, progress: float) -> None:
         raise NotImplementedError
@@ -235,9 +244,10 @@ class _HebbianNet(Learner):
         for i, (norm, W) in enumerate(zip(self.norms, self.weights)):
             norm.train(hebbian)  # statistics are learned with the layer, then frozen
             hn = standardise(norm, h)
-            progress = self._layer_progress(i, seen) if hebbian else None
-            if progress is not None:
-                self._hebbian_layer_update(W, hn, i, progress)
+            rows = self._layer_rows(i, seen, x.shape[0]) if hebbian else None
+            if rows is not None:
+                r0, r1, progress = rows
+                self._hebbian_layer_update(W, hn[r0:r1], i, progress)
             h = act(hn @ W.T, self.power)
         loss, acc = self.readout.update(h, y)
         self.samples_seen += x.shape[0]

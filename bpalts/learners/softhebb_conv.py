@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from bpalts._backend import resolve_backend
 from bpalts._checks import check_choice, check_int, check_scalar
 from bpalts.learners.base import Learner, check_labels, check_seed, check_sequence
-from bpalts.learners.hebbian import DeltaRuleReadout, hebbian_progress, standardise
+from bpalts.learners.hebbian import DeltaRuleReadout, hebbian_rows, standardise
 from bpalts.ops.softwta_conv_update import softwta_conv_update
 from bpalts.registry import MethodSpec, register_method
 
@@ -191,11 +191,12 @@ class SoftHebbConvNet(Learner):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.readout(self.features(x))
 
-    def _phase(self, i: int, seen: int) -> float | None:
-        """Remaining fraction (1 -> 0) of layer i's Hebbian phase after ``seen`` samples, or None
+    def _phase(self, i: int, seen: int, batch: int) -> tuple[int, int, float] | None:
+        """The rows ``r0:r1`` of this batch layer i learns from and the remaining fraction (1 -> 0)
+        of its Hebbian phase at ``r0`` (:func:`~bpalts.learners.hebbian.hebbian_rows`), or None
         when it does not learn."""
-        progress = hebbian_progress(seen, self.hebbian_samples, len(self.weights), i, self.schedule)
-        return None if progress is None else 1.0 - progress
+        rows = hebbian_rows(seen, batch, self.hebbian_samples, len(self.weights), i, self.schedule)
+        return None if rows is None else (rows[0], rows[1], 1.0 - rows[2])
 
     @torch.no_grad()
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> dict:
@@ -209,9 +210,10 @@ class SoftHebbConvNet(Learner):
         for i, (norm, W) in enumerate(zip(self.norms, self.weights)):
             norm.train(hebbian)  # statistics are learned with the layers, then frozen
             hn = standardise(norm, h)
-            frac = self._phase(i, seen)
-            if frac is not None:
-                softwta_conv_update(W.data, hn, lr=self.lrs[i] * frac, temperature=self.temperatures[i],
+            phase = self._phase(i, seen, hn.shape[0])
+            if phase is not None:
+                r0, r1, frac = phase
+                softwta_conv_update(W.data, hn[r0:r1], lr=self.lrs[i] * frac, temperature=self.temperatures[i],
                                     padding=self.paddings[i], backend=self.backend_arg,
                                     check_finite_input=False)
             h = self._layer(i, F.conv2d(hn, W, padding=self.paddings[i]))
