@@ -24,6 +24,7 @@ def check_tensor(name: str, t, dims: Sequence[str], dtypes: Sequence[torch.dtype
     """
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    check_dense(name, t)
     if t.dim() != len(dims):
         raise ValueError(
             f"{name} must be {len(dims)}-D ({', '.join(dims)}), got shape {tuple(t.shape)}"
@@ -34,6 +35,13 @@ def check_tensor(name: str, t, dims: Sequence[str], dtypes: Sequence[torch.dtype
         if size == 0:
             raise ValueError(f"{name} has an empty {dim} dimension (shape {tuple(t.shape)})")
     return t
+
+
+def check_dense(name: str, t: torch.Tensor) -> None:
+    """``t`` is a dense (strided) tensor, not a sparse (COO, CSR, ...) one."""
+    if t.layout != torch.strided:
+        raise TypeError(f"{name} must be a dense (strided) tensor, got layout {t.layout}; "
+                        "convert it with .to_dense()")
 
 
 def check_same(names: Sequence[str], tensors: Sequence[torch.Tensor]) -> None:
@@ -52,6 +60,8 @@ def check_same(names: Sequence[str], tensors: Sequence[torch.Tensor]) -> None:
 def check_finite(name: str, t: torch.Tensor) -> None:
     """``t`` holds no NaN or infinity, else a ValueError naming ``name``. Inside
     :func:`one_finite_sync` a CUDA tensor's check is gathered and run at the block's end."""
+    if t.is_meta:
+        raise ValueError(f"{name} is on the meta device and holds no values to check or compute with")
     pending = getattr(_finite, "pending", None)
     if pending is not None and _defers(t):
         pending.append((name, t))
@@ -160,6 +170,20 @@ def check_float_dtype(name: str, value) -> torch.dtype:
     if value not in FLOAT32_OR_64:
         raise TypeError(f"{name} must be torch.float32 or torch.float64, got {value}")
     return value
+
+
+def check_device(name: str, value) -> torch.device | None:
+    """None, a ``torch.device`` or a device string (``"cpu"``, ``"cuda:0"``), returned as a
+    ``torch.device`` (None stays None); a TypeError / ValueError naming ``name`` otherwise."""
+    if value is None or isinstance(value, torch.device):
+        return value
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a torch.device or a device string such as 'cpu' or 'cuda', "
+                        f"got {type(value).__name__} {value!r}")
+    try:
+        return torch.device(value)
+    except RuntimeError:
+        raise ValueError(f"{name} must be a device string such as 'cpu' or 'cuda:0', got {value!r}") from None
 
 
 def check_choice(name: str, value, choices: Sequence[str]) -> str:

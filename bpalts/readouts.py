@@ -29,6 +29,7 @@ from bpalts._checks import (
     FLOAT32_OR_64,
     GENERATOR_SEED_MAX,
     check_choice,
+    check_dense,
     check_finite,
     check_flag,
     check_float_dtype,
@@ -53,10 +54,15 @@ class _Readout(nn.Module):
         self.n_outputs = check_int("n_outputs", n_outputs, 1)
         self.bias = check_flag("bias", bias)
 
-    def _check_x(self, X: torch.Tensor, name: str = "X") -> torch.Tensor:
+    def _check_x(self, X: torch.Tensor, name: str = "X", same_device: bool = True) -> torch.Tensor:
+        """``same_device``: ``X`` must be on the readout's device (False where it is moved there)."""
         check_tensor(name, X, ("batch", "features"), FLOAT32_OR_64)
         if X.shape[1] != self.n_features:
             raise ValueError(f"{name} must have {self.n_features} features, got shape {tuple(X.shape)}")
+        device = next(self.buffers()).device
+        if same_device and X.device != device:
+            raise ValueError(f"{name} is on {X.device} but the readout is on {device}; "
+                             "move one of them (.to(device))")
         return X
 
     def _check_y(self, Y: torch.Tensor, batch: int) -> bool:
@@ -65,6 +71,7 @@ class _Readout(nn.Module):
         float (batch, n_outputs) array (returns False)."""
         if not isinstance(Y, torch.Tensor):
             raise TypeError(f"Y must be a torch.Tensor, got {type(Y).__name__}")
+        check_dense("Y", Y)
         if not (Y.dtype in INDEX_DTYPES or Y.dtype.is_floating_point):
             raise TypeError(
                 f"Y must hold integer class indices (int8..int64, uint8) or float targets, got dtype {Y.dtype}")
@@ -100,7 +107,7 @@ class _Readout(nn.Module):
 
     def _check_fit(self, X: torch.Tensor, Y: torch.Tensor) -> None:
         """The whole of ``(X, Y)`` is valid, checked before ``fit`` resets the state."""
-        self._check_x(X)
+        self._check_x(X, same_device=False)  # partial_fit checks the device where it matters
         check_finite("X", X)
         self._check_y(Y, X.shape[0])
 
@@ -192,7 +199,7 @@ class RidgeReadout(_Readout):
     @torch.no_grad()
     def partial_fit(self, X: torch.Tensor, Y: torch.Tensor) -> "RidgeReadout":
         """Add ``X~^T X~`` and ``X~^T Y`` (in float64) to the running sums."""
-        self._check_x(X)
+        self._check_x(X, same_device=False)  # moved to the readout's device below
         check_finite("X", X)
         pd = self.product_dtype
         Xa = self._augment(X, pd).to(self.gram.device)
@@ -460,7 +467,7 @@ class RLSReadout(_Readout):
 
     @torch.no_grad()
     def partial_fit(self, X: torch.Tensor, Y: torch.Tensor) -> "RLSReadout":
-        self._check_x(X)
+        self._check_x(X, same_device=False)  # moved to the readout's device below
         check_finite("X", X)
         Xa = self._augment(X, torch.float64).to(self.P.device)
         T = self._targets(Y, X.shape[0], torch.float64, self.P.device)

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 from bpalts._checks import DivergenceError  # noqa: F401  (re-exported: learners raise it)
-from bpalts._checks import check_int
+from bpalts._checks import check_dense, check_int
 
 #: Largest seed a learner accepts (``check_seed``): learners derive further generators' seeds by
 #: adding offsets of a few million and keep some in int64 buffers (at most 2**63 - 1).
@@ -122,6 +122,9 @@ class Learner(nn.Module):
             raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
         if y is not None and not isinstance(y, torch.Tensor):
             raise TypeError(f"y must be a torch.Tensor of class indices, got {type(y).__name__}")
+        check_dense("x", x)
+        if y is not None:
+            check_dense("y", y)
         if y is not None:  # a training batch (or evaluate's): kept for _finish_step's diagnosis
             self._step_x = x
         ref = self._reference_tensor()

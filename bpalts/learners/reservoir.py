@@ -148,8 +148,9 @@ class EchoStateNetwork(Learner):
     * ``rls``: recursive least squares / FORCE (``P_0 = I / ridge``).
     * ``hebbian-wta``: supervised Hebbian class prototypes (nearest class mean).
 
-    Optional Hebbian adaptation of ``W`` (``adapt_samples > 0``): the first ``adapt_samples``
-    training samples do not train the readout; they drive anti-Oja (or Oja) steps on ``W``
+    Optional Hebbian adaptation of ``W`` (``adapt_samples > 0``): the batches that begin within
+    the first ``adapt_samples`` training samples (whole batches: the last may run past it) do not
+    train the readout; they drive anti-Oja (or Oja) steps on ``W``
     from consecutive states (:func:`bpalts.reservoirs.hebbian_adapt`, sparsity pattern kept),
     after which ``W`` is rescaled to ``rho`` and frozen.
 
@@ -229,6 +230,14 @@ class EchoStateNetwork(Learner):
         self.adapt_lr = check_scalar("adapt_lr", adapt_lr, positive=True)
         self.adapt_rule = check_choice("adapt_rule", adapt_rule, ("oja", "anti_oja"))
         self.eval_chunk = check_int("eval_chunk", eval_chunk, 1)
+        # checked under their own names here (input_matrix would call them scaling / density), and
+        # the sgd readout's settings whichever readout is chosen
+        input_scaling = check_scalar("input_scaling", input_scaling, positive=True, allow_zero=False)
+        input_density = check_scalar("input_density", input_density)
+        if not (0.0 < input_density <= 1.0):
+            raise ValueError(f"input_density must be in (0, 1], got {input_density}")
+        readout_lr = check_scalar("readout_lr", readout_lr, positive=True, allow_zero=False)
+        readout_loss = check_choice("readout_loss", readout_loss, ("ce", "mse"))
         resolve_backend(backend)  # validates the name; the op resolves it per call
         self.backend_arg = backend
         if n_reservoir is None:
@@ -261,7 +270,7 @@ class EchoStateNetwork(Learner):
         elif self.readout_name == "rls":
             self.readout = RLSReadout(Fd, C, delta=check_scalar("ridge", ridge, positive=True, allow_zero=False))
         elif self.readout_name == "sgd":
-            self.readout = SGDReadout(Fd, C, lr=readout_lr, loss=check_choice("readout_loss", readout_loss, ("ce", "mse")))
+            self.readout = SGDReadout(Fd, C, lr=readout_lr, loss=readout_loss)
         else:
             self.readout = HebbianWTAReadout(Fd, C)
 

@@ -113,7 +113,10 @@ from bpalts._checks import (
     check_weights_and_batch,
     FLOAT32_ONLY,
     check_choice,
+    check_dense,
+    check_device,
     check_finite,
+    check_float_dtype,
     check_int,
     check_same,
     check_scalar,
@@ -262,6 +265,7 @@ def resolve_params(rule: HebbianRule, W: torch.Tensor, *, k=None, delta=None, p=
     if rule.stateful:
         theta = _theta_from_state(state, rule.name)
         name = "state['theta']" if isinstance(state, dict) else "state"
+        check_dense(name, theta)
         if theta.dim() != 1 or theta.shape[0] != N:
             raise ValueError(f"{name} must have shape (units,) = ({N},), got {tuple(theta.shape)}")
         if theta.device != W.device:
@@ -285,6 +289,8 @@ def hebbian_state(rule: str, units: int, *, dtype: torch.dtype = torch.float32, 
     if not HEBBIAN_RULES[rule].stateful:
         return {}
     theta_init = check_scalar("theta_init", theta_init)
+    dtype = check_float_dtype("dtype", dtype)
+    device = check_device("device", device)
     return {"theta": torch.full((units,), theta_init, dtype=dtype, device=device)}
 
 

@@ -103,6 +103,7 @@ from bpalts._checks import (
     FLOAT32_OR_64,
     DivergenceError,
     check_choice,
+    check_dense,
     check_finite,
     check_flag,
     check_int,
@@ -297,13 +298,13 @@ def check_network(weights, x, biases=None, feedback=None, dtypes=FLOAT32_OR_64, 
         raise TypeError("weights must be a non-empty list of (n_l, n_{l-1}) tensors, "
                         f"got {type(weights).__name__}")
     check_tensor("x", x, ("batch", "features"), dtypes)
-    if finite:
-        check_finite("x", x)
     L = len(weights)
     prev = x.shape[1]
     for i, W in enumerate(weights):
         check_tensor(f"weights[{i}]", W, ("units", "inputs"), dtypes)
         check_same(("x", f"weights[{i}]"), (x, W))
+        if finite and i == 0:
+            check_finite("x", x)  # after the device check: a meta / other-device x names itself
         if W.shape[1] != prev:
             what = "x has" if i == 0 else f"weights[{i - 1}] has"
             raise ValueError(
@@ -325,6 +326,7 @@ def check_network(weights, x, biases=None, feedback=None, dtypes=FLOAT32_OR_64, 
             want = (weights[i].shape[0],) if is_bias else tuple(weights[i].shape)
             if not isinstance(t, torch.Tensor):
                 raise TypeError(f"{name}[{i}] must be a torch.Tensor, got {type(t).__name__}")
+            check_dense(f"{name}[{i}]", t)
             if tuple(t.shape) != want:
                 raise ValueError(f"{name}[{i}] must have shape {want}, got {tuple(t.shape)}")
             if t.dtype not in dtypes:

@@ -70,7 +70,8 @@ from typing import Sequence
 import torch
 
 from bpalts._backend import cpp_module, resolve_backend
-from bpalts._checks import FLOAT32_ONLY, FLOAT32_OR_64, check_choice, check_finite, check_int, check_tensor
+from bpalts._checks import (FLOAT32_ONLY, FLOAT32_OR_64, check_choice, check_dense, check_finite, check_int,
+                            check_tensor)
 from bpalts._checks import one_finite_sync
 from bpalts._precision import check_precision, operand_rounder
 
@@ -507,6 +508,7 @@ def image_sequence(images: torch.Tensor, mode: str = "rows", steps: int | None =
     check_choice("mode", mode, SEQUENCE_MODES)
     if not isinstance(images, torch.Tensor):
         raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
+    check_dense("images", images)
     if not images.is_floating_point():
         raise TypeError(f"images must be floating point, got {images.dtype}")
     if images.dim() == 3 and tuple(images.shape[1:]) == (28, 28):

@@ -1,0 +1,125 @@
+"""Bad inputs found by an input audit: sparse (COO / CSR) tensors where dense ones are expected,
+a tensor on another device (the ``meta`` device stands in for one) reaching a finite check, and
+``hebbian_state``'s dtype / device arguments. Each is a ValueError / TypeError naming the
+argument, not a torch error from inside the op."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bpalts.ops import (
+    ff_layer_step,
+    hebbian_state,
+    hebbian_update,
+    image_sequence,
+    pc_relax,
+    pc_weight_update,
+    reservoir_run,
+    softwta_update,
+)
+from bpalts.readouts import RidgeReadout, RLSReadout, SGDReadout
+
+
+def _g():
+    return torch.Generator().manual_seed(0)
+
+
+@pytest.mark.parametrize("layout", ["coo", "csr"])
+def test_sparse_inputs_to_ops_named(layout):
+    g = _g()
+    sp = (lambda t: t.to_sparse()) if layout == "coo" else (lambda t: t.to_sparse_csr())
+    W, X = torch.randn(5, 6, generator=g), torch.randn(4, 6, generator=g)
+    with pytest.raises(TypeError, match=r"^X must be a dense \(strided\) tensor"):
+        hebbian_update(W.clone(), sp(X), "gha", 0.1, backend="reference")
+    with pytest.raises(TypeError, match=r"^W must be a dense \(strided\) tensor"):
+        softwta_update(sp(W), X, 0.1, backend="reference")
+    with pytest.raises(TypeError, match=r"^x_pos must be a dense"):
+        ff_layer_step(W, torch.zeros(5), sp(X), X, 2.0, backend="reference")
+    Ws = [torch.randn(7, 6, generator=g), torch.randn(3, 7, generator=g)]
+    with pytest.raises(TypeError, match=r"^target must be a dense"):
+        pc_relax(Ws, X, sp(torch.randn(4, 3, generator=g)), 2, backend="reference")
+    with pytest.raises(TypeError, match=r"^feedback\[1\] must be a dense"):
+        pc_relax(Ws, X, torch.randn(4, 3, generator=g), 2, backend="reference",
+                 feedback=[None, sp(torch.randn(3, 7, generator=g))])
+    with pytest.raises(TypeError, match=r"^states\[0\] must be a dense"):
+        pc_weight_update(Ws, X, [sp(torch.randn(4, 7)), torch.randn(4, 3)],
+                         [torch.randn(4, 7), torch.randn(4, 3)], backend="reference")
+    with pytest.raises(TypeError, match=r"^W_in must be a dense"):
+        reservoir_run(torch.eye(6) * 0.5, sp(torch.randn(6, 3, generator=g)), torch.randn(2, 1, 3),
+                      backend="reference")
+
+
+def test_sparse_misc_named():
+    with pytest.raises(TypeError, match=r"^biases\[0\] must be a dense"):
+        pc_relax([torch.randn(7, 6), torch.randn(3, 7)], torch.randn(4, 6), torch.randn(4, 3), 2,
+                 backend="reference", biases=[torch.zeros(7).to_sparse(), torch.zeros(3)])
+    with pytest.raises(TypeError, match=r"^leak must be a dense"):
+        reservoir_run(torch.eye(6) * 0.5, torch.randn(6, 3), torch.randn(2, 1, 3),
+                      torch.full((6,), 0.5).to_sparse(), backend="reference")
+    with pytest.raises(TypeError, match=r"^images must be a dense"):
+        image_sequence(torch.rand(2, 784).to_sparse())
+    with pytest.raises(TypeError, match=r"^state\['theta'\] must be a dense"):
+        hebbian_update(torch.randn(5, 6), torch.randn(4, 6), "bcm", 0.1, backend="reference",
+                       state={"theta": torch.zeros(5).to_sparse()})
+
+
+def test_meta_x_is_a_device_mismatch_in_pc_ops():
+    """x on another device than the weights was checked for NaN first (a torch error)."""
+    Ws = [torch.randn(7, 6), torch.randn(3, 7)]
+    xm = torch.empty(4, 6, device="meta")
+    with pytest.raises(ValueError, match=r"^weights\[0\] is on cpu but x is on meta"):
+        pc_relax(Ws, xm, torch.randn(4, 3), 2, backend="reference")
+    with pytest.raises(ValueError, match=r"^weights\[0\] is on cpu but x is on meta"):
+        pc_weight_update(Ws, xm, [torch.randn(4, 7), torch.randn(4, 3)],
+                         [torch.randn(4, 7), torch.randn(4, 3)], backend="reference")
+
+
+def test_finite_check_of_a_meta_tensor_names_it():
+    with pytest.raises(ValueError, match=r"^X is on the meta device"):
+        RidgeReadout(5, 3).partial_fit(torch.empty(4, 5, device="meta"), torch.zeros(4, dtype=torch.long))
+
+
+def test_hebbian_state_dtype_and_device_checked():
+    with pytest.raises(TypeError, match=r"^dtype must be torch.float32 or torch.float64"):
+        hebbian_state("bcm", 4, dtype=torch.float16)
+    with pytest.raises(TypeError, match=r"^dtype must be a torch.dtype"):
+        hebbian_state("bcm", 4, dtype=None)
+    with pytest.raises(ValueError, match=r"^device must be a device string"):
+        hebbian_state("bcm", 4, device="bogus")
+    with pytest.raises(TypeError, match=r"^device must be a torch.device"):
+        hebbian_state("bcm", 4, device=0.5)
+
+
+@pytest.mark.parametrize("cls", [RidgeReadout, SGDReadout, RLSReadout])
+def test_readout_predict_on_another_device_and_sparse_targets(cls):
+    r = cls(5, 3)
+    r.fit(torch.randn(10, 5), torch.arange(10) % 3)
+    with pytest.raises(ValueError, match=r"^X is on meta but the readout is on cpu"):
+        r.predict(torch.empty(4, 5, device="meta"))
+    with pytest.raises(TypeError, match=r"^Y must be a dense"):
+        r.partial_fit(torch.randn(4, 5), (torch.arange(4) % 3).to_sparse())
+
+
+def test_learner_sparse_batch_named():
+    from bpalts.learners import BackpropMLP
+    m = BackpropMLP([784, 8, 10])
+    x, y = torch.rand(4, 784), torch.arange(4)
+    with pytest.raises(TypeError, match=r"^x must be a dense"):
+        m.train_step(x.to_sparse(), y)
+    with pytest.raises(TypeError, match=r"^y must be a dense"):
+        m.train_step(x, y.to_sparse())
+    with pytest.raises(TypeError, match=r"^x must be a dense"):
+        m.evaluate(x.to_sparse_csr(), y)
+
+
+@pytest.mark.parametrize("kw, exc, match", [
+    (dict(input_scaling=0.0), ValueError, r"^input_scaling must be > 0"),
+    (dict(input_density=2.0), ValueError, r"^input_density must be in \(0, 1\]"),
+    (dict(readout_lr="fast"), TypeError, r"^readout_lr must be a real number"),
+    (dict(readout_lr=float("nan")), ValueError, r"^readout_lr must be finite"),
+    (dict(readout_loss="hinge"), ValueError, r"^readout_loss must be one of"),
+])
+def test_echo_state_network_arguments_named(kw, exc, match):
+    from bpalts.learners import EchoStateNetwork
+    with pytest.raises(exc, match=match):
+        EchoStateNetwork([784, 10], n_reservoir=8, steps=4, **kw)
