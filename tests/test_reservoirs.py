@@ -3,6 +3,7 @@ adaptation, bad input."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import torch
 
 from bpalts._checks import DivergenceError
 from bpalts.reservoirs import (
+    _draw,
     hebbian_adapt,
     input_matrix,
     random_graph,
@@ -295,3 +297,26 @@ def test_spectral_radius_is_invariant_to_the_scale_of_W(layout, scale):
     want = _eig_radius(W0) * scale
     assert spectral_radius(W) == pytest.approx(want, rel=1e-5)
     assert _eig_radius(scale_spectral_radius(W, 0.9)) == pytest.approx(0.9, rel=1e-5)
+
+
+def _sparse_uniform(n, density, seed):
+    W = _draw((n, n), "uniform", torch.Generator().manual_seed(seed), torch.float64)
+    return W * (torch.rand(n, n, generator=torch.Generator().manual_seed(seed + 1000)) < density)
+
+
+# These matrices made the single-vector-restart Arnoldi converge (residual <= tol, no warning)
+# to the second-largest eigenvalue pair, 0.1% .. 0.5% below the spectral radius.
+@pytest.mark.parametrize("seed", [27, 86, 91])
+def test_spectral_radius_is_the_largest_modulus(seed):
+    W = _sparse_uniform(300, 0.05, seed)
+    true = float(torch.linalg.eigvals(W).abs().max())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        est = spectral_radius(W)
+    assert abs(est - true) <= 1e-5 * true
+
+
+def test_scaled_radius_is_the_requested_one():
+    W = _sparse_uniform(300, 0.05, 86)
+    S = scale_spectral_radius(W, 0.9)
+    assert abs(float(torch.linalg.eigvals(S).abs().max()) - 0.9) <= 1e-5
