@@ -111,6 +111,12 @@ def _why_not(backend: str, device: torch.device) -> str | None:
     raise AssertionError(backend)
 
 
+def _device(device) -> torch.device:
+    from bpalts._checks import check_device
+
+    return check_device("device", device) or torch.device("cpu")
+
+
 def resolve_backend(backend: str = "auto", device: torch.device | str | None = None) -> str:
     """Turn ``backend`` (possibly ``"auto"``) into the concrete backend that runs on ``device``.
 
@@ -120,7 +126,7 @@ def resolve_backend(backend: str = "auto", device: torch.device | str | None = N
         raise TypeError(f"backend must be a string, one of {BACKENDS}, got {type(backend).__name__}")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    device = torch.device("cpu") if device is None else torch.device(device)
+    device = _device(device)
     forced = None
     if backend == "auto":
         forced = os.environ.get("BPALTS_BACKEND", "").strip()
@@ -147,13 +153,16 @@ def resolve_backend(backend: str = "auto", device: torch.device | str | None = N
 
 def available_backends(device: torch.device | str | None = None) -> list[str]:
     """Concrete backends that can run on ``device`` (CPU when not given)."""
-    device = torch.device("cpu") if device is None else torch.device(device)
+    device = _device(device)
     return [b for b in CONCRETE_BACKENDS if _why_not(b, device) is None]
 
 
 def info(print_it: bool = True) -> dict:
     """Versions and backend availability; printed unless ``print_it`` is false. Returns a dict."""
     from bpalts import __version__
+    from bpalts._checks import check_flag
+
+    print_it = check_flag("print_it", print_it)
 
     _load_cpp()
     d: dict = {

@@ -109,9 +109,15 @@ def resolve_device(name: str) -> torch.device:
         raise TypeError(f"device must be a string, one of {DEVICES} (or 'cuda:N'), got {type(name).__name__}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be one of {DEVICES} (or 'cuda:N'), got {name!r}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was asked for but torch.cuda.is_available() is False")
-    return torch.device(name)
+    return dev
 
 
 def _sync(device: torch.device) -> None:
@@ -182,6 +188,8 @@ def check_results_csv(path: str | os.PathLike) -> None:
 def prepare_out(out: str | os.PathLike, overwrite: bool = False) -> Path:
     """Check the output folder ``out`` and its ``results.csv`` (see :func:`check_results_csv`)
     and create the folder; returns the CSV's path. Problems are ValueErrors that name the path."""
+    if not isinstance(out, (str, os.PathLike)):
+        raise TypeError(f"out must be a folder path (str or os.PathLike), got {type(out).__name__} {out!r}")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"output folder {out} exists and is not a folder")
@@ -464,6 +472,15 @@ def _check_options(methods, layers, *, preset, epochs, device, backend, eval_eve
     check_seed(seed)
     if isinstance(methods, str):
         methods = [methods]
+    elif methods is not None:
+        if isinstance(methods, (bytes, dict)) or not isinstance(methods, Iterable):
+            raise TypeError(f"methods must be a list of method names or None (every method), got {methods!r}")
+        methods = list(methods)
+        if not methods:
+            raise ValueError("methods must name at least one method (None runs every method), got []")
+        bad = [m for m in methods if not isinstance(m, str)]
+        if bad:
+            raise TypeError(f"methods must hold method names (str), got {bad[0]!r}")
     specs = _select_methods(methods)
     if isinstance(layers, (str, bytes)) or not isinstance(layers, Iterable):
         raise TypeError(f"layers must be a sequence of depths (weight layers), e.g. [4], got {layers!r}")

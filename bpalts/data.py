@@ -525,10 +525,21 @@ def mnist(
             routes tried and where to put the files by hand).
         MNISTChecksumError: a verified file is nonetheless malformed (should not happen).
     """
-    if split not in SPLITS:
+    if not isinstance(split, str) or split not in SPLITS:
         raise ValueError(f"split must be one of {sorted(SPLITS)}, got split={split!r}")
-    dev = torch.device(device) if device is not None else torch.device("cpu")
-    images_u8, labels = _load_u8(split, _resolve_root(root))
+    if root is not None and not isinstance(root, (str, os.PathLike)):
+        raise TypeError(f"root must be a path (str or os.PathLike) or None, got {type(root).__name__} {root!r}")
+    from bpalts._checks import check_device
+
+    dev = check_device("device", device) or torch.device("cpu")
+    if dev.type == "meta":
+        raise ValueError("device must hold data (e.g. 'cpu' or 'cuda'), got 'meta'")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(dev)!r} was asked for but torch.cuda.is_available() is False")
+    root_path = _resolve_root(root)
+    if root_path.exists() and not root_path.is_dir():
+        raise ValueError(f"root {str(root_path)!r} exists and is not a folder")
+    images_u8, labels = _load_u8(split, root_path)
     # Move the compact uint8 data first, then convert on the target device; both steps
     # allocate new tensors, so the memo is never aliased.
     images = images_u8.to(dev).to(torch.float32).div_(255.0)

@@ -13,6 +13,8 @@ from typing import Callable
 
 import torch.nn as nn
 
+from bpalts._checks import check_flag
+
 
 @dataclass(frozen=True)
 class MethodSpec:
@@ -40,6 +42,12 @@ class MethodSpec:
             raise TypeError(f"name must be a non-empty string, got {self.name!r}")
         if not callable(self.build):
             raise TypeError(f"build must be callable, got {type(self.build).__name__}")
+        if not isinstance(self.description, str):
+            raise TypeError(f"MethodSpec {self.name!r}: description must be a string, "
+                            f"got {type(self.description).__name__}")
+        check_flag(f"MethodSpec {self.name!r}: fixed_depth", self.fixed_depth)
+        if not isinstance(self.extra, dict):
+            raise TypeError(f"MethodSpec {self.name!r}: extra must be a dict, got {type(self.extra).__name__}")
         for attr in ("batch_size", "full_epochs", "min_depth"):
             value = getattr(self, attr)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
@@ -67,6 +75,8 @@ def method_names() -> list[str]:
 
 def get_method(name: str) -> MethodSpec:
     """The spec registered as ``name``; an unknown name lists the registered ones."""
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a method name (str), got {type(name).__name__} {name!r}")
     _load_families()
     try:
         return _REGISTRY[name]

@@ -123,3 +123,66 @@ def test_echo_state_network_arguments_named(kw, exc, match):
     from bpalts.learners import EchoStateNetwork
     with pytest.raises(exc, match=match):
         EchoStateNetwork([784, 10], n_reservoir=8, steps=4, **kw)
+
+
+# ---- entry points: data, compare, registry, widths, backend, generate (second audit)
+
+def test_mnist_bad_device_root_split_named(tmp_path):
+    from bpalts.data import mnist
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(ValueError, match=r"^device must be a device string"):
+        mnist("test", root=tmp_path, device="gpu")
+    with pytest.raises(TypeError, match=r"^device must be a torch.device"):
+        mnist("test", root=tmp_path, device=0)
+    with pytest.raises(TypeError, match=r"^root must be a path"):
+        mnist("test", root=5)
+    with pytest.raises(ValueError, match=r"^root .* exists and is not a folder"):
+        mnist("test", root=tmp_path / "afile")
+    with pytest.raises(ValueError, match=r"^split must be one of"):
+        mnist(["train"], root=tmp_path)
+
+
+def test_compare_methods_and_device_named(tmp_path):
+    from bpalts import compare
+    for methods, exc, match in [(3, TypeError, r"^methods must be a list"), ([], ValueError, r"^methods must name"),
+                                ([3], TypeError, r"^methods must hold method names")]:
+        with pytest.raises(exc, match=match):
+            compare.compare(methods, [2], out=tmp_path, device="cpu")
+    with pytest.raises(ValueError, match=r"^device must be one of"):
+        compare.compare(["backprop"], [2], out=tmp_path, device="gpu")
+    with pytest.raises(TypeError, match=r"^out must be a folder path"):
+        compare.compare(["backprop"], [2], out=5, device="cpu")
+
+
+def test_registry_and_widths_arguments_named():
+    from bpalts import registry
+    from bpalts.learners.widths import hidden_sizes, layer_sizes
+    with pytest.raises(TypeError, match=r"^name must be a method name"):
+        registry.get_method(["backprop"])
+    with pytest.raises(TypeError, match=r"fixed_depth must be a bool"):
+        registry.MethodSpec(name="x", build=lambda s, **k: None, description="d", fixed_depth="no")
+    with pytest.raises(ValueError, match=r"^10{30} layers leave a hidden layer"):
+        hidden_sizes(10**30)  # refused at once, not a list of 10**30 widths
+    with pytest.raises(TypeError, match=r"^ratio must be a real number"):
+        hidden_sizes(4, ratio="a")
+    with pytest.raises(ValueError, match=r"^n_in must be >= 1"):
+        layer_sizes(4, n_in=0)
+
+
+def test_backend_device_and_info_flag_named():
+    import bpalts
+    with pytest.raises(ValueError, match=r"^device must be a device string"):
+        bpalts.resolve_backend("auto", "gpu")
+    with pytest.raises(ValueError, match=r"^device must be a device string"):
+        bpalts.available_backends("")
+    with pytest.raises(TypeError, match=r"^print_it must be a bool"):
+        bpalts.info(print_it="no")
+
+
+def test_generate_sparse_or_meta_labels_named():
+    from bpalts.learners import BidirectionalPC
+    m = BidirectionalPC([784, 16, 10])
+    with pytest.raises(TypeError, match=r"^labels must be a dense"):
+        m.generate(torch.tensor([1, 2]).to_sparse())
+    with pytest.raises(ValueError, match=r"^labels is on the meta device"):
+        m.generate(torch.empty(2, dtype=torch.long, device="meta"))

@@ -17,23 +17,27 @@ from __future__ import annotations
 
 import math
 
+from bpalts._checks import check_int, check_scalar
+
 TOTAL_HIDDEN = 1990
 RATIO = 0.75
 
 
 def hidden_sizes(n_layers: int, total: int = TOTAL_HIDDEN, ratio: float = RATIO) -> list[int]:
     """Widths of the ``n_layers - 1`` hidden layers of an ``n_layers``-layer network."""
-    if isinstance(n_layers, bool) or not isinstance(n_layers, int):
-        raise TypeError(f"n_layers must be an int, got {type(n_layers).__name__}")
-    if n_layers < 1:
-        raise ValueError(f"n_layers must be >= 1 (weight layers, input to output), got {n_layers}")
-    if not isinstance(total, int) or total < 0:
-        raise ValueError(f"total must be a non-negative int, got {total!r}")
+    n_layers = check_int("n_layers", n_layers, 1, what="weight layers, input to output")
+    total = check_int("total", total, 0)
+    ratio = check_scalar("ratio", ratio)
     if not (0.0 < ratio <= 1.0):
         raise ValueError(f"ratio must be in (0, 1], got {ratio}")
     n_hidden = n_layers - 1
     if n_hidden == 0:
         return []
+    if n_hidden > 2 * total:  # some width rounds below 1 (and a huge depth must not build a huge list)
+        raise ValueError(
+            f"{n_layers} layers leave a hidden layer with no neurons at total={total}; "
+            "use fewer layers or a larger total"
+        )
     weights = [ratio ** (i + 1) for i in range(n_hidden)]
     s = sum(weights)
     exact = [total * w / s for w in weights]
@@ -48,4 +52,5 @@ def hidden_sizes(n_layers: int, total: int = TOTAL_HIDDEN, ratio: float = RATIO)
 
 def layer_sizes(n_layers: int, n_in: int = 784, n_out: int = 10, total: int = TOTAL_HIDDEN) -> list[int]:
     """``[n_in, *hidden_sizes(n_layers), n_out]``: the full widths of an ``n_layers``-layer net."""
-    return [n_in, *hidden_sizes(n_layers, total), n_out]
+    hidden = hidden_sizes(n_layers, total)
+    return [check_int("n_in", n_in, 1), *hidden, check_int("n_out", n_out, 1)]
