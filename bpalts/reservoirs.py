@@ -64,10 +64,11 @@ ZERO_RTOL = math.sqrt(_EPS64)  # a spectral radius <= ZERO_RTOL * ||W||_F counts
 # argument checks
 
 
-def _check_density(value) -> float:
-    value = check_scalar("density", value)
+def check_density(value, name: str = "density") -> float:
+    """A fraction of nonzero entries in ``(0, 1]``, returned as a float (errors name ``name``)."""
+    value = check_scalar(name, value)
     if not (0.0 < value <= 1.0):
-        raise ValueError(f"density must be in (0, 1], got {value}")
+        raise ValueError(f"{name} must be in (0, 1], got {value}")
     return value
 
 
@@ -117,7 +118,7 @@ def random_graph(
     SODA 2003.
     """
     n = check_int("n", n, 1)
-    density = _check_density(density)
+    density = check_density(density)
     kind = check_choice("kind", kind, GRAPHS)
     self_loops = check_flag("self_loops", self_loops)
     g = _generator(generator, seed)
@@ -275,29 +276,9 @@ def spectral_radius(
     v = torch.randn(n, dtype=torch.float64, generator=g).to(Wd.device)
     best, best_res = 0.0, math.inf
     for cycle in range(max_restarts):
-        Q = torch.zeros(n, m + 1, dtype=torch.float64, device=Wd.device)
-        H = torch.zeros(m + 1, m, dtype=torch.float64, device=Wd.device)
-        nv = v.norm()
-        if nv == 0:
+        if v.norm() == 0:
             return 0.0
-        Q[:, 0] = v / nv
-        k = m
-        for j in range(m):
-            w = mv(Q[:, j])
-            for _rep in range(2):  # twice is enough (Kahan / Parlett)
-                h = Q[:, : j + 1].T @ w
-                w = w - Q[:, : j + 1] @ h
-                H[: j + 1, j] += h
-            H[j + 1, j] = w.norm()
-            if H[j + 1, j] <= 1e-12 * max(w_scale, float(H[: j + 1, j].abs().max())):
-                k = j + 1  # invariant subspace: the Ritz values are eigenvalues
-                break
-            Q[:, j + 1] = w / H[j + 1, j]
-        Hk = H[:k, :k].cpu()
-        evals, evecs = torch.linalg.eig(Hk)
-        i = int(evals.abs().argmax())
-        lam = evals[i]
-        mag = float(lam.abs())
+        k, lam, mag, z = _arnoldi_ritz(mv, v, m, w_scale)
         if mag == 0.0:
             return 0.0
         if k < m or k == n:
@@ -309,10 +290,7 @@ def spectral_radius(
                 v = torch.randn(n, dtype=torch.float64, generator=g).to(Wd.device)
                 continue  # a restart vector in a nilpotent invariant subspace: start afresh
             return mag
-        y = evecs[:, i].to(Wd.device)
-        z = Q[:, :k].to(torch.complex128) @ y
-        Wz = mv(z.real).to(torch.complex128) + 1j * mv(z.imag).to(torch.complex128)
-        res = float((Wz - lam.to(Wd.device) * z).norm() / (mag * z.norm()))
+        res = _ritz_residual(mv, lam, mag, z)
         if res < best_res:
             best, best_res = mag, res
         if res <= tol:
@@ -325,6 +303,41 @@ def spectral_radius(
         stacklevel=2,
     )
     return best
+
+
+def _arnoldi_ritz(op, v: torch.Tensor, m: int, w_scale: float):
+    """One Arnoldi cycle of (at most) ``m`` steps of the linear map ``op`` from ``v`` (nonzero,
+    float64): ``(k, lam, |lam|, z)``, ``k`` the Krylov dimension reached (``k < m``: a happy
+    breakdown, judged relative to ``w_scale`` = ``|W|_F``, so ``span(Q_k)`` is invariant and its
+    Ritz values are eigenvalues), ``lam`` the largest-modulus Ritz value and ``z`` its Ritz
+    vector (complex128)."""
+    n = v.shape[0]
+    Q = torch.zeros(n, m + 1, dtype=torch.float64, device=v.device)
+    H = torch.zeros(m + 1, m, dtype=torch.float64, device=v.device)
+    Q[:, 0] = v / v.norm()
+    k = m
+    for j in range(m):
+        w = op(Q[:, j])
+        for _rep in range(2):  # twice is enough (Kahan / Parlett)
+            h = Q[:, : j + 1].T @ w
+            w = w - Q[:, : j + 1] @ h
+            H[: j + 1, j] += h
+        H[j + 1, j] = w.norm()
+        if H[j + 1, j] <= 1e-12 * max(w_scale, float(H[: j + 1, j].abs().max())):
+            k = j + 1  # invariant subspace: the Ritz values are eigenvalues
+            break
+        Q[:, j + 1] = w / H[j + 1, j]
+    evals, evecs = torch.linalg.eig(H[:k, :k].cpu())
+    i = int(evals.abs().argmax())
+    lam = evals[i]
+    z = Q[:, :k].to(torch.complex128) @ evecs[:, i].to(v.device)
+    return k, lam, float(lam.abs()), z
+
+
+def _ritz_residual(op, lam: torch.Tensor, mag: float, z: torch.Tensor) -> float:
+    """``|op z - lam z| / (|lam| |z|)``, the relative residual of a Ritz pair (``mag = |lam|`` > 0)."""
+    Wz = op(z.real).to(torch.complex128) + 1j * op(z.imag).to(torch.complex128)
+    return float((Wz - lam.to(z.device) * z).norm() / (mag * z.norm()))
 
 
 _CONFIRM_SEED = 0x5EED  # start vectors of the deflated searches (not drawn from the caller's generator)
@@ -363,34 +376,14 @@ def _deflated_dominant(mv, U: torch.Tensor, m: int, tol: float, max_restarts: in
     v = torch.randn(n, dtype=torch.float64, generator=g).to(U.device)
     v = v - U @ (U.T @ v)
     for _cycle in range(max_restarts):
-        Q = torch.zeros(n, m + 1, dtype=torch.float64, device=U.device)
-        H = torch.zeros(m + 1, m, dtype=torch.float64, device=U.device)
-        nv = v.norm()
-        if nv == 0:
+        if v.norm() == 0:
             return None
-        Q[:, 0] = v / nv
-        k = m
-        for j in range(m):
-            w = op(Q[:, j])
-            for _rep in range(2):
-                h = Q[:, : j + 1].T @ w
-                w = w - Q[:, : j + 1] @ h
-                H[: j + 1, j] += h
-            H[j + 1, j] = w.norm()
-            if H[j + 1, j] <= 1e-12 * max(w_scale, float(H[: j + 1, j].abs().max())):
-                k = j + 1
-                break
-            Q[:, j + 1] = w / H[j + 1, j]
-        evals, evecs = torch.linalg.eig(H[:k, :k].cpu())
-        i = int(evals.abs().argmax())
-        lam, mag = evals[i], float(evals[i].abs())
+        k, lam, mag, z = _arnoldi_ritz(op, v, m, w_scale)
         if mag == 0.0:
             return None
-        z = Q[:, :k].to(torch.complex128) @ evecs[:, i].to(U.device)
         if k < m:
             return mag, z  # invariant Krylov space: an eigenvalue of P W P
-        Wz = op(z.real).to(torch.complex128) + 1j * op(z.imag).to(torch.complex128)
-        if float((Wz - lam.to(U.device) * z).norm() / (mag * z.norm())) <= tol:
+        if _ritz_residual(op, lam, mag, z) <= tol:
             return mag, z
         v = z.real + z.imag
     return None
@@ -487,7 +480,7 @@ def reservoir_matrix(
     GMD Report 148, 2001."""
     n = check_int("n", n, 1)
     radius = _check_radius(spectral_radius)
-    density = _check_density(density)
+    density = check_density(density)
     graph = check_choice("graph", graph, GRAPHS)
     distribution = check_choice("distribution", distribution, DISTRIBUTIONS)
     layout = check_choice("layout", layout, LAYOUTS)
@@ -522,7 +515,7 @@ def input_matrix(
     n = check_int("n", n, 1)
     d = check_int("d", d, 1)
     scaling = check_scalar("scaling", scaling, positive=True, allow_zero=False)
-    density = _check_density(density)
+    density = check_density(density)
     distribution = check_choice("distribution", distribution, DISTRIBUTIONS)
     dtype = check_float_dtype("dtype", dtype)
     g = _generator(generator, seed)

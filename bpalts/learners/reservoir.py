@@ -19,6 +19,7 @@ from bpalts.readouts import HebbianWTAReadout, RidgeReadout, RLSReadout, SGDRead
 from bpalts.registry import MethodSpec, register_method
 from bpalts.reservoirs import (
     GRAPHS,
+    check_density,
     hebbian_adapt,
     input_matrix,
     reservoir_matrix,
@@ -233,9 +234,7 @@ class EchoStateNetwork(Learner):
         # checked under their own names here (input_matrix would call them scaling / density), and
         # the sgd readout's settings whichever readout is chosen
         input_scaling = check_scalar("input_scaling", input_scaling, positive=True, allow_zero=False)
-        input_density = check_scalar("input_density", input_density)
-        if not (0.0 < input_density <= 1.0):
-            raise ValueError(f"input_density must be in (0, 1], got {input_density}")
+        input_density = check_density(input_density, "input_density")
         readout_lr = check_scalar("readout_lr", readout_lr, positive=True, allow_zero=False)
         readout_loss = check_choice("readout_loss", readout_loss, ("ce", "mse"))
         resolve_backend(backend)  # validates the name; the op resolves it per call
