@@ -20,6 +20,8 @@ import warnings
 
 import torch
 
+from bpalts._checks import check_device, check_flag
+
 BACKENDS = ("auto", "reference", "triton", "cpp")
 CONCRETE_BACKENDS = ("reference", "triton", "cpp")
 
@@ -112,8 +114,6 @@ def _why_not(backend: str, device: torch.device) -> str | None:
 
 
 def _device(device) -> torch.device:
-    from bpalts._checks import check_device
-
     return check_device("device", device) or torch.device("cpu")
 
 
@@ -160,7 +160,6 @@ def available_backends(device: torch.device | str | None = None) -> list[str]:
 def info(print_it: bool = True) -> dict:
     """Versions and backend availability; printed unless ``print_it`` is false. Returns a dict."""
     from bpalts import __version__
-    from bpalts._checks import check_flag
 
     print_it = check_flag("print_it", print_it)
 

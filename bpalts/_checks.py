@@ -44,6 +44,12 @@ def check_dense(name: str, t: torch.Tensor) -> None:
                         "convert it with .to_dense()")
 
 
+def check_not_meta(name: str, t: torch.Tensor) -> None:
+    """``t`` holds values: not a ``meta`` tensor (a ValueError naming ``name``)."""
+    if t.is_meta:
+        raise ValueError(f"{name} is on the meta device and holds no values to check or compute with")
+
+
 def check_same(names: Sequence[str], tensors: Sequence[torch.Tensor]) -> None:
     """All ``tensors`` share one device and one dtype."""
     first = tensors[0]
@@ -60,8 +66,7 @@ def check_same(names: Sequence[str], tensors: Sequence[torch.Tensor]) -> None:
 def check_finite(name: str, t: torch.Tensor) -> None:
     """``t`` holds no NaN or infinity, else a ValueError naming ``name``. Inside
     :func:`one_finite_sync` a CUDA tensor's check is gathered and run at the block's end."""
-    if t.is_meta:
-        raise ValueError(f"{name} is on the meta device and holds no values to check or compute with")
+    check_not_meta(name, t)
     pending = getattr(_finite, "pending", None)
     if pending is not None and _defers(t):
         pending.append((name, t))

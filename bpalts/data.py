@@ -70,6 +70,8 @@ from pathlib import Path
 
 import torch
 
+from bpalts._checks import check_device
+
 __all__ = ["mnist", "MNISTUnavailableError", "MNISTChecksumError", "SHA256", "NPM_SPEC"]
 
 #: SHA-256 of each uncompressed IDX file (DESIGN.md section 6).
@@ -529,8 +531,6 @@ def mnist(
         raise ValueError(f"split must be one of {sorted(SPLITS)}, got split={split!r}")
     if root is not None and not isinstance(root, (str, os.PathLike)):
         raise TypeError(f"root must be a path (str or os.PathLike) or None, got {type(root).__name__} {root!r}")
-    from bpalts._checks import check_device
-
     dev = check_device("device", device) or torch.device("cpu")
     if dev.type == "meta":
         raise ValueError("device must hold data (e.g. 'cpu' or 'cuda'), got 'meta'")

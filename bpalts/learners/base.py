@@ -6,6 +6,7 @@ import functools
 import math
 import numbers
 from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
 
 import torch
 import torch.nn as nn
@@ -123,9 +124,8 @@ class Learner(nn.Module):
         if y is not None and not isinstance(y, torch.Tensor):
             raise TypeError(f"y must be a torch.Tensor of class indices, got {type(y).__name__}")
         check_dense("x", x)
-        if y is not None:
-            check_dense("y", y)
         if y is not None:  # a training batch (or evaluate's): kept for _finish_step's diagnosis
+            check_dense("y", y)
             self._step_x = x
         ref = self._reference_tensor()
         if ref is None:
@@ -155,14 +155,8 @@ class Learner(nn.Module):
         the batch) and leaves them unchanged; the mode is restored afterwards."""
         self.check_input(x)
         self._check_x(x)
-        was_training = self.training
-        if was_training:
-            self.eval()
-        try:
+        with self._eval_mode():
             return self.forward(x).argmax(dim=1)
-        finally:
-            if was_training:
-                self.train(True)
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2000) -> float:
@@ -184,13 +178,20 @@ class Learner(nn.Module):
             check_labels(y, y.shape[0], sizes[-1])  # dtype and range (one host read for all of y)
         elif y.is_floating_point() or y.dtype == torch.bool:
             raise TypeError(f"y must hold integer class indices, got dtype {y.dtype}")
-        was_training = self.training
-        self.eval()
-        try:
+        with self._eval_mode():
             correct = torch.zeros((), dtype=torch.long, device=y.device)
             for i in range(0, x.shape[0], batch_size):
                 correct += (self.predict(x[i : i + batch_size]) == y[i : i + batch_size]).sum()
             return int(correct) / x.shape[0]
+
+    @contextmanager
+    def _eval_mode(self):
+        """The learner in eval mode inside the block, its mode (``train(was_training)``, which
+        learners may extend) restored after it, also on an error."""
+        was_training = self.training
+        self.eval()
+        try:
+            yield
         finally:
             self.train(was_training)
 

@@ -32,7 +32,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bpalts._backend import resolve_backend
-from bpalts._checks import DivergenceError, check_choice, check_dense, check_finite, check_flag, check_int, check_scalar
+from bpalts._checks import (DivergenceError, check_choice, check_dense, check_finite, check_flag, check_int,
+                            check_not_meta, check_scalar)
 from bpalts._precision import PRECISIONS
 from bpalts.learners.base import LABEL_DTYPES, Learner, check_batch, check_seed, check_sizes
 from bpalts.ops.pc_relax import act, act_deriv, pc_relax
@@ -540,8 +541,7 @@ class BidirectionalPC(_PCBase):
         if labels.dtype not in LABEL_DTYPES:
             raise TypeError(f"labels must hold integer class indices, got dtype {labels.dtype}")
         check_dense("labels", labels)
-        if labels.is_meta:
-            raise ValueError("labels is on the meta device and holds no values to check or compute with")
+        check_not_meta("labels", labels)
         if int(labels.min()) < 0 or int(labels.max()) >= n_out:
             raise ValueError(f"labels must be class indices in 0..{n_out - 1}, got range "
                              f"{int(labels.min())}..{int(labels.max())}")
