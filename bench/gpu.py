@@ -336,6 +336,18 @@ def build_ops(smoke: bool) -> list[Op]:
             spec=None if precision == "fp32" else
             (lambda W, X, lr, r=rule: hebbian_update_reference(W, X, r, lr, precision="tf32")),
         ))
+    # The competitive rules with their currents U = X W~^T on the Triton GEMM (_matmul_kernel,
+    # CUBLAS_MIN_MACS off): the twins of their default rows, whose currents come from cuBLAS from
+    # the B256 shape on (kernels/hebbian_update.py _sparse_currents).
+    for label, B, D, N in hebb_shapes:
+        for rule in ("instar", "krotov"):
+            ops.append(Op(
+                name=f"hebbian_update[{rule},triton]", shape=label, make_inputs=_hebbian_inputs(B, D, N),
+                reference=lambda W, X, lr, r=rule: hebbian_update_reference(W, X, r, lr),
+                triton=lambda W, X, lr, r=rule: _with_cublas("hebbian_update", lambda: hebbian_update(
+                    W, X, r, lr, backend="triton", check_finite_input=False), on=False),
+                inplace_arg=0,
+            ))
     # (tf32x3: one TF32 GEMM of 3xTF32-split operands per product, CUBLAS_MIN_MACS_TF32X3)
     for (label, B, D, N), precision in [(hebb_shapes[0], "fp32"), (hebb_shapes[0], "tf32x3")] + (
             [(big, "fp32"), (big, "tf32"), (big, "tf32x3")] if big is not hebb_shapes[0] else []):
@@ -829,8 +841,8 @@ def profile_ops(ops: list[Op]) -> int:
                 busy = sum(_self_time_us(e) for e in events) / PROFILE_CALLS / 1e3
                 print(f"\n== {label}: wall {wall:.3f} ms per call (profiled), "
                       f"{'device' if DEVICE.type == 'cuda' else 'CPU'} busy {busy:.3f} ms", flush=True)
-                for e in events[:10]:
-                    print(f"  {e.key[:70]:70s} {e.count / PROFILE_CALLS:7.1f} x  "
+                for e in events[:14]:  # cuBLAS kernels differ only past 70 characters
+                    print(f"  {e.key[:140]:70s} {e.count / PROFILE_CALLS:7.1f} x  "
                           f"{_self_time_us(e) / PROFILE_CALLS:9.1f} us", flush=True)
             except Exception as exc:
                 failed += 1

@@ -106,9 +106,10 @@ GEMMS = ("triton", "cublas")
 # ``[x_hi, x_lo, x_hi] [W_hi, W_hi, W_lo]^T`` (W split once per call by kernels/_split_tf32.py, the state
 # split by _leak_tanh_kernel as it writes it); "triton" splits both operands in every tile of
 # _gemm_step_kernel (tl.dot's tf32x3: 1.48 ms in a CUDA graph on an H100 at N2000 B256 T28,
-# bench/results/2026-11-28-h100). The cuBLAS form is not timed yet (written without a GPU,
-# twelfth session): "triton" until bench/gpu_decide.py says otherwise.
-BATCHED_GEMM_TF32X3 = "triton"
+# bench/results/2026-11-28-h100). Timed (H200, 2026-11-28, eighteenth session,
+# bench/results/2026-11-28-h200; plain call / CUDA graph): "cublas" 1.302 / 1.238 ms against
+# "triton" 1.612 / 1.540 (fp32's cuBLAS path: 1.725 / 1.664; the issue's target 1.5).
+BATCHED_GEMM_TF32X3 = "cublas"
 EW_BLOCK = 1024  # units per program of _leak_tanh_kernel
 
 # The per-step path replayed from a CUDA graph (its step loop captured once per configuration,

@@ -223,3 +223,57 @@ def test_cublas_path_only_where_it_applies(monkeypatch, poisoned_empty):
     monkeypatch.setattr(tk, "CUBLAS_MIN_MACS_TF32", 19 * 40 * 70 + 1)
     hebbian_update(W.clone(), X, "oja", 0.1, backend="triton", precision="tf32")
     assert len(calls) == 3
+
+
+@pytest.mark.parametrize("precision", ["fp32", "tf32"])
+@pytest.mark.parametrize("rule,params", [("instar", {}), ("instar", dict(k=3)), ("krotov", {}),
+                                         ("krotov", dict(k=4, p=3.0)), ("krotov", dict(p=1.0))])
+@pytest.mark.parametrize("shape", [(1, 1, 2), (7, 13, 67), (5, 9, 300)])
+def test_sparse_rules_cublas_currents(rule, params, shape, precision, monkeypatch, poisoned_empty):
+    """From CUBLAS_MIN_MACS (fp32) / CUBLAS_MIN_MACS_TF32 (tf32) multiply-adds the competitive
+    rules' currents U = X W~^T come from cuBLAS (W~ formed first for p != 2; tf32 emulated on the
+    CPU, on both sides), not from _matmul_kernel; the ranking and sparse apply are unchanged."""
+    from bpalts.kernels import hebbian_update as tk
+
+    monkeypatch.setattr(tk, "CUBLAS_MIN_MACS", 1)
+    monkeypatch.setattr(tk, "CUBLAS_MIN_MACS_TF32", 1)
+    monkeypatch.setattr(tk, "_matmul_kernel", None)  # the Triton GEMM must not run
+    W, X = _inputs(*shape)
+    if params.get("k", 1) > shape[2]:
+        return
+    want = hebbian_update_reference(W.clone(), X, rule, 0.1, precision=precision, **params) - W
+    got = hebbian_update(W.clone(), X, rule, 0.1, backend="triton", precision=precision, **params) - W
+    # tf32: the reference also rounds the dense G^T X's operands; the sparse sums are in fp32
+    assert rel_err(got, want) < (3e-3 if precision == "tf32" else RTOL_REDUCTION)
+
+
+def test_sparse_rules_cublas_currents_only_where_they_apply(monkeypatch, poisoned_empty):
+    """The currents' GEMM: cuBLAS from B * N * F = the precision's threshold on (fp32, tf32),
+    _matmul_kernel one short of it, at tf32x3, and with a threshold of 0; strided W and X;
+    given currents are used as they are (no GEMM at all)."""
+    from bpalts.kernels import hebbian_update as tk
+
+    spy = LaunchSpy(tk._matmul_kernel)
+    monkeypatch.setattr(tk, "_matmul_kernel", spy)
+    g = torch.Generator().manual_seed(4)
+    W = torch.randn(70, 40, generator=g).t()  # (40, 70) view, column-major
+    X = torch.rand(19, 140, generator=g)[:, ::2]
+    macs = 19 * 40 * 70
+    cases = [(macs, macs, "fp32", False), (macs, macs, "tf32", False), (macs, macs, "tf32x3", True),
+             (macs + 1, macs, "fp32", True), (macs, macs + 1, "tf32", True), (0, 0, "fp32", True)]
+    for fp32_min, tf32_min, precision, triton_gemm in cases:
+        monkeypatch.setattr(tk, "CUBLAS_MIN_MACS", fp32_min)
+        monkeypatch.setattr(tk, "CUBLAS_MIN_MACS_TF32", tf32_min)
+        for rule in ("instar", "krotov"):
+            ref_precision = "tf32" if precision == "tf32" else "fp32"
+            want = hebbian_update_reference(W.clone(), X, rule, 0.1, precision=ref_precision) - W
+            got = W.clone(memory_format=torch.preserve_format)
+            n = len(spy.grids)
+            hebbian_update(got, X, rule, 0.1, backend="triton", precision=precision)
+            assert rel_err(got - W, want) < (3e-3 if precision == "tf32" else RTOL_REDUCTION)
+            assert (len(spy.grids) > n) == triton_gemm, (fp32_min, tf32_min, precision, rule)
+    U = X @ W.t()
+    n = len(spy.grids)
+    got = hebbian_update(W.clone(), X, "instar", 0.1, backend="triton", currents=U)
+    assert len(spy.grids) == n
+    assert rel_err(got - W, hebbian_update_reference(W.clone(), X, "instar", 0.1) - W) < RTOL_REDUCTION

@@ -165,6 +165,7 @@ def test_precision_reaches_the_gemm_kernel(B, precision, monkeypatch, poisoned_e
     from bpalts.kernels import reservoir_run as tk
 
     monkeypatch.setattr(tk, "BATCHED_GEMM", "triton")  # the fused GEMM step, not cuBLAS
+    monkeypatch.setattr(tk, "BATCHED_GEMM_TF32X3", "triton")
     spy = LaunchSpy(tk._gemm_step_kernel)
     monkeypatch.setattr(tk, "_gemm_step_kernel", spy)
     W, W_in, inputs, leak, bias, x0 = _problem(40, B, 4, 6, 50 + B, True)
