@@ -47,13 +47,12 @@ fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1
 $PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
 
-# Rows to time first. The eleventh session (2026-11-28, H100) timed every switch built without a
-# GPU and set them (bench/results/2026-11-28-h100); what is left open is the op as shipped, so
-# these lead with the default rows at the issues' target shapes (pc_relax[default]: the module
-# untouched; the B256 Hebbian rules, whose cuBLAS threshold moved down to B256 and of which
-# instar and krotov have not been timed since; the tf32 large shape's default paths), then the
-# reservoir and SoftHebb's 3xTF32 on cuBLAS (twelfth session, untimed: BATCHED_GEMM_TF32X3 and
-# CUBLAS_MIN_MACS_TF32X3 against the Triton paths' tl.dot tf32x3), conv SoftHebb and the remaining path rows for the decisions. '|'-separated
+# Rows to time first. The eleventh (H100) and eighteenth (H200) sessions timed every switch built
+# without a GPU (bench/results/2026-11-28-h100, -h200); what is left open is the op as shipped,
+# so these lead with the default rows at the issues' target shapes (pc_relax[default]: the module
+# untouched; the B256 Hebbian rules; the tf32 large shape's default paths), then the reservoir
+# and SoftHebb's 3xTF32 on cuBLAS (off: not float32-level on the H200), conv SoftHebb and the
+# remaining path rows for the decisions. '|'-separated
 # substrings of "name shape"; gpu.py runs the rows in the order of the first substring each
 # matches, so a step cut off by its limit loses the last ones.
 NEW_ROWS=${NEW_ROWS:-"pc_relax[default]|hebbian_update[gha] B256|softwta_update B256|hebbian_update[oja] B256|hebbian_update[hpca] B256|hebbian_update[nlpca_sym] B256|hebbian_update[instar] B256|hebbian_update[krotov] B256|hebbian_update[gha] tf32x3 B256|softwta_update tf32x3 B256|cublas-graph] tf32|hebbian_update[gha,cublas-blocks] tf32|reservoir_run N2000 B1 |reservoir_run N2000 B256|reservoir_run tf32x3|reservoir_run[cublas-gemm] tf32x3|reservoir_run[triton-gemm] tf32x3|softwta_update[cublas] tf32x3|softwta_update tf32x3 B1024|softwta_conv_update|hebbian_update[gha] B1024|softwta_update B1024|pc_relax[cublas|graph] B256|cublas-split|reservoir_run["}

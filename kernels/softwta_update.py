@@ -20,8 +20,8 @@ r"""Triton kernels for :func:`bpalts.ops.softwta_update` (math: see that module)
    ``W += rate * dW / (max + 1e-30)``, rate from the squared norms of kernel 1 (the old W).
 
 The cuBLAS path (``precision`` "ieee" or "tf32"; from ``CUBLAS_MIN_MACS`` /
-``CUBLAS_MIN_MACS_TF32`` multiply-adds per update; "tf32x3" from ``CUBLAS_MIN_MACS_TF32X3``
-(the B1024 4096->4096 shape), as one TF32 GEMM of 3xTF32-split operands per product: kernels/_split_tf32.py) runs
+``CUBLAS_MIN_MACS_TF32`` multiply-adds per update; "tf32x3" from ``CUBLAS_MIN_MACS_TF32X3``,
+off: timed on an H200 it was faster but not float32-level; as one TF32 GEMM of 3xTF32-split operands per product: kernels/_split_tf32.py) runs
 both GEMMs in cuBLAS (:func:`bpalts._precision.gemm_into`) and the rest in three Triton passes:
 ``U = X W^T`` (cuBLAS); ``_cublas_gate_kernel`` (``GATE_ROWS`` rows per program: the row
 softmax's max, first argmax and sum in one online pass, then ``Y~`` and the program's partial
@@ -93,10 +93,14 @@ CUBLAS_MIN_MACS_TF32 = 1024 * 4096 * 4096
 # The cuBLAS path at precision "tf32x3" from this many multiply-adds: each GEMM one TF32 GEMM of
 # 3xTF32-split operands, K tripled (kernels/_split_tf32.py; the forward's W and X split per
 # call). 0 = never (the Triton path's tl.dot tf32x3). Timed (H200, 2026-11-28, eighteenth
-# session, bench/results/2026-11-28-h200; plain call / CUDA graph, ms): B1024 4096->4096 0.858 /
-# 0.848 against the Triton path's 2.003 / 1.990; B256 784->1024 0.074 / 0.050 against 0.068 /
-# 0.065 (the plain call lost): from the large shape.
-CUBLAS_MIN_MACS_TF32X3 = 1024 * 4096 * 4096
+# session, bench/results/2026-11-28-h200; plain call / CUDA graph, ms): faster at B1024
+# 4096->4096, 0.858 / 0.848 against the Triton path's 2.003 / 1.990, but not float32-level: its
+# update's error from a float64 run was 5.3e-5 against the fp32 reference's 5.1e-6 (Triton's
+# tf32x3 1.8e-5), and at B256 8.7e-6 against 1.9e-6 (Triton 2.5e-6). The CPU emulation
+# (operands rounded, products in float32) had predicted parity: the tensor cores' accumulation
+# loses more than that. Off: tf32x3 promises float32-level accuracy (bench/gpu_decide.py
+# TF32X3_ERR64_FACTOR).
+CUBLAS_MIN_MACS_TF32X3 = 0
 GATE_ROWS, GATE_BN = 4, 512  # _cublas_gate_kernel: rows per program, units per chunk
 # The cuBLAS path's forward GEMM U = X W^T split along the features into SPLIT_K parts (one
 # batched GEMM; _cublas_gate_kernel sums the parts as it reads them) where F divides evenly;

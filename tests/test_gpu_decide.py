@@ -190,3 +190,49 @@ def test_shipped_reads_this_tree():
     assert s.cublas_min_macs["hebbian_update"] == hebbian_update.CUBLAS_MIN_MACS
     assert s.graph_max_macs["hebbian_update"] == hebbian_update.GRAPH_MAX_MACS
     assert s.graph_min_steps == reservoir_run.GRAPH_MIN_STEPS
+
+
+def test_tf32x3_rows_must_be_float32_level(tmp_path, capsys):
+    """A tf32x3 row that passed gpu.py's check but whose error from float64 is over
+    TF32X3_ERR64_FACTOR times the fp32 reference's is shown as 'acc', wins no contest and is
+    never the fastest; within the factor (or without err64 figures) it counts; fp32 rows are not
+    held to it. The figures are the H200's (2026-11-28)."""
+    fields = FIELDS + ["err64 t/r"]
+    path = tmp_path / "g.csv"
+    rows = [
+        ("reservoir_run[cublas-gemm] tf32x3", "N2000 B256 T28 D28", "1.302", "1.238", "1.3e-05/1.2e-07"),
+        ("reservoir_run[triton-gemm] tf32x3", "N2000 B256 T28 D28", "1.612", "1.540", "1.2e-07/1.2e-07"),
+        ("softwta_update[cublas] tf32x3", "B1024 4096->4096", "0.858", "0.848", "5.3e-05/5.1e-06"),
+        ("softwta_update tf32x3", "B1024 4096->4096", "2.003", "1.990", "1.8e-05/5.1e-06"),  # 3.5x: counts
+        ("softwta_update[cublas] tf32x3", "B256 784->1024", "0.050", "0.040", "-"),  # no figures: counts
+        ("softwta_update tf32x3", "B256 784->1024", "0.068", "0.065", "2.5e-06/2.2e-06"),
+        ("reservoir_run[cublas-gemm]", "N2000 B256 T28 D28", "1.0", "1.0", "9.9e-05/1.0e-07"),  # fp32
+        ("reservoir_run[triton-gemm]", "N2000 B256 T28 D28", "5.0", "5.0", "1.0e-07/1.0e-07"),
+    ]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fields)
+        w.writeheader()
+        for op, shape, tri, graph, err in rows:
+            w.writerow({"device": "H200", "op": op, "shape": shape, "check": "ok", "triton ms": tri,
+                        "triton-graph ms": graph, "target ms": "-", "err64 t/r": err})
+    parsed = gpu_decide.read_rows([path])
+    by = {(r.op, r.shape): r for r in parsed}
+    acc = by[("reservoir_run[cublas-gemm] tf32x3", "N2000 B256 T28 D28")]
+    assert (acc.err64, acc.err64_ref, acc.status, acc.usable) == (1.3e-05, 1.2e-07, "acc", False)
+    assert by[("softwta_update tf32x3", "B1024 4096->4096")].status == "ok"
+    assert by[("softwta_update[cublas] tf32x3", "B256 784->1024")].err64 is None
+    assert by[("reservoir_run[cublas-gemm]", "N2000 B256 T28 D28")].status == "ok"  # fp32: no factor
+    text = "\n".join(gpu_decide.decisions(parsed, OFF))
+    assert ("BATCHED_GEMM_TF32X3 = 'triton': cublas 1.302 / 1.238 ms (acc) against triton 1.612 / "
+            "1.540 ms (plain / graph); cublas is not float32-level: error from float64 1.3e-05 against "
+            "the fp32 reference's 1.2e-07") in text
+    assert "BATCHED_GEMM = 'cublas'" in text
+    # 4096 lost on accuracy; B256 won (no figures): no threshold from which every row won
+    assert "CUBLAS_MIN_MACS_TF32X3 = 0 for softwta_update" in text
+    assert ("softwta_update B1024 4096->4096 tf32x3: cublas 0.858 / 0.848 ms, triton 2.003 / 1.990 ms "
+            "-> triton (not float32-level: error from float64 5.3e-05 against the fp32 reference's "
+            "5.1e-06)") in text
+    table = gpu_decide.summary(parsed)
+    line = next(ln for ln in table.splitlines() if ln.startswith("reservoir_run N2000 B256 T28 D28")
+                and "cublas-gemm tf32x3" in ln)
+    assert " acc " in line and not line.endswith("*")

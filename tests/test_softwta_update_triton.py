@@ -117,7 +117,7 @@ def test_cublas_path_matches_reference(shape, flags, precision, monkeypatch, poi
 def test_cublas_path_ties_strides_and_where_it_applies(monkeypatch, poisoned_empty):
     """Ties in U go to the first unit (as torch.argmax), across the gate kernel's chunks;
     strided W and X; from CUBLAS_MIN_MACS (fp32) / CUBLAS_MIN_MACS_TF32 (tf32) = B * N * F on,
-    not for tf32x3 below CUBLAS_MIN_MACS_TF32X3 (as shipped: the B1024 4096->4096 shape)."""
+    not for tf32x3 (CUBLAS_MIN_MACS_TF32X3 = 0: never)."""
     from bpalts.kernels import softwta_update as tk
 
     calls = []

@@ -58,8 +58,9 @@ each other's tagged states of the previous step: ``DEFAULT_SYNC = "ll"``; otherw
 global-memory barrier per step); otherwise, and under ``TRITON_INTERPRET=1``, one launch per
 step: for batches above 8 each step's GEMM by cuBLAS and one fused tanh + leak kernel
 (``BATCHED_GEMM = "cublas"``: 2-3x faster than the fused Triton GEMM step on an H100 at
-N2000 B256; at ``precision="tf32x3"`` ``BATCHED_GEMM_TF32X3 = "cublas"``: one TF32 GEMM of the
-3xTF32-split operands, 1.24 ms against 1.54 for the Triton step on an H200), for smaller ones a fused GEMV + tanh + leak. float32, dense ``W``; CUDA tensors, or CPU
+N2000 B256; at ``precision="tf32x3"`` the Triton step, ``BATCHED_GEMM_TF32X3``: its
+``"cublas"`` form, one TF32 GEMM of the 3xTF32-split operands, took 1.24 ms against 1.54 on an
+H200 but was not float32-level, 1.3e-5 from float64 against fp32's 1.2e-7), for smaller ones a fused GEMV + tanh + leak. float32, dense ``W``; CUDA tensors, or CPU
 tensors under the interpreter.
 """
 from __future__ import annotations

@@ -34,7 +34,7 @@ the gate computed on the fly and ``- d W`` plus the tile's ``max|dW|`` in its ep
 apply. float32; CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``. Updates of at least
 ``B * N * F`` multiply-adds, 256 * 1024 * 784 at fp32 (``CUBLAS_MIN_MACS``) or 1024 * 4096 * 4096
 at tf32 (``CUBLAS_MIN_MACS_TF32``; both in ``kernels/softwta_update.py``; tf32x3 from
-``CUBLAS_MIN_MACS_TF32X3``, the same shape: one TF32 GEMM of 3xTF32-split operands per product), take a cuBLAS path instead (both GEMMs in cuBLAS, the gate
+``CUBLAS_MIN_MACS_TF32X3``, 0: never, as its cuBLAS form was not float32-level on an H200), take a cuBLAS path instead (both GEMMs in cuBLAS, the gate
 and the apply in three Triton passes): on an H100 3.9x (fp32) and 2.5-2.9x (tf32) faster at
 B1024 4096->4096.
 """
