@@ -112,7 +112,9 @@ GEMMS = ("triton", "cublas")
 # "cublas" was not float32-level: the states' error from a float64 run 1.3e-5 against 1.2e-7
 # for the fp32 reference and for "triton" (the CPU emulation had predicted 7.6e-8: the tensor
 # cores' accumulation loses more than operands rounded and products in float32). tf32x3
-# promises float32-level accuracy, so "triton" (bench/gpu_decide.py TF32X3_ERR64_FACTOR).
+# promises float32-level accuracy, so "triton" (bench/gpu_decide.py TF32X3_ERR64_FACTOR). No
+# layout fixes it: one cuBLAS TF32 GEMM per term was still 12x fp32's error on the GEMM alone
+# (bench/gpu_tf32x3_forms.py, H200).
 BATCHED_GEMM_TF32X3 = "triton"
 EW_BLOCK = 1024  # units per program of _leak_tanh_kernel
 

@@ -98,7 +98,8 @@ CUBLAS_MIN_MACS_TF32 = 1024 * 4096 * 4096
 # update's error from a float64 run was 5.3e-5 against the fp32 reference's 5.1e-6 (Triton's
 # tf32x3 1.8e-5), and at B256 8.7e-6 against 1.9e-6 (Triton 2.5e-6). The CPU emulation
 # (operands rounded, products in float32) had predicted parity: the tensor cores' accumulation
-# loses more than that. Off: tf32x3 promises float32-level accuracy (bench/gpu_decide.py
+# loses more than that (bench/gpu_tf32x3_forms.py: 9-12x fp32's error on the GEMM alone even
+# with one TF32 GEMM per term). Off: tf32x3 promises float32-level accuracy (bench/gpu_decide.py
 # TF32X3_ERR64_FACTOR).
 CUBLAS_MIN_MACS_TF32X3 = 0
 GATE_ROWS, GATE_BN = 4, 512  # _cublas_gate_kernel: rows per program, units per chunk

@@ -1,6 +1,6 @@
 """bench/gpu.py's and bench/gpu_tiles.py's session modes (--warm-only, the compile-ahead step of
 bench/gpu_session.sh, and gpu.py --profile), on the CPU: smoke shapes under the Triton
-interpreter."""
+interpreter; and bench/gpu_tf32x3_forms.py with TF32 emulated."""
 import argparse
 import os
 import re
@@ -103,3 +103,20 @@ def test_session_row_lists_name_existing_rows():
         assert m, var
         for sub in m.group(1).split("|"):
             assert any(sub in n for n in names), (var, sub)
+
+
+def test_gpu_tf32x3_forms_runs_and_every_form_is_the_product(tmp_path, capsys):
+    """bench/gpu_tf32x3_forms.py on the CPU (TF32 emulated), tiny shape: every form gives a @ b.T
+    (the split forms to float32 level there, tf32 to TF32's), and the CSV has one row per form."""
+    import csv
+
+    import gpu_tf32x3_forms as forms_script
+
+    out = tmp_path / "forms.csv"
+    assert forms_script.main(["--small", "--reps", "1", "--csv", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert [r["form"] for r in rows] == ["fp32", "tf32", "kcat", "kcat-small-first", "two-gemms",
+                                         "three-gemms"]
+    errs = {r["form"]: float(r["rel err vs float64"]) for r in rows}
+    assert errs["tf32"] > 1e-5 and all(errs[f] < 1e-6 for f in errs if f != "tf32")
+    assert "kcat-small-first" in capsys.readouterr().out
