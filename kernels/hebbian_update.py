@@ -172,7 +172,12 @@ def _matmul_kernel(
             b = tl.where(b > 0, 1.0, tl.where(b < 0, -1.0, 0.0)).to(tl.float32)
         elif BPOW == 2:
             ab = tl.abs(b)
-            mag = tl.where(ab > 0, tl.exp(pm1 * tl.log(tl.maximum(ab, 1e-38))), 0.0)
+            # ln|b|, exact for subnormal |b| too: scaled by 2^64 into the normal range first
+            # (the p-norm transform of a subnormal weight is not negligible for p < 2)
+            tiny = ab < 5.421010862427522e-20  # 2^-64
+            scaled = tl.where(ab > 0, tl.where(tiny, ab * 1.8446744073709552e19, ab), 1.0)
+            lnb = tl.log(scaled) - tl.where(tiny, 44.3614195558365, 0.0)  # 64 ln 2
+            mag = tl.where(ab > 0, tl.exp(pm1 * lnb), 0.0)
             # (.to: the interpreter passes the float argument pm1 as fp64)
             b = tl.where(b < 0, -mag, mag).to(tl.float32)
         acc += tl.dot(a, b, input_precision=PRECISION)

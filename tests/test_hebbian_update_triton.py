@@ -277,3 +277,19 @@ def test_sparse_rules_cublas_currents_only_where_they_apply(monkeypatch, poisone
     got = hebbian_update(W.clone(), X, "instar", 0.1, backend="triton", currents=U)
     assert len(spy.grids) == n
     assert rel_err(got - W, hebbian_update_reference(W.clone(), X, "instar", 0.1) - W) < RTOL_REDUCTION
+
+
+@pytest.mark.parametrize("p", [1.2, 1.5, 3.0])
+def test_krotov_pnorm_subnormal_weights(p, poisoned_empty):
+    """The p-norm transform sign(w)|w|^(p-1) of subnormal weights (1e-40) is exact in the Triton
+    GEMM's load (ln|w| taken after scaling by 2^64), not clamped: for p < 2 it is far from
+    negligible (|1e-40|^0.5 = 1e-20), and inputs of 1e20 on those features make it count."""
+    g = torch.Generator().manual_seed(0)
+    W = torch.randn(12, 9, generator=g) * 0.3
+    W[:, :4] = torch.randn(12, 4, generator=g) * 1e-40
+    assert 0 < W[:, :4].abs().max() < torch.finfo(torch.float32).tiny  # subnormal
+    X = torch.rand(6, 9, generator=g)
+    X[:, :4] = 1e20
+    want = hebbian_update_reference(W.clone(), X, "krotov", 0.1, p=p, k=3) - W
+    got = hebbian_update(W.clone(), X, "krotov", 0.1, p=p, k=3, backend="triton") - W
+    assert rel_err(got, want) < RTOL_REDUCTION
