@@ -190,6 +190,9 @@ def prepare_out(out: str | os.PathLike, overwrite: bool = False) -> Path:
     and create the folder; returns the CSV's path. Problems are ValueErrors that name the path."""
     if not isinstance(out, (str, os.PathLike)):
         raise TypeError(f"out must be a folder path (str or os.PathLike), got {type(out).__name__} {out!r}")
+    if os.fspath(out) in ("", b""):  # Path("") is ".": an empty --out would write into the cwd
+        raise ValueError(f"out must name a folder, got an empty path {os.fspath(out)!r} "
+                         "(for the current folder, pass '.')")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"output folder {out} exists and is not a folder")

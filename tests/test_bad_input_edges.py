@@ -152,6 +152,8 @@ def test_compare_methods_and_device_named(tmp_path):
         compare.compare(["backprop"], [2], out=tmp_path, device="gpu")
     with pytest.raises(TypeError, match=r"^out must be a folder path"):
         compare.compare(["backprop"], [2], out=5, device="cpu")
+    with pytest.raises(ValueError, match=r"^out must name a folder, got an empty path ''"):
+        compare.compare(["backprop"], [2], out="", device="cpu")
 
 
 def test_registry_and_widths_arguments_named():

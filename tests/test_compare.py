@@ -436,6 +436,7 @@ def test_unusable_out_is_a_usage_error(tmp_path, make_method, capsys, fake_data)
         (a_file, "exists and is not a folder"),
         (a_file / "sub", "cannot create the output folder"),
         (tmp_path / "d", "results.csv exists but is not a regular file"),
+        ("", "out must name a folder, got an empty path"),
     ]
     for out, words in cases:
         with pytest.raises(SystemExit) as info:
