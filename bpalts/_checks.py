@@ -112,9 +112,13 @@ def one_finite_sync():
             raise ValueError(f"{name} contains NaN or infinite values")
 
 
-def check_scalar(name: str, value, *, positive: bool = False, allow_zero: bool = True) -> float:
+def check_scalar(name: str, value, *, positive: bool = False, allow_zero: bool = True,
+                 dtype: torch.dtype | None = None) -> float:
     """A finite real number (optionally > 0 / >= 0; Python or NumPy scalars, or a one-element
-    tensor, not a bool); returned as a Python float."""
+    tensor, not a bool); returned as a Python float. With ``dtype`` (the floating dtype the op
+    computes in), also within that dtype's range: ``lr=1e300`` on float32 weights is an error
+    naming ``lr``, not torch's "cannot be converted to type float without overflow" (or
+    silently infinite weights) from inside the op."""
     if isinstance(value, torch.Tensor) and value.numel() == 1 and value.dtype != torch.bool:
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -124,6 +128,10 @@ def check_scalar(name: str, value, *, positive: bool = False, allow_zero: bool =
         raise ValueError(f"{name} must be finite, got {value}")
     if positive and (value < 0 or (value == 0 and not allow_zero)):
         raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+    if dtype is not None and dtype.is_floating_point and abs(value) > torch.finfo(dtype).max:
+        dname = str(dtype).removeprefix("torch.")
+        raise ValueError(f"{name} must be within {dname}'s range (|{name}| <= "
+                         f"{torch.finfo(dtype).max:.4g}: the op computes in {dname}), got {value}")
     return value
 
 

@@ -188,3 +188,33 @@ def test_generate_sparse_or_meta_labels_named():
         m.generate(torch.tensor([1, 2]).to_sparse())
     with pytest.raises(ValueError, match=r"^labels is on the meta device"):
         m.generate(torch.empty(2, dtype=torch.long, device="meta"))
+
+
+def test_scalars_beyond_the_ops_dtype_are_named():
+    """A finite scalar too large for the dtype the op computes in (lr=1e300 on float32) is a
+    ValueError naming it, on every CPU backend, instead of torch's overflow error from inside
+    the reference or silently infinite weights from C++; float64 tensors take it."""
+    import bpalts
+    from bpalts.ops import (hebbian_update, pc_relax, pc_weight_update, softwta_conv_update,
+                            softwta_update)
+    g = torch.Generator().manual_seed(0)
+    W, X = torch.randn(8, 5, generator=g), torch.rand(4, 5, generator=g)
+    ws = [torch.randn(6, 5, generator=g), torch.randn(3, 6, generator=g)]
+    y = torch.rand(4, 3, generator=g)
+    msg = r"^{} must be within float32's range \(\|{}\| <= 3.403e\+38"
+    for backend in ("reference", "cpp"):
+        if backend not in bpalts.available_backends("cpu"):
+            continue
+        with pytest.raises(ValueError, match=msg.format("lr", "lr")):
+            hebbian_update(W.clone(), X, "gha", lr=1e300, backend=backend)
+        with pytest.raises(ValueError, match=msg.format("lr", "lr")):
+            softwta_update(W.clone(), X, lr=-1e39, backend=backend)
+        with pytest.raises(ValueError, match=msg.format("lr", "lr")):
+            softwta_conv_update(torch.randn(4, 1, 3, 3, generator=g), torch.rand(2, 1, 6, 6, generator=g),
+                                lr=1e300, backend=backend)
+        with pytest.raises(ValueError, match=msg.format("step_size", "step_size")):
+            pc_relax(ws, X, y, steps=2, step_size=1e300, backend=backend)
+        res = pc_relax(ws, X, y, steps=2, step_size=0.1, backend=backend)
+        with pytest.raises(ValueError, match=msg.format("lr", "lr")):
+            pc_weight_update([w.clone() for w in ws], X, res.states, res.errors, lr=1e300, backend=backend)
+    hebbian_update(W.double(), X.double(), "gha", lr=1e300, backend="reference")  # float64's range

@@ -510,7 +510,7 @@ def hebbian_update(
     check_weights_and_batch(W, X)
     check_in_place("W", W)
     check_choice("rule", rule, tuple(HEBBIAN_RULES))
-    lr = check_scalar("lr", lr)
+    lr = check_scalar("lr", lr, dtype=W.dtype)
     r = HEBBIAN_RULES[rule]
     prm = resolve_params(r, W, k=k, delta=delta, p=p, theta_rate=theta_rate, state=state)
     which = resolve_backend(backend, W.device)

@@ -389,7 +389,7 @@ def pc_relax(weights, x, target, steps=20, step_size=0.1, *, biases=None, activa
             check_tensor("x", x, ("batch", "features"), FLOAT32_ONLY)
         _check_rows("target", target, x, weights[-1].shape[0], "outputs", dtypes, check_finite_input)
         check_int("steps", steps, 1)
-        step_size = check_scalar("step_size", step_size, positive=True, allow_zero=False)
+        step_size = check_scalar("step_size", step_size, positive=True, allow_zero=False, dtype=x.dtype)
         activation = check_choice("activation", activation, ACTIVATIONS)
         output = check_choice("output", output, OUTPUTS)
         output_energy = check_choice("output_energy", output_energy, OUTPUT_ENERGIES)

@@ -121,7 +121,7 @@ def pc_weight_update(weights, x, states, errors, *, lr=None, biases=None, activa
             for i, t in enumerate(lst):
                 _check_rows(f"{name}[{i}]", t, x, weights[i].shape[0], "units", dtypes, check_finite_input)
         if lr is not None:
-            lr = check_scalar("lr", lr)
+            lr = check_scalar("lr", lr, dtype=x.dtype)
             for name, lst in (("weights", weights), ("biases", biases), ("feedback", feedback)):
                 for i, t in enumerate(lst or ()):
                     if t is not None:  # updated in place when lr is given

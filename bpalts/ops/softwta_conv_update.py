@@ -167,7 +167,7 @@ def softwta_conv_update(
     """
     stride, padding = check_conv_weights_and_batch(W, X, stride, padding)
     check_in_place("W", W)
-    lr = check_scalar("lr", lr)
+    lr = check_scalar("lr", lr, dtype=W.dtype)
     temperature, flags = check_softwta_settings(W, temperature, anti_hebbian, adaptive_lr, max_normalize)
     which = resolve_backend(backend, W.device)
     if which == "triton":

@@ -148,7 +148,7 @@ def softwta_update(
     check_weights_and_batch(W, X)
     check_in_place("W", W)
     precision = check_precision(precision, W.dtype)
-    lr = check_scalar("lr", lr)
+    lr = check_scalar("lr", lr, dtype=W.dtype)
     temperature, flags = check_softwta_settings(W, temperature, anti_hebbian, adaptive_lr, max_normalize)
     which = resolve_backend(backend, W.device)
     if which == "triton":
