@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -392,3 +393,16 @@ def test_fa_target_20_epochs(mnist_train, mnist_test):
 @pytest.mark.slow
 def test_pepita_target_60_epochs(mnist_train, mnist_test):
     _target("pepita", 60, 0.975, mnist_train, mnist_test)
+
+
+@pytest.mark.parametrize("milestones", [[np.int64(30), np.int64(45)], torch.tensor([30, 45]),
+                                        (np.float32(30.0), 45)])
+def test_pepita_milestones_take_numpy_and_tensor_epochs(milestones):
+    """PEPITA's milestones accepted only Python int / float elements: NumPy integers, or a tensor
+    (which check_sequence lets through), were a ValueError claiming they were not 'positive epoch
+    numbers'. They are epoch numbers like any other; non-positive ones are still refused."""
+    assert PEPITA((6, 5, 2), milestones=milestones).milestones == (30.0, 45.0)
+    with pytest.raises(ValueError, match="milestones must be positive epoch numbers"):
+        PEPITA((6, 5, 2), milestones=[np.int64(0)])
+    with pytest.raises(ValueError, match="milestones must be positive epoch numbers"):
+        PEPITA((6, 5, 2), milestones=torch.tensor([True]))

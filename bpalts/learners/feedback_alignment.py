@@ -18,6 +18,7 @@ Registered methods: ``pepita`` (fixed 784-1024-10 network), ``fa`` and ``dfa`` (
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 import torch.nn as nn
@@ -417,7 +418,9 @@ class PEPITA(_LocalMLP):
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.f_scale = check_scalar("f_scale", f_scale, positive=True, allow_zero=False)
         milestones = check_sequence("milestones", milestones, "epochs at which the rate decays, e.g. (60, 90)")
-        if not all(isinstance(m, (int, float)) and not isinstance(m, bool) and math.isfinite(m) and m > 0
+        # NumPy scalars and a tensor's elements are epoch numbers too (check_sequence takes tensors)
+        milestones = tuple(m.item() if isinstance(m, torch.Tensor) and m.numel() == 1 else m for m in milestones)
+        if not all(isinstance(m, numbers.Real) and not isinstance(m, bool) and math.isfinite(m) and m > 0
                    for m in milestones):
             raise ValueError(f"milestones must be positive epoch numbers, got {milestones!r}")
         self.milestones = tuple(sorted(float(m) for m in milestones))
