@@ -115,6 +115,11 @@ def test_bad_input():
         HebbianMLP((4, 3, 2), rule="ica")
     with pytest.raises(ValueError, match="schedule must be one of"):
         HebbianMLP((4, 3, 2), schedule="alternate")
+    # power shapes only the triangle activation: with relu / tanh it was silently ignored
+    for cls, act in ((SoftHebbMLP, "relu"), (HebbianMLP, "tanh")):
+        with pytest.raises(ValueError, match=rf"power applies only to activation='triangle'.*{act}"):
+            cls((4, 3, 2), activation=act, power=0.7)
+        cls((4, 3, 2), activation=act, power=1.0)
     m = SoftHebbMLP((4, 3, 2), backend="reference")
     with pytest.raises(ValueError, match=r"x must be \(batch, 4\)"):
         m.train_step(torch.rand(2, 5), torch.zeros(2, dtype=torch.long))

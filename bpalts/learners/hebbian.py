@@ -185,6 +185,9 @@ class _HebbianNet(Learner):
         self.schedule = check_choice("schedule", schedule, ("simultaneous", "layerwise"))
         self.activation = check_choice("activation", activation, tuple(ACTIVATIONS))
         self.power = check_scalar("power", power, positive=True, allow_zero=False)
+        if self.power != 1.0 and self.activation != "triangle":  # relu / tanh take no power
+            raise ValueError(f"power applies only to activation='triangle' (relu(u - mean(u))^power), "
+                             f"got power={self.power} with activation={self.activation!r}")
         self.hebbian_samples = check_int("hebbian_samples", hebbian_samples, 0,
                                          what="training samples of the Hebbian phase")
         resolve_backend(backend)  # validates the name; ops resolve it per call
