@@ -209,6 +209,8 @@ def test_scalars_beyond_the_ops_dtype_are_named():
             hebbian_update(W.clone(), X, "gha", lr=1e300, backend=backend)
         with pytest.raises(ValueError, match=msg.format("lr", "lr")):
             softwta_update(W.clone(), X, lr=-1e39, backend=backend)
+        with pytest.raises(ValueError, match=msg.format("delta", "delta")):
+            hebbian_update(W.clone(), X, "krotov", lr=0.1, delta=1e39, backend=backend)
         with pytest.raises(ValueError, match=msg.format("lr", "lr")):
             softwta_conv_update(torch.randn(4, 1, 3, 3, generator=g), torch.rand(2, 1, 6, 6, generator=g),
                                 lr=1e300, backend=backend)

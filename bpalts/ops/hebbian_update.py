@@ -251,7 +251,7 @@ def resolve_params(rule: HebbianRule, W: torch.Tensor, *, k=None, delta=None, p=
             )
         out.k = int(kk)
     if "delta" in rule.params:
-        out.delta = check_scalar("delta", PARAM_DEFAULTS["delta"] if delta is None else delta)
+        out.delta = check_scalar("delta", PARAM_DEFAULTS["delta"] if delta is None else delta, dtype=W.dtype)
     if "p" in rule.params:
         pp = check_scalar("p", PARAM_DEFAULTS["p"] if p is None else p)
         if pp < 1:
