@@ -154,3 +154,26 @@ def test_train_step_inside_inference_mode_leaves_a_trainable_learner(name, batch
     after = _state(b)
     assert not any(t.is_inference() for t in after.values())
     assert _same(_state(a), after)
+
+
+@pytest.mark.parametrize("name", list(LEARNERS))
+def test_converting_a_trained_learner_converts_its_optimiser_state(name, batch):
+    """``.double()`` after training: the optimisers' state (Adam's moments) follows the
+    parameters. It stayed float32, and the next step of the Hebbian learners (Adam readouts)
+    failed inside torch.optim ("expected dtype float ... but got dtype double"). The converted learner then
+    trains on as the float32 one does (to float32 rounding)."""
+    x, y = batch
+    torch.manual_seed(0)
+    a = LEARNERS[name]()
+    a.train_step(x, y)
+    b = copy.deepcopy(a)
+    a.double()
+    for _, obj in a._training_objects():
+        if isinstance(obj, torch.optim.Optimizer):
+            for st in obj.state.values():
+                assert all(v.dtype == torch.float64 for k, v in st.items()
+                           if torch.is_tensor(v) and k != "step" and v.is_floating_point())
+    a.train_step(x.double(), y)
+    b.train_step(x, y)
+    pa, pb = a.predict(x.double()), b.predict(x)
+    assert (pa == pb).float().mean() >= 0.9  # the same classes but for near ties

@@ -233,6 +233,17 @@ class Learner(nn.Module):
                 # the one it was copied from) would share, and both update, one set of moments.
                 obj.load_state_dict(copy.deepcopy(value))
 
+    def _apply(self, fn, *args, **kwargs):
+        """``.to()``, ``.double()``, ``.cuda()``...: the parameters convert as usual, and every
+        optimiser's state (Adam's moments) follows them, as ``torch.optim`` does when it loads a
+        state: moments left in float32 made the next step of a learner converted to float64
+        (the Hebbian learners' Adam readouts) fail inside the optimiser."""
+        out = super()._apply(fn, *args, **kwargs)
+        for _, obj in self._training_objects():
+            if isinstance(obj, torch.optim.Optimizer) and obj.state:
+                obj.load_state_dict(obj.state_dict())  # casts the state to its params' dtype / device
+        return out
+
     def _finish_step(self, metrics: dict) -> dict:
         """Count the step, check weights and metrics for non-finite values, return the metrics.
         A non-finite result is a :class:`DivergenceError` naming the step, or, when the step's
