@@ -13,6 +13,7 @@ from tests._compare_util import CallSpy, train_epochs
 from bpalts import registry
 from bpalts.learners import DivergenceError, layer_sizes
 from bpalts.learners.backprop import BackpropMLP
+from bpalts.learners import predictive_coding
 from bpalts.learners.predictive_coding import BidirectionalPC, IncrementalPC, PCNetwork
 
 NAMES = ["pc", "pc-adaptive", "ipc", "pc-bidir"]
@@ -356,3 +357,25 @@ def test_bidirectional_generate_divergence_raises_with_the_step():
     assert torch.isfinite(model.generate(labels, steps=2)).all()  # still finite: no error
     with pytest.raises(DivergenceError, match=r"generate diverged.*relaxation step \d+ of 50"):
         model.generate(labels, steps=50)
+
+
+def test_ipc_divergence_names_the_inference_step(monkeypatch):
+    """IncrementalPC runs pc_relax one step at a time, so a divergence at inference step 13 of 40
+    was reported as "relaxation step 1 (of 1 run)": the message must name the batch's inference
+    step."""
+    calls = []
+    real = predictive_coding.pc_relax
+
+    def spy(*args, **kw):
+        calls.append(1)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(predictive_coding, "pc_relax", spy)
+    x = torch.rand(4, 6, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 1, 2, 0])
+    m = IncrementalPC([6, 5, 4, 3], steps=40, step_size=30.0, activation="relu", backend="reference")
+    with pytest.raises(DivergenceError) as info:
+        m.train_step(x, y)
+    assert len(calls) > 1  # it diverged after the first inference step
+    assert f"inference step {len(calls)} of 40" in str(info.value)
+    assert "IncrementalPC diverged at step 1" in str(info.value)

@@ -493,3 +493,14 @@ def test_cpp_kernels_do_not_depend_on_the_thread_count():
     # and 3 OpenMP threads, for every output mode (clamped / nudged, squared error / ce).
     outs = stdout_words_per_thread_count(_THREADS_SCRIPT)
     assert len(outs[0]) == 1 and outs[0] == outs[1] == outs[2]
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpp"])
+def test_beta_beyond_float32_range_is_a_value_error(backend):
+    """beta=1e39 with float32 inputs failed inside the op with torch's RuntimeError "value cannot be
+    converted to type float without overflow"; it must be a ValueError naming beta (as step_size)."""
+    g = torch.Generator().manual_seed(0)
+    W = [torch.randn(4, 5, generator=g), torch.randn(3, 4, generator=g)]
+    x, t = torch.randn(2, 5, generator=g), torch.randn(2, 3, generator=g)
+    with pytest.raises(ValueError, match="beta must be within float32's range"):
+        pc_relax(W, x, t, 2, 0.1, output="nudge_positive", beta=1e39, backend=backend)

@@ -149,3 +149,23 @@ def test_pc_weight_update_reference_direct_call_matches():
     b = pc_weight_update(Ws, x, r.states, r.errors, biases=bs, backend="cpp")
     for u, v in itertools.chain(zip(a.weights, b.weights), zip(a.biases, b.biases)):
         assert rel_err(v, u) < RTOL_REDUCTION
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpp"])
+def test_fixed_feedback_is_not_checked_as_updated_in_place(backend):
+    """With lr given and feedback_rule=None the feedback matrices are left alone, yet a broadcast
+    (stride-0) feedback view was rejected with "feedback[1] is updated in place"."""
+    g = torch.Generator().manual_seed(0)
+    W = [torch.randn(4, 5, generator=g), torch.randn(3, 4, generator=g)]
+    x = torch.randn(2, 5, generator=g)
+    S = [torch.randn(2, 4, generator=g), torch.randn(2, 3, generator=g)]
+    E = [torch.randn(2, 4, generator=g), torch.randn(2, 3, generator=g)]
+    fb = [None, torch.randn(1, 4, generator=g).expand(3, 4)]
+    W1 = [w.clone() for w in W]
+    W2 = [w.clone() for w in W]
+    pc_weight_update(W1, x, S, E, lr=0.1, feedback=fb, backend=backend)
+    pc_weight_update(W2, x, S, E, lr=0.1, backend=backend)
+    for a, b in zip(W1, W2):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"feedback\[1\] is updated in place"):
+        pc_weight_update(W1, x, S, E, lr=0.1, feedback=fb, feedback_rule="same", backend=backend)

@@ -359,8 +359,10 @@ class IncrementalPC(_PCBase):
                              init=states, output="clamp", output_energy=self.output_energy,
                              precision=self.precision, backend=self.backend_arg,
                              check_finite_input=False)
-            except DivergenceError as exc:
-                raise self._diverged(exc) from None
+            except DivergenceError:  # each call runs one step: name the batch's inference step
+                raise self._diverged(DivergenceError(
+                    f"the energy became non-finite at inference step {t + 1} of {self.steps}; "
+                    "lower step_size or lr")) from None
             # One inference step, then one weight step from the errors at the new states; the next
             # call recomputes the errors with the new weights (no separate phases).
             upd = pc_weight_update(W, x, r.states, r.errors, biases=b, activation=self.activation,

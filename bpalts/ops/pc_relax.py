@@ -30,7 +30,10 @@ Output (``output=``)
 ``"clamp"`` (default): ``x_L = target`` throughout. With ``output_energy="mse"``,
 ``e_L = target - mu_L``; with ``"ce"`` the output term of ``F`` is the cross-entropy
 ``-sum target * log softmax(mu_L)`` and ``e_L = target - softmax(mu_L)`` (= minus its gradient in
-``mu_L``, so the hidden updates and the weight update keep the same form).
+``mu_L`` when each target row sums to 1, as one-hot and soft labels do; the hidden updates and
+the weight update keep the same form). Every backend uses this ``e_L`` (and ``softmax(x_L) -
+target`` as the nudged ``ce`` gradient) whatever the rows sum to: with other targets it is not
+the gradient of that cross-entropy.
 
 Nudging (``"nudge_positive"``, ``"nudge_negative"``, ``"nudge_centred"``): ``x_L`` is free, with
 ``e_L = x_L - mu_L`` and the extra energy ``beta_s * loss(x_L, target)`` (``loss`` = ``mse``:
@@ -358,7 +361,8 @@ def pc_relax(weights, x, target, steps=20, step_size=0.1, *, biases=None, activa
     Args:
         weights: list of ``L`` tensors, ``weights[l-1] = W_l`` of shape ``(n_l, n_{l-1})``.
         x: input ``x_0`` (batch, n_0); float32 (float64 on reference / cpp).
-        target: (batch, n_L) clamped / nudging target (one-hot or real-valued).
+        target: (batch, n_L) clamped / nudging target (one-hot or real-valued; for
+            ``output_energy="ce"``, rows that sum to 1).
         steps: relaxation steps T (>= 1). step_size: gamma (> 0).
         biases: optional list of ``L`` tensors ``(n_l,)``.
         activation: ``"tanh"``, ``"relu"``, ``"leaky_relu"`` (slope 0.01) or ``"identity"``.
@@ -393,7 +397,7 @@ def pc_relax(weights, x, target, steps=20, step_size=0.1, *, biases=None, activa
         activation = check_choice("activation", activation, ACTIVATIONS)
         output = check_choice("output", output, OUTPUTS)
         output_energy = check_choice("output_energy", output_energy, OUTPUT_ENERGIES)
-        beta = check_scalar("beta", beta, positive=True, allow_zero=False)
+        beta = check_scalar("beta", beta, positive=True, allow_zero=False, dtype=x.dtype)
         if tol is not None:
             tol = check_scalar("tol", tol, positive=True)
         fixed_predictions = check_flag("fixed_predictions", fixed_predictions)

@@ -122,7 +122,8 @@ def pc_weight_update(weights, x, states, errors, *, lr=None, biases=None, activa
                 _check_rows(f"{name}[{i}]", t, x, weights[i].shape[0], "units", dtypes, check_finite_input)
         if lr is not None:
             lr = check_scalar("lr", lr, dtype=x.dtype)
-            for name, lst in (("weights", weights), ("biases", biases), ("feedback", feedback)):
+            learned = feedback if feedback_rule is not None else None  # else left alone
+            for name, lst in (("weights", weights), ("biases", biases), ("feedback", learned)):
                 for i, t in enumerate(lst or ()):
                     if t is not None:  # updated in place when lr is given
                         check_in_place(f"{name}[{i}]", t)
