@@ -370,7 +370,9 @@ def pc_relax(weights, x, target, steps=20, step_size=0.1, *, biases=None, activa
         output: ``"clamp"``, ``"nudge_positive"``, ``"nudge_negative"``, ``"nudge_centred"``.
         beta: nudging strength (> 0; used by the nudge outputs only).
         output_energy: ``"mse"`` or ``"ce"`` (softmax cross-entropy).
-        tol: optional relative energy-change tolerance for an early stop (>= 0).
+        tol: optional relative energy-change tolerance for an early stop (>= 0). In float32 a
+            ``tol`` below about 1e-5 is within the energy's rounding: the backends (the
+            reference sums it in float32, C++ in float64) can then stop at different steps.
         feedback: optional list of ``L`` feedback matrices ``B_l`` (shape of ``W_l``; entry 0 unused,
             may be ``None``) used in the top-down term instead of ``W_{l+1}``.
         fixed_predictions: keep ``mu_l`` and ``f'`` at their feed-forward values.
