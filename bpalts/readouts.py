@@ -47,12 +47,23 @@ class _Readout(nn.Module):
     """Shared checks: features (batch, n_features); targets class indices or (batch, n_outputs)."""
 
     _indices_only = False  # True: the readout takes class indices only, not real-valued targets
+    _float64_state: tuple[str, ...] = ()  # buffers that stay float64 whatever the module's dtype
 
     def __init__(self, n_features: int, n_outputs: int, bias: bool) -> None:
         super().__init__()
         self.n_features = check_int("n_features", n_features, 1)
         self.n_outputs = check_int("n_outputs", n_outputs, 1)
         self.bias = check_flag("bias", bias)
+
+    def _apply(self, fn, *args, **kwargs):
+        """``.to()`` / ``.cuda()`` / ``.float()`` ...: the float64 statistics (``_float64_state``)
+        follow a move to another device but keep float64 under a dtype cast (``model.float()``
+        would otherwise round them and break the next ``partial_fit``)."""
+        keep = {k: self._buffers[k] for k in self._float64_state}
+        out = super()._apply(fn, *args, **kwargs)
+        for k, t in keep.items():
+            self._buffers[k] = t.to(self._buffers[k].device)
+        return out
 
     def _check_x(self, X: torch.Tensor, name: str = "X", same_device: bool = True) -> torch.Tensor:
         """``same_device``: ``X`` must be on the readout's device (False where it is moved there)."""
@@ -162,6 +173,8 @@ class RidgeReadout(_Readout):
 
     Jaeger 2001; Lukosevicius, "A practical guide to applying echo state networks", 2012, sec. 4.1.
     """
+
+    _float64_state = ("gram", "cross")
 
     def __init__(
         self,
@@ -434,6 +447,8 @@ class RLSReadout(_Readout):
     Sussillo & Abbott, "Generating coherent patterns of activity from chaotic neural networks",
     Neuron 2009 (FORCE learning: RLS on a reservoir's readout, per time step).
     """
+
+    _float64_state = ("P", "weight_full")
 
     def __init__(
         self,

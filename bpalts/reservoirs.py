@@ -268,6 +268,12 @@ def spectral_radius(
         check_finite("W", Wd.values())
     if _acyclic(Wd):
         return 0.0  # exactly nilpotent
+    # rho(W) = s rho(W / s): with s a power of two (exact) bringing max |W_ij| into [1, 2), no
+    # norm below over- or underflows (torch's norms are unscaled: |1e200 x| is inf)
+    s = _pow2_scale(Wd.values() if Wd.layout == torch.sparse_csr else Wd)
+    if s != 1.0:
+        Wd = (torch.sparse_csr_tensor(Wd.crow_indices(), Wd.col_indices(), Wd.values() / s, Wd.shape)
+              if Wd.layout == torch.sparse_csr else Wd / s)
     mv = _matvec(Wd)
     m = min(krylov_dim, n)
     # Happy breakdown: ``W q_j`` lies in the Krylov space up to rounding, judged relative to the
@@ -289,20 +295,27 @@ def spectral_radius(
                     return 0.0  # W^k v = 0 for a random v: W is nilpotent
                 v = torch.randn(n, dtype=torch.float64, generator=g).to(Wd.device)
                 continue  # a restart vector in a nilpotent invariant subspace: start afresh
-            return mag
+            return mag * s
         res = _ritz_residual(mv, lam, mag, z)
         if res < best_res:
             best, best_res = mag, res
         if res <= tol:
-            return _confirm_dominant(mv, z, mag, m, tol, max_restarts, w_scale)
+            return _confirm_dominant(mv, z, mag, m, tol, max_restarts, w_scale) * s
         v = z.real + z.imag
     warnings.warn(
         f"spectral_radius: Arnoldi did not reach tol={tol} in {max_restarts} restarts "
-        f"(best relative residual {best_res:.2e}); returning the best estimate {best:.6g}",
+        f"(best relative residual {best_res:.2e}); returning the best estimate {best * s:.6g}",
         RuntimeWarning,
         stacklevel=2,
     )
-    return best
+    return best * s
+
+
+def _pow2_scale(vals: torch.Tensor) -> float:
+    """The power of two ``s`` with ``max |vals| / s`` in ``[1, 2)`` (1.0 for all zeros): dividing
+    by it is exact and keeps squares and norms of the scaled values in float64's range."""
+    top = float(vals.abs().max())
+    return 1.0 if top == 0.0 else math.ldexp(1.0, math.frexp(top)[1] - 1)
 
 
 def _arnoldi_ritz(op, v: torch.Tensor, m: int, w_scale: float):
@@ -421,8 +434,9 @@ def _zero_radius(W: torch.Tensor, rho: float) -> str:
     ``rho >= ||W||_F / sqrt(n)``.)"""
     if rho == 0.0:
         return "spectral radius 0 (nilpotent, e.g. the graph of its nonzero entries has no cycle)"
-    vals = W.values() if W.layout == torch.sparse_csr else W
-    floor = ZERO_RTOL * float(vals.double().norm())
+    vals = (W.values() if W.layout == torch.sparse_csr else W).double()
+    s = _pow2_scale(vals)  # ||W||_F = s ||W / s||_F without overflow or underflow
+    floor = ZERO_RTOL * s * float((vals / s).norm())
     if rho <= floor:
         return (f"spectral radius {rho:.3g} <= sqrt(eps) * ||W||_F = {floor:.3g}, indistinguishable "
                 "from 0 at float64 precision (nilpotent or nearly so)")

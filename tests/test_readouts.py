@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from bpalts.learners.reservoir import EchoStateNetwork
 from bpalts.readouts import HebbianWTAReadout, RidgeReadout, RLSReadout, SGDReadout
 
 
@@ -337,3 +338,29 @@ def test_hebbian_wta_anti_push_uses_the_weights_before_the_batch():
     want[0] += 0.5 * (X[1] - W0[0])  # instar, class 0
     want[1] -= 0.5 * (X[1] - W0[1])  # anti-Hebbian push of the wrong winner
     torch.testing.assert_close(r.weight, want, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("cast", ["float", "half", "to_float32"])
+def test_float64_readout_state_survives_module_dtype_casts(cast):
+    """``module.float()`` (also ``.half()``, ``.to(torch.float32)``, e.g. on a whole model holding
+    an echo state network, whose reservoir is float32 already) converted the ridge readout's
+    float64 Gram/cross sums and the RLS readout's float64 ``P``/weights to the new dtype: the next
+    ``partial_fit`` crashed with a bare RuntimeError ("self and mat2 must have the same dtype")
+    and the documented float64 accumulation was lost. The float64 state now stays float64 (it
+    still follows device moves); the output weights follow the cast as before."""
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(40, 5, generator=g)
+    y = torch.randint(0, 3, (40,), generator=g)
+    for r in (RidgeReadout(5, 3, ridge=0.1), RLSReadout(5, 3, delta=0.1)):
+        ref = type(r)(5, 3, 0.1).partial_fit(X[:20], y[:20]).partial_fit(X[20:], y[20:])
+        r.partial_fit(X[:20], y[:20])
+        if cast == "to_float32":
+            r.to(torch.float32)
+        else:
+            getattr(r, cast)()
+        for name in ("gram", "cross") if isinstance(r, RidgeReadout) else ("P", "weight_full"):
+            assert getattr(r, name).dtype == torch.float64, name
+        r.partial_fit(X[20:], y[20:])
+        torch.testing.assert_close(r(X), ref(X), rtol=1e-2, atol=1e-2)
+    esn = EchoStateNetwork([16, 3], n_reservoir=10, steps=4, readout="ridge").float()
+    esn.train_step(torch.rand(8, 16, generator=g), torch.randint(0, 3, (8,), generator=g))

@@ -228,3 +228,23 @@ def test_reservoir_target(mnist_train, mnist_test):
 def test_reservoir_best_target(mnist_train, mnist_test):
     """Issue 5: the best ESN configuration reaches >= 98.0% on MNIST test."""
     assert _one_epoch("reservoir-best", mnist_train, mnist_test) >= 0.98
+
+
+def test_esn_states_checks_its_arguments():
+    """``EchoStateNetwork.states`` (and ``feature_map``, which calls it) did not check its
+    arguments: a ``reservoir`` index past the reservoirs raised a bare IndexError ("index 1 is
+    out of bounds for dimension 0 with size 1"), a negative one silently picked another
+    reservoir, and images of the wrong width a RuntimeError from a reshape ("shape '[5, 4, 4]'
+    is invalid for input of size 75"). They are now ValueErrors naming the argument."""
+    esn = EchoStateNetwork([16, 3], n_reservoir=8, steps=4)
+    x = torch.rand(5, 16)
+    assert esn.states(x).shape == (4, 5, 8)
+    for bad in (1, -1):
+        with pytest.raises(ValueError, match="reservoir"):
+            esn.states(x, reservoir=bad)
+    with pytest.raises(ValueError, match=r"x must be \(batch, 16\)"):
+        esn.states(torch.rand(5, 15))
+    with pytest.raises(ValueError, match=r"x must be \(batch, 16\)"):
+        esn.feature_map(torch.rand(16))
+    with pytest.raises(TypeError, match="reservoir"):
+        esn.states(x, reservoir=0.0)

@@ -320,3 +320,23 @@ def test_scaled_radius_is_the_requested_one():
     W = _sparse_uniform(300, 0.05, 86)
     S = scale_spectral_radius(W, 0.9)
     assert abs(float(torch.linalg.eigvals(S).abs().max()) - 0.9) <= 1e-5
+
+
+@pytest.mark.parametrize("scale", [1e-300, 1e-200, 1e160, 1e200, 1e300])
+def test_spectral_radius_of_very_large_or_small_matrices(scale):
+    """``spectral_radius`` took the Frobenius norm of ``W`` (and of the Krylov vectors) with
+    torch's unscaled norm, which overflows to inf for entries above ~1e154 and underflows to 0
+    below ~1e-154: the happy-breakdown test then fired at the first Arnoldi step and a 1 x 1
+    Rayleigh quotient was returned as the radius (0.172x the true value for a 50 x 50 Gaussian
+    matrix times 1e200 or 1e-200, with no warning), and ``scale_spectral_radius`` refused such
+    a ``W`` as "indistinguishable from 0". The matrix is now scaled by a power of two first
+    (exact, so ordinary matrices give bit-identical results)."""
+    g = torch.Generator().manual_seed(0)
+    W0 = torch.randn(50, 50, generator=g, dtype=torch.float64)
+    want = float(torch.linalg.eigvals(W0).abs().max())
+    W = W0 * scale
+    assert spectral_radius(W) == pytest.approx(want * scale, rel=1e-6)
+    assert spectral_radius(W.to_sparse_csr()) == pytest.approx(want * scale, rel=1e-6)
+    assert spectral_radius(W0) == spectral_radius(W0 * 2.0**40) / 2.0**40  # exact scaling
+    Ws = scale_spectral_radius(W, 0.9)
+    assert float(torch.linalg.eigvals(Ws).abs().max()) == pytest.approx(0.9, rel=1e-6)

@@ -302,7 +302,10 @@ class EchoStateNetwork(Learner):
     @torch.no_grad()
     def states(self, x: torch.Tensor, keep="all", reservoir: int = 0) -> torch.Tensor:
         """States (T_kept, B, N) of reservoir ``reservoir`` (one per direction) for images ``x``."""
-        r = reservoir
+        self.check_input(x)
+        check_batch(x, None, self.n_in, self.n_out)
+        r = check_int("reservoir", reservoir, 0, len(self.directions) - 1,
+                      what=f"one of the {len(self.directions)} reservoirs, one per direction")
         return reservoir_run(self._w_run(r), self.W_in[r], self._sequence(x, self.directions[r]),
                              self.leak, None if self.b is None else self.b[r],
                              keep=keep, backend=self.backend_arg, precision=self.precision)
