@@ -201,6 +201,18 @@ class RidgeReadout(_Readout):
         self.register_buffer("solved_count", torch.zeros((), dtype=torch.long))
         self.last_jitter = 0.0
 
+    @property
+    def ridge(self) -> float:
+        """The ridge penalty. Setting it (checked: finite, >= 0) makes the next ``forward`` solve
+        again: weights solved under the old penalty were kept before."""
+        return self._ridge
+
+    @ridge.setter
+    def ridge(self, value) -> None:
+        self._ridge = check_scalar("ridge", value, positive=True)
+        if "solved_count" in self._buffers:
+            self.solved_count.fill_(-1)  # stale: forward re-solves when data was accumulated
+
     def reset(self) -> None:
         self.gram.zero_()
         self.cross.zero_()

@@ -364,3 +364,20 @@ def test_float64_readout_state_survives_module_dtype_casts(cast):
         torch.testing.assert_close(r(X), ref(X), rtol=1e-2, atol=1e-2)
     esn = EchoStateNetwork([16, 3], n_reservoir=10, steps=4, readout="ridge").float()
     esn.train_step(torch.rand(8, 16, generator=g), torch.randint(0, 3, (8,), generator=g))
+
+
+def test_ridge_set_after_a_solve_solves_again():
+    """Setting ``ridge`` after the weights were solved kept the weights of the old penalty (the
+    next forward saw solved_count == count); it now solves again, as a readout built with the new
+    penalty would, and the new value is checked."""
+    g = torch.Generator().manual_seed(0)
+    X, y = torch.randn(30, 4, generator=g), torch.randint(0, 3, (30,), generator=g)
+    r = RidgeReadout(4, 3, ridge=1e-6).partial_fit(X, y)
+    before = r(X).clone()
+    r.ridge = 100.0
+    want = RidgeReadout(4, 3, ridge=100.0).partial_fit(X, y)(X)
+    torch.testing.assert_close(r(X), want, rtol=0, atol=0)
+    assert (before - want).abs().max() > 0.1
+    with pytest.raises(ValueError, match="ridge must be >= 0"):
+        r.ridge = -1.0
+    assert r.ridge == 100.0
