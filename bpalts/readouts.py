@@ -48,6 +48,7 @@ class _Readout(nn.Module):
 
     _indices_only = False  # True: the readout takes class indices only, not real-valued targets
     _float64_state: tuple[str, ...] = ()  # buffers that stay float64 whatever the module's dtype
+    _moves_x = False  # True: partial_fit moves X to the readout's device (else X must be there)
 
     def __init__(self, n_features: int, n_outputs: int, bias: bool) -> None:
         super().__init__()
@@ -118,7 +119,7 @@ class _Readout(nn.Module):
 
     def _check_fit(self, X: torch.Tensor, Y: torch.Tensor) -> None:
         """The whole of ``(X, Y)`` is valid, checked before ``fit`` resets the state."""
-        self._check_x(X, same_device=False)  # partial_fit checks the device where it matters
+        self._check_x(X, same_device=not self._moves_x)  # as partial_fit will, before the reset
         check_finite("X", X)
         self._check_y(Y, X.shape[0])
 
@@ -175,6 +176,7 @@ class RidgeReadout(_Readout):
     """
 
     _float64_state = ("gram", "cross")
+    _moves_x = True
 
     def __init__(
         self,
@@ -461,6 +463,7 @@ class RLSReadout(_Readout):
     """
 
     _float64_state = ("P", "weight_full")
+    _moves_x = True
 
     def __init__(
         self,

@@ -381,3 +381,14 @@ def test_ridge_set_after_a_solve_solves_again():
     with pytest.raises(ValueError, match="ridge must be >= 0"):
         r.ridge = -1.0
     assert r.ridge == 100.0
+
+
+@pytest.mark.parametrize("cls", [SGDReadout, HebbianWTAReadout])
+def test_fit_refuses_x_on_another_device_before_resetting(cls, monkeypatch):
+    """``fit`` checked X's device only in ``partial_fit``, after its ``reset``: X on another
+    device than the readout (which these two readouts do not move) wiped the trained state
+    before the error. (A meta-device readout stands in for a GPU one.)"""
+    r = cls(4, 3).to("meta")
+    monkeypatch.setattr(r, "reset", lambda: pytest.fail("reset before the device check"))
+    with pytest.raises(ValueError, match="X is on cpu but the readout is on meta"):
+        r.fit(torch.randn(10, 4), torch.randint(0, 3, (10,)))
