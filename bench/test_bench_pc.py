@@ -13,9 +13,12 @@ One group per shape (bench/conftest.py prints the reference/cpp median ratio per
   bpalts.learners.widths); an MNIST epoch is 235 such batches (x seconds per call);
 - ``784-861-645-484-10 B256 T20 relu``: the same with the PC learners' default activation (relu).
 
-Both backends run the same GEMMs in MKL (per step, L-1 forward and L-1 feedback products; the
-first layer's prediction once); the C++ backend fuses every elementwise pass around them, so the
-ratio is bounded by total / GEMM time of the reference.
+Both backends run their GEMMs in MKL (per step, L-1 forward and L-1 feedback products; the
+first layer's prediction once); the C++ backend skips the few whose result is known exactly
+(a feedback product of an error still exactly 0 after the feed-forward start, a forward product
+of a layer that did not move) and fuses every elementwise pass around the rest, so the ratio is
+bounded by about total / GEMM time of the reference (``bench/cpu_ratios.py``'s ceiling: the
+reference over the C++ path's own GEMM calls replayed alone).
 """
 from __future__ import annotations
 

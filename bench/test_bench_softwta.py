@@ -12,7 +12,7 @@ marked ``large`` (deselect with ``-m "not large"``).
 
 Both backends run two GEMMs of the same size (``X W^T`` and ``Y~^T X``, MKL); what differs is
 everything around them, so the ratio is largest where those elementwise passes are slow (several
-threads on a busy machine) and bounded by GEMM time / total time on one quiet thread.
+threads on a busy machine) and bounded by the reference's total time / GEMM time on one quiet thread.
 
 Every call updates ``W`` in place; lr is 1e-6 so the repeated updates keep it finite (checked
 after the run).

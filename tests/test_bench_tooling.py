@@ -1,7 +1,9 @@
 """bench/ tooling regressions found in review: bench/gpu_decide.py's SPLIT_K with a row whose
 graph was not timed, and bench/gpu_session.sh printing every decision's headline (no GPU needed)."""
 import importlib.util
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -62,3 +64,57 @@ def test_session_prints_every_decision_headline(tmp_path):
     assert any(ln.startswith("FULL_GRAPHS_MAX = ") for ln in headlines), decide
     for ln in headlines:
         assert ln in printed, ln
+
+
+# bench/gpu.py reads its arguments and sets TRITON_INTERPRET at import: load it in a subprocess.
+# Each case: (Triton output, spec output) against a reference output of 2 * ones(3).
+_CHECK_CODE = r"""
+import json, sys
+sys.argv = ['gpu.py', '--smoke']
+sys.path.insert(0, 'bench')
+import gpu, torch
+
+def row(tri, spec):
+    op = gpu.Op('x', 's', lambda d, g, lr: (torch.ones(3),), lambda a: a * 2, lambda a: tri(a),
+                spec=lambda a: spec(a))
+    return gpu.check(op, 0, gpu.Recorder(), 'x')['status']
+
+nan = lambda a: torch.full_like(a, float('nan'))
+print(json.dumps({
+    # a broken (non-finite) spec must not make the check pass anything
+    'nan_triton_nan_spec': row(nan, nan),
+    'far_triton_nan_spec': row(lambda a: a * 5, nan),
+    # a finite spec still widens the tolerance to SPEC_SLACK x its distance (the design)
+    'near_spec_widens': row(lambda a: a * 2 * (1 + 0.015), lambda a: a * 2 * (1 + 0.01)),
+    'beyond_spec_fails': row(lambda a: a * 2 * (1 + 0.05), lambda a: a * 2 * (1 + 0.01)),
+}))
+"""
+
+
+def test_gpu_check_with_a_non_finite_spec_can_still_fail():
+    """bench/gpu.py's check widened a row's tolerance to SPEC_SLACK * rel_err(spec, ref); a
+    non-finite spec gives rel_err = inf, so the tolerance became inf and the row said "ok"
+    whatever Triton returned (even all-NaN: inf <= inf). The ``check`` column, the exit status
+    and gpu_decide's "usable" rows all rest on it, so a broken tf32 spec would have passed
+    every tf32 row and let them win contests."""
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    out = subprocess.run([sys.executable, "-c", _CHECK_CODE], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    status = json.loads(out.stdout.strip().splitlines()[-1])
+    assert status["nan_triton_nan_spec"] == "FAIL", status
+    assert status["far_triton_nan_spec"] == "FAIL", status
+    assert status["near_spec_widens"] == "ok", status
+    assert status["beyond_spec_fails"] == "FAIL", status
+
+
+def test_bench_readme_names_every_hebbian_rule_benchmarked():
+    """bench/README.md's section on test_bench_hebbian.py said it times rules gha, oja and hpca
+    only; the file times all seven (RULES), so numbers quoted for nlpca_sym, bcm, instar or
+    krotov looked as if they came from somewhere else."""
+    text = (ROOT / "bench" / "README.md").read_text()
+    section = text.split("## CPU microbenchmarks (`test_bench_hebbian.py`)", 1)[1].split("\n\n", 2)[1]
+    src = (ROOT / "bench" / "test_bench_hebbian.py").read_text()
+    rules = re.search(r"^RULES = \(([^)]*)\)", src, re.M).group(1)
+    for rule in re.findall(r'"(\w+)"', rules):
+        assert f"`{rule}`" in section, (rule, section)
