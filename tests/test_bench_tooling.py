@@ -1,5 +1,7 @@
 """bench/ tooling regressions found in review: bench/gpu_decide.py's SPLIT_K with a row whose
-graph was not timed, and bench/gpu_session.sh printing every decision's headline (no GPU needed)."""
+graph was not timed, bench/gpu_session.sh printing every decision's headline, bench/gpu.py's
+check with a non-finite spec, and bench/README.md naming every Hebbian rule timed (no GPU
+needed)."""
 import importlib.util
 import json
 import os
