@@ -91,9 +91,12 @@ SPARSE_BD = 128  # feature block of the sparse apply kernel
 # The cuBLAS path for dense updates with B * N * F >= CUBLAS_MIN_MACS at precision "ieee" (fp32),
 # >= CUBLAS_MIN_MACS_TF32 at "tf32"; 0 = never. bench/gpu.py on an H100 (torch 2.11, Triton 3.6;
 # plain call / CUDA graph, ms), B1024 4096->4096 against the Triton GEMMs:
-#   fp32  GHA 3.95 / 3.95 against 5.54 / 5.56; Oja 2.08 / 2.07 against 4.08 / 4.07; instar
-#         2.64 / 2.62 against 2.74 / 2.71
-#   tf32  GHA 0.78 / 0.78 against 1.75 / 1.74 (Oja 0.41 / 0.41, instar 0.86 / 0.47 on this path)
+#   fp32  GHA 3.95 / 3.95 against 5.54 / 5.56; Oja 2.08 / 2.07 against 4.08 / 4.07
+#   tf32  GHA 0.78 / 0.78 against 1.75 / 1.74 (Oja 0.41 / 0.41 on this path)
+# (The instar rows of that run did not use cuBLAS: the competitive rules' currents took it only
+# from the eighteenth session on, _sparse_currents; H200, 2026-11-28: instar 0.905 / 0.895
+# against 2.659 / 2.648 at B1024 4096->4096, 0.076 / 0.070 against 0.125 / 0.122 at B256
+# 784->1024; krotov 0.905 / 0.891 against 2.740 / 2.732.)
 # At B256 784->1024 (fp32 GHA) it lost the plain call (0.55 against 0.18; graph 0.115 against
 # 0.160): the torch GEMM calls cost more host time than Triton's launches. Since the plain calls
 # replay a cached graph (GRAPH_MAX_MACS) it wins there too (2026-11-28, H100,
