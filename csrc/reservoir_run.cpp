@@ -250,12 +250,16 @@ inline void tanh_inplace(double* p, py::ssize_t n) {
 }
 
 // y[i] = x[i] + a[i] (tanh(pre[i]) - x[i]) for i < n; pre is overwritten (a: stride a_step,
-// 0 for one leak for all).
+// 0 for one leak for all). For a >= 0.5 as h - (1 - a) (h - x) (torch.lerp's form, the
+// reference's): exact at a = 1 (x + (h - x) gave 0 for |x| >= 1e8, not h), no cancellation near 1.
 template <typename T>
 inline void leaky_n(const T* x, T* pre, const T* a, py::ssize_t a_step, T* y, py::ssize_t n) {
   tanh_inplace(pre, n);
 #pragma omp simd
-  for (py::ssize_t i = 0; i < n; ++i) y[i] = x[i] + a[i * a_step] * (pre[i] - x[i]);
+  for (py::ssize_t i = 0; i < n; ++i) {
+    const T ai = a[i * a_step], d = pre[i] - x[i];
+    y[i] = ai < T(0.5) ? x[i] + ai * d : pre[i] - (T(1) - ai) * d;
+  }
 }
 
 struct Plan {

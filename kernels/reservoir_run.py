@@ -146,6 +146,14 @@ LL_MAX_SPINS = 1 << 20
 
 
 @triton.jit
+def _leaky(x, h, a):
+    """x + a (h - x), for a >= 0.5 as h - (1 - a) (h - x) (torch.lerp's form, the reference's):
+    exact at a = 1 (x + (h - x) gave 0 for |x| >= 1e8, not h), no cancellation near 1."""
+    d = h - x
+    return tl.where(a < 0.5, x + a * d, h - (1.0 - a) * d)
+
+
+@triton.jit
 def _unit_block(
     W, s_wn, s_wk, src, U_t, s_ub, s_un, leak, dst, out_t, has_out, blk, B, N,
     BATCH: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, CG: tl.constexpr,
@@ -187,7 +195,7 @@ def _unit_block(
         xo = tl.load(op, mask=mo, other=0.0)
     a = tl.load(leak + rn, mask=mn, other=1.0)
     h = _tanh(pre + u)
-    xn = xo + a[None, :] * (h - xo)
+    xn = _leaky(xo, h, a[None, :])
     off = rb[:, None] * N + rn[None, :]
     tl.store(dst + off, xn, mask=mo)
     if has_out:
@@ -286,7 +294,7 @@ def _persistent_kernel(
             kx = tl.arange(0, K_PAD)
             x = tl.load(src + kx, mask=kx < N, other=0.0, cache_modifier=".cg")
             pre = tl.sum(w_res * x[None, :], axis=1)
-            xn = xo + a_res * (_tanh(pre + u) - xo)
+            xn = _leaky(xo, _tanh(pre + u), a_res)
             tl.store(dst + rn, xn, mask=mn)
             if has_out:
                 tl.store(out_t + rn, xn, mask=mn)
@@ -351,7 +359,7 @@ def _ll_resident_kernel(
             failed = tl.where(spins > max_spins, 1, failed)
         x = words.to(tl.int32).to(tl.float32, bitcast=True)  # the low 32 bits
         pre = tl.sum(w_res * x[None, :], axis=1)
-        xn = xo + a_res * (_tanh(pre + u) - xo)
+        xn = _leaky(xo, _tanh(pre + u), a_res)
         tag = tl.full((BLOCK_N,), t + 1, dtype=tl.int64) << 32
         word = tag | (xn.to(tl.int32, bitcast=True).to(tl.int64) & 0xFFFFFFFF)
         tl.atomic_xchg(dst + rn, word, mask=mn, sem="relaxed", scope="gpu")
@@ -389,7 +397,7 @@ def _gemm_step_kernel(
     xo = tl.load(X + rm[:, None] * N + rn[None, :], mask=mo, other=0.0)
     a = tl.load(leak + rn, mask=mn, other=1.0)
     h = _tanh(acc + u)
-    tl.store(Xn + rm[:, None] * N + rn[None, :], xo + a[None, :] * (h - xo), mask=mo)
+    tl.store(Xn + rm[:, None] * N + rn[None, :], _leaky(xo, h, a[None, :]), mask=mo)
 
 
 @triton.jit
@@ -405,7 +413,7 @@ def _leak_tanh_kernel(P, U_t, s_ub, s_un, X, leak, Xn, X3, N, SPLIT: tl.constexp
     u = tl.load(U_t + b * s_ub + rn * s_un, mask=mn, other=0.0)
     x = tl.load(X + b * N + rn, mask=mn, other=0.0)
     a = tl.load(leak + rn, mask=mn, other=1.0)
-    xn = x + a * (_tanh(p + u) - x)
+    xn = _leaky(x, _tanh(p + u), a)
     tl.store(Xn + b * N + rn, xn, mask=mn)
     if SPLIT:
         store_parts(X3 + b * 3 * N + rn, xn, N, mn, 1)

@@ -120,7 +120,8 @@ def _keep_plan(keep, T: int, device) -> tuple[list[int], torch.Tensor | None]:
         steps = []
         for v in keep:
             if isinstance(v, bool) or not isinstance(v, int):
-                if isinstance(v, torch.Tensor) and v.numel() == 1 and not v.dtype.is_floating_point:
+                if (isinstance(v, torch.Tensor) and v.numel() == 1 and not v.dtype.is_floating_point
+                        and not v.dtype.is_complex and v.dtype != torch.bool):
                     v = int(v)
                 else:
                     try:
@@ -382,7 +383,11 @@ def reservoir_run(
                 check_finite("state0", state0)
     # keep is validated here too, before any kernel runs (an iterator read once, into a list).
     if not isinstance(keep, (str, torch.Tensor, Sequence)) and hasattr(keep, "__iter__"):
-        keep = list(keep)
+        try:
+            keep = list(keep)
+        except TypeError as e:  # e.g. a 0-d NumPy array: "iteration over a 0-d array"
+            raise TypeError(f"keep must be 'all', 'last' or a sequence of step indices, "
+                            f"got {type(keep).__name__} that cannot be iterated ({e})") from None
     _keep_plan(keep, inputs.shape[0], inputs.device)
     with torch.no_grad():
         if which == "reference":
