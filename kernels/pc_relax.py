@@ -63,6 +63,7 @@ operands to TF32 the same way. Works under ``TRITON_INTERPRET=1`` on CPU tensors
 """
 from __future__ import annotations
 
+import sys
 from collections import OrderedDict
 from functools import partial
 
@@ -71,7 +72,7 @@ import triton
 import triton.language as tl
 
 from bpalts._precision import CUBLAS_PRECISIONS, TRITON_INPUT_PRECISION, gemm_into, gemm_precision, mm
-from bpalts.kernels._capture import capture, tensor_key
+from bpalts.kernels._capture import capture, settings_key, tensor_key
 from bpalts.kernels._math import tanh as _tanh
 
 # tiles (rows, units, K) for small batches. bench/gpu_tiles.py on an H200 (torch 2.11, Triton 3.6,
@@ -932,7 +933,8 @@ def pc_relax(weights, biases, feedback, x, target, states, steps, step_size, act
             shared_back, precision, path, ff_init)
     key = (str(device), R, x.shape[1], widths, steps, activation, clamp, ce, bool(fixed_predictions),
            shared_back, biases is not None, float(step_size), precision, path,
-           path == "cublas" and _concurrent(precision), ff_init)
+           path == "cublas" and _concurrent(precision), ff_init,
+           settings_key(sys.modules[__name__]))  # a plan's tables and graphs bake in the tiles
     params = (weights, biases, feedback)
     capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
     if capturing and key in _plans:

@@ -650,9 +650,12 @@ def reservoir_run(W, W_in, inputs, leak, bias=None, state0=None, *, keep="all",
                              f"program: n_programs == {n_blocks}, N <= {RESIDENT_MAX_K})")
         launch = partial(_launch_persistent, W, len(steps), mode, slots, T_run, B, N, n_programs,
                          sync, resident, batch, block_n, block_k, k_tiles, k_pad)
-        if PERSISTENT_GRAPHS and _graphs_apply(dev):
-            out, status = _replayed("persistent", (len(steps), mode, tuple(steps) if mode == KEEP_TABLE
-                                                   else None, n_programs, sync, bool(resident)),
+        # Not with a keep table: the graph would record this call's slots table by address,
+        # which the cache entry does not hold (a later replay would read freed memory).
+        if PERSISTENT_GRAPHS and mode != KEEP_TABLE and _graphs_apply(dev):
+            # T_run: the launch runs T_run steps (U holds T): keep=[s] is KEEP_LAST at any s
+            out, status = _replayed("persistent", (len(steps), mode, T_run, n_programs, sync,
+                                                   bool(resident)),
                                     W, U, a, x0, T, launch)
             out = out.clone()
         else:
