@@ -9,7 +9,6 @@ import os
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # noqa: E402
-import torch  # noqa: E402
 
 import bpalts  # noqa: E402
 from bpalts.ops import pc_relax, reservoir_run_reference  # noqa: E402
