@@ -1,5 +1,5 @@
-"""reservoir_run edge cases on every backend: keep lists of bool tensors or a 0-d array, and a
-leak of 1 with a large state0 (the new activation must not cancel away).
+"""reservoir_run edge cases on every backend: keep lists of bool tensors, a 0-d array, keeps
+without a step order (sets, dicts, bytes), and a leak of 1 with a large state0 (the new activation must not cancel away).
 
 The Triton backend runs on the CPU under TRITON_INTERPRET=1 (set before Triton compiles
 anything, as in test_reservoir_run_triton.py); it is skipped where the interpreter is missing.
@@ -85,3 +85,14 @@ def test_leak_one_forgets_a_large_state0(backend, B, density):
         assert (want[:, ones].abs() > 0.5).all()  # saturated: +-1
         assert torch.allclose(got[:, ones].double(), want[:, ones], rtol=0, atol=1e-6), got[:, ones]
         assert torch.allclose(got.double(), want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("keep", [{1, 3}, frozenset({2}), {1: "a", 3: "b"}, b"\x01\x03", bytearray(b"\x02")],
+                         ids=["set", "frozenset", "dict", "bytes", "bytearray"])
+def test_keep_without_a_step_order_is_refused(keep):
+    """A set (no order: the states come back in keep's order), a dict (its keys) or bytes (read
+    as small integers) were taken as step lists; each is a TypeError naming keep."""
+    W, W_in, u = _small()
+    with pytest.raises(TypeError, match=r"keep must be 'all', 'last' or an ordered sequence"):
+        reservoir_run(W, W_in, u, 0.5, keep=keep, backend="reference")
+    assert reservoir_run(W, W_in, u, 0.5, keep=[1, 3], backend="reference").shape[0] == 2

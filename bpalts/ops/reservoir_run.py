@@ -66,7 +66,7 @@ tensors under the interpreter.
 from __future__ import annotations
 
 import numbers
-from typing import Sequence
+from collections.abc import Mapping, Sequence, Set
 
 import torch
 
@@ -382,6 +382,9 @@ def reservoir_run(
             if state0 is not None:
                 check_finite("state0", state0)
     # keep is validated here too, before any kernel runs (an iterator read once, into a list).
+    if isinstance(keep, (bytes, bytearray, Set, Mapping)):  # no step order, or not steps at all
+        raise TypeError(f"keep must be 'all', 'last' or an ordered sequence of step indices (the "
+                        f"states come back in its order), got {type(keep).__name__}")
     if not isinstance(keep, (str, torch.Tensor, Sequence)) and hasattr(keep, "__iter__"):
         try:
             keep = list(keep)
