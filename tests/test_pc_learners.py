@@ -232,8 +232,10 @@ def test_bad_constructor_options():
     m = BidirectionalPC((4, 3, 2), backend="reference")
     with pytest.raises(ValueError, match="labels must be class indices in 0..1"):
         m.generate(torch.tensor([0, 2]))
-    with pytest.raises(ValueError, match="labels must be a non-empty"):
+    with pytest.raises(ValueError, match=r"labels must be a non-empty \(batch,\) tensor .* shape \(1, 2\)"):
         m.generate(torch.zeros(1, 2, dtype=torch.long))
+    with pytest.raises(TypeError, match="labels must be a torch.Tensor of class indices .* got list"):
+        m.generate([0, 1])  # was a ValueError quoting the list as a shape
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -537,9 +537,12 @@ class BidirectionalPC(_PCBase):
         :class:`DivergenceError` naming the relaxation step."""
         L = len(self.weights)
         n_out = self.sizes[-1]
-        if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.numel() == 0:
+        if not isinstance(labels, torch.Tensor):  # e.g. a NumPy array or a list
+            raise TypeError(f"labels must be a torch.Tensor of class indices (torch.as_tensor "
+                            f"converts one), got {type(labels).__name__}")
+        if labels.dim() != 1 or labels.numel() == 0:
             raise ValueError(f"labels must be a non-empty (batch,) tensor of class indices, got "
-                             f"{getattr(labels, 'shape', labels)}")
+                             f"shape {tuple(labels.shape)}")
         if labels.dtype not in LABEL_DTYPES:
             raise TypeError(f"labels must hold integer class indices, got dtype {labels.dtype}")
         check_dense("labels", labels)
