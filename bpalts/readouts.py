@@ -160,7 +160,7 @@ class RidgeReadout(_Readout):
     Solved by a Cholesky factorisation in float64; ``W``, ``c`` are stored in float32 (or
     ``out_dtype``). If ``G + lambda I~`` is not positive definite (``lambda = 0`` and rank-
     deficient features, or no data yet), ``singular="error"`` raises ``ValueError``;
-    ``singular="jitter"`` retries with ``lambda + eps * mean(diag G)``, eps = 1e-12, 1e-10, ...,
+    ``singular="jitter"`` retries with ``lambda + eps * mean(diag G)``, eps = 1e-12, 1e-11, ...,
     1e-2, and records the jitter used in ``last_jitter``.
 
     ``product_dtype``: the dtype in which each batch's ``X~^T X~`` and ``X~^T Y`` are computed

@@ -12,12 +12,12 @@ energy ``F = sum_{l<L} |e_l|^2/2 + E_out`` with ``E_out = -sum y log softmax(mu_
 then ``e_L = y - softmax(mu_L)``) or ``|y - mu_L|^2/2`` (``"mse"``). Inference relaxes the hidden
 nodes by gradient descent on ``F`` (:func:`bpalts.ops.pc_relax.pc_relax`),
 ``x_l += gamma (-e_l + f'(x_l) * (e_{l+1} W_{l+1}))``, starting from the feed-forward pass
-(``x_l = mu_l``); learning is the local, Hebbian-like ``dW_l = e_l^T f(x_{l-1}) / B``,
-``db_l = mean_b e_l`` (:func:`bpalts.ops.pc_weight_update.pc_weight_update`), i.e. minus the
-gradient of the batch-mean energy, applied by plain SGD or by Adam (a small Adam on these local
-updates; no autograd anywhere). Prediction is the feed-forward pass ``mu_L``: after a feed-forward
-initialisation it is the state the network starts from, the standard choice of PCX (Pinchetti et
-al., "Benchmarking predictive coding networks -- made simple", 2024).
+(``x_l = mu_l``); learning is the local, Hebbian-like ``dW_l = e_l^T f(x_{l-1}) / B`` (``x_0``
+itself for ``l = 1``), ``db_l = mean_b e_l`` (:func:`bpalts.ops.pc_weight_update.pc_weight_update`),
+i.e. minus the gradient of the batch-mean energy, applied by plain SGD or by Adam (a small Adam on
+these local updates; no autograd anywhere). Prediction is the feed-forward pass ``mu_L``: after a
+feed-forward initialisation it is the state the network starts from, the standard choice of PCX
+(Pinchetti et al., "Benchmarking predictive coding networks -- made simple", 2024).
 
 With a feed-forward initialisation the errors reach layer ``l`` after ``L - l`` relaxation steps,
 scaled by about ``gamma^(L-l)`` times backprop's deltas (Whittington & Bogacz 2017; Millidge et al.
@@ -209,8 +209,9 @@ class PCNetwork(_PCBase):
     1. ``x_l = mu_l`` (feed-forward init), ``x_0 = x``, ``x_L = onehot(y)`` clamped;
     2. ``steps`` relaxation steps ``x_l += gamma (-e_l + f'(x_l) * (e_{l+1} M_{l+1}))`` with
        ``M = W`` (``feedback="weights"``) or separate learned feedback matrices ``M = B``;
-    3. ``dW_l = e_l^T f(x_{l-1}) / B``, ``db_l = mean e_l`` at the relaxed state, applied by Adam
-       (default; lr decays by ``lr_decay`` per step, optional decoupled ``weight_decay``) or SGD.
+    3. ``dW_l = e_l^T f(x_{l-1}) / B`` (``x_0`` itself for ``l = 1``), ``db_l = mean e_l`` at the
+       relaxed state, applied by Adam (default; lr decays by ``lr_decay`` per step, optional
+       decoupled ``weight_decay``) or SGD.
 
     ``feedback="learned"`` (registered as ``pc-adaptive``, the original comparison's "Adap"
     variant): the top-down messages use feedback weights ``B_l`` (same shape as ``W_l``, drawn
@@ -295,10 +296,11 @@ class IncrementalPC(_PCBase):
         x_l \mathrel{+}= \gamma\,(-e_l + f'(x_l) \odot (e_{l+1} W_{l+1})),\qquad
         W_l \mathrel{+}= \eta\, e_l^\top f(x_{l-1}) / B,\quad b_l \mathrel{+}= \eta\,\overline{e_l}
 
-    (each weight change through Adam by default; the next inference step recomputes the errors with
-    the new weights), so inference and learning run together with no separate phases: the weights
-    change ``steps`` times per batch. From the feed-forward initialisation the error reaches one
-    more layer per step, so early in a batch the lower layers' updates are exactly zero;
+    (``x_0`` itself in place of ``f(x_0)`` for ``l = 1``; each weight change through Adam by
+    default; the next inference step recomputes the errors with the new weights), so inference
+    and learning run together with no separate phases: the weights change ``steps`` times per
+    batch. From the feed-forward initialisation the error reaches one more layer per step, so
+    early in a batch the lower layers' updates are exactly zero;
     ``skip_unreached=True`` leaves those layers and their Adam moments alone instead of feeding
     Adam zeros (which shrink its second moment and replay the momentum: about ``steps`` moves per
     batch for a layer that saw one gradient). Measured at the shared widths 784-861-645-484-10
