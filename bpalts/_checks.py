@@ -164,11 +164,18 @@ def check_flag(name: str, value) -> bool:
 def check_in_place(name: str, t: torch.Tensor) -> None:
     """``t``, which an op updates in place, has its own memory for every element: not a broadcast
     view (stride 0 over a dimension of size > 1, e.g. from ``expand``), whose elements would
-    receive conflicting updates. Checked before anything is written."""
+    receive conflicting updates; and not an inference tensor outside inference mode. Checked
+    before anything is written."""
     if any(st == 0 and sz > 1 for st, sz in zip(t.stride(), t.shape)):
         raise ValueError(
             f"{name} is updated in place and must not be a broadcast (stride-0) view "
             f"(shape {tuple(t.shape)}, strides {tuple(t.stride())}); pass a copy (.clone())")
+    # torch refuses in-place updates of inference tensors outside inference mode; the C++ and
+    # Triton backends, which write through pointers, would update one silently
+    if t.is_inference() and not torch.is_inference_mode_enabled():
+        raise ValueError(
+            f"{name} is updated in place but was created under torch.inference_mode(); update "
+            "it inside inference mode too, or pass a copy made outside it (.clone())")
 
 
 GENERATOR_SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed takes a 64-bit seed (negatives alias 2**64 + s)

@@ -220,3 +220,25 @@ def test_scalars_beyond_the_ops_dtype_are_named():
         with pytest.raises(ValueError, match=msg.format("lr", "lr")):
             pc_weight_update([w.clone() for w in ws], X, res.states, res.errors, lr=1e300, backend=backend)
     hebbian_update(W.double(), X.double(), "gha", lr=1e300, backend="reference")  # float64's range
+
+
+def test_inference_tensor_updated_outside_inference_mode_is_named():
+    """A weight made under torch.inference_mode() and updated in place outside it: the
+    reference raised torch's "Inplace update to inference tensor" error while the C++ backend
+    updated it silently. Every backend now gives a ValueError naming it; inside inference mode
+    the update runs."""
+    import bpalts
+    from bpalts.ops import hebbian_update, softwta_update
+    with torch.inference_mode():
+        W = torch.randn(6, 4)
+    X = torch.rand(3, 4)
+    for backend in ("reference", "cpp"):
+        if backend not in bpalts.available_backends("cpu"):
+            continue
+        for op in (lambda: softwta_update(W, X, lr=0.1, backend=backend),
+                   lambda: hebbian_update(W, X, "gha", 0.1, backend=backend)):
+            with pytest.raises(ValueError, match=r"^W is updated in place but was created under "
+                                                 r"torch.inference_mode\(\)"):
+                op()
+        with torch.inference_mode():
+            softwta_update(W, X, lr=0.1, backend=backend)
