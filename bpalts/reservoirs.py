@@ -272,7 +272,8 @@ def spectral_radius(
     # norm below over- or underflows (torch's norms are unscaled: |1e200 x| is inf)
     s = _pow2_scale(Wd.values() if Wd.layout == torch.sparse_csr else Wd)
     if s != 1.0:
-        Wd = (torch.sparse_csr_tensor(Wd.crow_indices(), Wd.col_indices(), Wd.values() / s, Wd.shape)
+        Wd = (torch.sparse_csr_tensor(Wd.crow_indices(), Wd.col_indices(), Wd.values() / s, Wd.shape,
+                                      check_invariants=False)  # W's own (checked) index arrays
               if Wd.layout == torch.sparse_csr else Wd / s)
     mv = _matvec(Wd)
     m = min(krylov_dim, n)
