@@ -50,15 +50,15 @@ def check_sequence(name: str, value, what: str) -> tuple:
 LABEL_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 
 
-def check_labels(y, batch: int, n_out: int) -> None:
-    """``y`` holds ``batch`` integer class indices in ``0..n_out-1``."""
+def check_labels(y, batch: int, n_out: int, name: str = "y") -> None:
+    """``y`` holds ``batch`` integer class indices in ``0..n_out-1`` (errors name ``name``)."""
     if not isinstance(y, torch.Tensor) or y.shape != (batch,):
-        raise ValueError(f"y must be ({batch},) class indices, got {getattr(y, 'shape', y)}")
+        raise ValueError(f"{name} must be ({batch},) class indices, got {getattr(y, 'shape', y)}")
     if y.dtype not in LABEL_DTYPES:
-        raise TypeError(f"y must hold integer class indices, got dtype {y.dtype}")
+        raise TypeError(f"{name} must hold integer class indices, got dtype {y.dtype}")
     lo, hi = torch.stack([y.min(), y.max()]).tolist()  # one device-to-host read
     if lo < 0 or hi >= n_out:
-        raise ValueError(f"y must be class indices in 0..{n_out - 1}, got range {lo}..{hi}")
+        raise ValueError(f"{name} must be class indices in 0..{n_out - 1}, got range {lo}..{hi}")
 
 
 def check_batch(x, y, n_in: int, n_out: int) -> None:

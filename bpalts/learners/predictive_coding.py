@@ -35,7 +35,7 @@ from bpalts._backend import resolve_backend
 from bpalts._checks import (DivergenceError, check_choice, check_dense, check_finite, check_flag, check_int,
                             check_not_meta, check_scalar)
 from bpalts._precision import PRECISIONS
-from bpalts.learners.base import LABEL_DTYPES, Learner, check_batch, check_seed, check_sizes
+from bpalts.learners.base import Learner, check_batch, check_labels, check_seed, check_sizes
 from bpalts.ops.pc_relax import act, act_deriv, pc_relax
 from bpalts.ops.pc_weight_update import pc_weight_update
 from bpalts.registry import MethodSpec, register_method
@@ -545,13 +545,9 @@ class BidirectionalPC(_PCBase):
         if labels.dim() != 1 or labels.numel() == 0:
             raise ValueError(f"labels must be a non-empty (batch,) tensor of class indices, got "
                              f"shape {tuple(labels.shape)}")
-        if labels.dtype not in LABEL_DTYPES:
-            raise TypeError(f"labels must hold integer class indices, got dtype {labels.dtype}")
         check_dense("labels", labels)
         check_not_meta("labels", labels)
-        if int(labels.min()) < 0 or int(labels.max()) >= n_out:
-            raise ValueError(f"labels must be class indices in 0..{n_out - 1}, got range "
-                             f"{int(labels.min())}..{int(labels.max())}")
+        check_labels(labels, labels.shape[0], n_out, name="labels")  # dtype, range: one host read
         steps = 0 if steps is None else check_int("steps", steps, 0)
         W0 = self.weights[0]
         xs = [None] * (L + 1)
