@@ -262,24 +262,19 @@ def spectral_radius(
     g = _generator(generator, seed)
     n = W.shape[0]
     Wd = W.to(torch.float64)
-    if W.layout == torch.strided:
-        check_finite("W", Wd)
-    else:
-        check_finite("W", Wd.values())
+    check_finite("W", _entries(Wd))
     if _acyclic(Wd):
         return 0.0  # exactly nilpotent
     # rho(W) = s rho(W / s): with s a power of two (exact) bringing max |W_ij| into [1, 2), no
     # norm below over- or underflows (torch's norms are unscaled: |1e200 x| is inf)
-    s = _pow2_scale(Wd.values() if Wd.layout == torch.sparse_csr else Wd)
+    s = _pow2_scale(_entries(Wd))
     if s != 1.0:
-        Wd = (torch.sparse_csr_tensor(Wd.crow_indices(), Wd.col_indices(), Wd.values() / s, Wd.shape,
-                                      check_invariants=False)  # W's own (checked) index arrays
-              if Wd.layout == torch.sparse_csr else Wd / s)
+        Wd = _with_entries(Wd, _entries(Wd) / s)
     mv = _matvec(Wd)
     m = min(krylov_dim, n)
     # Happy breakdown: ``W q_j`` lies in the Krylov space up to rounding, judged relative to the
     # size of ``W`` (its Frobenius norm), not to 1, so the test is invariant to scaling ``W``.
-    w_scale = float((Wd.values() if Wd.layout == torch.sparse_csr else Wd).norm())
+    w_scale = float(_entries(Wd).norm())
     v = torch.randn(n, dtype=torch.float64, generator=g).to(Wd.device)
     best, best_res = 0.0, math.inf
     for cycle in range(max_restarts):
@@ -310,6 +305,19 @@ def spectral_radius(
         stacklevel=2,
     )
     return best * s
+
+
+def _entries(W: torch.Tensor) -> torch.Tensor:
+    """``W``'s stored entries: a CSR matrix's values, a dense matrix itself."""
+    return W.values() if W.layout == torch.sparse_csr else W
+
+
+def _with_entries(W: torch.Tensor, vals: torch.Tensor) -> torch.Tensor:
+    """A matrix of ``W``'s layout holding ``vals`` (:func:`_entries`' shape): for CSR, ``W``'s own
+    (already checked) index arrays with these values; dense, ``vals`` itself."""
+    if W.layout != torch.sparse_csr:
+        return vals
+    return torch.sparse_csr_tensor(W.crow_indices(), W.col_indices(), vals, W.shape, check_invariants=False)
 
 
 def _pow2_scale(vals: torch.Tensor) -> float:
@@ -435,7 +443,7 @@ def _zero_radius(W: torch.Tensor, rho: float) -> str:
     ``rho >= ||W||_F / sqrt(n)``.)"""
     if rho == 0.0:
         return "spectral radius 0 (nilpotent, e.g. the graph of its nonzero entries has no cycle)"
-    vals = (W.values() if W.layout == torch.sparse_csr else W).double()
+    vals = _entries(W).double()
     s = _pow2_scale(vals)  # ||W||_F = s ||W / s||_F without overflow or underflow
     floor = ZERO_RTOL * s * float((vals / s).norm())
     if rho <= floor:
@@ -632,7 +640,7 @@ def hebbian_adapt(
             "unchanged; lower lr"
         )
     if radius is not None:
-        Wn = torch.sparse_csr_tensor(crow, col, new, W.shape) if W.layout == torch.sparse_csr else new
+        Wn = _with_entries(W, new)
         rho = globals()["spectral_radius"](Wn)
         _check_scalable(Wn, rho, "W after the hebbian_adapt step")
         new.mul_(radius / rho)
