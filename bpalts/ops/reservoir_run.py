@@ -105,13 +105,18 @@ def _input_projection(W_in: torch.Tensor, inputs: torch.Tensor, bias: torch.Tens
     return U.view(T, B, N)
 
 
+def _integer_dtype(dtype: torch.dtype) -> bool:
+    """An integer dtype: not floating point, complex or bool (a step index's)."""
+    return not (dtype.is_floating_point or dtype.is_complex or dtype == torch.bool)
+
+
 def _keep_plan(keep, T: int, device) -> tuple[list[int], torch.Tensor | None]:
     """(sorted unique steps to store, index into them giving the requested order or None)."""
     if isinstance(keep, str):
         check_choice("keep", keep, KEEP_MODES)
         return (list(range(T)) if keep == "all" else [T - 1]), None
     if isinstance(keep, torch.Tensor):
-        if keep.dtype.is_floating_point or keep.dtype.is_complex or keep.dtype == torch.bool:
+        if not _integer_dtype(keep.dtype):
             raise TypeError(f"keep must hold integer step indices, got a tensor of dtype {keep.dtype}")
         if keep.dim() > 1:
             raise ValueError(f"keep must be a 1-D sequence of step indices, got shape {tuple(keep.shape)}")
@@ -120,8 +125,7 @@ def _keep_plan(keep, T: int, device) -> tuple[list[int], torch.Tensor | None]:
         steps = []
         for v in keep:
             if isinstance(v, bool) or not isinstance(v, int):
-                if (isinstance(v, torch.Tensor) and v.numel() == 1 and not v.dtype.is_floating_point
-                        and not v.dtype.is_complex and v.dtype != torch.bool):
+                if isinstance(v, torch.Tensor) and v.numel() == 1 and _integer_dtype(v.dtype):
                     v = int(v)
                 else:
                     try:
