@@ -206,6 +206,12 @@ def check_device(name: str, value) -> torch.device | None:
         raise ValueError(f"{name} must be a device string such as 'cpu' or 'cuda:0', got {value!r}") from None
 
 
+def check_cuda_available(name: str, device: torch.device) -> None:
+    """A CUDA ``device`` needs CUDA here: a ValueError naming ``name`` otherwise."""
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{name} {str(device)!r} was asked for but torch.cuda.is_available() is False")
+
+
 def check_choice(name: str, value, choices: Sequence[str]) -> str:
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")

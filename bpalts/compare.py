@@ -50,7 +50,7 @@ from torch import nn
 
 from bpalts import registry
 from bpalts._backend import resolve_backend
-from bpalts._checks import check_choice, check_int
+from bpalts._checks import check_choice, check_cuda_available, check_int
 from bpalts.plots import COLUMNS, PLOT_FILES  # PLOT_FILES: what overwrite removes
 from bpalts.learners.base import SEED_MAX, check_seed
 from bpalts.learners.widths import layer_sizes
@@ -115,8 +115,7 @@ def resolve_device(name: str) -> torch.device:
         dev = None
     if dev is None or dev.type not in ("cpu", "cuda"):
         raise ValueError(f"device must be one of {DEVICES} (or 'cuda:N'), got {name!r}")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but torch.cuda.is_available() is False")
+    check_cuda_available("device", dev)
     return dev
 
 

@@ -70,7 +70,7 @@ from pathlib import Path
 
 import torch
 
-from bpalts._checks import check_device
+from bpalts._checks import check_cuda_available, check_device
 
 __all__ = ["mnist", "MNISTUnavailableError", "MNISTChecksumError", "SHA256", "NPM_SPEC"]
 
@@ -534,8 +534,7 @@ def mnist(
     dev = check_device("device", device) or torch.device("cpu")
     if dev.type == "meta":
         raise ValueError("device must hold data (e.g. 'cpu' or 'cuda'), got 'meta'")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {str(dev)!r} was asked for but torch.cuda.is_available() is False")
+    check_cuda_available("device", dev)
     root_path = _resolve_root(root)
     if root_path.exists() and not root_path.is_dir():
         raise ValueError(f"root {str(root_path)!r} exists and is not a folder")
