@@ -110,6 +110,11 @@ class Row:
         return self.err64 <= TF32X3_ERR64_FACTOR * self.err64_ref
 
     @property
+    def err64_text(self) -> str:
+        """The two float64 errors, as the decisions quote them."""
+        return f"error from float64 {self.err64:.1e} against the fp32 reference's {self.err64_ref:.1e}"
+
+    @property
     def usable(self) -> bool:
         """Passed gpu.py's check and, at tf32x3, float32-level (:attr:`fp32_level`)."""
         return self.ok and self.fp32_level
@@ -344,8 +349,7 @@ def _contests(rows: list[Row], by: dict, base: str, variant: str, default: str) 
         if twin is None:
             continue
         won = _beats(r, twin)
-        why = "" if r.fp32_level else (f" (not float32-level: error from float64 {r.err64:.1e} "
-                                       f"against the fp32 reference's {r.err64_ref:.1e})")
+        why = "" if r.fp32_level else f" (not float32-level: {r.err64_text})"
         out.append((r, won, f"  {base} {r.shape} {r.precision}: {variant} {_fmt(r.triton)} / "
                             f"{_fmt(r.graph)} ms, {default} {_fmt(twin.triton)} / {_fmt(twin.graph)} ms "
                             f"-> {variant if won else default}{why}"))
@@ -402,8 +406,7 @@ def _either(by: dict, switch: str, op: str, shape: str, variant: str, yes: str, 
         return f"{switch}: no decision (the {op}{suffix} {shape} rows are missing)"
     won = _beats_plain(new, default) if plain_only else _beats(new, default)
     choice = yes if won else no
-    why = "" if new.fp32_level else (f"; {yes} is not float32-level: error from float64 "
-                                     f"{new.err64:.1e} against the fp32 reference's {new.err64_ref:.1e}")
+    why = "" if new.fp32_level else f"; {yes} is not float32-level: {new.err64_text}"
     return (f"{switch} = {choice!r}: {yes} {_fmt(new.triton)} / {_fmt(new.graph)} ms "
             f"({new.status}) against {no} {_fmt(default.triton)} / "
             f"{_fmt(default.graph)} ms (plain / graph){why}")
