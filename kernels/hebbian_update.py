@@ -353,6 +353,16 @@ def _sparse_apply_kernel(
     tl.store(W + n * s_wn + rf * s_wf, w + scale * (acc - hs * w), mask=mask)
 
 
+def _cublas_precision(precision: str, macs: int) -> str | None:
+    """The cuBLAS precision (``"fp32"`` / ``"tf32"``) of an update of ``macs`` = ``B * N * F``
+    multiply-adds at Triton ``precision`` when it reaches ``CUBLAS_MIN_MACS`` /
+    ``CUBLAS_MIN_MACS_TF32`` (read at call time: the bench switches them), else None."""
+    min_macs = {"ieee": CUBLAS_MIN_MACS, "tf32": CUBLAS_MIN_MACS_TF32}.get(precision, 0)
+    if not 0 < min_macs <= macs:
+        return None
+    return "fp32" if precision == "ieee" else precision
+
+
 def _forward(X, W, gate: str = "identity", precision: str = "ieee", p: float = 2.0,
              theta=None):
     """U = gate(X W~^T) (B x N) with W~ = sign(W)|W|^(p-1); with theta, the BCM G and the
@@ -402,9 +412,8 @@ def _dense_update(W: torch.Tensor, X: torch.Tensor, gate: str, decay: str, lr: f
     N = W.shape[0]
     if theta is not None and theta.stride(0) == 0:
         raise ValueError("theta must not be a broadcast (stride-0) view: it is updated in place")
-    min_macs = {"ieee": CUBLAS_MIN_MACS, "tf32": CUBLAS_MIN_MACS_TF32}.get(precision, 0)
-    if theta is None and 0 < min_macs <= B * N * F:
-        cublas_precision = "fp32" if precision == "ieee" else precision
+    cublas_precision = _cublas_precision(precision, B * N * F)
+    if theta is None and cublas_precision is not None:
         with gemm_precision(W, cublas_precision):
             _hebbian_update_cublas(W, X, gate, decay, lr, cublas_precision)
         return
@@ -585,12 +594,11 @@ def _sparse_currents(X: torch.Tensor, W: torch.Tensor, p: float, precision: str)
     ``G^T X``)."""
     B, F = X.shape
     N = W.shape[0]
-    min_macs = {"ieee": CUBLAS_MIN_MACS, "tf32": CUBLAS_MIN_MACS_TF32}.get(precision, 0)
-    if not 0 < min_macs <= B * N * F:
+    cublas_precision = _cublas_precision(precision, B * N * F)
+    if cublas_precision is None:
         return _forward(X, W, "identity", precision, p=p)[0]
     Wt = W if p == 2.0 else W.sign() * W.abs().pow(p - 1.0)
     U = torch.empty((B, N), device=W.device, dtype=torch.float32)
-    cublas_precision = "fp32" if precision == "ieee" else precision
     with gemm_precision(W, cublas_precision):
         gemm_into(U, X, Wt.t(), cublas_precision)
     return U
